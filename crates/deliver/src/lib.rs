@@ -1,0 +1,1 @@
+//! Outbound SMTP: the relay client and DSN generation. (Placeholder.)

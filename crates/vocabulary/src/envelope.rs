@@ -1,0 +1,147 @@
+//! Envelopes apart from content: a message's bytes are stored once, and each
+//! recipient carries its own delivery state (the OpenSMTPD msgid/evpid split).
+
+use crate::Reply;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A queue identifier: a UUIDv7, so identifiers sort by arrival time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct QueueId(pub u128);
+
+impl QueueId {
+    pub fn generate() -> Self {
+        QueueId(uuid::Uuid::now_v7().as_u128())
+    }
+
+    /// Milliseconds since the Unix epoch at which this id was generated.
+    pub fn timestamp_ms(&self) -> u64 {
+        (self.0 >> 80) as u64
+    }
+}
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl FromStr for QueueId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex: String = s.chars().filter(|c| *c != '-').collect();
+        if hex.len() != 32 {
+            return Err(format!("not a queue id: {s}"));
+        }
+        u128::from_str_radix(&hex, 16)
+            .map(QueueId)
+            .map_err(|_| format!("not a queue id: {s}"))
+    }
+}
+
+/// Where one recipient stands. A message is done when every recipient is
+/// terminal (`Delivered`, `Failed` or `Expired`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RcptStatus {
+    /// Waiting for (another) attempt.
+    Scheduled,
+    /// The last attempt failed temporarily; retried later.
+    TempFail { reply: Reply },
+    Delivered { reply: Reply },
+    /// Permanent failure: a DSN goes to the sender.
+    Failed { reply: Reply },
+    /// Gave up after the expiry time: a DSN goes to the sender.
+    Expired { reply: Reply },
+}
+
+impl RcptStatus {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            RcptStatus::Delivered { .. } | RcptStatus::Failed { .. } | RcptStatus::Expired { .. }
+        )
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            RcptStatus::Scheduled => "scheduled",
+            RcptStatus::TempFail { .. } => "deferred",
+            RcptStatus::Delivered { .. } => "delivered",
+            RcptStatus::Failed { .. } => "failed",
+            RcptStatus::Expired { .. } => "expired",
+        }
+    }
+}
+
+/// One recipient of a message and its delivery state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub address: String,
+    /// DSN ORCPT parameter, kept for the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orcpt: Option<String>,
+    pub status: RcptStatus,
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+impl Recipient {
+    pub fn new(address: impl Into<String>) -> Self {
+        Recipient { address: address.into(), orcpt: None, status: RcptStatus::Scheduled, attempts: 0 }
+    }
+}
+
+/// What the client told us around the content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Reverse path; empty for the null sender `<>`.
+    pub mail_from: String,
+    pub rcpts: Vec<Recipient>,
+    /// The client asked for SMTPUTF8.
+    #[serde(default)]
+    pub smtputf8: bool,
+    /// BODY=8BITMIME or BINARYMIME was declared.
+    #[serde(default)]
+    pub eight_bit: bool,
+    /// EHLO/HELO name and peer address, for the trace header and the logs.
+    pub helo: String,
+    pub peer: String,
+    /// Authenticated submission user, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_user: Option<String>,
+    /// Arrival time, seconds since the Unix epoch.
+    pub received_at: i64,
+}
+
+impl Envelope {
+    pub fn is_null_sender(&self) -> bool {
+        self.mail_from.is_empty()
+    }
+}
+
+/// The domain part of an address, lower-cased; empty when there is no `@`.
+pub fn domain_of(address: &str) -> String {
+    address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_id_round_trip_and_order() {
+        let a = QueueId::generate();
+        let b = QueueId::generate();
+        assert!(b >= a);
+        assert_eq!(a.to_string().parse::<QueueId>(), Ok(a));
+        assert!("xyz".parse::<QueueId>().is_err());
+    }
+
+    #[test]
+    fn domains() {
+        assert_eq!(domain_of("a@Example.TEST"), "example.test");
+        assert_eq!(domain_of("postmaster"), "");
+    }
+}

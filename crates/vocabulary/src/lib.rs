@@ -1,0 +1,9 @@
+//! The words every stage of sluice shares: queue identifiers, envelopes, SMTP
+//! replies. Kept free of IO and of heavy dependencies so that every crate,
+//! including the pure `decide` crate, can speak them.
+
+mod reply;
+mod envelope;
+
+pub use envelope::{Envelope, QueueId, RcptStatus, Recipient, domain_of};
+pub use reply::{Reply, Severity};
