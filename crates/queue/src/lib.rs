@@ -1,1 +1,13 @@
-//! placeholder
+//! The durable queue: a group-committed segment log on disk ([`log`]), the
+//! messages and per-recipient states it holds ([`spool`]), and the
+//! [`scheduler`] that attempts, retries, expires and reports them.
+
+pub mod log;
+pub mod scheduler;
+pub mod spool;
+
+pub use scheduler::{
+    AttemptOutcome, AttemptResult, BoxFuture, DsnBuilder, DsnInput, Job, Scheduler, SchedulerConfig,
+    Transport, Waker, now_secs,
+};
+pub use spool::{Entry, Recovery, Spool, SpoolError, is_locked};

@@ -34,9 +34,7 @@ impl FromStr for QueueId {
         if hex.len() != 32 {
             return Err(format!("not a queue id: {s}"));
         }
-        u128::from_str_radix(&hex, 16)
-            .map(QueueId)
-            .map_err(|_| format!("not a queue id: {s}"))
+        u128::from_str_radix(&hex, 16).map(QueueId).map_err(|_| format!("not a queue id: {s}"))
     }
 }
 
@@ -48,20 +46,25 @@ pub enum RcptStatus {
     /// Waiting for (another) attempt.
     Scheduled,
     /// The last attempt failed temporarily; retried later.
-    TempFail { reply: Reply },
-    Delivered { reply: Reply },
+    TempFail {
+        reply: Reply,
+    },
+    Delivered {
+        reply: Reply,
+    },
     /// Permanent failure: a DSN goes to the sender.
-    Failed { reply: Reply },
+    Failed {
+        reply: Reply,
+    },
     /// Gave up after the expiry time: a DSN goes to the sender.
-    Expired { reply: Reply },
+    Expired {
+        reply: Reply,
+    },
 }
 
 impl RcptStatus {
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            RcptStatus::Delivered { .. } | RcptStatus::Failed { .. } | RcptStatus::Expired { .. }
-        )
+        matches!(self, RcptStatus::Delivered { .. } | RcptStatus::Failed { .. } | RcptStatus::Expired { .. })
     }
 
     pub fn name(&self) -> &'static str {

@@ -2,8 +2,8 @@
 //! replies. Kept free of IO and of heavy dependencies so that every crate,
 //! including the pure `decide` crate, can speak them.
 
-mod reply;
 mod envelope;
+mod reply;
 
 pub use envelope::{Envelope, QueueId, RcptStatus, Recipient, domain_of};
 pub use reply::{Reply, Severity};

@@ -1,0 +1,373 @@
+//! The scheduler: decides when each queued message is attempted, runs the
+//! attempts through a [`Transport`], applies the per-recipient results, retries
+//! with backoff, expires, and asks for a DSN when recipients finally fail.
+//!
+//! A destination that is down holds nothing up but itself: messages whose
+//! attempt failed at the connection level are parked, and the first successful
+//! delivery releases them all at once.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Reply};
+
+use crate::spool::{Entry, Spool, with_status};
+
+/// Retry and expiry policy.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Delay before the first retry; doubles per attempt.
+    pub retry_initial: Duration,
+    /// Upper bound of the retry delay.
+    pub retry_max: Duration,
+    /// Attempts running at once across all destinations.
+    pub max_parallel: usize,
+    /// Our hostname, for DSNs.
+    pub hostname: String,
+}
+
+/// One delivery attempt's input: the message and the recipients still pending.
+pub struct Job<'a> {
+    pub id: QueueId,
+    pub envelope: &'a Envelope,
+    pub rcpts: Vec<&'a str>,
+    pub trace: &'a str,
+    pub content: &'a [u8],
+}
+
+/// The result of one attempt.
+pub enum AttemptOutcome {
+    /// One reply per recipient of the job, in order.
+    PerRecipient(Vec<Reply>),
+    /// The attempt failed as a whole (connection, TLS, MAIL FROM...).
+    Failed(Reply),
+}
+
+pub struct AttemptResult {
+    pub remote: String,
+    pub tls: Option<String>,
+    pub outcome: AttemptOutcome,
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Something that can take a message: the relay today, more routes later.
+pub trait Transport: Send + Sync + 'static {
+    fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult>;
+}
+
+/// Input for a delivery status notification.
+pub struct DsnInput<'a> {
+    pub id: QueueId,
+    pub envelope: &'a Envelope,
+    /// The recipients that failed or expired in this attempt.
+    pub failed: Vec<&'a Recipient>,
+    pub original: &'a [u8],
+    pub remote: &'a str,
+}
+
+/// Builds a DSN message (RFC 3464) for recipients that will not be delivered.
+pub type DsnBuilder = Arc<dyn Fn(&DsnInput<'_>) -> Vec<u8> + Send + Sync>;
+
+/// Commands from the queue CLI and from ingress.
+#[derive(Debug)]
+pub enum Wake {
+    /// A new or released message: attempt it now.
+    Now(QueueId),
+    /// Everything waiting: attempt now.
+    Flush,
+}
+
+/// Handle to wake the scheduler.
+#[derive(Clone)]
+pub struct Waker(mpsc::UnboundedSender<Wake>);
+
+impl Waker {
+    pub fn now(&self, id: QueueId) {
+        let _ = self.0.send(Wake::Now(id));
+    }
+    pub fn flush(&self) {
+        let _ = self.0.send(Wake::Flush);
+    }
+}
+
+pub struct Scheduler {
+    spool: Arc<Spool>,
+    transport: Arc<dyn Transport>,
+    dsn: DsnBuilder,
+    cfg: SchedulerConfig,
+    rx: mpsc::UnboundedReceiver<Wake>,
+    waker: Waker,
+    parked: Arc<Mutex<HashSet<QueueId>>>,
+}
+
+pub fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Scheduler {
+    pub fn new(
+        spool: Arc<Spool>,
+        transport: Arc<dyn Transport>,
+        dsn: DsnBuilder,
+        cfg: SchedulerConfig,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Scheduler { spool, transport, dsn, cfg, rx, waker: Waker(tx), parked: Arc::default() }
+    }
+
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// Runs until `shutdown` turns true, then waits for attempts in flight.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let permits = Arc::new(Semaphore::new(self.cfg.max_parallel.max(1)));
+        let mut timers: BinaryHeap<Reverse<(i64, QueueId)>> = BinaryHeap::new();
+        // Everything recovered from the spool is due now.
+        for id in self.spool.ids() {
+            timers.push(Reverse((0, id)));
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut gc_countdown = 0u32;
+        loop {
+            // Start everything that is due.
+            let now = now_secs();
+            while let Some(Reverse((at, id))) = timers.peek().copied() {
+                if at > now {
+                    break;
+                }
+                timers.pop();
+                match self.spool.get(id) {
+                    // A stale timer: the message was rescheduled since.
+                    Some(entry) if entry.next_attempt > now => continue,
+                    Some(_) => {}
+                    None => continue,
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                if let Some(entry) = self.spool.claim(id) {
+                    let ctx = self.attempt_context();
+                    tokio::spawn(async move {
+                        // A message that stays queued goes back on the timer
+                        // heap at its new `next_attempt`.
+                        if let Some(id) = ctx.attempt(entry).await {
+                            ctx.waker.now(id);
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {
+                    gc_countdown += 1;
+                    if gc_countdown >= 40 {
+                        gc_countdown = 0;
+                        if let Err(e) = self.spool.collect_garbage() {
+                            tracing::warn!(error = %e, "spool garbage collection failed");
+                        }
+                    }
+                }
+                wake = self.rx.recv() => match wake {
+                    Some(Wake::Now(id)) => {
+                        let at = self.spool.get(id).map_or(0, |e| e.next_attempt);
+                        timers.push(Reverse((at, id)));
+                    }
+                    Some(Wake::Flush) => {
+                        for id in self.spool.flush() {
+                            timers.push(Reverse((0, id)));
+                        }
+                        self.parked.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    }
+                    None => break,
+                },
+            }
+        }
+        // Let attempts in flight finish (their results are recorded).
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            permits.acquire_many(self.cfg.max_parallel.max(1) as u32),
+        )
+        .await;
+    }
+
+    fn attempt_context(&self) -> Arc<AttemptCtx> {
+        Arc::new(AttemptCtx {
+            spool: self.spool.clone(),
+            transport: self.transport.clone(),
+            dsn: self.dsn.clone(),
+            cfg: self.cfg.clone(),
+            waker: self.waker.clone(),
+            parked: self.parked.clone(),
+        })
+    }
+}
+
+struct AttemptCtx {
+    spool: Arc<Spool>,
+    transport: Arc<dyn Transport>,
+    dsn: DsnBuilder,
+    cfg: SchedulerConfig,
+    waker: Waker,
+    parked: Arc<Mutex<HashSet<QueueId>>>,
+}
+
+impl AttemptCtx {
+    fn backoff(&self, attempts: u32) -> i64 {
+        let base = self.cfg.retry_initial.as_secs_f64().max(1.0);
+        let exp = attempts.saturating_sub(1).min(20) as i32;
+        let delay = (base * 2f64.powi(exp)).min(self.cfg.retry_max.as_secs_f64().max(1.0));
+        delay.ceil() as i64
+    }
+
+    /// Runs one attempt for `entry`. Returns its id when the message stays
+    /// queued (its `next_attempt` is set).
+    async fn attempt(&self, entry: Entry) -> Option<QueueId> {
+        let id = entry.id;
+        let content = match self.read_content(&entry).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(%id, error = %e, "cannot read spooled content; will retry");
+                self.spool.reschedule(id, now_secs() + self.backoff(1));
+                return Some(id);
+            }
+        };
+        let pending: Vec<usize> = entry.pending().map(|(i, _)| i).collect();
+        let job = Job {
+            id,
+            envelope: &entry.envelope,
+            rcpts: pending.iter().map(|&i| entry.envelope.rcpts[i].address.as_str()).collect(),
+            trace: &entry.trace,
+            content: &content,
+        };
+        let result = self.transport.deliver(&job).await;
+        let now = now_secs();
+        let expired = now >= entry.expires_at;
+        let connection_failed = matches!(result.outcome, AttemptOutcome::Failed(_));
+        let mut rcpts = entry.envelope.rcpts.clone();
+        let mut any_delivered = false;
+        for (n, &i) in pending.iter().enumerate() {
+            let reply = match &result.outcome {
+                AttemptOutcome::PerRecipient(replies) => replies
+                    .get(n)
+                    .cloned()
+                    .unwrap_or_else(|| Reply::new(451, "4.3.0", "no reply for this recipient")),
+                AttemptOutcome::Failed(reply) => reply.clone(),
+            };
+            let status = if reply.is_positive() {
+                any_delivered = true;
+                RcptStatus::Delivered { reply: reply.clone() }
+            } else if reply.is_permanent() {
+                RcptStatus::Failed { reply: reply.clone() }
+            } else if expired {
+                RcptStatus::Expired { reply: reply.clone() }
+            } else {
+                RcptStatus::TempFail { reply: reply.clone() }
+            };
+            let r = with_status(rcpts[i].clone(), status);
+            tracing::info!(
+                target: "sluice::delivery",
+                queue_id = %id,
+                rcpt = %r.address,
+                status = r.status.name(),
+                attempt = r.attempts,
+                remote = %result.remote,
+                tls = result.tls.as_deref().unwrap_or("none"),
+                reply = %reply,
+                "delivery attempt"
+            );
+            rcpts[i] = r;
+        }
+        let failed_now: Vec<&Recipient> = pending
+            .iter()
+            .map(|&i| &rcpts[i])
+            .filter(|r| matches!(r.status, RcptStatus::Failed { .. } | RcptStatus::Expired { .. }))
+            .collect();
+        if !failed_now.is_empty() && !entry.envelope.is_null_sender() {
+            let dsn = (self.dsn)(&DsnInput {
+                id,
+                envelope: &entry.envelope,
+                failed: failed_now,
+                original: &content,
+                remote: &result.remote,
+            });
+            self.enqueue_dsn(&entry, dsn).await;
+        }
+        let attempts = pending.iter().map(|&i| rcpts[i].attempts).max().unwrap_or(1);
+        let next = now + self.backoff(attempts);
+        match self.spool.finish_attempt(id, rcpts, next).await {
+            Ok(true) => {
+                self.parked.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                if any_delivered {
+                    self.release_parked();
+                }
+                None
+            }
+            Ok(false) => {
+                {
+                    let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+                    if connection_failed {
+                        parked.insert(id);
+                    } else {
+                        parked.remove(&id);
+                    }
+                }
+                if any_delivered {
+                    self.release_parked();
+                }
+                Some(id)
+            }
+            Err(e) => {
+                tracing::error!(%id, error = %e, "cannot record delivery result; will retry");
+                self.spool.reschedule(id, next);
+                Some(id)
+            }
+        }
+    }
+
+    async fn read_content(&self, entry: &Entry) -> std::io::Result<Vec<u8>> {
+        let spool = self.spool.clone();
+        let loc = entry.content;
+        tokio::task::spawn_blocking(move || spool.content(loc)).await.map_err(std::io::Error::other)?
+    }
+
+    /// The destination answered again: everything parked behind it goes now.
+    fn release_parked(&self) {
+        let ids: Vec<QueueId> = self.parked.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        if ids.is_empty() {
+            return;
+        }
+        tracing::info!(count = ids.len(), "destination is back; releasing parked messages");
+        for id in ids {
+            self.spool.reschedule(id, 0);
+            self.waker.now(id);
+        }
+    }
+
+    async fn enqueue_dsn(&self, entry: &Entry, dsn: Vec<u8>) {
+        let envelope = Envelope {
+            mail_from: String::new(),
+            rcpts: vec![Recipient::new(entry.envelope.mail_from.clone())],
+            smtputf8: entry.envelope.smtputf8,
+            eight_bit: true,
+            helo: self.cfg.hostname.clone(),
+            peer: "local".into(),
+            auth_user: None,
+            received_at: now_secs(),
+        };
+        match self.spool.enqueue(envelope, String::new(), dsn, entry.expires_at.max(now_secs() + 86400)).await
+        {
+            Ok(dsn_id) => {
+                tracing::info!(queue_id = %entry.id, dsn_id = %dsn_id, to = %entry.envelope.mail_from, "DSN queued");
+                self.waker.now(dsn_id);
+            }
+            Err(e) => tracing::error!(queue_id = %entry.id, error = %e, "cannot queue DSN"),
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! The durable queue: messages and per-recipient state, kept in memory and
+//! mirrored to the segment log.
+//!
+//! **A message is acknowledged (the SMTP 250) only after its record is fsync'd.**
+//! Content is stored once, inside the message record; later state changes are
+//! small update records naming the message. A message leaves the queue when
+//! every recipient is terminal, and its segments go when no live message has a
+//! record in them.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+use vocabulary::{Envelope, QueueId, RcptStatus, Recipient};
+
+use crate::log::{self, Location, SegmentId, SegmentLog};
+
+const KIND_MESSAGE: u8 = 1;
+const KIND_UPDATE: u8 = 2;
+const KIND_DONE: u8 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool io: {0}")]
+    Io(#[from] io::Error),
+    #[error("no such message {0}")]
+    NotFound(QueueId),
+    #[error("spool is locked by a running sluice (pid file {0})")]
+    Locked(PathBuf),
+}
+
+/// What is stored with the content: the envelope and our trace header.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredMeta {
+    envelope: Envelope,
+    /// The `Received:` header sluice prepends when relaying (CRLF-terminated).
+    trace: String,
+    /// Give up on recipients still undelivered after this time (Unix seconds).
+    expires_at: i64,
+}
+
+/// A state change: the recipients' states and the hold flag, as a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredUpdate {
+    rcpts: Vec<Recipient>,
+    held: bool,
+}
+
+/// One queued message as the scheduler and the queue commands see it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: QueueId,
+    pub envelope: Envelope,
+    pub trace: Arc<str>,
+    pub content: Location,
+    pub expires_at: i64,
+    pub held: bool,
+    /// A delivery attempt is running right now.
+    pub in_flight: bool,
+    /// Unix seconds of the next scheduled attempt (0 = as soon as possible).
+    pub next_attempt: i64,
+    segments: Vec<SegmentId>,
+}
+
+impl Entry {
+    pub fn pending(&self) -> impl Iterator<Item = (usize, &Recipient)> {
+        self.envelope.rcpts.iter().enumerate().filter(|(_, r)| !r.status.is_terminal())
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.envelope.rcpts.iter().all(|r| r.status.is_terminal())
+    }
+
+    pub fn size(&self) -> u64 {
+        self.content.len
+    }
+
+    fn touch(&mut self, seg: SegmentId, refs: &mut HashMap<SegmentId, usize>) {
+        if !self.segments.contains(&seg) {
+            self.segments.push(seg);
+            *refs.entry(seg).or_default() += 1;
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<QueueId, Entry>,
+    /// How many live messages have a record in each segment.
+    refs: HashMap<SegmentId, usize>,
+}
+
+/// The spool of one data directory.
+pub struct Spool {
+    dir: PathBuf,
+    log: SegmentLog,
+    state: Mutex<State>,
+    _lock: LockFile,
+}
+
+/// The process-wide lock on a spool directory: one sluice at a time.
+struct LockFile {
+    _file: std::fs::File,
+}
+
+impl LockFile {
+    fn acquire(dir: &Path) -> Result<Self, SpoolError> {
+        use std::os::fd::AsRawFd;
+        let path = dir.join("LOCK");
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(SpoolError::Locked(path));
+        }
+        Ok(LockFile { _file: file })
+    }
+}
+
+/// True when a running process holds the spool in `dir`.
+pub fn is_locked(dir: &Path) -> bool {
+    match LockFile::acquire(dir) {
+        Ok(_) => false,
+        Err(SpoolError::Locked(_)) => true,
+        Err(_) => false,
+    }
+}
+
+/// What replay found, for the start-up log line.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub segments: usize,
+    pub messages: usize,
+    pub torn_tails: usize,
+}
+
+fn id_bytes(id: QueueId) -> [u8; 16] {
+    id.0.to_le_bytes()
+}
+
+fn read_id(payload: &[u8]) -> Option<QueueId> {
+    let bytes: [u8; 16] = payload.get(..16)?.try_into().ok()?;
+    Some(QueueId(u128::from_le_bytes(bytes)))
+}
+
+impl Spool {
+    /// Opens (and recovers) the spool under `dir`, taking its lock.
+    pub fn open(dir: &Path, fsync: bool) -> Result<(Self, Recovery), SpoolError> {
+        std::fs::create_dir_all(dir)?;
+        let lock = LockFile::acquire(dir)?;
+        let segments = log::list_segments(dir)?;
+        let mut state = State::default();
+        let mut recovery = Recovery { segments: segments.len(), ..Recovery::default() };
+        for &seg in &segments {
+            let (records, clean) = log::replay_segment(dir, seg)?;
+            if !clean {
+                recovery.torn_tails += 1;
+                tracing::warn!(
+                    segment = seg,
+                    "spool segment has a torn or corrupt tail; unacknowledged records ignored"
+                );
+            }
+            for rec in records {
+                apply_replayed(&mut state, rec);
+            }
+        }
+        // Recount segment references from the surviving entries only.
+        state.refs.clear();
+        for entry in state.entries.values() {
+            for seg in &entry.segments {
+                *state.refs.entry(*seg).or_default() += 1;
+            }
+        }
+        recovery.messages = state.entries.len();
+        let log = SegmentLog::open(dir, segments.last().copied(), fsync)?;
+        for &seg in &segments {
+            if !state.refs.contains_key(&seg) {
+                log.remove_segment(seg)?;
+            }
+        }
+        let spool = Spool { dir: dir.to_path_buf(), log, state: Mutex::new(state), _lock: lock };
+        Ok((spool, recovery))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes a new message durably and returns its id. Returns only after the
+    /// fsync: this is what the SMTP 250 waits for.
+    pub async fn enqueue(
+        &self,
+        envelope: Envelope,
+        trace: String,
+        content: Vec<u8>,
+        expires_at: i64,
+    ) -> Result<QueueId, SpoolError> {
+        let id = QueueId::generate();
+        let meta = StoredMeta { envelope, trace, expires_at };
+        let meta_json = serde_json::to_vec(&meta).map_err(io::Error::other)?;
+        let mut head = Vec::with_capacity(20 + meta_json.len());
+        head.extend_from_slice(&id_bytes(id));
+        head.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
+        head.extend_from_slice(&meta_json);
+        let head_len = head.len() as u64;
+        let loc = self.log.append(KIND_MESSAGE, vec![head, content]).await?;
+        let content_loc =
+            Location { segment: loc.segment, offset: loc.offset + head_len, len: loc.len - head_len };
+        let mut state = self.state();
+        let State { entries, refs } = &mut *state;
+        let mut entry = Entry {
+            id,
+            envelope: meta.envelope,
+            trace: meta.trace.into(),
+            content: content_loc,
+            expires_at,
+            held: false,
+            in_flight: false,
+            next_attempt: 0,
+            segments: Vec::new(),
+        };
+        entry.touch(loc.segment, refs);
+        entries.insert(id, entry);
+        Ok(id)
+    }
+
+    /// The message's content bytes (as received, without our trace header).
+    pub fn content(&self, loc: Location) -> io::Result<Vec<u8>> {
+        self.log.read(loc)
+    }
+
+    pub fn get(&self, id: QueueId) -> Option<Entry> {
+        self.state().entries.get(&id).cloned()
+    }
+
+    /// All entries, oldest first.
+    pub fn list(&self) -> Vec<Entry> {
+        let mut all: Vec<Entry> = self.state().entries.values().cloned().collect();
+        all.sort_by_key(|e| e.id);
+        all
+    }
+
+    pub fn ids(&self) -> Vec<QueueId> {
+        let mut ids: Vec<QueueId> = self.state().entries.keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Marks a message in flight if it may be attempted now; returns a copy.
+    pub fn claim(&self, id: QueueId) -> Option<Entry> {
+        let mut state = self.state();
+        let entry = state.entries.get_mut(&id)?;
+        if entry.in_flight || entry.held || entry.is_done() {
+            return None;
+        }
+        entry.in_flight = true;
+        Some(entry.clone())
+    }
+
+    /// Ends an attempt: stores the recipients' new states durably, or removes
+    /// the message when every recipient is terminal. Returns true when done.
+    pub async fn finish_attempt(
+        &self,
+        id: QueueId,
+        rcpts: Vec<Recipient>,
+        next_attempt: i64,
+    ) -> Result<bool, SpoolError> {
+        let done = rcpts.iter().all(|r| r.status.is_terminal());
+        let held = {
+            let mut state = self.state();
+            let entry = state.entries.get_mut(&id).ok_or(SpoolError::NotFound(id))?;
+            entry.envelope.rcpts = rcpts.clone();
+            entry.next_attempt = next_attempt;
+            entry.held
+        };
+        let result = if done { self.remove(id).await } else { self.write_update(id, rcpts, held).await };
+        if let Some(entry) = self.state().entries.get_mut(&id) {
+            entry.in_flight = false;
+        }
+        result.map(|()| done)
+    }
+
+    /// Ends an attempt that recorded nothing: the message is due again at `at`.
+    pub fn reschedule(&self, id: QueueId, at: i64) {
+        if let Some(entry) = self.state().entries.get_mut(&id) {
+            entry.in_flight = false;
+            entry.next_attempt = at;
+        }
+    }
+
+    async fn write_update(&self, id: QueueId, rcpts: Vec<Recipient>, held: bool) -> Result<(), SpoolError> {
+        let json = serde_json::to_vec(&StoredUpdate { rcpts, held }).map_err(io::Error::other)?;
+        let loc = self.log.append(KIND_UPDATE, vec![id_bytes(id).to_vec(), json]).await?;
+        let mut state = self.state();
+        let State { entries, refs } = &mut *state;
+        if let Some(entry) = entries.get_mut(&id) {
+            entry.touch(loc.segment, refs);
+        }
+        Ok(())
+    }
+
+    /// Sets or clears the hold flag. A held message is never attempted.
+    pub async fn set_held(&self, id: QueueId, held: bool) -> Result<(), SpoolError> {
+        let rcpts = {
+            let mut state = self.state();
+            let entry = state.entries.get_mut(&id).ok_or(SpoolError::NotFound(id))?;
+            entry.held = held;
+            if !held {
+                entry.next_attempt = 0;
+            }
+            entry.envelope.rcpts.clone()
+        };
+        self.write_update(id, rcpts, held).await
+    }
+
+    /// Makes every waiting message due now; returns how many.
+    pub fn flush(&self) -> Vec<QueueId> {
+        let mut state = self.state();
+        let mut due = Vec::new();
+        for entry in state.entries.values_mut() {
+            if !entry.held && !entry.in_flight {
+                entry.next_attempt = 0;
+                due.push(entry.id);
+            }
+        }
+        due
+    }
+
+    /// Removes a message durably (delivered, failed, or deleted by command).
+    pub async fn remove(&self, id: QueueId) -> Result<(), SpoolError> {
+        if !self.state().entries.contains_key(&id) {
+            return Err(SpoolError::NotFound(id));
+        }
+        self.log.append(KIND_DONE, vec![id_bytes(id).to_vec()]).await?;
+        let freed: Vec<SegmentId> = {
+            let mut state = self.state();
+            let State { entries, refs } = &mut *state;
+            let Some(entry) = entries.remove(&id) else { return Ok(()) };
+            entry
+                .segments
+                .iter()
+                .filter(|seg| {
+                    let count = refs.entry(**seg).or_default();
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        refs.remove(seg);
+                        true
+                    } else {
+                        false
+                    }
+                })
+                .copied()
+                .collect()
+        };
+        for seg in freed {
+            if !self.log.is_active(seg) {
+                self.log.remove_segment(seg)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops segments that no live message references (e.g. the former active
+    /// segment after a roll-over). Cheap; called from the scheduler's tick.
+    pub fn collect_garbage(&self) -> io::Result<usize> {
+        let live: Vec<SegmentId> = self.state().refs.keys().copied().collect();
+        let mut removed = 0;
+        for seg in log::list_segments(&self.dir)? {
+            if !live.contains(&seg) && !self.log.is_active(seg) {
+                self.log.remove_segment(seg)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Flushes and stops the writer. Pending appends complete first.
+    pub fn close(&self) {
+        self.log.close();
+    }
+}
+
+fn apply_replayed(state: &mut State, rec: log::Replayed) {
+    let Some(id) = read_id(&rec.payload) else { return };
+    let seg = rec.location.segment;
+    match rec.kind {
+        KIND_MESSAGE => {
+            let Some(meta_len) =
+                rec.payload.get(16..20).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            else {
+                return;
+            };
+            let meta_end = 20 + meta_len as usize;
+            let Some(meta) =
+                rec.payload.get(20..meta_end).and_then(|m| serde_json::from_slice::<StoredMeta>(m).ok())
+            else {
+                tracing::error!(%id, "unreadable message record in spool; skipped");
+                return;
+            };
+            let content = Location {
+                segment: seg,
+                offset: rec.location.offset + meta_end as u64,
+                len: rec.location.len - meta_end as u64,
+            };
+            state.entries.insert(
+                id,
+                Entry {
+                    id,
+                    envelope: meta.envelope,
+                    trace: meta.trace.into(),
+                    content,
+                    expires_at: meta.expires_at,
+                    held: false,
+                    in_flight: false,
+                    next_attempt: 0,
+                    segments: vec![seg],
+                },
+            );
+        }
+        KIND_UPDATE => {
+            let Some(update) =
+                rec.payload.get(16..).and_then(|j| serde_json::from_slice::<StoredUpdate>(j).ok())
+            else {
+                return;
+            };
+            if let Some(entry) = state.entries.get_mut(&id) {
+                entry.envelope.rcpts = update.rcpts;
+                entry.held = update.held;
+                if !entry.segments.contains(&seg) {
+                    entry.segments.push(seg);
+                }
+            }
+        }
+        KIND_DONE => {
+            state.entries.remove(&id);
+        }
+        _ => {}
+    }
+}
+
+/// A recipient whose state changed to `status` after one more attempt.
+pub fn with_status(mut r: Recipient, status: RcptStatus) -> Recipient {
+    r.status = status;
+    r.attempts += 1;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(rcpts: &[&str]) -> Envelope {
+        Envelope {
+            mail_from: "sender@example.org".into(),
+            rcpts: rcpts.iter().map(|r| Recipient::new(*r)).collect(),
+            smtputf8: false,
+            eight_bit: false,
+            helo: "client".into(),
+            peer: "127.0.0.1:1".into(),
+            auth_user: None,
+            received_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn recovers_state_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b);
+        {
+            let (spool, rec) = Spool::open(dir.path(), true).unwrap();
+            assert_eq!(rec.messages, 0);
+            a = spool
+                .enqueue(envelope(&["x@a.test", "y@a.test"]), "Received: t\r\n".into(), b"A".to_vec(), 99)
+                .await
+                .unwrap();
+            b = spool.enqueue(envelope(&["z@a.test"]), String::new(), b"B".to_vec(), 99).await.unwrap();
+            // x delivered, y deferred.
+            let entry = spool.claim(a).unwrap();
+            let mut rcpts = entry.envelope.rcpts.clone();
+            rcpts[0].status = RcptStatus::Delivered { reply: vocabulary::Reply::new(250, "2.0.0", "ok") };
+            assert!(!spool.finish_attempt(a, rcpts, 5).await.unwrap());
+            spool.set_held(a, true).await.unwrap();
+            spool.remove(b).await.unwrap();
+            // Locked while open.
+            assert!(matches!(Spool::open(dir.path(), true), Err(SpoolError::Locked(_))));
+            spool.close();
+        }
+        let (spool, rec) = Spool::open(dir.path(), true).unwrap();
+        assert_eq!(rec.messages, 1);
+        let entry = spool.get(a).unwrap();
+        assert!(entry.held);
+        assert_eq!(entry.trace.as_ref(), "Received: t\r\n");
+        assert_eq!(spool.content(entry.content).unwrap(), b"A");
+        assert!(entry.envelope.rcpts[0].status.is_terminal());
+        assert!(!entry.envelope.rcpts[1].status.is_terminal());
+        assert!(spool.get(b).is_none());
+        spool.remove(a).await.unwrap();
+        spool.close();
+        drop(spool);
+        // Everything done: after a reopen no old segment is left.
+        let (spool, rec) = Spool::open(dir.path(), true).unwrap();
+        assert_eq!(rec.messages, 0);
+        assert_eq!(log::list_segments(dir.path()).unwrap().len(), 1);
+        drop(spool);
+    }
+}
