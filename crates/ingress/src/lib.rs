@@ -1,1 +1,95 @@
-//! placeholder
+//! Ingress: the ESMTP listeners (MX and submission). Bytes come in, complete
+//! messages go to a [`Sink`] (the durable queue), and every client gets an
+//! answer with an enhanced status code.
+
+mod conn;
+pub mod framing;
+mod server;
+mod session;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_rustls::TlsAcceptor;
+use vocabulary::{Envelope, QueueId, Reply};
+
+pub use server::{Listener, serve};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A complete message as received, ready to be made durable.
+pub struct Accepted {
+    pub id: QueueId,
+    pub envelope: Envelope,
+    /// Our `Received:` header, CRLF-terminated, prepended only when relaying.
+    pub trace: String,
+    /// The content exactly as the client sent it (dot-unstuffed).
+    pub content: Vec<u8>,
+}
+
+/// Where accepted messages go. `accept` resolves only when the message is
+/// durable; its error is the reply the client gets.
+pub trait Sink: Send + Sync + 'static {
+    fn accept(&self, msg: Accepted) -> BoxFuture<'_, Result<(), Reply>>;
+}
+
+/// Checks submission credentials.
+pub trait Authenticator: Send + Sync + 'static {
+    fn verify<'a>(&'a self, user: &'a str, password: &'a str) -> BoxFuture<'a, bool>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Inbound MX: accepts mail for the configured domains from anyone.
+    Mx,
+    /// Submission: requires AUTH (over TLS) and then relays anywhere.
+    Submission,
+}
+
+/// The protocol limits; each is answered with its own reply code.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub max_line_length: usize,
+    pub max_bad_commands: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 1000,
+            max_connections: 10_000,
+            max_connections_per_ip: 200,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            max_line_length: 2048,
+            max_bad_commands: 20,
+        }
+    }
+}
+
+pub struct SessionConfig {
+    pub hostname: String,
+    pub kind: ListenerKind,
+    /// Lower-case domains accepted from anyone.
+    pub accept_domains: HashSet<String>,
+    pub limits: Limits,
+    pub tls: Option<TlsAcceptor>,
+    pub sink: Arc<dyn Sink>,
+    pub auth: Arc<dyn Authenticator>,
+}
+
+impl SessionConfig {
+    pub fn accepts(&self, domain: &str) -> bool {
+        self.accept_domains.contains(domain)
+    }
+}

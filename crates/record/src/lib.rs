@@ -1,1 +1,78 @@
-//! placeholder
+//! The record: sluice's database. Today it keeps submission users; the event
+//! log, accounts and suppressions join it in later stages. SQLite (WAL) in the
+//! data directory by default.
+
+mod users;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use users::Users;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("password hashing: {0}")]
+    Hash(String),
+}
+
+/// Schema steps, applied in order; each runs once (tracked in `schema_version`).
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_users.sql")];
+
+/// A handle to the database.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) `DIR/sluice.db` and brings its schema up to date.
+    pub async fn open(data_dir: &Path) -> Result<Self, RecordError> {
+        let path = data_dir.join("sluice.db");
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), RecordError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM schema_version").fetch_one(&self.pool).await?;
+        let current = current.unwrap_or(0) as usize;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                .bind((i + 1) as i64)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    pub fn users(&self) -> Users {
+        Users::new(self.pool.clone())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
