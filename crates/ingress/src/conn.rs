@@ -60,7 +60,7 @@ impl AsyncWrite for Stream {
 pub enum ReadError {
     Closed,
     Timeout,
-    Io(io::Error),
+    Io(#[allow(dead_code)] io::Error),
 }
 
 pub struct Conn {

@@ -361,7 +361,16 @@ impl AttemptCtx {
             auth_user: None,
             received_at: now_secs(),
         };
-        match self.spool.enqueue(envelope, String::new(), dsn, entry.expires_at.max(now_secs() + 86400)).await
+        match self
+            .spool
+            .enqueue(
+                QueueId::generate(),
+                envelope,
+                String::new(),
+                dsn,
+                entry.expires_at.max(now_secs() + 86400),
+            )
+            .await
         {
             Ok(dsn_id) => {
                 tracing::info!(queue_id = %entry.id, dsn_id = %dsn_id, to = %entry.envelope.mail_from, "DSN queued");

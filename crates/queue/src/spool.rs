@@ -196,12 +196,12 @@ impl Spool {
     /// fsync: this is what the SMTP 250 waits for.
     pub async fn enqueue(
         &self,
+        id: QueueId,
         envelope: Envelope,
         trace: String,
         content: Vec<u8>,
         expires_at: i64,
     ) -> Result<QueueId, SpoolError> {
-        let id = QueueId::generate();
         let meta = StoredMeta { envelope, trace, expires_at };
         let meta_json = serde_json::to_vec(&meta).map_err(io::Error::other)?;
         let mut head = Vec::with_capacity(20 + meta_json.len());
@@ -476,10 +476,19 @@ mod tests {
             let (spool, rec) = Spool::open(dir.path(), true).unwrap();
             assert_eq!(rec.messages, 0);
             a = spool
-                .enqueue(envelope(&["x@a.test", "y@a.test"]), "Received: t\r\n".into(), b"A".to_vec(), 99)
+                .enqueue(
+                    QueueId::generate(),
+                    envelope(&["x@a.test", "y@a.test"]),
+                    "Received: t\r\n".into(),
+                    b"A".to_vec(),
+                    99,
+                )
                 .await
                 .unwrap();
-            b = spool.enqueue(envelope(&["z@a.test"]), String::new(), b"B".to_vec(), 99).await.unwrap();
+            b = spool
+                .enqueue(QueueId::generate(), envelope(&["z@a.test"]), String::new(), b"B".to_vec(), 99)
+                .await
+                .unwrap();
             // x delivered, y deferred.
             let entry = spool.claim(a).unwrap();
             let mut rcpts = entry.envelope.rcpts.clone();

@@ -1,1 +1,237 @@
-fn main() {}
+//! The `sluice` binary: one command, many subcommands. Parses flags, loads the
+//! config, sets up logging, and hands over to the module for each subcommand.
+
+mod classify_cmd;
+mod config;
+mod control;
+mod relay;
+mod serve;
+mod tls;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use config::Config;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Email message processing: accept, spool, classify, relay, record")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// TOML configuration file (unknown keys are errors).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory: spool, database, generated certificate [default: ./sluice-data].
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: SMTP listeners, durable queue, relay.
+    Serve(ServeArgs),
+    /// Manage submission users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Inspect and steer the queue of a running or stopped server.
+    Queue {
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Classify messages (bounce, delay, auto-reply, complaint, ...); one JSON line each.
+    Classify {
+        /// Output format (only jsonl).
+        #[arg(long)]
+        format: Option<String>,
+        /// Evaluate against a corpus folder with labels.jsonl instead.
+        #[arg(long)]
+        eval: Option<PathBuf>,
+        /// Message files; `-` reads standard input.
+        files: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// MX listener address [default: 127.0.0.1:2525].
+    #[arg(long)]
+    smtp: Option<String>,
+    /// Submission listener address [default: 127.0.0.1:2587].
+    #[arg(long)]
+    submission: Option<String>,
+    /// Downstream HOST:PORT that receives the original of every accepted message.
+    #[arg(long)]
+    relay: Option<String>,
+    /// Domain accepted from anyone (repeatable).
+    #[arg(long = "accept-domain")]
+    accept_domain: Vec<String>,
+    /// Name in the greeting and trace headers.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user (or set a new password).
+    Add {
+        name: String,
+        /// File holding the password (first line); `-` for standard input.
+        #[arg(long)]
+        password_file: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// One line per queued message.
+    List,
+    /// Everything about one message.
+    Show { id: String },
+    /// Attempt everything waiting, now.
+    Flush,
+    /// Stop attempting a message until released.
+    Hold { id: String },
+    /// Release a held message.
+    Release { id: String },
+    /// Remove a message without delivering it (no DSN).
+    Delete { id: String },
+}
+
+fn load_config(common: &Common) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(common.config.as_deref())?;
+    if let Some(d) = &common.data {
+        cfg.server.data = d.clone();
+    }
+    Ok(cfg)
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve(args) => {
+            let mut cfg = load_config(&args.common)?;
+            if let Some(v) = args.smtp {
+                cfg.smtp.listen = v;
+            }
+            if let Some(v) = args.submission {
+                cfg.smtp.submission = v;
+            }
+            if let Some(v) = args.relay {
+                cfg.relay.host = Some(v);
+            }
+            cfg.server.accept_domains.extend(args.accept_domain);
+            if let Some(v) = args.hostname {
+                cfg.server.hostname = v;
+            }
+            if let Some(v) = args.log_format {
+                cfg.server.log_format = v;
+            }
+            cfg.validate()?;
+            init_logging(&cfg.server.log_format);
+            runtime()?.block_on(serve::run(cfg))?;
+            Ok(0)
+        }
+        Command::User { command } => {
+            init_logging("text");
+            runtime()?.block_on(async {
+                match command {
+                    UserCommand::Add { name, password_file, common } => {
+                        let cfg = load_config(&common)?;
+                        let password = read_password(&password_file)?;
+                        std::fs::create_dir_all(&cfg.server.data)?;
+                        let store = record::Store::open(&cfg.server.data).await?;
+                        store.users().set(&name, &password).await?;
+                        store.close().await;
+                        println!("user {name} saved");
+                    }
+                    UserCommand::List { common } => {
+                        let cfg = load_config(&common)?;
+                        let store = record::Store::open(&cfg.server.data).await?;
+                        for u in store.users().list().await? {
+                            println!("{u}");
+                        }
+                        store.close().await;
+                    }
+                }
+                Ok(0)
+            })
+        }
+        Command::Queue { common, json, command } => {
+            let cfg = load_config(&common)?;
+            let req = match command {
+                QueueCommand::List => control::Request::List,
+                QueueCommand::Show { id } => control::Request::Show { id },
+                QueueCommand::Flush => control::Request::Flush,
+                QueueCommand::Hold { id } => control::Request::Hold { id },
+                QueueCommand::Release { id } => control::Request::Release { id },
+                QueueCommand::Delete { id } => control::Request::Delete { id },
+            };
+            let resp = runtime()?.block_on(control::request(&cfg.server.data, req))?;
+            Ok(control::print(&resp, json))
+        }
+        Command::Classify { format, eval, files } => classify_cmd::run(format, eval, files),
+    }
+}
+
+/// The first line of a file (or stdin), without its line ending.
+fn read_password(path: &str) -> anyhow::Result<String> {
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
+    };
+    let line = text.lines().next().unwrap_or("").to_string();
+    anyhow::ensure!(!line.is_empty(), "the password file is empty");
+    Ok(line)
+}

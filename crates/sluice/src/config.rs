@@ -1,0 +1,246 @@
+//! The TOML configuration. Every key is documented here; unknown keys are
+//! errors; command-line flags override the file. With no file at all, the
+//! defaults run a complete local sluice on loopback.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub smtp: SmtpConfig,
+    pub tls: TlsConfig,
+    pub relay: RelayConfig,
+    pub queue: QueueConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the spool, database and generated certificate live.
+    pub data: PathBuf,
+    /// The name in the SMTP greeting and in trace headers.
+    pub hostname: String,
+    /// Domains whose mail is accepted from anyone (the MX role).
+    pub accept_domains: Vec<String>,
+    /// `text` (human-readable key=value) or `json` (one JSON object per line).
+    pub log_format: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data: PathBuf::from("./sluice-data"),
+            hostname: default_hostname(),
+            accept_domains: Vec::new(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// The MX listener.
+    pub listen: String,
+    /// The authenticated submission listener.
+    pub submission: String,
+    /// Largest message accepted, in bytes (SIZE; 552 5.3.4 beyond it).
+    pub max_message_size: usize,
+    /// Recipients per message (452 4.5.3 beyond it).
+    pub max_recipients: usize,
+    /// Concurrent connections over all clients (421 4.7.0 beyond it).
+    pub max_connections: usize,
+    /// Concurrent connections from one IP address (421 4.7.0 beyond it).
+    pub max_connections_per_ip: usize,
+    /// Seconds to wait for a command (421 4.4.2 after it).
+    pub command_timeout_secs: u64,
+    /// Seconds to wait for more DATA/BDAT bytes (421 4.4.2 after it).
+    pub data_timeout_secs: u64,
+    /// Longest command line in bytes (500 5.5.2 beyond it).
+    pub max_line_length: usize,
+    /// Rejected commands before the session is closed with 421 4.7.0.
+    pub max_bad_commands: u32,
+    /// Seconds sessions get to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        let l = ingress::Limits::default();
+        SmtpConfig {
+            listen: "127.0.0.1:2525".into(),
+            submission: "127.0.0.1:2587".into(),
+            max_message_size: l.max_message_size,
+            max_recipients: l.max_recipients,
+            max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
+            command_timeout_secs: l.command_timeout.as_secs(),
+            data_timeout_secs: l.data_timeout.as_secs(),
+            max_line_length: l.max_line_length,
+            max_bad_commands: l.max_bad_commands,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain. Without cert and key, a self-signed certificate
+    /// is generated into `DATA/tls/` on first start.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// `HOST:PORT` of the downstream system that receives every accepted
+    /// inbound message. Without it, mail is only stored in the spool.
+    pub host: Option<String>,
+    /// Connections open to the downstream at once.
+    pub max_connections: usize,
+    /// Use STARTTLS when the downstream offers it (certificates not verified).
+    pub starttls: bool,
+    pub connect_timeout_secs: u64,
+    pub command_timeout_secs: u64,
+    /// Wait for the reply after the message body.
+    pub data_timeout_secs: u64,
+    /// Idle pooled connections are closed after this many seconds.
+    pub idle_timeout_secs: u64,
+    /// Messages sent over one connection before it is replaced.
+    pub max_messages_per_connection: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            host: None,
+            max_connections: 16,
+            starttls: true,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+            data_timeout_secs: 600,
+            idle_timeout_secs: 30,
+            max_messages_per_connection: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// First retry after this many seconds; the delay doubles per attempt.
+    pub retry_initial_secs: u64,
+    /// The retry delay never exceeds this.
+    pub retry_max_secs: u64,
+    /// Recipients still undelivered after this many seconds expire (DSN).
+    pub max_age_secs: u64,
+    /// Delivery attempts running at once.
+    pub max_parallel: usize,
+    /// fsync the spool before acknowledging. Turn off only to measure it.
+    pub fsync: bool,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            retry_initial_secs: 60,
+            retry_max_secs: 900,
+            max_age_secs: 5 * 24 * 3600,
+            max_parallel: 64,
+            fsync: true,
+        }
+    }
+}
+
+fn default_hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else { return Ok(Config::default()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let cfg: Config = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but make no sense, naming the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.server.hostname.is_empty() || self.server.hostname.contains(char::is_whitespace) {
+            bail!("server.hostname must be a host name without spaces");
+        }
+        if !matches!(self.server.log_format.as_str(), "text" | "json") {
+            bail!("server.log_format must be \"text\" or \"json\"");
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            bail!("tls.cert and tls.key must be given together");
+        }
+        if self.smtp.max_message_size < 1024 {
+            bail!("smtp.max_message_size must be at least 1024 bytes");
+        }
+        for (key, v) in [
+            ("smtp.max_recipients", self.smtp.max_recipients),
+            ("smtp.max_connections", self.smtp.max_connections),
+            ("smtp.max_connections_per_ip", self.smtp.max_connections_per_ip),
+            ("relay.max_connections", self.relay.max_connections),
+            ("queue.max_parallel", self.queue.max_parallel),
+        ] {
+            if v == 0 {
+                bail!("{key} must be at least 1");
+            }
+        }
+        if self.smtp.max_line_length < 512 {
+            bail!("smtp.max_line_length must be at least 512 (RFC 5321)");
+        }
+        if let Some(host) = &self.relay.host {
+            parse_host_port(host).with_context(|| "relay.host")?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits `HOST:PORT` (IPv6 as `[::1]:25`).
+pub fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s.rsplit_once(':').with_context(|| format!("{s:?} is not HOST:PORT"))?;
+    let port: u16 = port.parse().with_context(|| format!("{s:?}: bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        bail!("{s:?}: empty host");
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = toml::from_str::<Config>("[smtp]\nlisten = \"127.0.0.1:25\"\nlistn = 1\n").unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+        let cfg: Config = toml::from_str("[queue]\nretry_initial_secs = 2\n").unwrap();
+        assert_eq!(cfg.queue.retry_initial_secs, 2);
+        assert_eq!(cfg.smtp.listen, "127.0.0.1:2525");
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let cfg: Config = toml::from_str("[smtp]\nmax_recipients = 0\n").unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("smtp.max_recipients"));
+        assert_eq!(parse_host_port("[::1]:25").unwrap(), ("::1".to_string(), 25));
+        assert!(parse_host_port("nohost").is_err());
+    }
+}

@@ -1,0 +1,255 @@
+//! Queue commands (`sluice queue …`) and the control socket they use.
+//!
+//! A running server listens on `DATA/spool/control.sock`; the CLI sends one
+//! JSON request line and reads one JSON response line. With no server
+//! running, the CLI opens the spool itself (taking its lock) and runs the same
+//! handler, so every command works against a running or a stopped server.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use queue::{Entry, Spool, Waker};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use vocabulary::{QueueId, RcptStatus};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    List,
+    Show { id: String },
+    Flush,
+    Hold { id: String },
+    Release { id: String },
+    Delete { id: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Entries(Vec<EntryView>),
+    Entry(Box<EntryView>),
+    Done(String),
+    Error(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RcptView {
+    pub address: String,
+    pub status: String,
+    pub attempts: u32,
+    pub last_reply: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EntryView {
+    pub id: String,
+    pub from: String,
+    pub received_at: i64,
+    pub size: u64,
+    pub held: bool,
+    pub next_attempt: i64,
+    pub expires_at: i64,
+    pub peer: String,
+    pub recipients: Vec<RcptView>,
+}
+
+impl From<&Entry> for EntryView {
+    fn from(e: &Entry) -> Self {
+        EntryView {
+            id: e.id.to_string(),
+            from: e.envelope.mail_from.clone(),
+            received_at: e.envelope.received_at,
+            size: e.size(),
+            held: e.held,
+            next_attempt: e.next_attempt,
+            expires_at: e.expires_at,
+            peer: e.envelope.peer.clone(),
+            recipients: e
+                .envelope
+                .rcpts
+                .iter()
+                .map(|r| RcptView {
+                    address: r.address.clone(),
+                    status: r.status.name().to_string(),
+                    attempts: r.attempts,
+                    last_reply: match &r.status {
+                        RcptStatus::Scheduled => None,
+                        RcptStatus::TempFail { reply }
+                        | RcptStatus::Delivered { reply }
+                        | RcptStatus::Failed { reply }
+                        | RcptStatus::Expired { reply } => Some(reply.to_string()),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+pub fn socket_path(spool_dir: &Path) -> PathBuf {
+    spool_dir.join("control.sock")
+}
+
+/// Runs one request against a spool. `waker` is the running scheduler, if any.
+pub async fn handle(spool: &Spool, waker: Option<&Waker>, req: Request) -> Response {
+    let parse = |id: &str| id.parse::<QueueId>();
+    let result: Result<Response, String> = async {
+        Ok(match req {
+            Request::List => Response::Entries(spool.list().iter().map(EntryView::from).collect()),
+            Request::Show { id } => {
+                let id = parse(&id)?;
+                let e = spool.get(id).ok_or(format!("no such message {id}"))?;
+                Response::Entry(Box::new(EntryView::from(&e)))
+            }
+            Request::Flush => match waker {
+                Some(w) => {
+                    w.flush();
+                    Response::Done(format!("flushing {} message(s)", spool.ids().len()))
+                }
+                None => Response::Done(
+                    "no delivery is running; queued mail is attempted as soon as sluice serve (with a relay) starts"
+                        .into(),
+                ),
+            },
+            Request::Hold { id } => {
+                let id = parse(&id)?;
+                spool.set_held(id, true).await.map_err(|e| e.to_string())?;
+                Response::Done(format!("held {id}"))
+            }
+            Request::Release { id } => {
+                let id = parse(&id)?;
+                spool.set_held(id, false).await.map_err(|e| e.to_string())?;
+                if let Some(w) = waker {
+                    w.now(id);
+                }
+                Response::Done(format!("released {id}"))
+            }
+            Request::Delete { id } => {
+                let id = parse(&id)?;
+                spool.remove(id).await.map_err(|e| e.to_string())?;
+                tracing::info!(queue_id = %id, "message deleted by command");
+                Response::Done(format!("deleted {id}"))
+            }
+        })
+    }
+    .await;
+    result.unwrap_or_else(Response::Error)
+}
+
+/// Serves the control socket until the task is aborted.
+pub async fn serve(listener: UnixListener, spool: Arc<Spool>, waker: Option<Waker>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let (spool, waker) = (spool.clone(), waker.clone());
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            if BufReader::new(read).read_line(&mut line).await.is_err() {
+                return;
+            }
+            let resp = match serde_json::from_str::<Request>(&line) {
+                Ok(req) => handle(&spool, waker.as_ref(), req).await,
+                Err(e) => Response::Error(format!("bad request: {e}")),
+            };
+            if let Ok(mut out) = serde_json::to_vec(&resp) {
+                out.push(b'\n');
+                let _ = write.write_all(&out).await;
+            }
+        });
+    }
+}
+
+/// Binds the control socket, replacing a stale one.
+pub fn bind(spool_dir: &Path) -> anyhow::Result<UnixListener> {
+    let path = socket_path(spool_dir);
+    let _ = std::fs::remove_file(&path);
+    UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))
+}
+
+/// The CLI side: ask the running server, or act on the stopped spool.
+pub async fn request(data: &Path, req: Request) -> anyhow::Result<Response> {
+    let spool_dir = data.join("spool");
+    if let Ok(mut stream) = UnixStream::connect(socket_path(&spool_dir)).await {
+        let mut out = serde_json::to_vec(&req)?;
+        out.push(b'\n');
+        stream.write_all(&out).await?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).await?;
+        return serde_json::from_str(&line).context("bad response from the server");
+    }
+    if !spool_dir.exists() {
+        bail!("no spool at {} (is --data right?)", spool_dir.display());
+    }
+    let (spool, _) = Spool::open(&spool_dir, true).with_context(|| {
+        format!("the spool is in use but its control socket does not answer: {}", spool_dir.display())
+    })?;
+    let resp = handle(&spool, None, req).await;
+    spool.close();
+    Ok(resp)
+}
+
+/// Prints a response for a person; returns the exit code.
+pub fn print(resp: &Response, json: bool) -> i32 {
+    if json {
+        println!("{}", serde_json::to_string_pretty(resp).unwrap_or_default());
+        return if matches!(resp, Response::Error(_)) { 1 } else { 0 };
+    }
+    match resp {
+        Response::Entries(entries) => {
+            if entries.is_empty() {
+                println!("queue is empty");
+            }
+            for e in entries {
+                let pending = e.recipients.iter().filter(|r| !is_terminal(&r.status)).count();
+                println!(
+                    "{}  {:>8}  {}  {}{}  from=<{}>  rcpts={}/{} pending",
+                    e.id,
+                    e.size,
+                    fmt_time(e.received_at),
+                    if e.held { "HELD " } else { "" },
+                    e.peer,
+                    e.from,
+                    pending,
+                    e.recipients.len()
+                );
+            }
+            0
+        }
+        Response::Entry(e) => {
+            println!("id:          {}", e.id);
+            println!("from:        <{}>", e.from);
+            println!("received:    {} from {}", fmt_time(e.received_at), e.peer);
+            println!("size:        {}", e.size);
+            println!("held:        {}", e.held);
+            println!("expires:     {}", fmt_time(e.expires_at));
+            for r in &e.recipients {
+                println!(
+                    "rcpt:        <{}> {} attempts={} {}",
+                    r.address,
+                    r.status,
+                    r.attempts,
+                    r.last_reply.as_deref().unwrap_or("")
+                );
+            }
+            0
+        }
+        Response::Done(msg) => {
+            println!("{msg}");
+            0
+        }
+        Response::Error(msg) => {
+            eprintln!("error: {msg}");
+            1
+        }
+    }
+}
+
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "delivered" | "failed" | "expired")
+}
+
+fn fmt_time(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0).map(|d| d.to_rfc3339()).unwrap_or_else(|| t.to_string())
+}

@@ -1,0 +1,75 @@
+//! The relay route: hands queued messages to the downstream system through the
+//! deliver crate's pooled SMTP client, and builds DSNs for the queue.
+
+use std::sync::Arc;
+
+use deliver::smtp::{Client, Destination, Outcome, OutboundMessage};
+use queue::{AttemptOutcome, AttemptResult, BoxFuture, DsnBuilder, DsnInput, Job, Transport};
+use vocabulary::RcptStatus;
+
+pub struct RelayTransport {
+    pub client: Arc<Client>,
+    pub dest: Destination,
+}
+
+impl Transport for RelayTransport {
+    fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult> {
+        Box::pin(async move {
+            let content: [&[u8]; 2] = [job.trace.as_bytes(), job.content];
+            let msg = OutboundMessage {
+                mail_from: &job.envelope.mail_from,
+                rcpts: &job.rcpts,
+                smtputf8: job.envelope.smtputf8,
+                eight_bit: job.envelope.eight_bit,
+                content: &content,
+            };
+            let attempt = self.client.send(&self.dest, &msg).await;
+            AttemptResult {
+                remote: attempt.remote,
+                tls: attempt.tls,
+                outcome: match attempt.outcome {
+                    Outcome::PerRecipient(replies) => AttemptOutcome::PerRecipient(replies),
+                    Outcome::Failed(reply) => AttemptOutcome::Failed(reply),
+                },
+            }
+        })
+    }
+}
+
+/// DSNs for recipients that failed or expired, reported by `hostname`.
+pub fn dsn_builder(hostname: String) -> DsnBuilder {
+    Arc::new(move |input: &DsnInput<'_>| {
+        use deliver::dsn::{DsnAction, DsnRecipient, DsnRequest, build};
+        let recipients = input
+            .failed
+            .iter()
+            .map(|r| {
+                let reply = match &r.status {
+                    RcptStatus::Failed { reply } | RcptStatus::Expired { reply } => Some(reply),
+                    _ => None,
+                };
+                let status = match (&r.status, reply.and_then(|r| r.status.clone())) {
+                    (RcptStatus::Expired { .. }, _) => "4.4.7".to_string(),
+                    (_, Some(s)) => s,
+                    (_, None) => "5.0.0".to_string(),
+                };
+                DsnRecipient {
+                    address: &r.address,
+                    orcpt: r.orcpt.as_deref(),
+                    action: DsnAction::Failed,
+                    status,
+                    diagnostic: reply,
+                    remote_mta: Some(input.remote),
+                }
+            })
+            .collect();
+        build(&DsnRequest {
+            reporting_mta: &hostname,
+            queue_id: &input.id.to_string(),
+            original_sender: &input.envelope.mail_from,
+            arrival: chrono::DateTime::from_timestamp(input.envelope.received_at, 0).unwrap_or_default(),
+            recipients,
+            original: input.original,
+        })
+    })
+}

@@ -1,0 +1,190 @@
+//! `sluice serve`: opens the data directory, recovers the spool, starts the
+//! listeners, the scheduler and the control socket, and stops them in order
+//! on SIGTERM (sessions finish or are told 421; attempts in flight complete;
+//! the spool is flushed last).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ingress::{Accepted, Authenticator, BoxFuture, ListenerKind, Sink};
+use queue::{Scheduler, SchedulerConfig, Spool, Waker};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use vocabulary::Reply;
+
+use crate::config::{Config, parse_host_port};
+use crate::{control, relay, tls};
+
+/// Accepted messages go to the spool; the 250 waits for its fsync.
+struct SpoolSink {
+    spool: Arc<Spool>,
+    waker: Option<Waker>,
+    max_age: i64,
+}
+
+impl Sink for SpoolSink {
+    fn accept(&self, msg: Accepted) -> BoxFuture<'_, Result<(), Reply>> {
+        Box::pin(async move {
+            let expires = msg.envelope.received_at + self.max_age;
+            let id = self.spool.enqueue(msg.id, msg.envelope, msg.trace, msg.content, expires).await.map_err(|e| {
+                tracing::error!(error = %e, "spool write failed");
+                Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
+            })?;
+            if let Some(w) = &self.waker {
+                w.now(id);
+            }
+            Ok(())
+        })
+    }
+}
+
+struct UsersAuth(record::Users);
+
+impl Authenticator for UsersAuth {
+    fn verify<'a>(&'a self, user: &'a str, password: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            self.0.verify(user, password).await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "user lookup failed");
+                false
+            })
+        })
+    }
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let data = cfg.server.data.clone();
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let store = record::Store::open(&data).await.context("opening the database")?;
+
+    let spool_dir = data.join("spool");
+    let (spool, recovery) = Spool::open(&spool_dir, cfg.queue.fsync).context("opening the spool")?;
+    let spool = Arc::new(spool);
+    tracing::info!(
+        segments = recovery.segments,
+        messages = recovery.messages,
+        torn_tails = recovery.torn_tails,
+        "spool recovered"
+    );
+
+    let (acceptor, cert) = tls::acceptor(&data, cfg.tls.cert.as_deref(), cfg.tls.key.as_deref(), &cfg.server.hostname)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Delivery: only when a relay is configured; otherwise mail stays spooled.
+    let mut relay_client = None;
+    let mut scheduler_task = None;
+    let mut waker = None;
+    if let Some(relay_addr) = &cfg.relay.host {
+        let (host, port) = parse_host_port(relay_addr)?;
+        let r = &cfg.relay;
+        let client = Arc::new(deliver::smtp::Client::new(deliver::smtp::ClientConfig {
+            helo: cfg.server.hostname.clone(),
+            max_connections: r.max_connections,
+            connect_timeout: Duration::from_secs(r.connect_timeout_secs),
+            command_timeout: Duration::from_secs(r.command_timeout_secs),
+            data_timeout: Duration::from_secs(r.data_timeout_secs),
+            idle_timeout: Duration::from_secs(r.idle_timeout_secs),
+            starttls: r.starttls,
+            max_messages_per_connection: r.max_messages_per_connection,
+        }));
+        let transport =
+            Arc::new(relay::RelayTransport { client: client.clone(), dest: deliver::smtp::Destination { host, port } });
+        let scheduler = Scheduler::new(
+            spool.clone(),
+            transport,
+            relay::dsn_builder(cfg.server.hostname.clone()),
+            SchedulerConfig {
+                retry_initial: Duration::from_secs(cfg.queue.retry_initial_secs),
+                retry_max: Duration::from_secs(cfg.queue.retry_max_secs),
+                max_parallel: cfg.queue.max_parallel,
+                hostname: cfg.server.hostname.clone(),
+            },
+        );
+        waker = Some(scheduler.waker());
+        scheduler_task = Some(tokio::spawn(scheduler.run(stop_rx.clone())));
+        relay_client = Some(client);
+    }
+
+    let limits = ingress::Limits {
+        max_message_size: cfg.smtp.max_message_size,
+        max_recipients: cfg.smtp.max_recipients,
+        max_connections: cfg.smtp.max_connections,
+        max_connections_per_ip: cfg.smtp.max_connections_per_ip,
+        command_timeout: Duration::from_secs(cfg.smtp.command_timeout_secs),
+        data_timeout: Duration::from_secs(cfg.smtp.data_timeout_secs),
+        max_line_length: cfg.smtp.max_line_length,
+        max_bad_commands: cfg.smtp.max_bad_commands,
+    };
+    let sink: Arc<dyn Sink> = Arc::new(SpoolSink {
+        spool: spool.clone(),
+        waker: waker.clone(),
+        max_age: cfg.queue.max_age_secs as i64,
+    });
+    let auth: Arc<dyn Authenticator> = Arc::new(UsersAuth(store.users()));
+    let accept_domains: HashSet<String> = cfg.server.accept_domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+    let grace = Duration::from_secs(cfg.smtp.shutdown_grace_secs);
+
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for (kind, addr) in [(ListenerKind::Mx, &cfg.smtp.listen), (ListenerKind::Submission, &cfg.smtp.submission)] {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        bound.push(listener.local_addr()?);
+        let session_cfg = Arc::new(ingress::SessionConfig {
+            hostname: cfg.server.hostname.clone(),
+            kind,
+            accept_domains: accept_domains.clone(),
+            limits: limits.clone(),
+            tls: Some(acceptor.clone()),
+            sink: sink.clone(),
+            auth: auth.clone(),
+        });
+        let l = ingress::Listener { listener, cfg: session_cfg };
+        listeners.push(tokio::spawn(ingress::serve(l, stop_rx.clone(), grace)));
+    }
+    let control_task = tokio::spawn(control::serve(control::bind(&spool_dir)?, spool.clone(), waker.clone()));
+
+    println!(
+        "sluice listening: smtp={} submission={} data={} relay={} tls-cert={}",
+        bound[0],
+        bound[1],
+        data.display(),
+        cfg.relay.host.as_deref().unwrap_or("none (mail is stored only)"),
+        cert.display()
+    );
+    tracing::info!(smtp = %bound[0], submission = %bound[1], accept_domains = ?cfg.server.accept_domains, "started");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing sessions and deliveries in flight");
+    let _ = stop_tx.send(true);
+    for l in listeners {
+        let _ = l.await;
+    }
+    if let Some(t) = scheduler_task {
+        let _ = t.await;
+    }
+    if let Some(c) = relay_client {
+        c.shutdown().await;
+    }
+    control_task.abort();
+    let _ = std::fs::remove_file(control::socket_path(&spool_dir));
+    spool.close();
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
