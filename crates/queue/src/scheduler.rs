@@ -345,7 +345,7 @@ impl AttemptCtx {
         }
         tracing::info!(count = ids.len(), "destination is back; releasing parked messages");
         for id in ids {
-            self.spool.reschedule(id, 0);
+            self.spool.make_due(id);
             self.waker.now(id);
         }
     }

@@ -319,7 +319,14 @@ impl Spool {
         self.write_update(id, rcpts, held).await
     }
 
-    /// Makes every waiting message due now; returns how many.
+    /// Makes one waiting message due now (an attempt in flight is left alone).
+    pub fn make_due(&self, id: QueueId) {
+        if let Some(entry) = self.state().entries.get_mut(&id) {
+            entry.next_attempt = 0;
+        }
+    }
+
+    /// Makes every waiting message due now; returns their ids.
     pub fn flush(&self) -> Vec<QueueId> {
         let mut state = self.state();
         let mut due = Vec::new();

@@ -170,8 +170,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(control::socket_path(&spool_dir));
     spool.close();
     store.close().await;
-    tracing::info!("stopped");
+    tracing::info!(peak_rss_kb = peak_rss_kb(), "stopped");
     Ok(())
+}
+
+/// The process's peak resident set size (VmHWM), for the stop log line.
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
 }
 
 async fn wait_for_signal() {

@@ -1,0 +1,160 @@
+//! The scheduler's policy against a scripted transport: retry after a
+//! temporary failure, DSNs for permanent failures and expiry (never to `<>`),
+//! and parked messages released together when the destination answers again.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use queue::{
+    AttemptOutcome, AttemptResult, BoxFuture, DsnInput, Job, Scheduler, SchedulerConfig, Spool, Transport,
+};
+use tokio::sync::watch;
+use vocabulary::{Envelope, QueueId, Recipient, Reply};
+
+/// Answers attempts from a script; when the script is empty, accepts.
+#[derive(Default)]
+struct Scripted {
+    script: Mutex<VecDeque<AttemptOutcome>>,
+    seen: Mutex<Vec<(String, Vec<String>)>>,
+}
+
+impl Transport for Scripted {
+    fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((job.envelope.mail_from.clone(), job.rcpts.iter().map(|r| r.to_string()).collect()));
+        let outcome = self.script.lock().unwrap().pop_front().unwrap_or_else(|| {
+            AttemptOutcome::PerRecipient(job.rcpts.iter().map(|_| Reply::new(250, "2.0.0", "ok")).collect())
+        });
+        Box::pin(async move { AttemptResult { remote: "sink:25".into(), tls: None, outcome } })
+    }
+}
+
+fn envelope(from: &str, rcpts: &[&str]) -> Envelope {
+    Envelope {
+        mail_from: from.into(),
+        rcpts: rcpts.iter().map(|r| Recipient::new(*r)).collect(),
+        smtputf8: false,
+        eight_bit: false,
+        helo: "c".into(),
+        peer: "127.0.0.1:9".into(),
+        auth_user: None,
+        received_at: queue::now_secs(),
+    }
+}
+
+struct Harness {
+    spool: Arc<Spool>,
+    transport: Arc<Scripted>,
+    waker: queue::Waker,
+    _stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+fn start(script: Vec<AttemptOutcome>, retry_secs: u64) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), true).unwrap();
+    let spool = Arc::new(spool);
+    let transport = Arc::new(Scripted { script: Mutex::new(script.into()), ..Default::default() });
+    let dsn =
+        Arc::new(|i: &DsnInput<'_>| format!("DSN for {} failed rcpts\r\n", i.failed.len()).into_bytes());
+    let cfg = SchedulerConfig {
+        retry_initial: Duration::from_secs(retry_secs),
+        retry_max: Duration::from_secs(retry_secs * 2),
+        max_parallel: 8,
+        hostname: "mx.test".into(),
+    };
+    let sched = Scheduler::new(spool.clone(), transport.clone(), dsn, cfg);
+    let waker = sched.waker();
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(sched.run(rx));
+    Harness { spool, transport, waker, _stop: tx, _dir: dir }
+}
+
+impl Harness {
+    async fn send(&self, env: Envelope, expires_in: i64) -> QueueId {
+        let id = QueueId::generate();
+        let expires = queue::now_secs() + expires_in;
+        self.spool.enqueue(id, env, String::new(), b"body\r\n".to_vec(), expires).await.unwrap();
+        self.waker.now(id);
+        id
+    }
+
+    async fn wait_empty(&self, secs: u64) {
+        for _ in 0..secs * 20 {
+            if self.spool.ids().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("queue not empty: {:?}", self.spool.list());
+    }
+}
+
+#[tokio::test]
+async fn temporary_failure_is_retried() {
+    let h = start(vec![AttemptOutcome::PerRecipient(vec![Reply::new(451, "4.2.0", "later")])], 1);
+    h.send(envelope("a@x.test", &["r@y.test"]), 3600).await;
+    h.wait_empty(6).await;
+    let seen = h.transport.seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "one failed attempt, one retry");
+}
+
+#[tokio::test]
+async fn permanent_failure_sends_one_dsn_from_null_sender() {
+    let h = start(
+        vec![AttemptOutcome::PerRecipient(vec![
+            Reply::new(550, "5.1.1", "no such user"),
+            Reply::new(250, "2.0.0", "ok"),
+        ])],
+        1,
+    );
+    h.send(envelope("sender@x.test", &["bad@y.test", "good@y.test"]), 3600).await;
+    h.wait_empty(5).await;
+    let seen = h.transport.seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        seen[1],
+        (String::new(), vec!["sender@x.test".to_string()]),
+        "the DSN goes to the sender from <>"
+    );
+}
+
+#[tokio::test]
+async fn no_dsn_for_null_sender_and_expiry_reports() {
+    let h = start(
+        vec![
+            AttemptOutcome::PerRecipient(vec![Reply::new(550, "5.1.1", "no such user")]),
+            AttemptOutcome::Failed(Reply::new(451, "4.4.1", "connection refused")),
+        ],
+        1,
+    );
+    h.send(envelope("", &["bad@y.test"]), 3600).await;
+    h.wait_empty(5).await;
+    // Already expired: the temporary failure becomes final and yields a DSN.
+    h.send(envelope("s@x.test", &["r@y.test"]), -1).await;
+    h.wait_empty(5).await;
+    let seen = h.transport.seen.lock().unwrap();
+    let dsns = seen.iter().filter(|(from, _)| from.is_empty() && seen.len() > 2).count();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(dsns, 2, "the <> message itself and one DSN for the expired one: {seen:?}");
+    assert_eq!(seen[2].1, vec!["s@x.test".to_string()]);
+}
+
+#[tokio::test]
+async fn parked_messages_go_together_when_destination_returns() {
+    let down = || AttemptOutcome::Failed(Reply::new(451, "4.4.1", "connection refused"));
+    // Retries are an hour away: only the release can deliver them in time.
+    let h = start(vec![down(), down(), down()], 3600);
+    for i in 0..3 {
+        h.send(envelope("a@x.test", &[&format!("r{i}@y.test")]), 3600).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.spool.ids().len(), 3);
+    // A new message succeeds: the parked ones are released at once.
+    h.send(envelope("a@x.test", &["new@y.test"]), 3600).await;
+    h.wait_empty(3).await;
+    assert_eq!(h.transport.seen.lock().unwrap().len(), 7);
+}
