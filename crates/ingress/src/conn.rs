@@ -145,7 +145,7 @@ impl Conn {
         let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-        self.tls_version = tls.get_ref().1.protocol_version().map(|v| format!("{v:?}"));
+        self.tls_version = tls.get_ref().1.protocol_version().map(|v| format!("{v:?}").replace('_', "."));
         self.stream = Stream::Tls(Box::new(tls));
         Ok(())
     }

@@ -624,7 +624,7 @@ impl Session {
             _ => String::new(),
         };
         format!(
-            "Received: from {helo} ({ip}){tls}\r\n\tby {} (sluice) with {proto} id {id}{for_clause};\r\n\t{}\r\n",
+            "Received: from {helo} ([{ip}]){tls}\r\n\tby {} (sluice) with {proto} id {id}{for_clause};\r\n\t{}\r\n",
             self.cfg.hostname,
             at.to_rfc2822()
         )

@@ -91,7 +91,7 @@ async fn pipelined_transaction_and_exact_content() {
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].content, b"Subject: t\r\n\r\n.dot\r\nbare\nlf\r\n");
     assert_eq!(msgs[0].envelope.rcpts.len(), 1);
-    assert!(msgs[0].trace.starts_with("Received: from client.test (127.0.0.1)"));
+    assert!(msgs[0].trace.starts_with("Received: from client.test ([127.0.0.1])"));
     assert!(msgs[0].trace.ends_with("\r\n"));
 }
 

@@ -37,6 +37,8 @@ const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// A record larger than this is corrupt (messages are capped far below it).
 const MAX_RECORD: usize = 1 << 30;
 
+type Pins = Arc<Mutex<HashMap<SegmentId, usize>>>;
+
 pub type SegmentId = u64;
 
 /// Where a record's payload lives.
@@ -67,6 +69,10 @@ pub struct SegmentLog {
     dir: PathBuf,
     tx: Mutex<Option<mpsc::Sender<Request>>>,
     files: Arc<Mutex<HashMap<SegmentId, Arc<File>>>>,
+    /// Records written but not yet registered by their owner: a pinned
+    /// segment is never deleted (closes the window between the fsync and the
+    /// caller recording which segment holds its record).
+    pins: Pins,
     writer: Mutex<Option<thread::JoinHandle<()>>>,
     fsync: bool,
 }
@@ -141,20 +147,23 @@ impl SegmentLog {
     pub fn open(dir: &Path, last_existing: Option<SegmentId>, fsync: bool) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let files: Arc<Mutex<HashMap<SegmentId, Arc<File>>>> = Arc::default();
+        let pins: Pins = Arc::default();
         let first = last_existing.map_or(1, |id| id + 1);
-        let writer = Writer::create(dir, first, files.clone(), fsync)?;
+        let writer = Writer::create(dir, first, files.clone(), pins.clone(), fsync)?;
         let (tx, rx) = mpsc::channel::<Request>();
         let handle = thread::Builder::new().name("spool-writer".into()).spawn(move || writer.run(rx))?;
         Ok(SegmentLog {
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             files,
+            pins,
             writer: Mutex::new(Some(handle)),
             fsync,
         })
     }
 
-    /// Appends one record; resolves once it is durable on disk.
+    /// Appends one record; resolves once it is durable on disk. The returned
+    /// segment is pinned until the caller calls [`SegmentLog::unpin`].
     pub async fn append(&self, kind: u8, parts: Vec<Vec<u8>>) -> io::Result<Location> {
         let (done, wait) = oneshot::channel();
         {
@@ -190,14 +199,34 @@ impl SegmentLog {
         Ok(f)
     }
 
-    /// Deletes a segment that no live message needs any more.
-    pub fn remove_segment(&self, id: SegmentId) -> io::Result<()> {
+    /// The caller has recorded where its appended record lives.
+    pub fn unpin(&self, id: SegmentId) {
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = pins.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&id);
+            }
+        }
+    }
+
+    fn is_pinned(&self, id: SegmentId) -> bool {
+        self.pins.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id)
+    }
+
+    /// Deletes a segment that no live message needs any more, unless it is
+    /// the active one or a fresh record in it is not yet registered.
+    /// Returns whether it was deleted.
+    pub fn remove_segment(&self, id: SegmentId) -> io::Result<bool> {
+        if self.is_active(id) || self.is_pinned(id) {
+            return Ok(false);
+        }
         self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         fs::remove_file(segment_path(&self.dir, id))?;
         if self.fsync {
             fsync_dir(&self.dir)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The segment currently being appended to (never removed while active).
@@ -229,6 +258,7 @@ struct Writer {
     file: Arc<File>,
     size: u64,
     files: Arc<Mutex<HashMap<SegmentId, Arc<File>>>>,
+    pins: Pins,
     fsync: bool,
 }
 
@@ -237,6 +267,7 @@ impl Writer {
         dir: &Path,
         id: SegmentId,
         files: Arc<Mutex<HashMap<SegmentId, Arc<File>>>>,
+        pins: Pins,
         fsync: bool,
     ) -> io::Result<Self> {
         let file = Arc::new(
@@ -246,7 +277,7 @@ impl Writer {
             fsync_dir(dir)?;
         }
         files.lock().unwrap_or_else(|e| e.into_inner()).insert(id, file.clone());
-        Ok(Writer { dir: dir.to_path_buf(), id, file, size: 0, files, fsync })
+        Ok(Writer { dir: dir.to_path_buf(), id, file, size: 0, files, pins, fsync })
     }
 
     fn run(mut self, rx: mpsc::Receiver<Request>) {
@@ -304,6 +335,8 @@ impl Writer {
         match written {
             Ok(()) => {
                 self.size += buf.len() as u64;
+                *self.pins.lock().unwrap_or_else(|e| e.into_inner()).entry(self.id).or_default() +=
+                    batch.len();
                 locations.into_iter().map(Ok).collect()
             }
             Err(e) => {
@@ -316,7 +349,7 @@ impl Writer {
     }
 
     fn roll(&mut self) -> io::Result<()> {
-        let next = Writer::create(&self.dir, self.id + 1, self.files.clone(), self.fsync)?;
+        let next = Writer::create(&self.dir, self.id + 1, self.files.clone(), self.pins.clone(), self.fsync)?;
         *self = next;
         Ok(())
     }

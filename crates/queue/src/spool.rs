@@ -227,6 +227,8 @@ impl Spool {
         };
         entry.touch(loc.segment, refs);
         entries.insert(id, entry);
+        drop(state);
+        self.log.unpin(loc.segment);
         Ok(id)
     }
 
@@ -297,11 +299,14 @@ impl Spool {
     async fn write_update(&self, id: QueueId, rcpts: Vec<Recipient>, held: bool) -> Result<(), SpoolError> {
         let json = serde_json::to_vec(&StoredUpdate { rcpts, held }).map_err(io::Error::other)?;
         let loc = self.log.append(KIND_UPDATE, vec![id_bytes(id).to_vec(), json]).await?;
-        let mut state = self.state();
-        let State { entries, refs } = &mut *state;
-        if let Some(entry) = entries.get_mut(&id) {
-            entry.touch(loc.segment, refs);
+        {
+            let mut state = self.state();
+            let State { entries, refs } = &mut *state;
+            if let Some(entry) = entries.get_mut(&id) {
+                entry.touch(loc.segment, refs);
+            }
         }
+        self.log.unpin(loc.segment);
         Ok(())
     }
 
@@ -344,7 +349,8 @@ impl Spool {
         if !self.state().entries.contains_key(&id) {
             return Err(SpoolError::NotFound(id));
         }
-        self.log.append(KIND_DONE, vec![id_bytes(id).to_vec()]).await?;
+        let done = self.log.append(KIND_DONE, vec![id_bytes(id).to_vec()]).await?;
+        self.log.unpin(done.segment);
         let freed: Vec<SegmentId> = {
             let mut state = self.state();
             let State { entries, refs } = &mut *state;
@@ -366,9 +372,7 @@ impl Spool {
                 .collect()
         };
         for seg in freed {
-            if !self.log.is_active(seg) {
-                self.log.remove_segment(seg)?;
-            }
+            self.log.remove_segment(seg)?;
         }
         Ok(())
     }
@@ -379,8 +383,7 @@ impl Spool {
         let live: Vec<SegmentId> = self.state().refs.keys().copied().collect();
         let mut removed = 0;
         for seg in log::list_segments(&self.dir)? {
-            if !live.contains(&seg) && !self.log.is_active(seg) {
-                self.log.remove_segment(seg)?;
+            if !live.contains(&seg) && self.log.remove_segment(seg)? {
                 removed += 1;
             }
         }
