@@ -16,7 +16,11 @@ use clap::{Args, Parser, Subcommand};
 use config::Config;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Email message processing: accept, spool, classify, relay, record")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Email message processing: accept, spool, classify, relay, record"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -133,7 +137,11 @@ fn load_config(common: &Common) -> anyhow::Result<Config> {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if format == "json" {
         builder.json().flatten_event(true).init();
     } else {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use deliver::smtp::{Client, Destination, Outcome, OutboundMessage};
+use deliver::smtp::{Client, Destination, OutboundMessage, Outcome};
 use queue::{AttemptOutcome, AttemptResult, BoxFuture, DsnBuilder, DsnInput, Job, Transport};
 use vocabulary::RcptStatus;
 

@@ -28,10 +28,13 @@ impl Sink for SpoolSink {
     fn accept(&self, msg: Accepted) -> BoxFuture<'_, Result<(), Reply>> {
         Box::pin(async move {
             let expires = msg.envelope.received_at + self.max_age;
-            let id = self.spool.enqueue(msg.id, msg.envelope, msg.trace, msg.content, expires).await.map_err(|e| {
-                tracing::error!(error = %e, "spool write failed");
-                Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
-            })?;
+            let id =
+                self.spool.enqueue(msg.id, msg.envelope, msg.trace, msg.content, expires).await.map_err(
+                    |e| {
+                        tracing::error!(error = %e, "spool write failed");
+                        Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
+                    },
+                )?;
             if let Some(w) = &self.waker {
                 w.now(id);
             }
@@ -68,7 +71,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "spool recovered"
     );
 
-    let (acceptor, cert) = tls::acceptor(&data, cfg.tls.cert.as_deref(), cfg.tls.key.as_deref(), &cfg.server.hostname)?;
+    let (acceptor, cert) =
+        tls::acceptor(&data, cfg.tls.cert.as_deref(), cfg.tls.key.as_deref(), &cfg.server.hostname)?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Delivery: only when a relay is configured; otherwise mail stays spooled.
@@ -88,8 +92,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             starttls: r.starttls,
             max_messages_per_connection: r.max_messages_per_connection,
         }));
-        let transport =
-            Arc::new(relay::RelayTransport { client: client.clone(), dest: deliver::smtp::Destination { host, port } });
+        let transport = Arc::new(relay::RelayTransport {
+            client: client.clone(),
+            dest: deliver::smtp::Destination { host, port },
+        });
         let scheduler = Scheduler::new(
             spool.clone(),
             transport,
@@ -122,12 +128,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_age: cfg.queue.max_age_secs as i64,
     });
     let auth: Arc<dyn Authenticator> = Arc::new(UsersAuth(store.users()));
-    let accept_domains: HashSet<String> = cfg.server.accept_domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+    let accept_domains: HashSet<String> =
+        cfg.server.accept_domains.iter().map(|d| d.to_ascii_lowercase()).collect();
     let grace = Duration::from_secs(cfg.smtp.shutdown_grace_secs);
 
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
-    for (kind, addr) in [(ListenerKind::Mx, &cfg.smtp.listen), (ListenerKind::Submission, &cfg.smtp.submission)] {
+    for (kind, addr) in
+        [(ListenerKind::Mx, &cfg.smtp.listen), (ListenerKind::Submission, &cfg.smtp.submission)]
+    {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         bound.push(listener.local_addr()?);
         let session_cfg = Arc::new(ingress::SessionConfig {

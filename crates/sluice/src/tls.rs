@@ -25,7 +25,8 @@ pub fn acceptor(
         .with_context(|| format!("reading {}", cert_path.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| format!("parsing {}", cert_path.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -1,0 +1,552 @@
+//! The outbound SMTP client: one pool of connections per destination, reused
+//! across messages, capped at `max_connections` each. A transaction pipelines
+//! MAIL/RCPT(/DATA) when the server offers PIPELINING, sends BDAT when it
+//! offers CHUNKING (exact bytes, no stuffing), upgrades with STARTTLS when
+//! offered, and returns one reply per recipient.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use vocabulary::Reply;
+
+use crate::tls::opportunistic_connector;
+use crate::wire::{Caps, Parsed, dot_stuff, parse_reply};
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Our name for EHLO.
+    pub helo: String,
+    /// Connections open at once per destination (idle and busy).
+    pub max_connections: usize,
+    pub connect_timeout: Duration,
+    /// Wait for each reply.
+    pub command_timeout: Duration,
+    /// Wait for the reply after the message body.
+    pub data_timeout: Duration,
+    /// Idle pooled connections older than this are closed.
+    pub idle_timeout: Duration,
+    /// Use STARTTLS when offered. Opportunistic: certificates are not verified
+    /// (downstream relays commonly present self-signed certificates).
+    pub starttls: bool,
+    pub max_messages_per_connection: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Destination {
+    pub host: String,
+    pub port: u16,
+}
+
+pub struct OutboundMessage<'a> {
+    /// Reverse path; empty for the null sender.
+    pub mail_from: &'a str,
+    pub rcpts: &'a [&'a str],
+    pub smtputf8: bool,
+    pub eight_bit: bool,
+    /// Sent concatenated, byte for byte (e.g. our trace header, then the original).
+    pub content: &'a [&'a [u8]],
+}
+
+pub struct Attempt {
+    pub remote: String,
+    pub tls: Option<String>,
+    pub outcome: Outcome,
+}
+
+pub enum Outcome {
+    /// One reply per recipient, in order.
+    PerRecipient(Vec<Reply>),
+    /// The whole attempt failed; the reply applies to every recipient.
+    Failed(Reply),
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Why a connection-level step failed.
+#[derive(Debug)]
+enum ConnError {
+    /// The server answered, but not with what we needed.
+    Reply(Reply),
+    Io(String),
+    Timeout(&'static str),
+    Malformed,
+}
+
+impl ConnError {
+    fn into_reply(self) -> Reply {
+        match self {
+            ConnError::Reply(r) => r,
+            ConnError::Io(e) => Reply::new(451, "4.4.2", format!("connection lost: {e}")),
+            ConnError::Timeout(what) => Reply::new(451, "4.4.2", format!("timeout waiting for {what}")),
+            ConnError::Malformed => Reply::new(451, "4.5.0", "malformed reply from the server"),
+        }
+    }
+}
+
+struct Connection {
+    stream: Stream,
+    rbuf: Vec<u8>,
+    caps: Caps,
+    tls: Option<String>,
+    remote: String,
+    messages: usize,
+}
+
+impl Connection {
+    async fn read_reply(&mut self, timeout: Duration, what: &'static str) -> Result<Reply, ConnError> {
+        loop {
+            match parse_reply(&self.rbuf) {
+                Parsed::Reply(r, used) => {
+                    self.rbuf.drain(..used);
+                    return Ok(r);
+                }
+                Parsed::Malformed => return Err(ConnError::Malformed),
+                Parsed::Incomplete if self.rbuf.len() > 64 * 1024 => return Err(ConnError::Malformed),
+                Parsed::Incomplete => {}
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(timeout, self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| ConnError::Timeout(what))?
+                .map_err(|e| ConnError::Io(e.to_string()))?;
+            if n == 0 {
+                return Err(ConnError::Io("closed by the server".into()));
+            }
+            self.rbuf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), ConnError> {
+        tokio::time::timeout(timeout, async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        })
+        .await
+        .map_err(|_| ConnError::Timeout("write"))?
+        .map_err(|e| ConnError::Io(e.to_string()))
+    }
+
+    async fn command(
+        &mut self,
+        line: &str,
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<Reply, ConnError> {
+        self.write(line.as_bytes(), timeout).await?;
+        self.read_reply(timeout, what).await
+    }
+
+    async fn ehlo(&mut self, helo: &str, timeout: Duration) -> Result<(), ConnError> {
+        let r = self.command(&format!("EHLO {helo}\r\n"), timeout, "EHLO reply").await?;
+        if r.is_positive() {
+            self.caps = Caps::from_ehlo(&r);
+            return Ok(());
+        }
+        let r = self.command(&format!("HELO {helo}\r\n"), timeout, "HELO reply").await?;
+        if !r.is_positive() {
+            return Err(ConnError::Reply(r));
+        }
+        self.caps = Caps::default();
+        Ok(())
+    }
+
+    async fn open(
+        dest: &Destination,
+        cfg: &ClientConfig,
+        tls: &TlsConnector,
+    ) -> Result<Connection, ConnError> {
+        let addr = format!("{}:{}", dest.host, dest.port);
+        let tcp = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| ConnError::Timeout("connect"))?
+            .map_err(|e| {
+                ConnError::Reply(Reply::new(451, "4.4.1", format!("cannot connect to {addr}: {e}")))
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let remote = tcp.peer_addr().map(|a| a.to_string()).unwrap_or(addr);
+        let mut conn = Connection {
+            stream: Stream::Plain(tcp),
+            rbuf: Vec::new(),
+            caps: Caps::default(),
+            tls: None,
+            remote,
+            messages: 0,
+        };
+        let greeting = conn.read_reply(cfg.command_timeout, "greeting").await?;
+        if !greeting.is_positive() {
+            return Err(ConnError::Reply(greeting));
+        }
+        conn.ehlo(&cfg.helo, cfg.command_timeout).await?;
+        if cfg.starttls && conn.caps.starttls {
+            let r = conn.command("STARTTLS\r\n", cfg.command_timeout, "STARTTLS reply").await?;
+            if r.code == 220 {
+                conn.start_tls(dest, tls, cfg.command_timeout).await?;
+                conn.ehlo(&cfg.helo, cfg.command_timeout).await?;
+            }
+        }
+        Ok(conn)
+    }
+
+    async fn start_tls(
+        &mut self,
+        dest: &Destination,
+        tls: &TlsConnector,
+        timeout: Duration,
+    ) -> Result<(), ConnError> {
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            return Err(ConnError::Io("TLS already active".into()));
+        };
+        self.rbuf.clear();
+        let name = ServerName::try_from(dest.host.clone())
+            .unwrap_or_else(|_| ServerName::try_from("localhost").expect("static name is valid"));
+        let stream = tokio::time::timeout(timeout, tls.connect(name, tcp))
+            .await
+            .map_err(|_| ConnError::Timeout("TLS handshake"))?
+            .map_err(|e| ConnError::Reply(Reply::new(451, "4.7.5", format!("TLS handshake failed: {e}"))))?;
+        self.tls = stream.get_ref().1.protocol_version().map(|v| format!("{v:?}").replace('_', "."));
+        self.stream = Stream::Tls(Box::new(stream));
+        Ok(())
+    }
+
+    async fn quit(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.stream.write_all(b"QUIT\r\n").await;
+            let _ = self.stream.flush().await;
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// The connections of one destination.
+struct Pool {
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<(Connection, OwnedSemaphorePermit, Instant)>>,
+    /// Signalled when a connection is returned or closed.
+    returned: Notify,
+}
+
+pub struct Client {
+    cfg: ClientConfig,
+    tls: TlsConnector,
+    pools: Mutex<HashMap<Destination, Arc<Pool>>>,
+}
+
+/// The result of one transaction on one connection.
+enum TxResult {
+    Done(Vec<Reply>),
+    /// Failed before the server said anything about this transaction, on a
+    /// reused connection: safe to retry on a fresh one.
+    StaleConnection,
+    Failed(Reply),
+}
+
+impl Client {
+    pub fn new(cfg: ClientConfig) -> Self {
+        Client { cfg, tls: opportunistic_connector(), pools: Mutex::default() }
+    }
+
+    fn pool(&self, dest: &Destination) -> Arc<Pool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools
+            .entry(dest.clone())
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    permits: Arc::new(Semaphore::new(self.cfg.max_connections.max(1))),
+                    idle: Mutex::default(),
+                    returned: Notify::new(),
+                })
+            })
+            .clone()
+    }
+
+    /// A pooled connection, or a permit to open a new one.
+    async fn checkout(&self, pool: &Pool) -> (Option<Connection>, OwnedSemaphorePermit) {
+        loop {
+            let notified = pool.returned.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+                while let Some((conn, permit, since)) = idle.pop() {
+                    if since.elapsed() < self.cfg.idle_timeout {
+                        return (Some(conn), permit);
+                    }
+                    drop((conn, permit)); // too old: close it
+                }
+            }
+            if let Ok(permit) = pool.permits.clone().try_acquire_owned() {
+                return (None, permit);
+            }
+            notified.await;
+        }
+    }
+
+    fn checkin(&self, pool: &Pool, conn: Connection, permit: OwnedSemaphorePermit) {
+        if conn.messages < self.cfg.max_messages_per_connection {
+            pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push((conn, permit, Instant::now()));
+        } else {
+            tokio::spawn(conn.quit());
+            drop(permit);
+        }
+        pool.returned.notify_one();
+    }
+
+    /// Sends one message to all its recipients at `dest`.
+    pub async fn send(&self, dest: &Destination, msg: &OutboundMessage<'_>) -> Attempt {
+        let pool = self.pool(dest);
+        let mut fresh_retry = false;
+        loop {
+            let (pooled, permit) = self.checkout(&pool).await;
+            let reused = pooled.is_some();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => match Connection::open(dest, &self.cfg, &self.tls).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        drop(permit);
+                        pool.returned.notify_one();
+                        let reply = e.into_reply();
+                        tracing::debug!(dest = %dest.host, port = dest.port, reply = %reply, "connection failed");
+                        return Attempt {
+                            remote: format!("{}:{}", dest.host, dest.port),
+                            tls: None,
+                            outcome: Outcome::Failed(reply),
+                        };
+                    }
+                },
+            };
+            let result = self.transaction(&mut conn, msg, reused && !fresh_retry).await;
+            let (remote, tls) = (conn.remote.clone(), conn.tls.clone());
+            match result {
+                TxResult::StaleConnection => {
+                    drop(conn);
+                    drop(permit);
+                    pool.returned.notify_one();
+                    fresh_retry = true;
+                    continue;
+                }
+                TxResult::Done(replies) => {
+                    conn.messages += 1;
+                    self.checkin(&pool, conn, permit);
+                    return Attempt { remote, tls, outcome: Outcome::PerRecipient(replies) };
+                }
+                TxResult::Failed(reply) => {
+                    drop(conn);
+                    drop(permit);
+                    pool.returned.notify_one();
+                    return Attempt { remote, tls, outcome: Outcome::Failed(reply) };
+                }
+            }
+        }
+    }
+
+    async fn transaction(
+        &self,
+        conn: &mut Connection,
+        msg: &OutboundMessage<'_>,
+        may_be_stale: bool,
+    ) -> TxResult {
+        let t = self.cfg.command_timeout;
+        let needs_utf8 = msg.smtputf8 || !msg.mail_from.is_ascii() || msg.rcpts.iter().any(|r| !r.is_ascii());
+        if needs_utf8
+            && !conn.caps.smtputf8
+            && (!msg.mail_from.is_ascii() || msg.rcpts.iter().any(|r| !r.is_ascii()))
+        {
+            let r = Reply::new(
+                553,
+                "5.6.7",
+                "the downstream does not support SMTPUTF8, required for this address",
+            );
+            return TxResult::Done(msg.rcpts.iter().map(|_| r.clone()).collect());
+        }
+        let size: usize = msg.content.iter().map(|p| p.len()).sum();
+        if let Some(max) = conn.caps.size
+            && size > max
+        {
+            let r = Reply::new(552, "5.3.4", format!("message too big for the downstream ({size} > {max})"));
+            return TxResult::Done(msg.rcpts.iter().map(|_| r.clone()).collect());
+        }
+        let mut mail = format!("MAIL FROM:<{}>", msg.mail_from);
+        if msg.eight_bit && conn.caps.eight_bit {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if needs_utf8 && conn.caps.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        if conn.caps.size.is_some() {
+            mail.push_str(&format!(" SIZE={size}"));
+        }
+        mail.push_str("\r\n");
+        let chunking = conn.caps.chunking;
+        let pipelining = conn.caps.pipelining;
+
+        let mut envelope_cmds = vec![mail];
+        envelope_cmds.extend(msg.rcpts.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
+        if !chunking {
+            envelope_cmds.push("DATA\r\n".into());
+        }
+
+        // Envelope phase: one write with PIPELINING, else a round trip each.
+        let mut replies: Vec<Reply> = Vec::with_capacity(envelope_cmds.len());
+        if pipelining {
+            if let Err(e) = conn.write(envelope_cmds.concat().as_bytes(), t).await {
+                return self.failed(e, may_be_stale);
+            }
+            for i in 0..envelope_cmds.len() {
+                match conn.read_reply(t, "envelope reply").await {
+                    Ok(r) => replies.push(r),
+                    Err(e) => return self.failed(e, may_be_stale && i == 0),
+                }
+            }
+        } else {
+            // One round trip each; stop at a refused MAIL, and skip DATA when
+            // every RCPT was refused.
+            let rcpt_end = 1 + msg.rcpts.len();
+            for (i, cmd) in envelope_cmds.iter().enumerate() {
+                if i == rcpt_end && !replies[1..].iter().any(Reply::is_positive) {
+                    break;
+                }
+                let r = match conn.command(cmd, t, "envelope reply").await {
+                    Ok(r) => r,
+                    Err(e) => return self.failed(e, may_be_stale && i == 0),
+                };
+                let refused_mail = i == 0 && !r.is_positive();
+                replies.push(r);
+                if refused_mail {
+                    break;
+                }
+            }
+        }
+        let mail_reply = replies[0].clone();
+        if !mail_reply.is_positive() {
+            // Answer any pipelined DATA 354 by ending it, then reset.
+            let _ = self.reset(conn, &replies).await;
+            return TxResult::Failed(mail_reply);
+        }
+        let rcpt_replies: Vec<Reply> = (0..msg.rcpts.len())
+            .map(|i| replies.get(1 + i).cloned().unwrap_or_else(|| Reply::new(451, "4.5.0", "no RCPT reply")))
+            .collect();
+        if !rcpt_replies.iter().any(Reply::is_positive) {
+            let _ = self.reset(conn, &replies).await;
+            return TxResult::Done(rcpt_replies);
+        }
+
+        // Content phase.
+        let final_reply = if chunking {
+            let mut bytes = format!("BDAT {size} LAST\r\n").into_bytes();
+            bytes.reserve(size);
+            for p in msg.content {
+                bytes.extend_from_slice(p);
+            }
+            if let Err(e) = conn.write(&bytes, self.cfg.data_timeout).await {
+                return TxResult::Failed(e.into_reply());
+            }
+            conn.read_reply(self.cfg.data_timeout, "reply after BDAT").await
+        } else {
+            let Some(data_reply) = replies.get(1 + msg.rcpts.len()) else {
+                return TxResult::Failed(Reply::new(451, "4.5.0", "no reply to DATA"));
+            };
+            if data_reply.code != 354 {
+                let r = data_reply.clone();
+                return TxResult::Done(
+                    rcpt_replies
+                        .iter()
+                        .map(|rr| if rr.is_positive() { r.clone() } else { rr.clone() })
+                        .collect(),
+                );
+            }
+            let stuffed = dot_stuff(msg.content);
+            if let Err(e) = conn.write(&stuffed, self.cfg.data_timeout).await {
+                return TxResult::Failed(e.into_reply());
+            }
+            conn.read_reply(self.cfg.data_timeout, "reply after DATA").await
+        };
+        let final_reply = match final_reply {
+            Ok(r) => r,
+            Err(e) => return TxResult::Failed(e.into_reply()),
+        };
+        TxResult::Done(
+            rcpt_replies.into_iter().map(|r| if r.is_positive() { final_reply.clone() } else { r }).collect(),
+        )
+    }
+
+    fn failed(&self, e: ConnError, may_be_stale: bool) -> TxResult {
+        match e {
+            ConnError::Io(_) | ConnError::Timeout(_) if may_be_stale => TxResult::StaleConnection,
+            e => TxResult::Failed(e.into_reply()),
+        }
+    }
+
+    /// Leaves the connection ready for the next transaction after an abort: a
+    /// pipelined DATA that got 354 is closed with an empty body, then RSET.
+    async fn reset(&self, conn: &mut Connection, replies: &[Reply]) -> Result<(), ConnError> {
+        let t = self.cfg.command_timeout;
+        if replies.last().is_some_and(|r| r.code == 354) {
+            conn.write(b".\r\n", t).await?;
+            conn.read_reply(t, "reply to aborted DATA").await?;
+        }
+        let r = conn.command("RSET\r\n", t, "RSET reply").await?;
+        if r.is_positive() { Ok(()) } else { Err(ConnError::Reply(r)) }
+    }
+
+    /// Closes every idle connection politely (QUIT).
+    pub async fn shutdown(&self) {
+        let pools: Vec<Arc<Pool>> =
+            self.pools.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for pool in pools {
+            let idle: Vec<_> = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+            for (conn, _permit, _) in idle {
+                conn.quit().await;
+            }
+        }
+    }
+}
