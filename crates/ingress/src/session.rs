@@ -184,10 +184,24 @@ impl Session {
         if line.contains(&0) {
             return self.bad(reply(500, "5.5.2", "Invalid character in command"));
         }
-        let request = match Request::parse(&mut line.iter()) {
+        if std::str::from_utf8(line).is_err() {
+            // RFC 6531: even with SMTPUTF8, commands are UTF-8.
+            return self.bad(reply(501, "5.6.7", "Invalid UTF-8 in command"));
+        }
+        let mut request = match Request::parse(&mut line.iter()) {
             Ok(r) => r.into_owned(),
             Err(e) => return self.parse_error(line, e),
         };
+        // smtp-proto reads both `<>` and `<Postmaster>` as an empty recipient;
+        // only the second is valid (RFC 5321 4.5.1: it must be accepted).
+        if let Request::Rcpt { to } = &mut request
+            && to.address.is_empty()
+        {
+            if !is_bare_postmaster(line) {
+                return self.bad(reply(501, "5.1.3", "Bad recipient address syntax"));
+            }
+            to.address = "postmaster".into();
+        }
         match request {
             Request::Ehlo { host } => self.hello(host, true),
             Request::Helo { host } => self.hello(host, false),
@@ -629,6 +643,11 @@ impl Session {
             at.to_rfc2822()
         )
     }
+}
+
+fn is_bare_postmaster(line: &[u8]) -> bool {
+    let upper = trim_eol(line).to_ascii_uppercase();
+    upper.windows(12).any(|w| w == b"<POSTMASTER>")
 }
 
 fn decode_b64(data: &[u8]) -> Option<String> {

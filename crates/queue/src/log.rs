@@ -85,6 +85,11 @@ fn parse_segment_name(name: &str) -> Option<SegmentId> {
     name.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()
 }
 
+/// Whether segment `id` still exists on disk.
+pub fn segment_exists(dir: &Path, id: SegmentId) -> bool {
+    segment_path(dir, id).exists()
+}
+
 /// Lists the segment ids present in `dir`, oldest first.
 pub fn list_segments(dir: &Path) -> io::Result<Vec<SegmentId>> {
     let mut ids = Vec::new();

@@ -7,7 +7,7 @@
 //! every recipient is terminal, and its segments go when no live message has a
 //! record in them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -90,6 +90,18 @@ struct State {
     entries: HashMap<QueueId, Entry>,
     /// How many live messages have a record in each segment.
     refs: HashMap<SegmentId, usize>,
+    /// Tombstone dependencies: a segment holding a message's done record must
+    /// outlive every other segment holding a record of that message, or a
+    /// replay would bring the message back.
+    deps: HashMap<SegmentId, HashSet<SegmentId>>,
+}
+
+impl State {
+    /// Records that `entry` was finished by a done record in `done_seg`.
+    fn bury(&mut self, entry: &Entry, done_seg: SegmentId) {
+        let others = entry.segments.iter().copied().filter(|s| *s != done_seg);
+        self.deps.entry(done_seg).or_default().extend(others);
+    }
 }
 
 /// The spool of one data directory.
@@ -175,12 +187,8 @@ impl Spool {
         }
         recovery.messages = state.entries.len();
         let log = SegmentLog::open(dir, segments.last().copied(), fsync)?;
-        for &seg in &segments {
-            if !state.refs.contains_key(&seg) {
-                log.remove_segment(seg)?;
-            }
-        }
         let spool = Spool { dir: dir.to_path_buf(), log, state: Mutex::new(state), _lock: lock };
+        spool.collect_garbage()?;
         Ok((spool, recovery))
     }
 
@@ -213,7 +221,7 @@ impl Spool {
         let content_loc =
             Location { segment: loc.segment, offset: loc.offset + head_len, len: loc.len - head_len };
         let mut state = self.state();
-        let State { entries, refs } = &mut *state;
+        let State { entries, refs, .. } = &mut *state;
         let mut entry = Entry {
             id,
             envelope: meta.envelope,
@@ -301,7 +309,7 @@ impl Spool {
         let loc = self.log.append(KIND_UPDATE, vec![id_bytes(id).to_vec(), json]).await?;
         {
             let mut state = self.state();
-            let State { entries, refs } = &mut *state;
+            let State { entries, refs, .. } = &mut *state;
             if let Some(entry) = entries.get_mut(&id) {
                 entry.touch(loc.segment, refs);
             }
@@ -350,11 +358,15 @@ impl Spool {
             return Err(SpoolError::NotFound(id));
         }
         let done = self.log.append(KIND_DONE, vec![id_bytes(id).to_vec()]).await?;
-        self.log.unpin(done.segment);
         let freed: Vec<SegmentId> = {
             let mut state = self.state();
-            let State { entries, refs } = &mut *state;
-            let Some(entry) = entries.remove(&id) else { return Ok(()) };
+            let Some(entry) = state.entries.remove(&id) else {
+                drop(state);
+                self.log.unpin(done.segment);
+                return Ok(());
+            };
+            state.bury(&entry, done.segment);
+            let State { refs, .. } = &mut *state;
             entry
                 .segments
                 .iter()
@@ -371,23 +383,44 @@ impl Spool {
                 .copied()
                 .collect()
         };
+        self.log.unpin(done.segment);
         for seg in freed {
-            self.log.remove_segment(seg)?;
+            self.try_remove_segment(seg)?;
         }
         Ok(())
     }
 
-    /// Drops segments that no live message references (e.g. the former active
-    /// segment after a roll-over). Cheap; called from the scheduler's tick.
+    /// Deletes `seg` if no live message and no tombstone needs it.
+    fn try_remove_segment(&self, seg: SegmentId) -> io::Result<bool> {
+        let blocked = {
+            let state = self.state();
+            state.refs.contains_key(&seg)
+                || state.deps.get(&seg).is_some_and(|d| d.iter().any(|s| log::segment_exists(&self.dir, *s)))
+        };
+        if blocked || !self.log.remove_segment(seg)? {
+            return Ok(false);
+        }
+        self.state().deps.remove(&seg);
+        Ok(true)
+    }
+
+    /// Drops segments that neither a live message nor a tombstone needs (e.g.
+    /// the former active segment after a roll-over). Repeats while deleting
+    /// one segment frees another. Cheap; called from the scheduler's tick.
     pub fn collect_garbage(&self) -> io::Result<usize> {
-        let live: Vec<SegmentId> = self.state().refs.keys().copied().collect();
         let mut removed = 0;
-        for seg in log::list_segments(&self.dir)? {
-            if !live.contains(&seg) && self.log.remove_segment(seg)? {
-                removed += 1;
+        loop {
+            let mut progress = false;
+            for seg in log::list_segments(&self.dir)? {
+                if self.try_remove_segment(seg)? {
+                    removed += 1;
+                    progress = true;
+                }
+            }
+            if !progress {
+                return Ok(removed);
             }
         }
-        Ok(removed)
     }
 
     /// Flushes and stops the writer. Pending appends complete first.
@@ -448,7 +481,9 @@ fn apply_replayed(state: &mut State, rec: log::Replayed) {
             }
         }
         KIND_DONE => {
-            state.entries.remove(&id);
+            if let Some(entry) = state.entries.remove(&id) {
+                state.bury(&entry, seg);
+            }
         }
         _ => {}
     }
@@ -527,5 +562,41 @@ mod tests {
         assert_eq!(rec.messages, 0);
         assert_eq!(log::list_segments(dir.path()).unwrap().len(), 1);
         drop(spool);
+    }
+
+    #[tokio::test]
+    async fn a_tombstone_outlives_the_records_it_buries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keep, gone) = (QueueId::generate(), QueueId::generate());
+        {
+            let (spool, _) = Spool::open(dir.path(), true).unwrap();
+            for id in [keep, gone] {
+                spool.enqueue(id, envelope(&["x@a.test"]), String::new(), b"A".to_vec(), 99).await.unwrap();
+            }
+        }
+        // Each command opens the spool in a fresh segment, as the CLI does.
+        {
+            let (spool, _) = Spool::open(dir.path(), true).unwrap();
+            spool.set_held(keep, true).await.unwrap();
+        }
+        {
+            let (spool, _) = Spool::open(dir.path(), true).unwrap();
+            spool.remove(gone).await.unwrap();
+        }
+        for _ in 0..3 {
+            let (spool, rec) = Spool::open(dir.path(), true).unwrap();
+            assert_eq!(rec.messages, 1);
+            assert!(spool.get(gone).is_none(), "a removed message must stay removed");
+            assert!(spool.get(keep).unwrap().held);
+        }
+        // Once the last live message goes, everything can be collected.
+        {
+            let (spool, _) = Spool::open(dir.path(), true).unwrap();
+            spool.remove(keep).await.unwrap();
+        }
+        let (spool, rec) = Spool::open(dir.path(), true).unwrap();
+        assert_eq!(rec.messages, 0);
+        spool.collect_garbage().unwrap();
+        assert_eq!(log::list_segments(dir.path()).unwrap().len(), 1, "only the active segment is left");
     }
 }
