@@ -289,7 +289,10 @@ impl Spool {
             entry.next_attempt = next_attempt;
             entry.held
         };
-        let result = if done { self.remove(id).await } else { self.write_update(id, rcpts, held).await };
+        // Outcomes are written lazily: losing one in a crash only repeats an
+        // attempt (a rare duplicate), never loses mail.
+        let result =
+            if done { self.bury(id, false).await } else { self.write_update(id, rcpts, held, false).await };
         if let Some(entry) = self.state().entries.get_mut(&id) {
             entry.in_flight = false;
         }
@@ -304,9 +307,20 @@ impl Spool {
         }
     }
 
-    async fn write_update(&self, id: QueueId, rcpts: Vec<Recipient>, held: bool) -> Result<(), SpoolError> {
+    async fn write_update(
+        &self,
+        id: QueueId,
+        rcpts: Vec<Recipient>,
+        held: bool,
+        durable: bool,
+    ) -> Result<(), SpoolError> {
         let json = serde_json::to_vec(&StoredUpdate { rcpts, held }).map_err(io::Error::other)?;
-        let loc = self.log.append(KIND_UPDATE, vec![id_bytes(id).to_vec(), json]).await?;
+        let parts = vec![id_bytes(id).to_vec(), json];
+        let loc = if durable {
+            self.log.append(KIND_UPDATE, parts).await?
+        } else {
+            self.log.append_lazy(KIND_UPDATE, parts).await?
+        };
         {
             let mut state = self.state();
             let State { entries, refs, .. } = &mut *state;
@@ -329,7 +343,7 @@ impl Spool {
             }
             entry.envelope.rcpts.clone()
         };
-        self.write_update(id, rcpts, held).await
+        self.write_update(id, rcpts, held, true).await
     }
 
     /// Makes one waiting message due now (an attempt in flight is left alone).
@@ -352,12 +366,22 @@ impl Spool {
         due
     }
 
-    /// Removes a message durably (delivered, failed, or deleted by command).
+    /// Removes a message durably (deleted by command).
     pub async fn remove(&self, id: QueueId) -> Result<(), SpoolError> {
+        self.bury(id, true).await
+    }
+
+    /// Appends the message's done record and forgets it.
+    async fn bury(&self, id: QueueId, durable: bool) -> Result<(), SpoolError> {
         if !self.state().entries.contains_key(&id) {
             return Err(SpoolError::NotFound(id));
         }
-        let done = self.log.append(KIND_DONE, vec![id_bytes(id).to_vec()]).await?;
+        let parts = vec![id_bytes(id).to_vec()];
+        let done = if durable {
+            self.log.append(KIND_DONE, parts).await?
+        } else {
+            self.log.append_lazy(KIND_DONE, parts).await?
+        };
         let freed: Vec<SegmentId> = {
             let mut state = self.state();
             let Some(entry) = state.entries.remove(&id) else {
