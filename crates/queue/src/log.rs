@@ -398,10 +398,11 @@ impl Writer {
     }
 
     fn sync(&mut self) {
-        if self.dirty && self.fsync {
-            if let Err(e) = self.file.sync_data() {
-                tracing::error!(error = %e, "spool sync failed");
-            }
+        if self.dirty
+            && self.fsync
+            && let Err(e) = self.file.sync_data()
+        {
+            tracing::error!(error = %e, "spool sync failed");
         }
         self.dirty = false;
     }
