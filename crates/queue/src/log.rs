@@ -171,6 +171,18 @@ impl SegmentLog {
         })
     }
 
+    /// Opens the log for reading only: no writer, nothing created or changed.
+    pub fn open_read_only(dir: &Path) -> Self {
+        SegmentLog {
+            dir: dir.to_path_buf(),
+            tx: Mutex::new(None),
+            files: Arc::default(),
+            pins: Arc::default(),
+            writer: Mutex::new(None),
+            fsync: false,
+        }
+    }
+
     /// Appends one record; resolves once it is durable on disk. The returned
     /// segment is pinned until the caller calls [`SegmentLog::unpin`].
     pub async fn append(&self, kind: u8, parts: Vec<Vec<u8>>) -> io::Result<Location> {
@@ -189,7 +201,7 @@ impl SegmentLog {
         {
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
             let Some(tx) = tx.as_ref() else {
-                return Err(io::Error::other("spool is shut down"));
+                return Err(io::Error::other("spool is closed or read-only"));
             };
             tx.send(Request { kind, parts, durable, done })
                 .map_err(|_| io::Error::other("spool writer stopped"))?;

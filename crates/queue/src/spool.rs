@@ -109,7 +109,7 @@ pub struct Spool {
     dir: PathBuf,
     log: SegmentLog,
     state: Mutex<State>,
-    _lock: LockFile,
+    _lock: Option<LockFile>,
 }
 
 /// The process-wide lock on a spool directory: one sluice at a time.
@@ -162,6 +162,22 @@ impl Spool {
     pub fn open(dir: &Path, fsync: bool) -> Result<(Self, Recovery), SpoolError> {
         std::fs::create_dir_all(dir)?;
         let lock = LockFile::acquire(dir)?;
+        let (state, segments, recovery) = Self::replay(dir)?;
+        let log = SegmentLog::open(dir, segments.last().copied(), fsync)?;
+        let spool = Spool { dir: dir.to_path_buf(), log, state: Mutex::new(state), _lock: Some(lock) };
+        spool.collect_garbage()?;
+        Ok((spool, recovery))
+    }
+
+    /// Opens a spool for inspection only (`queue list`/`show` on a stopped
+    /// server): no lock, no new segment, nothing written.
+    pub fn open_read_only(dir: &Path) -> Result<(Self, Recovery), SpoolError> {
+        let (state, _, recovery) = Self::replay(dir)?;
+        let log = SegmentLog::open_read_only(dir);
+        Ok((Spool { dir: dir.to_path_buf(), log, state: Mutex::new(state), _lock: None }, recovery))
+    }
+
+    fn replay(dir: &Path) -> Result<(State, Vec<SegmentId>, Recovery), SpoolError> {
         let segments = log::list_segments(dir)?;
         let mut state = State::default();
         let mut recovery = Recovery { segments: segments.len(), ..Recovery::default() };
@@ -186,10 +202,7 @@ impl Spool {
             }
         }
         recovery.messages = state.entries.len();
-        let log = SegmentLog::open(dir, segments.last().copied(), fsync)?;
-        let spool = Spool { dir: dir.to_path_buf(), log, state: Mutex::new(state), _lock: lock };
-        spool.collect_garbage()?;
-        Ok((spool, recovery))
+        Ok((state, segments, recovery))
     }
 
     pub fn dir(&self) -> &Path {
@@ -622,5 +635,21 @@ mod tests {
         assert_eq!(rec.messages, 0);
         spool.collect_garbage().unwrap();
         assert_eq!(log::list_segments(dir.path()).unwrap().len(), 1, "only the active segment is left");
+    }
+
+    #[tokio::test]
+    async fn read_only_open_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = QueueId::generate();
+        {
+            let (spool, _) = Spool::open(dir.path(), true).unwrap();
+            spool.enqueue(id, envelope(&["x@a.test"]), String::new(), b"A".to_vec(), 99).await.unwrap();
+        }
+        let before = log::list_segments(dir.path()).unwrap();
+        let (spool, rec) = Spool::open_read_only(dir.path()).unwrap();
+        assert_eq!(rec.messages, 1);
+        assert_eq!(spool.content(spool.get(id).unwrap().content).unwrap(), b"A");
+        assert!(spool.set_held(id, true).await.is_err(), "read-only spools refuse writes");
+        assert_eq!(log::list_segments(dir.path()).unwrap(), before);
     }
 }

@@ -182,7 +182,9 @@ pub async fn request(data: &Path, req: Request) -> anyhow::Result<Response> {
     if !spool_dir.exists() {
         bail!("no spool at {} (is --data right?)", spool_dir.display());
     }
-    let (spool, _) = Spool::open(&spool_dir, true).with_context(|| {
+    let read_only = matches!(req, Request::List | Request::Show { .. });
+    let opened = if read_only { Spool::open_read_only(&spool_dir) } else { Spool::open(&spool_dir, true) };
+    let (spool, _) = opened.with_context(|| {
         format!("the spool is in use but its control socket does not answer: {}", spool_dir.display())
     })?;
     let resp = handle(&spool, None, req).await;
