@@ -58,10 +58,10 @@ proptest! {
     }
 
     #[test]
-    fn stuffed_content_round_trips(lines in proptest::collection::vec("[.a-z\r]{0,6}", 0..20), chunk in 1usize..16) {
-        // Content is CRLF-terminated lines (what DATA can carry).
+    fn stuffed_content_round_trips(lines in proptest::collection::vec("[.a-z]{0,4}(\r[.a-z]{1,3})?", 0..20), chunk in 1usize..16) {
+        // Content is CRLF-terminated lines (what DATA can carry), some with a
+        // bare CR inside.
         let content: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\r\n").into_bytes()).collect();
-        prop_assume!(!content.windows(2).any(|w| w == b"\r\r"));
         let wire = stuff(&content);
         let (out, done, used) = unstuff_in_chunks(&wire, chunk);
         prop_assert!(done);
