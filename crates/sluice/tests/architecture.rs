@@ -15,7 +15,10 @@ fn architecture_map_matches_the_workspace() {
         .map(str::to_string)
         .collect();
     assert!(members.len() >= 5, "found too few workspace members: {members:?}");
-    let described: Vec<String> = map
+    // The crate paragraphs live in the "## Crates" section.
+    let section = map.split("## Crates").nth(1).expect("a \"## Crates\" section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let described: Vec<String> = section
         .lines()
         .filter_map(|l| l.strip_prefix("- **"))
         .filter_map(|l| l.split("**").next())
