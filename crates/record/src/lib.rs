@@ -1,7 +1,10 @@
-//! The record: sluice's database. Today it keeps submission users; the event
-//! log, accounts and suppressions join it in later stages. SQLite (WAL) in the
-//! data directory by default.
+//! The record: sluice's database. It keeps submission users and the
+//! quarantine store's accounts, folders and message metadata; the event log
+//! and suppressions join it in later stages. SQLite (WAL) in the data
+//! directory by default.
 
+mod password;
+pub mod quarantine;
 mod users;
 
 use std::path::Path;
@@ -12,6 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use quarantine::Quarantine;
 pub use users::Users;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +29,14 @@ pub enum RecordError {
 }
 
 /// Schema steps, applied in order; each runs once (tracked in `schema_version`).
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_users.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/0001_users.sql"), include_str!("../migrations/0002_quarantine.sql")];
 
 /// A handle to the database.
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    data_dir: std::path::PathBuf,
 }
 
 impl Store {
@@ -42,9 +48,10 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        let store = Store { pool };
+        let store = Store { pool, data_dir: data_dir.to_path_buf() };
         store.migrate().await?;
         Ok(store)
     }
@@ -70,6 +77,10 @@ impl Store {
 
     pub fn users(&self) -> Users {
         Users::new(self.pool.clone())
+    }
+
+    pub fn quarantine(&self) -> Quarantine {
+        Quarantine::new(self.pool.clone(), &self.data_dir)
     }
 
     pub async fn close(&self) {

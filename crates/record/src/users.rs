@@ -1,12 +1,9 @@
 //! Submission users with argon2id password hashes. Verification runs on the
 //! blocking pool: argon2 is deliberately slow and must not stall sessions.
 
-use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use sqlx::SqlitePool;
 
-use crate::RecordError;
+use crate::{RecordError, password};
 
 #[derive(Clone)]
 pub struct Users {
@@ -20,16 +17,8 @@ impl Users {
 
     /// Adds a user or replaces their password.
     pub async fn set(&self, name: &str, password: &str) -> Result<(), RecordError> {
-        if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(RecordError::Invalid("user names are 1-255 characters without spaces".into()));
-        }
-        if password.is_empty() {
-            return Err(RecordError::Invalid("the password is empty".into()));
-        }
-        let password = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| RecordError::Hash(e.to_string()))??;
+        password::check_name(name)?;
+        let hash = password::hash(password).await?;
         sqlx::query(
             "INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, strftime('%s','now'))
              ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
@@ -48,29 +37,12 @@ impl Users {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        let password = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || match stored {
-            Some(hash) => PasswordHash::new(&hash)
-                .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-                .unwrap_or(false),
-            None => {
-                let _ = hash_password(&password);
-                false
-            }
-        })
-        .await
-        .map_err(|e| RecordError::Hash(e.to_string()))?;
-        Ok(ok)
+        password::verify(stored, password).await
     }
 
     pub async fn list(&self) -> Result<Vec<String>, RecordError> {
         Ok(sqlx::query_scalar("SELECT name FROM users ORDER BY name").fetch_all(&self.pool).await?)
     }
-}
-
-fn hash_password(password: &str) -> Result<String, RecordError> {
-    let hash: Result<PasswordHash, _> = Argon2::default().hash_password(password.as_bytes());
-    hash.map(|h| h.to_string()).map_err(|e| RecordError::Hash(e.to_string()))
 }
 
 #[cfg(test)]

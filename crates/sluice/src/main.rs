@@ -45,6 +45,16 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage quarantine-store accounts (IMAP logins that own folders).
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Quarantine store maintenance.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
     /// Inspect and steer the queue of a running or stopped server.
     Queue {
         #[command(flatten)]
@@ -105,6 +115,34 @@ enum UserCommand {
     },
     /// List users.
     List {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Add an account (or set a new password) and the domains whose copies it receives.
+    Add {
+        name: String,
+        /// File holding the password (first line); `-` for standard input.
+        #[arg(long)]
+        password_file: String,
+        /// Domain whose quarantined copies go to this account (repeatable).
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Delete messages past their retention, and their bytes.
+    Sweep {
+        /// Sweep as if it were this time (RFC 3339) instead of now.
+        #[arg(long)]
+        as_of: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -212,6 +250,36 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                         store.close().await;
                     }
                 }
+                Ok(0)
+            })
+        }
+        Command::Account { command: AccountCommand::Add { name, password_file, domains, common } } => {
+            init_logging("text");
+            let cfg = load_config(&common)?;
+            let password = read_password(&password_file)?;
+            runtime()?.block_on(async {
+                std::fs::create_dir_all(&cfg.server.data)?;
+                let store = record::Store::open(&cfg.server.data).await?;
+                store.quarantine().add_account(&name, &password, &domains).await?;
+                store.close().await;
+                println!("account {name} saved");
+                Ok(0)
+            })
+        }
+        Command::Quarantine { command: QuarantineCommand::Sweep { as_of, common } } => {
+            init_logging("text");
+            let cfg = load_config(&common)?;
+            let as_of = match as_of {
+                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+                    .with_context(|| format!("--as-of {t:?} is not RFC 3339"))?
+                    .timestamp(),
+                None => chrono::Utc::now().timestamp(),
+            };
+            runtime()?.block_on(async {
+                let store = record::Store::open(&cfg.server.data).await?;
+                let swept = store.quarantine().sweep(as_of).await?;
+                store.close().await;
+                println!("swept {} message(s), {} blob(s)", swept.messages, swept.blobs);
                 Ok(0)
             })
         }

@@ -1,0 +1,392 @@
+//! The quarantine store: accounts own folders named after verdicts; each
+//! message's bytes are written once to a content-addressed blob file and its
+//! metadata (verdict, reason, recipients, UID, flags) lives in the database.
+//!
+//! **UIDs follow RFC 3501:** a folder's UIDVALIDITY is fixed at creation and
+//! its UIDs only grow; a UID is never given out twice, not even after the
+//! message it named was swept.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use sqlx::{Row, SqlitePool};
+
+use crate::{RecordError, password};
+
+/// The folders every account has, by verdict (IMAP hierarchy with `/`).
+pub const FOLDERS: &[&str] = &[
+    "Bounces/Hard",
+    "Bounces/Soft",
+    "Delays",
+    "Delivered",
+    "AutoReplies",
+    "Complaints",
+    "Unsubscribes",
+    "Challenges",
+    "Human",
+    "Spam",
+    "Archive",
+    "Release",
+];
+
+/// Retention in days when nothing else is configured.
+pub const DEFAULT_RETENTION_DAYS: i64 = 30;
+/// The Archive folder keeps mail longer by default.
+pub const ARCHIVE_RETENTION_DAYS: i64 = 365;
+
+/// What is known about a message when it is stored.
+#[derive(Debug, Clone, Default)]
+pub struct MessageMeta {
+    pub received_at: i64,
+    pub verdict: Option<String>,
+    pub reason: Option<String>,
+    pub original_message_id: Option<String>,
+    pub mail_from: Option<String>,
+    pub rcpts: Vec<String>,
+    pub queue_id: Option<String>,
+    /// IMAP flags and keywords (e.g. `$Bounce`, `$Reason_userunknown`).
+    pub flags: Vec<String>,
+}
+
+/// Where a stored message landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub folder_id: i64,
+    pub uidvalidity: i64,
+    pub uid: i64,
+}
+
+/// What a sweep removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub messages: u64,
+    pub blobs: u64,
+}
+
+#[derive(Clone)]
+pub struct Quarantine {
+    pool: SqlitePool,
+    blobs: PathBuf,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Quarantine {
+    pub(crate) fn new(pool: SqlitePool, data_dir: &Path) -> Self {
+        Quarantine { pool, blobs: data_dir.join("store").join("blobs") }
+    }
+
+    /// Adds an account (or replaces its password) and assigns it `domains`.
+    pub async fn add_account(
+        &self,
+        name: &str,
+        password: &str,
+        domains: &[String],
+    ) -> Result<(), RecordError> {
+        password::check_name(name)?;
+        let hash = password::hash(password).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO accounts (name, password_hash, created_at) VALUES (?, ?, strftime('%s','now'))
+             ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
+        )
+        .bind(name)
+        .bind(hash)
+        .execute(&mut *tx)
+        .await?;
+        for d in domains {
+            sqlx::query(
+                "INSERT INTO account_domains (domain, account_id) SELECT ?, id FROM accounts WHERE name = ?
+                 ON CONFLICT(domain) DO UPDATE SET account_id = excluded.account_id",
+            )
+            .bind(d.to_ascii_lowercase())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn verify_account(&self, name: &str, password: &str) -> Result<bool, RecordError> {
+        let stored: Option<String> = sqlx::query_scalar("SELECT password_hash FROM accounts WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        password::verify(stored, password).await
+    }
+
+    /// The account that receives copies of mail for `domain`.
+    pub async fn account_for_domain(&self, domain: &str) -> Result<Option<String>, RecordError> {
+        Ok(sqlx::query_scalar(
+            "SELECT a.name FROM account_domains d JOIN accounts a ON a.id = d.account_id WHERE d.domain = ?",
+        )
+        .bind(domain.to_ascii_lowercase())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Sets retention for a whole account, or for one of its folders.
+    pub async fn set_retention(
+        &self,
+        account: &str,
+        folder: Option<&str>,
+        days: i64,
+    ) -> Result<(), RecordError> {
+        if days < 1 {
+            return Err(RecordError::Invalid("retention_days must be at least 1".into()));
+        }
+        match folder {
+            None => {
+                sqlx::query("UPDATE accounts SET retention_days = ? WHERE name = ?")
+                    .bind(days)
+                    .bind(account)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            Some(f) => {
+                let id = self.folder_id(account, f).await?;
+                sqlx::query("UPDATE folders SET retention_days = ? WHERE id = ?")
+                    .bind(days)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The folder's id, creating it (with a fresh UIDVALIDITY) if needed.
+    pub async fn folder_id(&self, account: &str, folder: &str) -> Result<i64, RecordError> {
+        let account_id: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?;
+        let account_id = account_id.ok_or_else(|| RecordError::Invalid(format!("no account {account}")))?;
+        // UIDVALIDITY: creation time in seconds, and always above any earlier
+        // value of the account, so a re-created folder never repeats one.
+        sqlx::query(
+            "INSERT INTO folders (account_id, name, uidvalidity)
+             SELECT ?1, ?2, MAX(CAST(strftime('%s','now') AS INTEGER),
+                                COALESCE((SELECT MAX(uidvalidity) + 1 FROM folders WHERE account_id = ?1), 1))
+             ON CONFLICT(account_id, name) DO NOTHING",
+        )
+        .bind(account_id)
+        .bind(folder)
+        .execute(&self.pool)
+        .await?;
+        Ok(sqlx::query_scalar("SELECT id FROM folders WHERE account_id = ? AND name = ?")
+            .bind(account_id)
+            .bind(folder)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    fn blob_path(&self, hash: &str) -> PathBuf {
+        self.blobs.join(&hash[..2]).join(hash)
+    }
+
+    /// Writes the bytes once (by content hash), durably.
+    async fn put_blob(&self, bytes: &[u8]) -> Result<String, RecordError> {
+        let hash = hex(&Sha256::digest(bytes));
+        let path = self.blob_path(&hash);
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(hash);
+        }
+        let bytes = bytes.to_vec();
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let dir = p.parent().ok_or_else(|| std::io::Error::other("blob path has no parent"))?;
+            std::fs::create_dir_all(dir)?;
+            let tmp = p.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &p)?;
+            std::fs::File::open(dir)?.sync_all()
+        })
+        .await
+        .map_err(|e| RecordError::Invalid(e.to_string()))?
+        .map_err(|e| RecordError::Invalid(format!("writing blob: {e}")))?;
+        Ok(hash)
+    }
+
+    /// The exact bytes of a stored message.
+    pub async fn read_blob(&self, hash: &str) -> Result<Vec<u8>, RecordError> {
+        if hash.len() < 3 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RecordError::Invalid("bad blob name".into()));
+        }
+        tokio::fs::read(self.blob_path(hash))
+            .await
+            .map_err(|e| RecordError::Invalid(format!("reading blob: {e}")))
+    }
+
+    /// Stores a copy of a message in `account`/`folder`, giving it the next UID.
+    pub async fn store(
+        &self,
+        account: &str,
+        folder: &str,
+        bytes: &[u8],
+        meta: &MessageMeta,
+    ) -> Result<Placed, RecordError> {
+        let folder_id = self.folder_id(account, folder).await?;
+        let blob = self.put_blob(bytes).await?;
+        let rcpts = serde_json::to_string(&meta.rcpts).map_err(|e| RecordError::Invalid(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE folders SET uidnext = uidnext + 1 WHERE id = ? RETURNING uidnext - 1, uidvalidity",
+        )
+        .bind(folder_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (uid, uidvalidity): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        sqlx::query(
+            "INSERT INTO messages (folder_id, uid, blob, size, received_at, flags, verdict, reason,
+                                   original_message_id, mail_from, rcpts, queue_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(folder_id)
+        .bind(uid)
+        .bind(&blob)
+        .bind(bytes.len() as i64)
+        .bind(meta.received_at)
+        .bind(meta.flags.join(" "))
+        .bind(&meta.verdict)
+        .bind(&meta.reason)
+        .bind(&meta.original_message_id)
+        .bind(&meta.mail_from)
+        .bind(rcpts)
+        .bind(&meta.queue_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Placed { folder_id, uidvalidity, uid })
+    }
+
+    /// UIDs in a folder, ascending.
+    pub async fn uids(&self, folder_id: i64) -> Result<Vec<i64>, RecordError> {
+        Ok(sqlx::query_scalar("SELECT uid FROM messages WHERE folder_id = ? ORDER BY uid")
+            .bind(folder_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The blob of one message.
+    pub async fn blob_of(&self, folder_id: i64, uid: i64) -> Result<Option<String>, RecordError> {
+        Ok(sqlx::query_scalar("SELECT blob FROM messages WHERE folder_id = ? AND uid = ?")
+            .bind(folder_id)
+            .bind(uid)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Deletes messages older than their folder's retention at `as_of`
+    /// (Unix seconds), and the blobs no message refers to any more. Works in
+    /// small transactions so readers are never blocked for long.
+    pub async fn sweep(&self, as_of: i64) -> Result<Swept, RecordError> {
+        let mut swept = Swept::default();
+        loop {
+            let batch: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT m.id, m.blob FROM messages m
+                   JOIN folders f ON f.id = m.folder_id
+                   JOIN accounts a ON a.id = f.account_id
+                  WHERE m.received_at < ?1 - 86400 * COALESCE(f.retention_days,
+                            CASE WHEN f.name = 'Archive' THEN MAX(a.retention_days, ?2) ELSE a.retention_days END)
+                  LIMIT 500",
+            )
+            .bind(as_of)
+            .bind(ARCHIVE_RETENTION_DAYS)
+            .fetch_all(&self.pool)
+            .await?;
+            if batch.is_empty() {
+                return Ok(swept);
+            }
+            let mut tx = self.pool.begin().await?;
+            for (id, _) in &batch {
+                sqlx::query("DELETE FROM messages WHERE id = ?").bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            swept.messages += batch.len() as u64;
+            for (_, blob) in batch {
+                let still_used: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM messages WHERE blob = ? LIMIT 1")
+                        .bind(&blob)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                if still_used.is_none() && tokio::fs::remove_file(self.blob_path(&blob)).await.is_ok() {
+                    swept.blobs += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Store;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn store_uids_blobs_and_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let q = store.quarantine();
+        q.add_account("acme", "pw", &["Bounces.Example.COM".into()]).await.unwrap();
+        assert_eq!(q.account_for_domain("bounces.example.com").await.unwrap().as_deref(), Some("acme"));
+        assert!(q.verify_account("acme", "pw").await.unwrap());
+        assert!(!q.verify_account("acme", "nope").await.unwrap());
+
+        let day = 86_400;
+        let old =
+            MessageMeta { received_at: 1_000 * day, verdict: Some("bounce".into()), ..Default::default() };
+        let fresh = MessageMeta { received_at: 1_040 * day, ..Default::default() };
+        let a = q.store("acme", "Bounces/Hard", b"same bytes", &old).await.unwrap();
+        let b = q.store("acme", "Bounces/Hard", b"same bytes", &fresh).await.unwrap();
+        let c = q.store("acme", "Archive", b"archived", &old).await.unwrap();
+        assert_eq!((a.uid, b.uid), (1, 2));
+        assert_eq!(a.uidvalidity, b.uidvalidity);
+        assert_ne!(a.uidvalidity, c.uidvalidity, "folders of one account never share a UIDVALIDITY");
+        // Stored once.
+        let blobs: Vec<_> = walk(&dir.path().join("store/blobs"));
+        assert_eq!(blobs.len(), 2);
+        let hash = q.blob_of(a.folder_id, 1).await.unwrap().unwrap();
+        assert_eq!(q.read_blob(&hash).await.unwrap(), b"same bytes");
+
+        // 30 days after day 1000: the old bounce goes, the shared blob stays
+        // (the fresh copy uses it), the archived one (365 days) stays.
+        let swept = q.sweep(1_031 * day).await.unwrap();
+        assert_eq!(swept, Swept { messages: 1, blobs: 0 });
+        assert_eq!(q.uids(a.folder_id).await.unwrap(), vec![2]);
+        assert_eq!(q.uids(c.folder_id).await.unwrap(), vec![1]);
+        // A new message never reuses UID 1.
+        let d = q.store("acme", "Bounces/Hard", b"new", &fresh).await.unwrap();
+        assert_eq!(d.uid, 3);
+        // Much later everything goes, blobs included.
+        let swept = q.sweep(3_000 * day).await.unwrap();
+        assert_eq!(swept.messages, 3);
+        assert_eq!(walk(&dir.path().join("store/blobs")).len(), 0);
+        // Per-folder retention overrides the account's.
+        q.set_retention("acme", Some("Human"), 1).await.unwrap();
+        let h = q
+            .store("acme", "Human", b"h", &MessageMeta { received_at: 10 * day, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(q.sweep(12 * day).await.unwrap().messages, 1);
+        assert!(q.uids(h.folder_id).await.unwrap().is_empty());
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,39 @@
+"""The quarantine store's commands (issue 4 groundwork): accounts and the
+retention sweep with a clock override, against a real SQLite file."""
+
+import sqlite3
+import subprocess
+
+from helpers.procs import sluice_bin
+
+
+def run(*args, check=True):
+    p = subprocess.run([sluice_bin(), *args], capture_output=True, timeout=60)
+    if check:
+        assert p.returncode == 0, p.stderr.decode()
+    return p
+
+
+def test_account_add_and_sweep(tmp_path):
+    data = str(tmp_path / "data")
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    out = run("account", "add", "acme", "--password-file", str(pw), "--domain", "Bounces.Example.COM",
+              "--data", data)
+    assert b"account acme saved" in out.stdout
+    db = sqlite3.connect(f"{data}/sluice.db")
+    rows = db.execute("SELECT d.domain, a.name, a.password_hash FROM account_domains d "
+                      "JOIN accounts a ON a.id = d.account_id").fetchall()
+    assert len(rows) == 1
+    domain, name, hashed = rows[0]
+    assert (domain, name) == ("bounces.example.com", "acme")
+    assert hashed.startswith("$argon2id$") and "s3cret" not in hashed
+
+    out = run("quarantine", "sweep", "--as-of", "2030-01-01T00:00:00Z", "--data", data)
+    assert b"swept 0 message(s)" in out.stdout
+
+
+def test_sweep_rejects_a_bad_clock(tmp_path):
+    p = run("quarantine", "sweep", "--as-of", "next tuesday", "--data", str(tmp_path), check=False)
+    assert p.returncode != 0
+    assert b"RFC 3339" in p.stderr
