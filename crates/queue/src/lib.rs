@@ -7,7 +7,7 @@ pub mod scheduler;
 pub mod spool;
 
 pub use scheduler::{
-    AttemptOutcome, AttemptResult, BoxFuture, DsnBuilder, DsnInput, Job, Scheduler, SchedulerConfig,
+    AttemptOutcome, AttemptResult, BoxFuture, DsnBuilder, DsnInput, Job, Routes, Scheduler, SchedulerConfig,
     Transport, Waker, now_secs,
 };
 pub use spool::{Entry, Recovery, Spool, SpoolError, is_locked};

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, watch};
-use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Reply};
+use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Reply, Route};
 
 use crate::spool::{Entry, Spool, with_status};
 
@@ -31,9 +31,11 @@ pub struct SchedulerConfig {
     pub hostname: String,
 }
 
-/// One delivery attempt's input: the message and the recipients still pending.
+/// One delivery attempt's input: the message and the recipients still
+/// pending on one route.
 pub struct Job<'a> {
     pub id: QueueId,
+    pub route: &'a Route,
     pub envelope: &'a Envelope,
     pub rcpts: Vec<&'a str>,
     pub trace: &'a str,
@@ -59,6 +61,23 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Something that can take a message: the relay today, more routes later.
 pub trait Transport: Send + Sync + 'static {
     fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult>;
+}
+
+/// The transport of each route. A route without one is not attempted: its
+/// recipients wait in the spool (e.g. no `--relay` configured).
+#[derive(Clone, Default)]
+pub struct Routes {
+    pub relay: Option<Arc<dyn Transport>>,
+    pub quarantine: Option<Arc<dyn Transport>>,
+}
+
+impl Routes {
+    fn get(&self, route: &Route) -> Option<&Arc<dyn Transport>> {
+        match route {
+            Route::Relay => self.relay.as_ref(),
+            Route::Quarantine { .. } => self.quarantine.as_ref(),
+        }
+    }
 }
 
 /// Input for a delivery status notification.
@@ -98,7 +117,7 @@ impl Waker {
 
 pub struct Scheduler {
     spool: Arc<Spool>,
-    transport: Arc<dyn Transport>,
+    routes: Routes,
     dsn: DsnBuilder,
     cfg: SchedulerConfig,
     rx: mpsc::UnboundedReceiver<Wake>,
@@ -111,14 +130,9 @@ pub fn now_secs() -> i64 {
 }
 
 impl Scheduler {
-    pub fn new(
-        spool: Arc<Spool>,
-        transport: Arc<dyn Transport>,
-        dsn: DsnBuilder,
-        cfg: SchedulerConfig,
-    ) -> Self {
+    pub fn new(spool: Arc<Spool>, routes: Routes, dsn: DsnBuilder, cfg: SchedulerConfig) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Scheduler { spool, transport, dsn, cfg, rx, waker: Waker(tx), parked: Arc::default() }
+        Scheduler { spool, routes, dsn, cfg, rx, waker: Waker(tx), parked: Arc::default() }
     }
 
     pub fn waker(&self) -> Waker {
@@ -200,7 +214,7 @@ impl Scheduler {
     fn attempt_context(&self) -> Arc<AttemptCtx> {
         Arc::new(AttemptCtx {
             spool: self.spool.clone(),
-            transport: self.transport.clone(),
+            routes: self.routes.clone(),
             dsn: self.dsn.clone(),
             cfg: self.cfg.clone(),
             waker: self.waker.clone(),
@@ -211,7 +225,7 @@ impl Scheduler {
 
 struct AttemptCtx {
     spool: Arc<Spool>,
-    transport: Arc<dyn Transport>,
+    routes: Routes,
     dsn: DsnBuilder,
     cfg: SchedulerConfig,
     waker: Waker,
@@ -238,55 +252,85 @@ impl AttemptCtx {
                 return Some(id);
             }
         };
-        let pending: Vec<usize> = entry.pending().map(|(i, _)| i).collect();
-        let job = Job {
-            id,
-            envelope: &entry.envelope,
-            rcpts: pending.iter().map(|&i| entry.envelope.rcpts[i].address.as_str()).collect(),
-            trace: &entry.trace,
-            content: &content,
-        };
-        let result = self.transport.deliver(&job).await;
+        // One job per route, run side by side: the relay never waits for
+        // (or fails because of) the quarantine copy, nor the other way round.
+        let mut groups: Vec<(&Route, Vec<usize>)> = Vec::new();
+        for (i, r) in entry.pending() {
+            match groups.iter_mut().find(|(route, _)| *route == &r.route) {
+                Some((_, idx)) => idx.push(i),
+                None => groups.push((&r.route, vec![i])),
+            }
+        }
+        let attempts = groups.iter().filter_map(|(route, idx)| {
+            let transport = self.routes.get(route)?;
+            let (entry, content) = (&entry, &content);
+            Some(async move {
+                let job = Job {
+                    id,
+                    route,
+                    envelope: &entry.envelope,
+                    rcpts: idx.iter().map(|&i| entry.envelope.rcpts[i].address.as_str()).collect(),
+                    trace: &entry.trace,
+                    content,
+                };
+                (*route, idx, transport.deliver(&job).await)
+            })
+        });
+        let results = futures::future::join_all(attempts).await;
         let now = now_secs();
         let expired = now >= entry.expires_at;
-        let connection_failed = matches!(result.outcome, AttemptOutcome::Failed(_));
         let mut rcpts = entry.envelope.rcpts.clone();
         let mut any_delivered = false;
-        for (n, &i) in pending.iter().enumerate() {
-            let reply = match &result.outcome {
-                AttemptOutcome::PerRecipient(replies) => replies
-                    .get(n)
-                    .cloned()
-                    .unwrap_or_else(|| Reply::new(451, "4.3.0", "no reply for this recipient")),
-                AttemptOutcome::Failed(reply) => reply.clone(),
-            };
-            let status = if reply.is_positive() {
-                any_delivered = true;
-                RcptStatus::Delivered { reply: reply.clone() }
-            } else if reply.is_permanent() {
-                RcptStatus::Failed { reply: reply.clone() }
-            } else if expired {
-                RcptStatus::Expired { reply: reply.clone() }
-            } else {
-                RcptStatus::TempFail { reply: reply.clone() }
-            };
-            let r = with_status(rcpts[i].clone(), status);
-            tracing::info!(
-                target: "sluice::delivery",
-                queue_id = %id,
-                rcpt = %r.address,
-                status = r.status.name(),
-                attempt = r.attempts,
-                remote = %result.remote,
-                tls = result.tls.as_deref().unwrap_or("none"),
-                reply = %reply,
-                "delivery attempt"
-            );
-            rcpts[i] = r;
+        let mut connection_failed = false;
+        let mut remote = String::new();
+        let mut attempted: Vec<usize> = Vec::new();
+        for (route, idx, result) in &results {
+            let relay = **route == Route::Relay;
+            if relay {
+                connection_failed = matches!(result.outcome, AttemptOutcome::Failed(_));
+                remote = result.remote.clone();
+            }
+            for (n, &i) in idx.iter().enumerate() {
+                attempted.push(i);
+                let reply = match &result.outcome {
+                    AttemptOutcome::PerRecipient(replies) => replies
+                        .get(n)
+                        .cloned()
+                        .unwrap_or_else(|| Reply::new(451, "4.3.0", "no reply for this recipient")),
+                    AttemptOutcome::Failed(reply) => reply.clone(),
+                };
+                let status = if reply.is_positive() {
+                    any_delivered |= relay;
+                    RcptStatus::Delivered { reply: reply.clone() }
+                } else if reply.is_permanent() {
+                    RcptStatus::Failed { reply: reply.clone() }
+                } else if expired {
+                    RcptStatus::Expired { reply: reply.clone() }
+                } else {
+                    RcptStatus::TempFail { reply: reply.clone() }
+                };
+                let r = with_status(rcpts[i].clone(), status);
+                tracing::info!(
+                    target: "sluice::delivery",
+                    queue_id = %id,
+                    rcpt = %r.address,
+                    route = ?r.route,
+                    status = r.status.name(),
+                    attempt = r.attempts,
+                    remote = %result.remote,
+                    tls = result.tls.as_deref().unwrap_or("none"),
+                    reply = %reply,
+                    "delivery attempt"
+                );
+                rcpts[i] = r;
+            }
         }
-        let failed_now: Vec<&Recipient> = pending
+        // DSNs report the relayed original only; a quarantine copy that could
+        // not be stored is logged, never bounced to the sender.
+        let failed_now: Vec<&Recipient> = attempted
             .iter()
             .map(|&i| &rcpts[i])
+            .filter(|r| r.route == Route::Relay)
             .filter(|r| matches!(r.status, RcptStatus::Failed { .. } | RcptStatus::Expired { .. }))
             .collect();
         if !failed_now.is_empty() && !entry.envelope.is_null_sender() {
@@ -295,11 +339,11 @@ impl AttemptCtx {
                 envelope: &entry.envelope,
                 failed: failed_now,
                 original: &content,
-                remote: &result.remote,
+                remote: &remote,
             });
             self.enqueue_dsn(&entry, dsn).await;
         }
-        let attempts = pending.iter().map(|&i| rcpts[i].attempts).max().unwrap_or(1);
+        let attempts = entry.pending().map(|(i, _)| rcpts[i].attempts).max().unwrap_or(1);
         let next = now + self.backoff(attempts);
         match self.spool.finish_attempt(id, rcpts, next).await {
             Ok(true) => {

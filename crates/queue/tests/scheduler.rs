@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use queue::{
-    AttemptOutcome, AttemptResult, BoxFuture, DsnInput, Job, Scheduler, SchedulerConfig, Spool, Transport,
+    AttemptOutcome, AttemptResult, BoxFuture, DsnInput, Job, Routes, Scheduler, SchedulerConfig, Spool,
+    Transport,
 };
 use tokio::sync::watch;
 use vocabulary::{Envelope, QueueId, Recipient, Reply};
@@ -66,7 +67,8 @@ fn start(script: Vec<AttemptOutcome>, retry_secs: u64) -> Harness {
         max_parallel: 8,
         hostname: "mx.test".into(),
     };
-    let sched = Scheduler::new(spool.clone(), transport.clone(), dsn, cfg);
+    let routes = Routes { relay: Some(transport.clone()), quarantine: None };
+    let sched = Scheduler::new(spool.clone(), routes, dsn, cfg);
     let waker = sched.waker();
     let (tx, rx) = watch::channel(false);
     tokio::spawn(sched.run(rx));
@@ -157,4 +159,64 @@ async fn parked_messages_go_together_when_destination_returns() {
     h.send(envelope("a@x.test", &["new@y.test"]), 3600).await;
     h.wait_empty(3).await;
     assert_eq!(h.transport.seen.lock().unwrap().len(), 7);
+}
+
+/// A route that is slow and then fails: it must hold up nothing else.
+struct SlowFailing(Mutex<u32>);
+
+impl Transport for SlowFailing {
+    fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult> {
+        *self.0.lock().unwrap() += 1;
+        let n = job.rcpts.len();
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            AttemptResult {
+                remote: "store".into(),
+                tls: None,
+                outcome: AttemptOutcome::PerRecipient(vec![Reply::new(550, "5.3.0", "store is broken"); n]),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn tee_routes_run_independently_and_never_bounce_the_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), true).unwrap();
+    let spool = Arc::new(spool);
+    let relay = Arc::new(Scripted::default());
+    let store = Arc::new(SlowFailing(Mutex::new(0)));
+    let routes = Routes { relay: Some(relay.clone()), quarantine: Some(store.clone()) };
+    let dsn = Arc::new(|_: &DsnInput<'_>| b"DSN\r\n".to_vec());
+    let cfg = SchedulerConfig {
+        retry_initial: Duration::from_secs(3600),
+        retry_max: Duration::from_secs(3600),
+        max_parallel: 4,
+        hostname: "mx.test".into(),
+    };
+    let sched = Scheduler::new(spool.clone(), routes, dsn, cfg);
+    let waker = sched.waker();
+    let (_stop, rx) = watch::channel(false);
+    tokio::spawn(sched.run(rx));
+
+    let mut env = envelope("sender@x.test", &["r@y.test"]);
+    env.rcpts.push(Recipient::routed("r@y.test", vocabulary::Route::Quarantine { account: "acme".into() }));
+    let id = QueueId::generate();
+    spool.enqueue(id, env, String::new(), b"body\r\n".to_vec(), queue::now_secs() + 3600).await.unwrap();
+    waker.now(id);
+
+    // The relay got the original at once, while the copy was still in progress.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(relay.seen.lock().unwrap().len(), 1);
+    assert_eq!(relay.seen.lock().unwrap()[0].1, vec!["r@y.test".to_string()]);
+    // The copy failed for good: the message is done, and no DSN went out.
+    for _ in 0..60 {
+        if spool.ids().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(spool.ids().is_empty());
+    assert_eq!(*store.0.lock().unwrap(), 1);
+    assert_eq!(relay.seen.lock().unwrap().len(), 1, "no DSN for a failed quarantine copy");
 }

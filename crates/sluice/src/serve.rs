@@ -98,7 +98,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         });
         let scheduler = Scheduler::new(
             spool.clone(),
-            transport,
+            queue::Routes { relay: Some(transport), quarantine: None },
             relay::dsn_builder(cfg.server.hostname.clone()),
             SchedulerConfig {
                 retry_initial: Duration::from_secs(cfg.queue.retry_initial_secs),

@@ -78,6 +78,19 @@ impl RcptStatus {
     }
 }
 
+/// Where a recipient's copy goes. One message can have recipients on several
+/// routes (tee: the original to the relay, a copy to the quarantine store);
+/// each route is attempted on its own, so one never holds up another.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// The downstream system (`--relay`).
+    #[default]
+    Relay,
+    /// A classified copy into the quarantine store of this account.
+    Quarantine { account: String },
+}
+
 /// One recipient of a message and its delivery state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
@@ -88,11 +101,28 @@ pub struct Recipient {
     pub status: RcptStatus,
     #[serde(default)]
     pub attempts: u32,
+    #[serde(default, skip_serializing_if = "is_relay")]
+    pub route: Route,
+}
+
+fn is_relay(r: &Route) -> bool {
+    *r == Route::Relay
 }
 
 impl Recipient {
     pub fn new(address: impl Into<String>) -> Self {
-        Recipient { address: address.into(), orcpt: None, status: RcptStatus::Scheduled, attempts: 0 }
+        Recipient {
+            address: address.into(),
+            orcpt: None,
+            status: RcptStatus::Scheduled,
+            attempts: 0,
+            route: Route::Relay,
+        }
+    }
+
+    /// A recipient on another route.
+    pub fn routed(address: impl Into<String>, route: Route) -> Self {
+        Recipient { route, ..Recipient::new(address) }
     }
 }
 
@@ -140,6 +170,16 @@ mod tests {
         assert!(b >= a);
         assert_eq!(a.to_string().parse::<QueueId>(), Ok(a));
         assert!("xyz".parse::<QueueId>().is_err());
+    }
+
+    #[test]
+    fn routes_default_to_the_relay_in_old_records() {
+        let old: Recipient = serde_json::from_str(r#"{"address":"a@b","status":{"state":"scheduled"}}"#).unwrap();
+        assert_eq!(old.route, Route::Relay);
+        let q = Recipient::routed("a@b", Route::Quarantine { account: "acme".into() });
+        let json = serde_json::to_string(&q).unwrap();
+        assert!(json.contains(r#""route":{"quarantine":{"account":"acme"}}"#), "{json}");
+        assert_eq!(serde_json::from_str::<Recipient>(&json).unwrap(), q);
     }
 
     #[test]

@@ -5,5 +5,5 @@
 mod envelope;
 mod reply;
 
-pub use envelope::{Envelope, QueueId, RcptStatus, Recipient, domain_of};
+pub use envelope::{Envelope, QueueId, RcptStatus, Recipient, Route, domain_of};
 pub use reply::{Reply, Severity};
