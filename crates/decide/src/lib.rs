@@ -1,1 +1,141 @@
-//! placeholder
+//! decide: what is this message? A pure function of its bytes (no IO), cheap
+//! enough to run inline on every inbound message.
+//!
+//! [`classify`] gives a verdict (bounce, delay, delivered, autoreply,
+//! complaint, unsubscribe, challenge, human) and, for delivery reports, one
+//! entry per failed recipient with a reason from the shared taxonomy. Parsing
+//! never fails: a message that cannot be read is a verdict like any other.
+
+mod dsn;
+pub mod eval;
+mod human;
+mod reason;
+mod text;
+pub mod verp;
+
+use serde::Serialize;
+
+pub use reason::{Reason, warm_up};
+
+/// The kind of message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Bounce,
+    Delay,
+    Delivered,
+    Autoreply,
+    Complaint,
+    Unsubscribe,
+    Challenge,
+    Human,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Bounce => "bounce",
+            Verdict::Delay => "delay",
+            Verdict::Delivered => "delivered",
+            Verdict::Autoreply => "autoreply",
+            Verdict::Complaint => "complaint",
+            Verdict::Unsubscribe => "unsubscribe",
+            Verdict::Challenge => "challenge",
+            Verdict::Human => "human",
+        }
+    }
+}
+
+/// One recipient named in a delivery report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecipientReport {
+    pub address: String,
+    pub reason: Reason,
+    /// RFC 3463 status, e.g. `5.1.1`.
+    pub status: Option<String>,
+    pub reply_code: Option<u16>,
+    pub diagnostic: Option<String>,
+    pub remote_mta: Option<String>,
+    /// True only when the address itself is bad.
+    pub hard: bool,
+    pub action: Option<String>,
+}
+
+/// What the report says about the message it returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Original {
+    pub message_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub subject: Option<String>,
+    pub verp_token: Option<String>,
+}
+
+/// The full result; its JSON is the `sluice classify` line (without `file`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Classification {
+    pub verdict: Verdict,
+    pub recipients: Vec<RecipientReport>,
+    pub feedback_type: Option<String>,
+    pub original: Original,
+    /// The report format decoded (`RFC3464`, `Postfix`, `Exim`, `ARF`, …).
+    pub mta: Option<String>,
+    /// For complaints: the IP address the complained-about mail came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    /// For auto-replies: who replied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoreply_from: Option<String>,
+}
+
+impl Classification {
+    fn human() -> Self {
+        Classification {
+            verdict: Verdict::Human,
+            recipients: Vec::new(),
+            feedback_type: None,
+            original: Original::default(),
+            mta: None,
+            source_ip: None,
+            autoreply_from: None,
+        }
+    }
+}
+
+/// Inputs larger than this are classified on their first part only: reports
+/// and their diagnostics sit at the start of a message.
+const MAX_SCAN: usize = 1 << 20;
+
+/// Classifies one message. Never panics, never fails.
+pub fn classify(raw: &[u8]) -> Classification {
+    let raw = &raw[..raw.len().min(MAX_SCAN)];
+    let Some(msg) = mail_parser::MessageParser::default().parse(raw) else {
+        return Classification::human();
+    };
+    let mut c = if let Some(c) = dsn::complaint(raw, &msg) {
+        c
+    } else if let Some(c) = dsn::delivery_report(&msg) {
+        c
+    } else if let Some(c) = text::bounce(&msg) {
+        c
+    } else {
+        human::classify(&msg)
+    };
+    // The VERP token: the report was addressed to local+token@domain.
+    if c.original.verp_token.is_none() {
+        c.original.verp_token = human::envelope_recipients(&msg).iter().find_map(|a| verp::parse(a));
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_human() {
+        assert_eq!(classify(b"").verdict, Verdict::Human);
+        assert_eq!(classify(b"\xff\xfe\x00").verdict, Verdict::Human);
+        assert_eq!(classify(b"Subject: hi\r\n\r\nhello").verdict, Verdict::Human);
+    }
+}

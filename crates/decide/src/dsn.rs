@@ -1,0 +1,222 @@
+//! Standard reports: RFC 3464 delivery status notifications
+//! (`message/delivery-status`) and RFC 5965 feedback reports (ARF, parsed by
+//! mail-auth).
+
+use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
+
+use crate::text::{self, diagnostic_codes};
+use crate::{Classification, Original, Reason, RecipientReport, Verdict, reason};
+
+/// Header-style fields of one group, unfolded; names lower-cased.
+fn fields(group: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in group.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = out.last_mut() {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            out.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+    out
+}
+
+fn get<'a>(f: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    f.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+}
+
+/// `rfc822; user@example.com` → `user@example.com`.
+fn strip_type(v: &str) -> String {
+    let v = v.split_once(';').map_or(v, |(_, a)| a).trim();
+    v.trim_start_matches('<').trim_end_matches('>').trim().to_string()
+}
+
+fn is_type(part: &MessagePart<'_>, ctype: &str, subtype: &str) -> bool {
+    part.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case(ctype)
+            && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case(subtype))
+    })
+}
+
+/// The returned original: an attached message, or returned headers.
+pub fn original(msg: &Message<'_>) -> Original {
+    for part in &msg.parts {
+        if let PartType::Message(m) = &part.body {
+            return original_of(m);
+        }
+        if is_type(part, "text", "rfc822-headers") {
+            let bytes = part.contents();
+            if let Some(m) = mail_parser::MessageParser::default().parse_headers(bytes) {
+                return original_of(&m);
+            }
+        }
+    }
+    text::returned_headers(msg).unwrap_or_default()
+}
+
+pub fn original_of(m: &Message<'_>) -> Original {
+    Original {
+        message_id: m.message_id().map(str::to_string),
+        from: m.from().and_then(|a| a.first()).and_then(|a| a.address()).map(str::to_string),
+        to: m.to().and_then(|a| a.first()).and_then(|a| a.address()).map(str::to_string),
+        subject: m.subject().map(str::to_string),
+        verp_token: None,
+    }
+}
+
+/// An RFC 3464 report, if the message carries a `message/delivery-status` part.
+pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
+    let part = msg.parts.iter().find(|p| is_type(p, "message", "delivery-status"))?;
+    let body = String::from_utf8_lossy(part.contents()).replace("\r\n", "\n");
+    let mut groups = body.split("\n\n").map(str::trim).filter(|g| !g.is_empty());
+    let per_message = fields(groups.next().unwrap_or(""));
+    let reporting_mta = get(&per_message, "reporting-mta").map(strip_type);
+    // The human-readable part often says more than Diagnostic-Code does.
+    let human_text = text::first_text(msg);
+    let mut recipients = Vec::new();
+    let mut actions = Vec::new();
+    for group in groups {
+        let f = fields(group);
+        // Some MTAs put per-message fields and the first recipient together.
+        let Some(address) =
+            get(&f, "final-recipient").or_else(|| get(&f, "original-recipient")).map(strip_type)
+        else {
+            continue;
+        };
+        if !address.contains('@') {
+            continue;
+        }
+        let action = get(&f, "action").map(|a| a.to_ascii_lowercase());
+        let mut status = get(&f, "status").and_then(text::rfc3463);
+        let diagnostic = get(&f, "diagnostic-code").map(strip_type).filter(|d| !d.is_empty());
+        let (code_in_text, status_in_text) =
+            diagnostic.as_deref().map(diagnostic_codes).unwrap_or((None, None));
+        // A specific status in the diagnostic beats a generic x.0.0 field.
+        if let Some(s) = &status_in_text
+            && status.as_deref().is_none_or(|st| st.ends_with(".0.0") && !s.ends_with(".0.0"))
+        {
+            status = Some(s.clone());
+        }
+        // When Diagnostic-Code is absent, the human text about this address
+        // is the diagnostic.
+        let about = diagnostic.clone().or_else(|| text::diagnostic_for(&human_text, &address));
+        let reason =
+            reason::decide(about.as_deref().or(Some(&human_text)), status.as_deref(), action.as_deref());
+        actions.push(action.clone());
+        recipients.push(RecipientReport {
+            hard: reason.is_hard(),
+            address,
+            reason,
+            status,
+            reply_code: code_in_text,
+            diagnostic: about,
+            remote_mta: get(&f, "remote-mta").map(strip_type).or_else(|| reporting_mta.clone()),
+            action,
+        });
+    }
+    if recipients.is_empty() {
+        return None;
+    }
+    let verdict = if actions.iter().all(|a| matches!(a.as_deref(), Some("delayed"))) {
+        Verdict::Delay
+    } else if actions.iter().all(|a| matches!(a.as_deref(), Some("delivered" | "relayed" | "expanded"))) {
+        Verdict::Delivered
+    } else {
+        Verdict::Bounce
+    };
+    // Keep only the recipients that the verdict is about.
+    if verdict == Verdict::Bounce {
+        recipients.retain(|r| !matches!(r.action.as_deref(), Some("delivered" | "relayed" | "expanded")));
+    }
+    if verdict == Verdict::Delivered {
+        for r in &mut recipients {
+            r.reason = Reason::Delivered;
+            r.hard = false;
+        }
+    }
+    Some(Classification {
+        verdict,
+        recipients,
+        feedback_type: None,
+        original: original(msg),
+        mta: Some(text::engine_hint(msg).unwrap_or("RFC3464").to_string()),
+        source_ip: None,
+        autoreply_from: None,
+    })
+}
+
+/// An ARF feedback report (`multipart/report; report-type=feedback-report`).
+pub fn complaint(raw: &[u8], msg: &Message<'_>) -> Option<Classification> {
+    let is_arf = msg.parts.iter().any(|p| is_type(p, "message", "feedback-report"));
+    // Some providers (Hotmail's JMRP among them) send complaints as a plain
+    // message with the original attached.
+    let informal = !is_arf
+        && msg.subject().is_some_and(|s| {
+            let s = s.to_ascii_lowercase();
+            s.contains("complaint about message") || s.contains("abuse report") || s.contains("spam report")
+        })
+        && msg.parts.iter().any(|p| matches!(p.body, PartType::Message(_)));
+    if !is_arf && !informal {
+        return None;
+    }
+    let mut c = Classification {
+        verdict: Verdict::Complaint,
+        recipients: Vec::new(),
+        feedback_type: None,
+        original: original(msg),
+        mta: Some("ARF".into()),
+        source_ip: None,
+        autoreply_from: None,
+    };
+    let report = mail_auth::report::Feedback::parse_rfc5322(raw).ok();
+    // mail-auth parses the standard fields; fall back to reading them here
+    // when a report deviates from RFC 5965 enough to make it give up.
+    let part = msg.parts.iter().find(|p| is_type(p, "message", "feedback-report"));
+    let f = part
+        .map(|p| fields(&String::from_utf8_lossy(p.contents()).replace("\r\n", "\n")))
+        .unwrap_or_default();
+    if informal {
+        c.feedback_type = Some("abuse".into());
+    }
+    c.feedback_type = c.feedback_type.take().or(report
+        .as_ref()
+        .map(|r| format!("{:?}", r.feedback_type()).to_ascii_lowercase())
+        .filter(|t| t != "other" || get(&f, "feedback-type").is_none())
+        .or_else(|| get(&f, "feedback-type").map(|t| t.to_ascii_lowercase())));
+    c.source_ip = report
+        .as_ref()
+        .and_then(|r| r.source_ip())
+        .map(|ip| ip.to_string())
+        .or_else(|| get(&f, "source-ip").map(str::to_string));
+    // Every Original-Rcpt-To (a report may name several), else the
+    // returned message's To.
+    let mut rcpts: Vec<String> = f
+        .iter()
+        .filter(|(n, _)| n == "original-rcpt-to" || n == "removal-recipient")
+        .map(|(_, v)| strip_type(v))
+        .collect();
+    if rcpts.is_empty() {
+        rcpts.extend(report.as_ref().and_then(|r| r.original_rcpt_to()).map(strip_type));
+    }
+    if rcpts.is_empty() {
+        rcpts.extend(c.original.to.clone());
+    }
+    for address in rcpts.into_iter().filter(|a| a.contains('@')) {
+        if c.recipients.iter().any(|r| r.address.eq_ignore_ascii_case(&address)) {
+            continue;
+        }
+        c.recipients.push(RecipientReport {
+            address,
+            reason: Reason::Feedback,
+            status: None,
+            reply_code: None,
+            diagnostic: None,
+            remote_mta: None,
+            hard: false,
+            action: None,
+        });
+    }
+    Some(c)
+}

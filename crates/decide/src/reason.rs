@@ -1,0 +1,243 @@
+//! The reason taxonomy and the rules that find a reason in diagnostic text.
+//! The rules are data (`rules/reasons.toml`), compiled once into a RegexSet;
+//! the first rule (in file order) with any matching pattern wins.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::{RegexSet, RegexSetBuilder};
+use serde::{Deserialize, Serialize};
+
+/// Why a message was not delivered: one taxonomy across sluice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    Userunknown,
+    Hostunknown,
+    Mailboxfull,
+    Suspend,
+    Hasmoved,
+    Filtered,
+    Rejected,
+    Blocked,
+    Badreputation,
+    Spamdetected,
+    Virusdetected,
+    Contenterror,
+    Mesgtoobig,
+    Exceedlimit,
+    Policyviolation,
+    Securityerror,
+    Authfailure,
+    Requireptr,
+    Notcompliantrfc,
+    Failedstarttls,
+    Norelaying,
+    Notaccept,
+    Toomanyconn,
+    Speeding,
+    Syntaxerror,
+    Systemerror,
+    Systemfull,
+    Networkerror,
+    Mailererror,
+    Expired,
+    Onhold,
+    Delivered,
+    Vacation,
+    Feedback,
+    Undefined,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Userunknown => "userunknown",
+            Reason::Hostunknown => "hostunknown",
+            Reason::Mailboxfull => "mailboxfull",
+            Reason::Suspend => "suspend",
+            Reason::Hasmoved => "hasmoved",
+            Reason::Filtered => "filtered",
+            Reason::Rejected => "rejected",
+            Reason::Blocked => "blocked",
+            Reason::Badreputation => "badreputation",
+            Reason::Spamdetected => "spamdetected",
+            Reason::Virusdetected => "virusdetected",
+            Reason::Contenterror => "contenterror",
+            Reason::Mesgtoobig => "mesgtoobig",
+            Reason::Exceedlimit => "exceedlimit",
+            Reason::Policyviolation => "policyviolation",
+            Reason::Securityerror => "securityerror",
+            Reason::Authfailure => "authfailure",
+            Reason::Requireptr => "requireptr",
+            Reason::Notcompliantrfc => "notcompliantrfc",
+            Reason::Failedstarttls => "failedstarttls",
+            Reason::Norelaying => "norelaying",
+            Reason::Notaccept => "notaccept",
+            Reason::Toomanyconn => "toomanyconn",
+            Reason::Speeding => "speeding",
+            Reason::Syntaxerror => "syntaxerror",
+            Reason::Systemerror => "systemerror",
+            Reason::Systemfull => "systemfull",
+            Reason::Networkerror => "networkerror",
+            Reason::Mailererror => "mailererror",
+            Reason::Expired => "expired",
+            Reason::Onhold => "onhold",
+            Reason::Delivered => "delivered",
+            Reason::Vacation => "vacation",
+            Reason::Feedback => "feedback",
+            Reason::Undefined => "undefined",
+        }
+    }
+
+    /// The address itself is bad (suppress it); everything else is about the
+    /// message, the sender or the path, never a reason to suppress.
+    pub fn is_hard(self) -> bool {
+        matches!(self, Reason::Userunknown | Reason::Hostunknown | Reason::Suspend | Reason::Hasmoved)
+    }
+}
+
+#[derive(Deserialize)]
+struct RuleFile {
+    rule: Vec<Rule>,
+    status: HashMap<String, Reason>,
+}
+
+#[derive(Deserialize)]
+struct Rule {
+    reason: Reason,
+    patterns: Vec<String>,
+}
+
+struct Rules {
+    set: RegexSet,
+    /// The reason of each pattern in the set, by index.
+    reasons: Vec<Reason>,
+    status: HashMap<String, Reason>,
+}
+
+static RULES: LazyLock<Rules> = LazyLock::new(|| {
+    // The file is part of the binary; a mistake in it fails every test at once.
+    let file: RuleFile =
+        toml::from_str(include_str!("../rules/reasons.toml")).expect("rules/reasons.toml parses");
+    let mut patterns = Vec::new();
+    let mut reasons = Vec::new();
+    for rule in file.rule {
+        for p in rule.patterns {
+            patterns.push(p);
+            reasons.push(rule.reason);
+        }
+    }
+    let set = RegexSetBuilder::new(&patterns)
+        .case_insensitive(true)
+        .size_limit(64 << 20)
+        .build()
+        .expect("rules/reasons.toml patterns compile");
+    Rules { set, reasons, status: file.status }
+});
+
+/// The first rule's reason whose pattern matches `text`.
+pub fn from_text(text: &str) -> Option<Reason> {
+    let rules = &*RULES;
+    rules.set.matches(text).iter().next().map(|i| rules.reasons[i])
+}
+
+/// The reason an RFC 3463 status implies, if it is specific enough.
+pub fn from_status(status: &str) -> Option<Reason> {
+    RULES.status.get(status).copied()
+}
+
+/// Decides a recipient's reason, then adjusts it to the SMTP command that
+/// failed: an "unknown user" after DATA is a content filter speaking
+/// (filtered), and a refusal at MAIL FROM is about the sender (rejected).
+pub fn decide(diagnostic: Option<&str>, status: Option<&str>, action: Option<&str>) -> Reason {
+    let r = decide_text(diagnostic, status, action);
+    let command = diagnostic.and_then(crate::text::smtp_command);
+    match (r, command) {
+        (Reason::Userunknown, Some("DATA")) => Reason::Filtered,
+        (Reason::Userunknown | Reason::Undefined | Reason::Blocked | Reason::Securityerror, Some("MAIL")) => {
+            Reason::Rejected
+        }
+        // A final failure with a temporary status: it sat in a queue until
+        // it expired.
+        (r, _)
+            if action.is_some_and(|a| a.eq_ignore_ascii_case("failed"))
+                && status.is_some_and(|s| s.starts_with('4'))
+                && !r.is_hard() =>
+        {
+            Reason::Expired
+        }
+        (r, _) => r,
+    }
+}
+
+fn decide_text(diagnostic: Option<&str>, status: Option<&str>, action: Option<&str>) -> Reason {
+    let from_status = status.and_then(from_status);
+    let from_text = diagnostic.and_then(from_text);
+    match (from_text, from_status) {
+        // A specific status outranks vague wording ("rejected", "denied").
+        (Some(t), Some(s)) if is_vague(t) && is_specific(s) => s,
+        (Some(t), _) => t,
+        (None, Some(s)) => s,
+        (None, None) => {
+            match (action.map(str::to_ascii_lowercase).as_deref(), status.and_then(|s| s.chars().next())) {
+                (Some("delivered" | "relayed" | "expanded"), _) | (_, Some('2')) => Reason::Delivered,
+                (Some("delayed"), _) => Reason::Expired,
+                _ => Reason::Undefined,
+            }
+        }
+    }
+}
+
+/// Words that say little about the cause.
+fn is_vague(r: Reason) -> bool {
+    matches!(
+        r,
+        Reason::Rejected
+            | Reason::Blocked
+            | Reason::Systemerror
+            | Reason::Undefined
+            | Reason::Expired
+            | Reason::Networkerror
+            | Reason::Securityerror
+    )
+}
+
+/// Statuses that name the cause precisely.
+fn is_specific(r: Reason) -> bool {
+    matches!(
+        r,
+        Reason::Userunknown
+            | Reason::Hostunknown
+            | Reason::Mailboxfull
+            | Reason::Mesgtoobig
+            | Reason::Suspend
+            | Reason::Hasmoved
+            | Reason::Rejected
+            | Reason::Authfailure
+            | Reason::Requireptr
+    )
+}
+
+/// Forces the rules to compile (tests and benchmarks call it up front).
+pub fn warm_up() {
+    LazyLock::force(&RULES);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_compile_and_order_matters() {
+        warm_up();
+        assert_eq!(from_text("550 5.1.1 <a@b>: User unknown"), Some(Reason::Userunknown));
+        assert_eq!(from_text("552 Mailbox full, quota exceeded"), Some(Reason::Mailboxfull));
+        assert_eq!(from_text("554 Your IP is listed at zen.spamhaus.org"), Some(Reason::Blocked));
+        assert_eq!(from_text("Message rejected as spam"), Some(Reason::Spamdetected));
+        assert_eq!(decide(Some("whatever"), Some("5.1.1"), Some("failed")), Reason::Userunknown);
+        assert_eq!(decide(None, Some("4.4.7"), Some("delayed")), Reason::Expired);
+        assert_eq!(decide(None, None, None), Reason::Undefined);
+        assert!(Reason::Suspend.is_hard() && !Reason::Blocked.is_hard());
+    }
+}

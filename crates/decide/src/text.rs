@@ -1,0 +1,316 @@
+//! Bounces in prose: the non-standard reports of Postfix, Sendmail, Exim,
+//! qmail, Exchange/Office 365, Gmail and friends. Rather than one parser per
+//! product, this reads what they share: a notice from a mailer daemon, the
+//! failed addresses on lines of their own (or `<addr>:`, `RCPT TO:<addr>`),
+//! the diagnostic that follows each, and a copy of the original below a
+//! marker line.
+
+use std::sync::LazyLock;
+
+use mail_parser::{Message, PartType};
+use regex::Regex;
+
+use crate::{Classification, Original, RecipientReport, Verdict, reason};
+
+static STATUS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b([245])\.([0-7])\.(\d{1,3})\b").expect("static regex"));
+static REPLY_CODE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:^|[\s:\(\[#'])([245][0-5][0-9])(?:[\s\-]|$)").expect("static regex"));
+static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+        .expect("static regex")
+});
+/// Lines that start the copy of the original message.
+static MARKER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?im)^[\s\-=_*]*(?:this is a copy of the message|below this line is a copy|original message (?:follows|headers)|-+ ?original message ?-+|the (?:original|returned) message|returned mail follows|message headers follow|headers of the original message|unsent message below|undelivered message headers|original message header|content-type: message/rfc822|content-type: text/rfc822-headers|-+ ?the header of the original message|\*\*\* original message|----- original message -----|your message reads)",
+    )
+    .expect("static regex")
+});
+static BOUNCE_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)undeliver|delivery (?:status notification|failure|failed|has failed|problem|report|notification)|returned mail|mail delivery (?:failed|failure|system|subsystem)|failure notice|non[- ]?delivery|nondeliverable|could not (?:be )?deliver|delivery unsuccessful|mail system error|message not delivered|returned to sender|rejected:|permanent error|mail could not be delivered|unable to deliver|delivery notification|warning: could not send|problem delivering|message delivery has failed|delayed mail|delivery delay",
+    )
+    .expect("static regex")
+});
+static DAEMON: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)mailer[-_]?daemon|postmaster|mail delivery (?:system|subsystem)|mail administrator|^mdaemon|nobody@|bounce").expect("static regex")
+});
+static DELAY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)will (?:continue|keep) (?:trying|to try|retrying)|still (?:trying|being retried)|has been delayed|delivery (?:is )?delayed|not (?:yet )?been delivered|warning: message .* still undelivered|delayed mail|\(delay\)|temporar(?:y|ily) (?:failure|unable)|will be retried")
+        .expect("static regex")
+});
+static FAILED_HEADING: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)permanent(?:ly)? (?:error|fail)|could not be delivered|failed|undeliverable|unable to deliver|not delivered|rejected|error").expect("static regex")
+});
+
+static COMMAND: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(?:after|in reply to|response to|>>>)\s*(?:the\s+)?(?:end of\s+)?(rcpt to|mail from|data|end of data|helo|ehlo|connect)")
+        .expect("static regex")
+});
+
+/// The SMTP command a failure answered, when the report says.
+pub fn smtp_command(text: &str) -> Option<&'static str> {
+    let c = COMMAND.captures(text)?;
+    let cmd = c[1].to_ascii_lowercase();
+    Some(match cmd.as_str() {
+        "rcpt to" => "RCPT",
+        "mail from" => "MAIL",
+        "data" | "end of data" => "DATA",
+        "helo" | "ehlo" => "HELO",
+        _ => "CONN",
+    })
+}
+
+/// The first RFC 3463 status in `s` (`x.0.9yy` pseudo-codes excluded).
+pub fn rfc3463(s: &str) -> Option<String> {
+    STATUS.captures(s).map(|c| format!("{}.{}.{}", &c[1], &c[2], &c[3]))
+}
+
+/// The SMTP reply code and RFC 3463 status mentioned in a diagnostic.
+pub fn diagnostic_codes(diag: &str) -> (Option<u16>, Option<String>) {
+    let code = REPLY_CODE.captures(diag).and_then(|c| c[1].parse().ok());
+    (code, rfc3463(diag))
+}
+
+/// Text before the copy of the original.
+fn before_marker(text: &str) -> &str {
+    match MARKER.find(text) {
+        Some(m) => &text[..m.start()],
+        None => text,
+    }
+}
+
+/// The report's own prose: the first text part (HTML stripped of tags when
+/// that is all there is), cut at the returned message.
+pub fn first_text(msg: &Message<'_>) -> String {
+    let mut text = msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
+    if text.trim().is_empty() {
+        // Single-part reports whose body mail-parser does not see as text.
+        if let Some(PartType::Binary(b) | PartType::InlineBinary(b)) = msg.parts.first().map(|p| &p.body) {
+            text = String::from_utf8_lossy(b).into_owned();
+        }
+    }
+    let text = text.replace("\r\n", "\n");
+    let cut = before_marker(&text);
+    cut.chars().take(64 * 1024).collect()
+}
+
+/// What the report says about `address`: the lines after its mention.
+pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
+    let lower = address.to_ascii_lowercase();
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| l.to_ascii_lowercase().contains(&lower))?;
+    let mut out = Vec::new();
+    let same = lines[at].trim();
+    // Text on the address line after the address itself ("<a@b>: 550 ...").
+    if let Some(idx) = same.to_ascii_lowercase().find(&lower) {
+        let rest = same[idx + lower.len()..].trim_start_matches(['>', ':', '.', ' ', ',']).trim();
+        if rest.len() > 3 {
+            out.push(rest.to_string());
+        }
+    }
+    for line in lines.iter().skip(at + 1).take(12) {
+        let t = line.trim();
+        if t.is_empty() {
+            if out.is_empty() {
+                continue;
+            }
+            break;
+        }
+        if ADDRESS.is_match(t) && is_address_line(t) {
+            break;
+        }
+        out.push(t.to_string());
+    }
+    let joined = out.join(" ");
+    (!joined.is_empty()).then(|| joined.chars().take(1000).collect())
+}
+
+/// A line that is (mostly) just an address: how most reports list failures.
+fn is_address_line(t: &str) -> bool {
+    let Some(m) = ADDRESS.find(t) else { return false };
+    let before = t[..m.start()].trim_matches(|c: char| c == '<' || c == '"' || c.is_whitespace());
+    let after = t[m.end()..].trim_start_matches(['>', '"']);
+    let after_trim = after.trim();
+    before.is_empty()
+        && (after_trim.is_empty()
+            || after_trim.starts_with(':')
+            || after_trim.starts_with("...")
+            || after_trim.starts_with("<mailto:")
+            || after_trim.starts_with('(')
+            || after_trim.starts_with(';')
+            || after_trim.starts_with("on ")
+            || after_trim.starts_with(','))
+}
+
+fn addresses_of(header: Option<&str>) -> Vec<String> {
+    header.map(|h| ADDRESS.find_iter(h).map(|m| m.as_str().to_string()).collect()).unwrap_or_default()
+}
+
+/// Recipients the prose reports as failed, in order, without duplicates.
+fn failed_addresses(msg: &Message<'_>, text: &str) -> Vec<String> {
+    let mut found: Vec<String> = addresses_of(msg.header_raw("X-Failed-Recipients"));
+    let ignore: Vec<String> = [msg.header_raw("To"), msg.header_raw("From")]
+        .into_iter()
+        .flat_map(addresses_of)
+        .map(|a| a.to_ascii_lowercase())
+        .collect();
+    let push = |found: &mut Vec<String>, a: &str| {
+        let a = a.trim_end_matches('.').to_string();
+        let l = a.to_ascii_lowercase();
+        if DAEMON.is_match(&l) || ignore.contains(&l) {
+            return;
+        }
+        if !found.iter().any(|f| f.eq_ignore_ascii_case(&a)) {
+            found.push(a);
+        }
+    };
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(i) = t.to_ascii_uppercase().find("RCPT TO:") {
+            if let Some(m) = ADDRESS.find(&t[i..]) {
+                push(&mut found, m.as_str());
+            }
+            continue;
+        }
+        if is_address_line(t)
+            && let Some(m) = ADDRESS.find(t)
+        {
+            push(&mut found, m.as_str());
+        }
+    }
+    if found.is_empty() {
+        // Last resort: addresses next to failure words.
+        for line in text.lines() {
+            if FAILED_HEADING.is_match(line)
+                && let Some(m) = ADDRESS.find(line)
+            {
+                push(&mut found, m.as_str());
+            }
+        }
+    }
+    found
+}
+
+/// Headers of the returned original, from the text below the marker.
+pub fn returned_headers(msg: &Message<'_>) -> Option<Original> {
+    let text = msg.body_text(0)?.replace("\r\n", "\n");
+    let m = MARKER.find(&text)?;
+    let rest = &text[m.end()..];
+    let start = rest.find('\n').map_or(rest.len(), |i| i + 1);
+    let headers = rest[start..].trim_start_matches('\n');
+    let parsed = mail_parser::MessageParser::default().parse_headers(headers.as_bytes())?;
+    let o = crate::dsn::original_of(&parsed);
+    (o.message_id.is_some() || o.from.is_some() || o.subject.is_some()).then_some(o)
+}
+
+/// A guess at which product wrote the report, from its well-known wording.
+pub fn engine_hint(msg: &Message<'_>) -> Option<&'static str> {
+    let text = msg.body_text(0).map(|t| t.chars().take(4096).collect::<String>()).unwrap_or_default();
+    let from = msg.header_raw("From").unwrap_or_default().to_ascii_lowercase();
+    let t = text.to_ascii_lowercase();
+    let hints: &[(&str, &str)] = &[
+        ("this is the mail system at host", "Postfix"),
+        ("this is the qmail-send program", "qmail"),
+        ("this message was created automatically by mail delivery software", "Exim"),
+        ("----- transcript of session follows -----", "Sendmail"),
+        ("delivery has failed to these recipients or groups", "Office365"),
+        ("diagnostic information for administrators", "Exchange2007"),
+        ("google tried to deliver your message", "Gmail"),
+        ("delivery to the following recipient", "Gmail"),
+        ("sorry, we were unable to deliver your message to the following address", "Yahoo"),
+        ("this message was created automatically by mail delivery software (exim", "Exim"),
+        ("an error occurred while trying to deliver the mail to the following recipients", "Office365"),
+        ("this message was generated by the opensmtpd", "OpenSMTPD"),
+        ("your message was not delivered to the following recipients", "Domino"),
+        ("this report relates to a message you sent", "MessagingServer"),
+    ];
+    if let Some((_, e)) = hints.iter().find(|(p, _)| t.contains(p)) {
+        return Some(e);
+    }
+    if from.contains("amazonses") || msg.header_raw("X-SES-Outgoing").is_some() {
+        return Some("AmazonSES");
+    }
+    if from.contains("googlemail.com") || from.contains("google.com") {
+        return Some("Gmail");
+    }
+    if msg.header_raw("X-Postfix-Queue-ID").is_some() {
+        return Some("Postfix");
+    }
+    None
+}
+
+/// A prose bounce: a daemon's notice that names failed recipients.
+pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
+    let from = msg.header_raw("From").unwrap_or_default();
+    let subject = msg.subject().unwrap_or_default();
+    let return_path_null = msg.header_raw("Return-Path").is_some_and(|r| r.trim() == "<>");
+    let failed_header = msg.header_raw("X-Failed-Recipients").is_some();
+    let from_daemon = DAEMON.is_match(from);
+    let bounce_subject = BOUNCE_SUBJECT.is_match(subject);
+    // A daemon's message without a telling subject still counts when its
+    // prose is a known report.
+    let looks_like_a_report = failed_header
+        || (bounce_subject && (from_daemon || return_path_null))
+        || (from_daemon && engine_hint(msg).is_some());
+    if !looks_like_a_report {
+        return None;
+    }
+    let text = first_text(msg);
+    let addresses = failed_addresses(msg, &text);
+    if addresses.is_empty() {
+        return None;
+    }
+    let delayed = DELAY.is_match(subject) || DELAY.is_match(&text);
+    let engine = engine_hint(msg);
+    let recipients = addresses
+        .into_iter()
+        .map(|address| {
+            let diagnostic = diagnostic_for(&text, &address);
+            let context = diagnostic.clone().unwrap_or_else(|| text.chars().take(4000).collect());
+            let (reply_code, status) = diagnostic_codes(&context);
+            let status = status.or_else(|| rfc3463(&text));
+            let action = if delayed { "delayed" } else { "failed" };
+            let reason = reason::decide(Some(&context), status.as_deref(), Some(action));
+            RecipientReport {
+                hard: reason.is_hard(),
+                address,
+                reason,
+                status,
+                reply_code,
+                diagnostic,
+                remote_mta: None,
+                action: Some(action.to_string()),
+            }
+        })
+        .collect();
+    Some(Classification {
+        verdict: if delayed { Verdict::Delay } else { Verdict::Bounce },
+        recipients,
+        feedback_type: None,
+        original: crate::dsn::original(msg),
+        mta: Some(engine.unwrap_or("unknown").to_string()),
+        source_ip: None,
+        autoreply_from: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_address_lines() {
+        assert_eq!(
+            diagnostic_codes("host x said: 550 5.1.1 <a@b.c>... User unknown"),
+            (Some(550), Some("5.1.1".into()))
+        );
+        assert_eq!(rfc3463("Status: 5.1.1 (user unknown)"), Some("5.1.1".into()));
+        assert_eq!(rfc3463("no status here 1.2.3"), None);
+        assert!(is_address_line("  kijitora@example.ed.jp"));
+        assert!(is_address_line("<kijitora@example.ne.jp>:"));
+        assert!(is_address_line("kijitora@example.com<mailto:kijitora@example.com>"));
+        assert!(!is_address_line("Please contact admin@example.com for help"));
+    }
+}
