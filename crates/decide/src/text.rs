@@ -130,11 +130,17 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
 /// A line that is (mostly) just an address: how most reports list failures.
 fn is_address_line(t: &str) -> bool {
     let Some(m) = ADDRESS.find(t) else { return false };
-    let before = t[..m.start()].trim_matches(|c: char| c == '<' || c == '"' || c.is_whitespace());
+    let before = t[..m.start()].trim_matches(|c: char| c == '<' || c == '>' || c == '"' || c.is_whitespace());
     let after = t[m.end()..].trim_start_matches(['>', '"']);
     let after_trim = after.trim();
-    before.is_empty()
+    // "Unknown user: a@b", "Recipient address: a@b", "Failed recipient: a@b"
+    let labelled = before.ends_with(':') && before.len() < 48 && {
+        let l = before.to_ascii_lowercase();
+        ["user", "recipient", "address", "failed", "invalid", "unknown"].iter().any(|w| l.contains(w))
+    };
+    (before.is_empty() || labelled)
         && (after_trim.is_empty()
+            || (after_trim.starts_with('<') && after_trim.contains(m.as_str()))
             || after_trim.starts_with(':')
             || after_trim.starts_with("...")
             || after_trim.starts_with("<mailto:")
@@ -251,13 +257,16 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     let bounce_subject = BOUNCE_SUBJECT.is_match(subject);
     // A daemon's message without a telling subject still counts when its
     // prose is a known report.
+    let text = first_text(msg);
     let looks_like_a_report = failed_header
         || (bounce_subject && (from_daemon || return_path_null))
-        || (from_daemon && engine_hint(msg).is_some());
+        || (from_daemon
+            && (engine_hint(msg).is_some()
+                || FAILED_HEADING.is_match(&text)
+                || text.to_ascii_uppercase().contains("RCPT TO")));
     if !looks_like_a_report {
         return None;
     }
-    let text = first_text(msg);
     let addresses = failed_addresses(msg, &text);
     if addresses.is_empty() {
         return None;
