@@ -9,6 +9,7 @@
 mod dsn;
 pub mod eval;
 mod human;
+mod provider;
 mod reason;
 mod text;
 pub mod verp;
@@ -115,6 +116,8 @@ pub fn classify(raw: &[u8]) -> Classification {
     let mut c = if let Some(c) = dsn::complaint(raw, &msg) {
         c
     } else if let Some(c) = dsn::delivery_report(&msg) {
+        c
+    } else if let Some(c) = msg.body_text(0).and_then(|b| provider::amazon_ses(&b)) {
         c
     } else if let Some(c) = text::bounce(&msg) {
         c
