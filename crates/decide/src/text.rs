@@ -235,6 +235,9 @@ pub fn engine_hint(msg: &Message<'_>) -> Option<&'static str> {
     if let Some((_, e)) = hints.iter().find(|(p, _)| t.contains(p)) {
         return Some(e);
     }
+    if from.contains("googlegroups.com") || t.contains("google groups") && t.contains("groups.google.com") {
+        return Some("GoogleGroups");
+    }
     if from.contains("amazonses") || msg.header_raw("X-SES-Outgoing").is_some() {
         return Some("AmazonSES");
     }
@@ -281,7 +284,11 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
             let (reply_code, status) = diagnostic_codes(&context);
             let status = status.or_else(|| rfc3463(&text));
             let action = if delayed { "delayed" } else { "failed" };
-            let reason = reason::decide(Some(&context), status.as_deref(), Some(action));
+            let mut reason = reason::decide(Some(&context), status.as_deref(), Some(action));
+            // Google Groups refuses a post (no such group, or not a member).
+            if reason == crate::Reason::Undefined && engine == Some("GoogleGroups") {
+                reason = crate::Reason::Rejected;
+            }
             RecipientReport {
                 hard: reason.is_hard(),
                 address,
