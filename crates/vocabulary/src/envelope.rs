@@ -174,7 +174,8 @@ mod tests {
 
     #[test]
     fn routes_default_to_the_relay_in_old_records() {
-        let old: Recipient = serde_json::from_str(r#"{"address":"a@b","status":{"state":"scheduled"}}"#).unwrap();
+        let old: Recipient =
+            serde_json::from_str(r#"{"address":"a@b","status":{"state":"scheduled"}}"#).unwrap();
         assert_eq!(old.route, Route::Relay);
         let q = Recipient::routed("a@b", Route::Quarantine { account: "acme".into() });
         let json = serde_json::to_string(&q).unwrap();
