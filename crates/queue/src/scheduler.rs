@@ -278,6 +278,12 @@ impl AttemptCtx {
         });
         let results = futures::future::join_all(attempts).await;
         let now = now_secs();
+        if results.is_empty() {
+            // No route of the pending recipients has a transport (e.g. no
+            // relay configured): they wait, and nothing is written.
+            self.spool.reschedule(id, now + self.cfg.retry_max.as_secs().max(1) as i64);
+            return Some(id);
+        }
         let expired = now >= entry.expires_at;
         let mut rcpts = entry.envelope.rcpts.clone();
         let mut any_delivered = false;

@@ -128,6 +128,15 @@ impl Quarantine {
         .await?)
     }
 
+    /// Every domain with the account that receives its copies.
+    pub async fn domain_accounts(&self) -> Result<Vec<(String, String)>, RecordError> {
+        Ok(sqlx::query_as(
+            "SELECT d.domain, a.name FROM account_domains d JOIN accounts a ON a.id = d.account_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Sets retention for a whole account, or for one of its folders.
     pub async fn set_retention(
         &self,

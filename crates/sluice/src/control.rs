@@ -38,6 +38,8 @@ pub enum Response {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RcptView {
     pub address: String,
+    /// `relay` or `quarantine:ACCOUNT`.
+    pub route: String,
     pub status: String,
     pub attempts: u32,
     pub last_reply: Option<String>,
@@ -73,6 +75,10 @@ impl From<&Entry> for EntryView {
                 .iter()
                 .map(|r| RcptView {
                     address: r.address.clone(),
+                    route: match &r.route {
+                        vocabulary::Route::Relay => "relay".into(),
+                        vocabulary::Route::Quarantine { account } => format!("quarantine:{account}"),
+                    },
                     status: r.status.name().to_string(),
                     attempts: r.attempts,
                     last_reply: match &r.status {

@@ -6,6 +6,7 @@ mod config;
 mod control;
 mod relay;
 mod serve;
+mod tee;
 mod tls;
 
 use std::path::PathBuf;

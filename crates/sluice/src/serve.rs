@@ -15,26 +15,27 @@ use tokio::sync::watch;
 use vocabulary::Reply;
 
 use crate::config::{Config, parse_host_port};
-use crate::{control, relay, tls};
+use crate::{control, relay, tee, tls};
 
 /// Accepted messages go to the spool; the 250 waits for its fsync.
 struct SpoolSink {
     spool: Arc<Spool>,
     waker: Option<Waker>,
     max_age: i64,
+    accounts: tee::Accounts,
 }
 
 impl Sink for SpoolSink {
     fn accept(&self, msg: Accepted) -> BoxFuture<'_, Result<(), Reply>> {
         Box::pin(async move {
             let expires = msg.envelope.received_at + self.max_age;
+            let mut envelope = msg.envelope;
+            self.accounts.tee(&mut envelope);
             let id =
-                self.spool.enqueue(msg.id, msg.envelope, msg.trace, msg.content, expires).await.map_err(
-                    |e| {
-                        tracing::error!(error = %e, "spool write failed");
-                        Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
-                    },
-                )?;
+                self.spool.enqueue(msg.id, envelope, msg.trace, msg.content, expires).await.map_err(|e| {
+                    tracing::error!(error = %e, "spool write failed");
+                    Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
+                })?;
             if let Some(w) = &self.waker {
                 w.now(id);
             }
@@ -75,10 +76,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tls::acceptor(&data, cfg.tls.cert.as_deref(), cfg.tls.key.as_deref(), &cfg.server.hostname)?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    // Delivery: only when a relay is configured; otherwise mail stays spooled.
+    // Routes: the relay when configured (otherwise relayed recipients wait
+    // in the spool), and the quarantine store for teed copies.
+    let quarantine = store.quarantine();
+    let accounts = tee::Accounts::load(&quarantine).await;
+    let accounts_task =
+        tokio::spawn(accounts.clone().keep_fresh(quarantine.clone(), Duration::from_secs(10)));
+    let mut routes = queue::Routes {
+        relay: None,
+        quarantine: Some(Arc::new(tee::QuarantineTransport { store: quarantine.clone() })),
+    };
     let mut relay_client = None;
-    let mut scheduler_task = None;
-    let mut waker = None;
     if let Some(relay_addr) = &cfg.relay.host {
         let (host, port) = parse_host_port(relay_addr)?;
         let r = &cfg.relay;
@@ -92,25 +100,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             starttls: r.starttls,
             max_messages_per_connection: r.max_messages_per_connection,
         }));
-        let transport = Arc::new(relay::RelayTransport {
+        routes.relay = Some(Arc::new(relay::RelayTransport {
             client: client.clone(),
             dest: deliver::smtp::Destination { host, port },
-        });
-        let scheduler = Scheduler::new(
-            spool.clone(),
-            queue::Routes { relay: Some(transport), quarantine: None },
-            relay::dsn_builder(cfg.server.hostname.clone()),
-            SchedulerConfig {
-                retry_initial: Duration::from_secs(cfg.queue.retry_initial_secs),
-                retry_max: Duration::from_secs(cfg.queue.retry_max_secs),
-                max_parallel: cfg.queue.max_parallel,
-                hostname: cfg.server.hostname.clone(),
-            },
-        );
-        waker = Some(scheduler.waker());
-        scheduler_task = Some(tokio::spawn(scheduler.run(stop_rx.clone())));
+        }));
         relay_client = Some(client);
     }
+    let scheduler = Scheduler::new(
+        spool.clone(),
+        routes,
+        relay::dsn_builder(cfg.server.hostname.clone()),
+        SchedulerConfig {
+            retry_initial: Duration::from_secs(cfg.queue.retry_initial_secs),
+            retry_max: Duration::from_secs(cfg.queue.retry_max_secs),
+            max_parallel: cfg.queue.max_parallel,
+            hostname: cfg.server.hostname.clone(),
+        },
+    );
+    let waker = Some(scheduler.waker());
+    let scheduler_task = Some(tokio::spawn(scheduler.run(stop_rx.clone())));
 
     let limits = ingress::Limits {
         max_message_size: cfg.smtp.max_message_size,
@@ -126,6 +134,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         spool: spool.clone(),
         waker: waker.clone(),
         max_age: cfg.queue.max_age_secs as i64,
+        accounts,
     });
     let auth: Arc<dyn Authenticator> = Arc::new(UsersAuth(store.users()));
     let accept_domains: HashSet<String> =
@@ -176,6 +185,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         c.shutdown().await;
     }
     control_task.abort();
+    accounts_task.abort();
     let _ = std::fs::remove_file(control::socket_path(&spool_dir));
     spool.close();
     store.close().await;

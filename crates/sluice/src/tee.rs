@@ -1,0 +1,110 @@
+//! Tee routing: inbound mail for a domain with a quarantine account gets a
+//! second route, a classified copy in that account's store. The copy is a
+//! recipient of its own in the spool, so it is as durable as the original
+//! from the 250 on, and the scheduler runs it beside the relay, never in its
+//! way.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use queue::{AttemptOutcome, AttemptResult, BoxFuture, Job, Transport};
+use vocabulary::{Envelope, Recipient, Reply, Route, domain_of};
+
+/// Which account receives the copies of which domain; refreshed from the
+/// database so `sluice account add` takes effect on a running server.
+#[derive(Clone, Default)]
+pub struct Accounts(Arc<RwLock<HashMap<String, String>>>);
+
+impl Accounts {
+    pub async fn load(store: &record::Quarantine) -> Self {
+        let a = Accounts::default();
+        a.refresh(store).await;
+        a
+    }
+
+    pub async fn refresh(&self, store: &record::Quarantine) {
+        match store.domain_accounts().await {
+            Ok(rows) => *self.0.write().unwrap_or_else(|e| e.into_inner()) = rows.into_iter().collect(),
+            Err(e) => tracing::warn!(error = %e, "cannot read quarantine accounts"),
+        }
+    }
+
+    /// Refreshes every `every` until the task is aborted.
+    pub async fn keep_fresh(self, store: record::Quarantine, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            self.refresh(&store).await;
+        }
+    }
+
+    /// Adds one quarantine recipient per account that takes a copy of this
+    /// inbound message (authenticated submissions are not teed).
+    pub fn tee(&self, envelope: &mut Envelope) {
+        if envelope.auth_user.is_some() {
+            return;
+        }
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if map.is_empty() {
+            return;
+        }
+        let accounts: BTreeSet<String> =
+            envelope.rcpts.iter().filter_map(|r| map.get(&domain_of(&r.address)).cloned()).collect();
+        for account in accounts {
+            envelope.rcpts.push(Recipient::routed(account.clone(), Route::Quarantine { account }));
+        }
+    }
+}
+
+/// The quarantine route: classify and store the exact bytes received.
+pub struct QuarantineTransport {
+    pub store: record::Quarantine,
+}
+
+impl Transport for QuarantineTransport {
+    fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult> {
+        Box::pin(async move {
+            let relay_rcpts: Vec<String> = job
+                .envelope
+                .rcpts
+                .iter()
+                .filter(|r| r.route == Route::Relay)
+                .map(|r| r.address.clone())
+                .collect();
+            let mut replies = Vec::with_capacity(job.rcpts.len());
+            for account in &job.rcpts {
+                let arrival = deliver::quarantine::Arrival {
+                    received_at: job.envelope.received_at,
+                    mail_from: &job.envelope.mail_from,
+                    rcpts: relay_rcpts.clone(),
+                    queue_id: job.id.to_string(),
+                };
+                let reply = match deliver::quarantine::file(&self.store, account, job.content, arrival).await
+                {
+                    Ok((placed, c)) => {
+                        tracing::info!(
+                            target: "sluice::quarantine",
+                            queue_id = %job.id,
+                            account = %account,
+                            verdict = c.verdict.as_str(),
+                            folder = deliver::quarantine::folder_for(&c),
+                            uid = placed.uid,
+                            "copy stored"
+                        );
+                        Reply::new(250, "2.0.0", format!("stored as UID {}", placed.uid))
+                    }
+                    Err(e) => {
+                        tracing::error!(queue_id = %job.id, account = %account, error = %e, "quarantine store failed");
+                        Reply::new(451, "4.3.0", "quarantine store unavailable")
+                    }
+                };
+                replies.push(reply);
+            }
+            AttemptResult {
+                remote: "quarantine".into(),
+                tls: None,
+                outcome: AttemptOutcome::PerRecipient(replies),
+            }
+        })
+    }
+}

@@ -1,0 +1,87 @@
+"""Tee routing (issue 4, first half): inbound mail for a domain with a
+quarantine account goes to the downstream unchanged AND, classified, into the
+account's store as exact bytes. Corpus samples from the project's fixtures."""
+
+import hashlib
+import os
+import sqlite3
+
+from helpers.mail import send_raw
+from helpers.procs import wait_until
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "crates", "decide", "tests", "fixtures")
+
+
+def fixture(rel):
+    with open(os.path.join(FIXTURES, rel), "rb") as f:
+        data = f.read()
+    # SMTP carries CRLF lines; keep the bytes otherwise as they are.
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def stored(data_dir):
+    db = sqlite3.connect(os.path.join(data_dir, "sluice.db"))
+    return db.execute(
+        "SELECT f.name, m.uid, m.verdict, m.reason, m.flags, m.blob FROM messages m "
+        "JOIN folders f ON f.id = m.folder_id ORDER BY m.id").fetchall()
+
+
+def blob(data_dir, h):
+    with open(os.path.join(data_dir, "store", "blobs", h[:2], h), "rb") as f:
+        return f.read()
+
+
+def test_bounce_and_autoreply_are_relayed_and_filed(sink, sluice_factory, tmp_path):
+    sl = sluice_factory(relay=sink.addr)
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    sl.cli("account", "add", "acme", "--password-file", str(pw), "--domain", "sluice.test", "--data", sl.data)
+    # The running server picks the account up within its refresh interval.
+    sl.stop()
+    sl.start()
+
+    bounce = fixture("bounces/lhost-postfix-05.eml")
+    auto = fixture("autoreplies/sisimai-rfc3834-01.eml")
+    send_raw(sl.smtp, bounce, mail_from="", rcpts=("bounces@sluice.test",))
+    send_raw(sl.smtp, auto, mail_from="", rcpts=("bounces@sluice.test",))
+
+    # The originals reach the downstream, each with only our trace header added.
+    msgs = sink.wait_for(2, timeout=20)
+    bodies = [m.content.split(b"\r\n", 1)[1] for m in msgs]
+    assert any(b.endswith(bounce) for b in bodies)
+    assert any(b.endswith(auto) for b in bodies)
+
+    rows = wait_until(lambda: len(stored(sl.data)) == 2 and stored(sl.data), 20, what="two stored copies")
+    by_folder = {r[0]: r for r in rows}
+    assert set(by_folder) == {"Bounces/Hard", "AutoReplies"}, rows
+    folder, uid, verdict, reason, flags, h = by_folder["Bounces/Hard"]
+    assert (uid, verdict, reason) == (1, "bounce", "userunknown")
+    assert "$Reason_userunknown" in flags.split()
+    # The copy is exactly the bytes received (no trace header), stored once.
+    assert blob(sl.data, h) == bounce
+    assert h == hashlib.sha256(bounce).hexdigest()
+    assert by_folder["AutoReplies"][2] == "autoreply"
+    # Nothing is left in the queue: both routes finished.
+    sl.wait_queue_empty(10)
+
+
+def test_mail_is_teed_even_while_the_downstream_is_down(sink_factory, sluice_factory, tmp_path):
+    sink = sink_factory()
+    sl = sluice_factory(relay=sink.addr, config={"queue": {"retry_initial_secs": 1, "retry_max_secs": 2}})
+    pw = tmp_path / "pw"
+    pw.write_text("pw\n")
+    sl.cli("account", "add", "acme", "--password-file", str(pw), "--domain", "sluice.test", "--data", sl.data)
+    sl.stop()
+    sl.start()
+    msg = fixture("bounces/lhost-postfix-05.eml")
+    send_raw(sl.smtp, msg, mail_from="", rcpts=("bounces@sluice.test",))
+    # The copy is filed although the relay cannot deliver...
+    wait_until(lambda: len(stored(sl.data)) == 1, 20, what="the stored copy")
+    entries = sl.queue_entries()
+    assert len(entries) == 1
+    routes = {r["route"]: r["status"] for r in entries[0]["recipients"]}
+    assert routes["quarantine:acme"] == "delivered" and routes["relay"] in ("deferred", "scheduled"), routes
+    # ...and the original still goes out when the downstream returns.
+    sink.start()
+    sink.wait_for(1, timeout=20)
+    sl.wait_queue_empty(15)
