@@ -65,7 +65,7 @@ fn with(verdict: Verdict, msg: &Message<'_>) -> Classification {
 /// Classifies a message that is not a delivery or feedback report.
 pub fn classify(msg: &Message<'_>) -> Classification {
     let subject = msg.subject().unwrap_or_default();
-    let body: String = msg.body_text(0).map(|t| t.chars().take(8192).collect()).unwrap_or_default();
+    let body: String = msg.body_text(0).map(|t| t.chars().take(3000).collect()).unwrap_or_default();
     let header = |name: &str| msg.header_raw(name).map(|v| v.trim().to_ascii_lowercase());
 
     // RFC 3834 and the de facto headers of auto-responders.

@@ -1,11 +1,11 @@
 //! The reason taxonomy and the rules that find a reason in diagnostic text.
-//! The rules are data (`rules/reasons.toml`), compiled once into a RegexSet;
-//! the first rule (in file order) with any matching pattern wins.
+//! The rules are data (`rules/reasons.toml`), compiled once into one
+//! automaton per rule; the first rule (in file order) that matches wins.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use regex::{RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
 /// Why a message was not delivered: one taxonomy across sluice.
@@ -110,9 +110,10 @@ struct Rule {
 }
 
 struct Rules {
-    set: RegexSet,
-    /// The reason of each pattern in the set, by index.
-    reasons: Vec<Reason>,
+    /// One automaton per rule (its patterns as alternatives), in file order:
+    /// the first that matches wins, so the scan stops there instead of
+    /// finding every match as a RegexSet's `matches` would.
+    rules: Vec<(Reason, Regex)>,
     status: HashMap<String, Reason>,
 }
 
@@ -120,26 +121,33 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
     // The file is part of the binary; a mistake in it fails every test at once.
     let file: RuleFile =
         toml::from_str(include_str!("../rules/reasons.toml")).expect("rules/reasons.toml parses");
-    let mut patterns = Vec::new();
-    let mut reasons = Vec::new();
-    for rule in file.rule {
-        for p in rule.patterns {
-            patterns.push(p);
-            reasons.push(rule.reason);
-        }
-    }
-    let set = RegexSetBuilder::new(&patterns)
-        .case_insensitive(true)
-        .size_limit(64 << 20)
-        .build()
-        .expect("rules/reasons.toml patterns compile");
-    Rules { set, reasons, status: file.status }
+    let rules = file
+        .rule
+        .into_iter()
+        .map(|rule| {
+            let alternation = rule.patterns.iter().map(|p| format!("(?:{p})")).collect::<Vec<_>>().join("|");
+            let re = RegexBuilder::new(&alternation)
+                .case_insensitive(true)
+                .size_limit(32 << 20)
+                .build()
+                .expect("rules/reasons.toml patterns compile");
+            (rule.reason, re)
+        })
+        .collect();
+    Rules { rules, status: file.status }
 });
+
+/// Diagnostics say what they mean early; scanning more only costs time.
+const MAX_DIAGNOSTIC: usize = 2000;
 
 /// The first rule's reason whose pattern matches `text`.
 pub fn from_text(text: &str) -> Option<Reason> {
-    let rules = &*RULES;
-    rules.set.matches(text).iter().next().map(|i| rules.reasons[i])
+    let mut end = text.len().min(MAX_DIAGNOSTIC);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = &text[..end];
+    RULES.rules.iter().find(|(_, re)| re.is_match(text)).map(|(reason, _)| *reason)
 }
 
 /// The reason an RFC 3463 status implies, if it is specific enough.

@@ -258,15 +258,19 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     let failed_header = msg.header_raw("X-Failed-Recipients").is_some();
     let from_daemon = DAEMON.is_match(from);
     let bounce_subject = BOUNCE_SUBJECT.is_match(subject);
-    // A daemon's message without a telling subject still counts when its
-    // prose is a known report.
+    // Cheap header checks first: most mail is no report and stops here.
+    let headers_say = failed_header || (bounce_subject && (from_daemon || return_path_null));
+    if !headers_say && !from_daemon {
+        return None;
+    }
+    let engine = engine_hint(msg);
     let text = first_text(msg);
-    let looks_like_a_report = failed_header
-        || (bounce_subject && (from_daemon || return_path_null))
-        || (from_daemon
-            && (engine_hint(msg).is_some()
-                || FAILED_HEADING.is_match(&text)
-                || text.to_ascii_uppercase().contains("RCPT TO")));
+    // A daemon's message without a telling subject still counts when its
+    // prose is a known report or names a failure.
+    let looks_like_a_report = headers_say
+        || engine.is_some()
+        || FAILED_HEADING.is_match(&text)
+        || text.to_ascii_uppercase().contains("RCPT TO");
     if !looks_like_a_report {
         return None;
     }
@@ -275,7 +279,6 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
         return None;
     }
     let delayed = DELAY.is_match(subject) || DELAY.is_match(&text);
-    let engine = engine_hint(msg);
     let recipients = addresses
         .into_iter()
         .map(|address| {

@@ -1,0 +1,39 @@
+//! Where classification time goes: MIME parsing alone vs the whole classifier,
+//! over the fixtures. `cargo run --release -p decide --example profile`.
+
+use std::time::Instant;
+
+fn main() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut msgs = Vec::new();
+    let mut stack = vec![root];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "eml") {
+                msgs.push(std::fs::read(p).unwrap_or_default());
+            }
+        }
+    }
+    decide::warm_up();
+    for (name, f) in [
+        (
+            "parse only",
+            (|m: &[u8]| drop(std::hint::black_box(mail_parser::MessageParser::default().parse(m))))
+                as fn(&[u8]),
+        ),
+        ("classify", |m: &[u8]| drop(std::hint::black_box(decide::classify(m)))),
+    ] {
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed().as_secs_f64() < 2.0 {
+            for m in &msgs {
+                f(m);
+                n += 1;
+            }
+        }
+        println!("{name:12} {:8.0} msgs/s", n as f64 / start.elapsed().as_secs_f64());
+    }
+}
