@@ -163,9 +163,7 @@ pub fn decide(diagnostic: Option<&str>, status: Option<&str>, action: Option<&st
     let command = diagnostic.and_then(crate::text::smtp_command);
     match (r, command) {
         (Reason::Userunknown, Some("DATA")) => Reason::Filtered,
-        (Reason::Userunknown | Reason::Undefined | Reason::Blocked | Reason::Securityerror, Some("MAIL")) => {
-            Reason::Rejected
-        }
+        (Reason::Userunknown | Reason::Undefined | Reason::Securityerror, Some("MAIL")) => Reason::Rejected,
         // A final failure with a temporary status: it sat in a queue until
         // it expired.
         (r, _)
@@ -184,7 +182,7 @@ fn decide_text(diagnostic: Option<&str>, status: Option<&str>, action: Option<&s
     let from_text = diagnostic.and_then(from_text);
     match (from_text, from_status) {
         // A specific status outranks vague wording ("rejected", "denied").
-        (Some(t), Some(s)) if is_vague(t) && is_specific(s) => s,
+        (Some(t), Some(s)) if is_vague(t) && status.is_some_and(is_specific) => s,
         (Some(t), _) => t,
         (None, Some(s)) => s,
         (None, None) => {
@@ -211,19 +209,25 @@ fn is_vague(r: Reason) -> bool {
     )
 }
 
-/// Statuses that name the cause precisely.
-fn is_specific(r: Reason) -> bool {
+/// Statuses that name the cause precisely (5.7.1 and x.0.0 do not).
+fn is_specific(status: &str) -> bool {
     matches!(
-        r,
-        Reason::Userunknown
-            | Reason::Hostunknown
-            | Reason::Mailboxfull
-            | Reason::Mesgtoobig
-            | Reason::Suspend
-            | Reason::Hasmoved
-            | Reason::Rejected
-            | Reason::Authfailure
-            | Reason::Requireptr
+        status,
+        "5.1.0"
+            | "5.1.1"
+            | "5.1.2"
+            | "5.1.3"
+            | "5.1.6"
+            | "5.1.7"
+            | "5.1.8"
+            | "5.1.10"
+            | "5.2.1"
+            | "5.2.2"
+            | "5.3.4"
+            | "4.2.2"
+            | "5.7.23"
+            | "5.7.25"
+            | "5.7.26"
     )
 }
 
