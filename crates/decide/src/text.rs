@@ -23,7 +23,7 @@ static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
 /// Lines that start the copy of the original message.
 static MARKER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?im)^[\s\-=_*]*(?:this is a copy of the message|below this line is a copy|original message (?:follows|headers)|-+ ?original message ?-+|the (?:original|returned) message|returned mail follows|message headers follow|headers of the original message|unsent message below|undelivered message headers|original message header|content-type: message/rfc822|content-type: text/rfc822-headers|-+ ?the header of the original message|\*\*\* original message|----- original message -----|your message reads)",
+        r"(?im)^[\s\-=_*]*(?:this is a copy of the message|below this line is a copy|original message (?:follows|headers)|-+ ?original message ?-+|the (?:original|returned) message (?:follows|is (?:attached|included|below))|returned mail follows|message headers follow|headers of the original message|unsent message below|undelivered message headers|original message header|content-type: message/rfc822|content-type: text/rfc822-headers|-+ ?the header of the original message|\*\*\* original message|----- original message -----|your message reads)",
     )
     .expect("static regex")
 });
@@ -84,7 +84,24 @@ fn before_marker(text: &str) -> &str {
 /// The report's own prose: the first text part (HTML stripped of tags when
 /// that is all there is), cut at the returned message.
 pub fn first_text(msg: &Message<'_>) -> String {
-    let mut text = msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
+    use mail_parser::MimeHeaders;
+    // Every text part of the report itself (attached text files included,
+    // returned headers excluded); attached messages are parts of their own.
+    let mut text = String::new();
+    for part in &msg.parts {
+        if let PartType::Text(t) = &part.body {
+            let headers_only = part
+                .content_type()
+                .is_some_and(|ct| ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("rfc822-headers")));
+            if !headers_only {
+                text.push_str(t);
+                text.push('\n');
+            }
+        }
+        if text.len() > 64 * 1024 {
+            break;
+        }
+    }
     if text.trim().is_empty() {
         // Single-part reports whose body mail-parser does not see as text.
         if let Some(PartType::Binary(b) | PartType::InlineBinary(b)) = msg.parts.first().map(|p| &p.body) {
