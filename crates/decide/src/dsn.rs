@@ -101,9 +101,16 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
         }
         // When Diagnostic-Code is absent, the human text about this address
         // is the diagnostic.
-        let about = diagnostic.clone().or_else(|| text::diagnostic_for(&human_text, &address));
-        let reason =
-            reason::decide(about.as_deref().or(Some(&human_text)), status.as_deref(), action.as_deref());
+        let prose = text::diagnostic_for(&human_text, &address);
+        let about = diagnostic.clone().or_else(|| prose.clone());
+        // The prose often names the SMTP command that failed ("in reply to
+        // end of DATA command") where Diagnostic-Code does not.
+        let context = match (&about, &prose) {
+            (Some(a), Some(p)) if a != p => format!("{a} {p}"),
+            (Some(a), _) => a.clone(),
+            (None, _) => human_text.clone(),
+        };
+        let reason = reason::decide(Some(&context), status.as_deref(), action.as_deref());
         actions.push(action.clone());
         recipients.push(RecipientReport {
             hard: reason.is_hard(),

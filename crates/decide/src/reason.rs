@@ -162,7 +162,10 @@ pub fn decide(diagnostic: Option<&str>, status: Option<&str>, action: Option<&st
     let r = decide_text(diagnostic, status, action);
     let command = diagnostic.and_then(crate::text::smtp_command);
     match (r, command) {
-        (Reason::Userunknown, Some("DATA")) => Reason::Filtered,
+        // ...unless a precise status (5.1.1) says it is the address.
+        (Reason::Userunknown, Some("DATA")) if !status.is_some_and(|s| s.starts_with("5.1.")) => {
+            Reason::Filtered
+        }
         (Reason::Userunknown | Reason::Undefined | Reason::Securityerror, Some("MAIL")) => Reason::Rejected,
         // A final failure with a temporary status: it sat in a queue until
         // it expired.
