@@ -169,10 +169,10 @@ pub fn decide(diagnostic: Option<&str>, status: Option<&str>, action: Option<&st
         (Reason::Userunknown | Reason::Undefined | Reason::Securityerror, Some("MAIL")) => Reason::Rejected,
         // A final failure with a temporary status: it sat in a queue until
         // it expired.
-        (r, _)
+        // (Only when the text names no cause of its own.)
+        (Reason::Undefined | Reason::Systemerror | Reason::Networkerror, _)
             if action.is_some_and(|a| a.eq_ignore_ascii_case("failed"))
-                && status.is_some_and(|s| s.starts_with('4'))
-                && !r.is_hard() =>
+                && status.is_some_and(|s| s.starts_with('4')) =>
         {
             Reason::Expired
         }
