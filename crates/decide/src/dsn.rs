@@ -110,7 +110,8 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
             (Some(a), _) => a.clone(),
             (None, _) => human_text.clone(),
         };
-        let reason = reason::decide(Some(&context), status.as_deref(), action.as_deref());
+        let command = text::command_for(&human_text, &address);
+        let reason = reason::decide(Some(&context), status.as_deref(), action.as_deref(), command);
         actions.push(action.clone());
         recipients.push(RecipientReport {
             hard: reason.is_hard(),

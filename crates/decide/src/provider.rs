@@ -68,7 +68,8 @@ pub fn amazon_ses(body: &str) -> Option<Classification> {
                 let action = s(r, "action")
                     .map(str::to_string)
                     .or_else(|| Some(if permanent { "failed" } else { "delayed" }.into()));
-                let reason = reason::decide(diagnostic.as_deref(), status.as_deref(), action.as_deref());
+                let reason =
+                    reason::decide(diagnostic.as_deref(), status.as_deref(), action.as_deref(), None);
                 c.recipients.push(RecipientReport {
                     address: address.to_string(),
                     hard: reason.is_hard(),

@@ -158,9 +158,14 @@ pub fn from_status(status: &str) -> Option<Reason> {
 /// Decides a recipient's reason, then adjusts it to the SMTP command that
 /// failed: an "unknown user" after DATA is a content filter speaking
 /// (filtered), and a refusal at MAIL FROM is about the sender (rejected).
-pub fn decide(diagnostic: Option<&str>, status: Option<&str>, action: Option<&str>) -> Reason {
+pub fn decide(
+    diagnostic: Option<&str>,
+    status: Option<&str>,
+    action: Option<&str>,
+    command: Option<&str>,
+) -> Reason {
     let r = decide_text(diagnostic, status, action);
-    let command = diagnostic.and_then(crate::text::smtp_command);
+    let command = command.or_else(|| diagnostic.and_then(crate::text::smtp_command));
     match (r, command) {
         // ...unless a precise status (5.1.1) says it is the address.
         (Reason::Userunknown, Some("DATA")) if !status.is_some_and(|s| s.starts_with("5.1.")) => {
@@ -250,9 +255,9 @@ mod tests {
         assert_eq!(from_text("552 Mailbox full, quota exceeded"), Some(Reason::Mailboxfull));
         assert_eq!(from_text("554 Your IP is listed at zen.spamhaus.org"), Some(Reason::Blocked));
         assert_eq!(from_text("Message rejected as spam"), Some(Reason::Spamdetected));
-        assert_eq!(decide(Some("whatever"), Some("5.1.1"), Some("failed")), Reason::Userunknown);
-        assert_eq!(decide(None, Some("4.4.7"), Some("delayed")), Reason::Expired);
-        assert_eq!(decide(None, None, None), Reason::Undefined);
+        assert_eq!(decide(Some("whatever"), Some("5.1.1"), Some("failed"), None), Reason::Userunknown);
+        assert_eq!(decide(None, Some("4.4.7"), Some("delayed"), None), Reason::Expired);
+        assert_eq!(decide(None, None, None, None), Reason::Undefined);
         assert!(Reason::Suspend.is_hard() && !Reason::Blocked.is_hard());
     }
 }

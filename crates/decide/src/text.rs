@@ -62,6 +62,31 @@ pub fn smtp_command(text: &str) -> Option<&'static str> {
     })
 }
 
+/// In a session transcript (`>>> DATA` / `<<< 550 ... address`), the
+/// command whose reply names `address`.
+pub fn command_for(text: &str, address: &str) -> Option<&'static str> {
+    let lower = address.to_ascii_lowercase();
+    let mut last: Option<&str> = None;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(cmd) = t.strip_prefix(">>>") {
+            last = Some(cmd.trim());
+        } else if t.starts_with("<<<") && t.to_ascii_lowercase().contains(&lower) {
+            let cmd = last?.to_ascii_uppercase();
+            return Some(if cmd.starts_with("DATA") || cmd == "." {
+                "DATA"
+            } else if cmd.starts_with("RCPT") {
+                "RCPT"
+            } else if cmd.starts_with("MAIL") {
+                "MAIL"
+            } else {
+                return None;
+            });
+        }
+    }
+    None
+}
+
 /// The first RFC 3463 status in `s` (`x.0.9yy` pseudo-codes excluded).
 pub fn rfc3463(s: &str) -> Option<String> {
     STATUS.captures(s).map(|c| format!("{}.{}.{}", &c[1], &c[2], &c[3]))
@@ -304,7 +329,8 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
             let (reply_code, status) = diagnostic_codes(&context);
             let status = status.or_else(|| rfc3463(&text));
             let action = if delayed { "delayed" } else { "failed" };
-            let mut reason = reason::decide(Some(&context), status.as_deref(), Some(action));
+            let command = command_for(&text, &address);
+            let mut reason = reason::decide(Some(&context), status.as_deref(), Some(action), command);
             // Google Groups refuses a post (no such group, or not a member).
             if reason == crate::Reason::Undefined && engine == Some("GoogleGroups") {
                 reason = crate::Reason::Rejected;
