@@ -186,6 +186,11 @@ pub fn decide(
 }
 
 fn decide_text(diagnostic: Option<&str>, status: Option<&str>, action: Option<&str>) -> Reason {
+    // 5.2.3: the message is over the recipient's own limit, whatever the
+    // wording ("message size exceeds ...").
+    if status == Some("5.2.3") {
+        return Reason::Exceedlimit;
+    }
     let from_status = status.and_then(from_status);
     let from_text = diagnostic.and_then(from_text);
     match (from_text, from_status) {
