@@ -195,7 +195,15 @@ fn decide_text(diagnostic: Option<&str>, status: Option<&str>, action: Option<&s
     let from_text = diagnostic.and_then(from_text);
     match (from_text, from_status) {
         // A specific status outranks vague wording ("rejected", "denied").
-        (Some(t), Some(s)) if is_vague(t) && status.is_some_and(is_specific) => s,
+        // ...and settles user-versus-host, which prose often blurs.
+        (Some(t), Some(s))
+            if status.is_some_and(is_specific)
+                && (is_vague(t)
+                    || matches!(t, Reason::Userunknown | Reason::Hostunknown)
+                        && status.is_some_and(|s| s.starts_with("5.1."))) =>
+        {
+            s
+        }
         (Some(t), _) => t,
         (None, Some(s)) => s,
         (None, None) => {
