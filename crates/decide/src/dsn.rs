@@ -215,16 +215,7 @@ pub fn complaint(raw: &[u8], msg: &Message<'_>) -> Option<Classification> {
         if c.recipients.iter().any(|r| r.address.eq_ignore_ascii_case(&address)) {
             continue;
         }
-        c.recipients.push(RecipientReport {
-            address,
-            reason: Reason::Feedback,
-            status: None,
-            reply_code: None,
-            diagnostic: None,
-            remote_mta: None,
-            hard: false,
-            action: None,
-        });
+        c.recipients.push(RecipientReport::bare(address, Reason::Feedback));
     }
     Some(c)
 }

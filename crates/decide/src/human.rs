@@ -98,16 +98,7 @@ pub fn classify(msg: &Message<'_>) -> Classification {
         c.autoreply_from = from_address(msg);
         c.mta = Some("RFC3834".into());
         if let Some(address) = c.autoreply_from.clone() {
-            c.recipients.push(RecipientReport {
-                address,
-                reason: Reason::Vacation,
-                status: None,
-                reply_code: None,
-                diagnostic: None,
-                remote_mta: None,
-                hard: false,
-                action: None,
-            });
+            c.recipients.push(RecipientReport::bare(address, Reason::Vacation));
         }
         return c;
     }
@@ -127,16 +118,7 @@ fn unsubscribe(msg: &Message<'_>) -> Classification {
     let mut c = with(Verdict::Unsubscribe, msg);
     {
         if let Some(address) = from_address(msg) {
-            c.recipients.push(RecipientReport {
-                address,
-                reason: Reason::Feedback,
-                status: None,
-                reply_code: None,
-                diagnostic: None,
-                remote_mta: None,
-                hard: false,
-                action: None,
-            });
+            c.recipients.push(RecipientReport::bare(address, Reason::Feedback));
         }
     }
     c

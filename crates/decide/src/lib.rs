@@ -62,6 +62,23 @@ pub struct RecipientReport {
     pub action: Option<String>,
 }
 
+impl RecipientReport {
+    /// An entry that carries only an address and a reason (complaints,
+    /// auto-replies, unsubscribes, delivery notices).
+    pub fn bare(address: impl Into<String>, reason: Reason) -> Self {
+        RecipientReport {
+            address: address.into(),
+            reason,
+            status: None,
+            reply_code: None,
+            diagnostic: None,
+            remote_mta: None,
+            hard: false,
+            action: None,
+        }
+    }
+}
+
 /// What the report says about the message it returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Original {

@@ -88,7 +88,7 @@ pub fn amazon_ses(body: &str) -> Option<Classification> {
             c.feedback_type = Some(s(cm, "complaintFeedbackType").unwrap_or("abuse").to_ascii_lowercase());
             for r in cm.get("complainedRecipients").and_then(Value::as_array).into_iter().flatten() {
                 if let Some(address) = s(r, "emailAddress") {
-                    c.recipients.push(plain(address, Reason::Feedback));
+                    c.recipients.push(RecipientReport::bare(address, Reason::Feedback));
                 }
             }
         }
@@ -99,7 +99,7 @@ pub fn amazon_ses(body: &str) -> Option<Classification> {
             let status = response.as_deref().and_then(text::rfc3463);
             for r in d.get("recipients").and_then(Value::as_array).into_iter().flatten() {
                 if let Some(address) = r.as_str() {
-                    let mut rep = plain(address, Reason::Delivered);
+                    let mut rep = RecipientReport::bare(address, Reason::Delivered);
                     rep.diagnostic = response.clone();
                     rep.status = status.clone();
                     rep.action = Some("delivered".into());
@@ -110,17 +110,4 @@ pub fn amazon_ses(body: &str) -> Option<Classification> {
         _ => return None,
     }
     Some(c)
-}
-
-fn plain(address: &str, reason: Reason) -> RecipientReport {
-    RecipientReport {
-        address: address.to_string(),
-        reason,
-        status: None,
-        reply_code: None,
-        diagnostic: None,
-        remote_mta: None,
-        hard: false,
-        action: None,
-    }
 }
