@@ -7,6 +7,8 @@
 #                the postfix mail service itself is never configured or left
 #                running (nothing of ours listens on port 25).
 #   - swaks    : the SMTP swiss-army knife, driven by a few tests.
+#   - isync    : mbsync, the terminal IMAP client that syncs a store account
+#                to a Maildir in the IMAP tests.
 #   - aiosmtpd : the downstream SMTP peer of the suite (tests/peers/sink.py).
 #   - pytest   : the runner.
 set -euo pipefail
@@ -30,6 +32,7 @@ fi
 need_apt=()
 [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ] || need_apt+=(postfix)
 command -v swaks >/dev/null 2>&1 || need_apt+=(swaks)
+command -v mbsync >/dev/null 2>&1 || need_apt+=(isync)
 if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
     need_apt+=(python3-pip)
 fi

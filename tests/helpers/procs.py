@@ -71,7 +71,7 @@ class Sluice:
     chosen by sluice on the first start (port 0) and kept for restarts."""
 
     LISTENING = re.compile(
-        r"sluice listening: smtp=(\S+):(\d+) submission=(\S+):(\d+) data=(\S+) relay=(.*) tls-cert=(\S+)"
+        r"sluice listening: smtp=(\S+):(\d+) submission=(\S+):(\d+) imap=(\S+) data=(\S+) relay=(.*) tls-cert=(\S+)"
     )
 
     def __init__(self, workdir, config=None, relay=None, accept_domains=(ACCEPT_DOMAIN,),
@@ -92,6 +92,7 @@ class Sluice:
         self.env = env
         self.smtp_port = free_port()
         self.submission_port = free_port()
+        self.imap_port = free_port()
         self.proc = None
         self.starts = 0
         self.tls_cert = None
@@ -104,6 +105,7 @@ class Sluice:
         cmd = [sluice_bin(), "serve", "--data", self.data,
                "--smtp", f"127.0.0.1:{self.smtp_port}",
                "--submission", f"127.0.0.1:{self.submission_port}",
+               "--imap", f"127.0.0.1:{self.imap_port}",
                "--hostname", self.hostname]
         if self.config_path:
             cmd += ["--config", self.config_path]
@@ -134,7 +136,7 @@ class Sluice:
             if m:
                 assert int(m.group(2)) == self.smtp_port, m.group(0)
                 assert int(m.group(4)) == self.submission_port, m.group(0)
-                self.tls_cert = m.group(7)
+                self.tls_cert = m.group(8)
                 return self
             rc = self.proc.poll()
             if rc is not None:
@@ -196,6 +198,10 @@ class Sluice:
     @property
     def smtp(self):
         return ("127.0.0.1", self.smtp_port)
+
+    @property
+    def imap(self):
+        return ("127.0.0.1", self.imap_port)
 
     @property
     def submission(self):

@@ -85,6 +85,16 @@ impl Conn {
         self.wbuf.extend_from_slice(&reply.to_wire());
     }
 
+    /// Queues raw bytes (protocols other than SMTP use the same connection).
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
+    /// Bytes queued but not yet flushed.
+    pub fn queued(&self) -> usize {
+        self.wbuf.len()
+    }
+
     pub fn reply_raw(&mut self, line: &str) {
         self.wbuf.extend_from_slice(line.as_bytes());
         self.wbuf.extend_from_slice(b"\r\n");

@@ -37,6 +37,8 @@ const MIGRATIONS: &[&str] =
 pub struct Store {
     pool: SqlitePool,
     data_dir: std::path::PathBuf,
+    /// Bumped on every change to the quarantine store (IMAP IDLE waits on it).
+    changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Store {
@@ -51,7 +53,8 @@ impl Store {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        let store = Store { pool, data_dir: data_dir.to_path_buf() };
+        let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
+        let store = Store { pool, data_dir: data_dir.to_path_buf(), changes };
         store.migrate().await?;
         Ok(store)
     }
@@ -80,7 +83,7 @@ impl Store {
     }
 
     pub fn quarantine(&self) -> Quarantine {
-        Quarantine::new(self.pool.clone(), &self.data_dir)
+        Quarantine::new(self.pool.clone(), &self.data_dir, self.changes.clone())
     }
 
     pub async fn close(&self) {

@@ -7,9 +7,11 @@
 //! message it named was swept.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use sqlx::{Row, SqlitePool};
+use tokio::sync::watch;
 
 use crate::{RecordError, password};
 
@@ -63,10 +65,39 @@ pub struct Swept {
     pub blobs: u64,
 }
 
+/// A folder as IMAP sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderInfo {
+    pub id: i64,
+    pub name: String,
+    pub uidvalidity: i64,
+    pub uidnext: i64,
+}
+
+/// One message's row, without its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    pub uid: i64,
+    pub blob: String,
+    pub size: i64,
+    pub received_at: i64,
+    /// Space-separated flags and keywords.
+    pub flags: String,
+}
+
+/// What re-injecting a released message needs.
+#[derive(Debug, Clone)]
+pub struct ReleaseInfo {
+    pub mail_from: String,
+    pub rcpts: Vec<String>,
+    pub blob: String,
+}
+
 #[derive(Clone)]
 pub struct Quarantine {
     pool: SqlitePool,
     blobs: PathBuf,
+    changes: Arc<watch::Sender<u64>>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -74,8 +105,18 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Quarantine {
-    pub(crate) fn new(pool: SqlitePool, data_dir: &Path) -> Self {
-        Quarantine { pool, blobs: data_dir.join("store").join("blobs") }
+    pub(crate) fn new(pool: SqlitePool, data_dir: &Path, changes: Arc<watch::Sender<u64>>) -> Self {
+        Quarantine { pool, blobs: data_dir.join("store").join("blobs"), changes }
+    }
+
+    /// A receiver that sees a change whenever any folder gains or loses
+    /// messages (what IMAP IDLE waits on).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Adds an account (or replaces its password) and assigns it `domains`.
@@ -107,6 +148,9 @@ impl Quarantine {
             .await?;
         }
         tx.commit().await?;
+        for f in std::iter::once(&"INBOX").chain(FOLDERS) {
+            self.folder_id(name, f).await?;
+        }
         Ok(())
     }
 
@@ -272,7 +316,162 @@ impl Quarantine {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.changed();
         Ok(Placed { folder_id, uidvalidity, uid })
+    }
+
+    /// The account's folders, by name.
+    pub async fn folders(&self, account: &str) -> Result<Vec<FolderInfo>, RecordError> {
+        let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+            "SELECT f.id, f.name, f.uidvalidity, f.uidnext FROM folders f JOIN accounts a ON a.id = f.account_id
+              WHERE a.name = ? ORDER BY f.name",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, uidvalidity, uidnext)| FolderInfo { id, name, uidvalidity, uidnext })
+            .collect())
+    }
+
+    /// One folder of the account, if it exists.
+    pub async fn folder(&self, account: &str, name: &str) -> Result<Option<FolderInfo>, RecordError> {
+        let row: Option<(i64, String, i64, i64)> = sqlx::query_as(
+            "SELECT f.id, f.name, f.uidvalidity, f.uidnext FROM folders f JOIN accounts a ON a.id = f.account_id
+              WHERE a.name = ? AND f.name = ?",
+        )
+        .bind(account)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, name, uidvalidity, uidnext)| FolderInfo { id, name, uidvalidity, uidnext }))
+    }
+
+    /// Every message of a folder, by ascending UID.
+    pub async fn messages(&self, folder_id: i64) -> Result<Vec<MessageRow>, RecordError> {
+        let rows: Vec<(i64, String, i64, i64, String)> = sqlx::query_as(
+            "SELECT uid, blob, size, received_at, flags FROM messages WHERE folder_id = ? ORDER BY uid",
+        )
+        .bind(folder_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(uid, blob, size, received_at, flags)| MessageRow { uid, blob, size, received_at, flags })
+            .collect())
+    }
+
+    /// Replaces the flags of some messages: `(uid, space-separated flags)`.
+    pub async fn set_flags(&self, folder_id: i64, flags: &[(i64, String)]) -> Result<(), RecordError> {
+        let mut tx = self.pool.begin().await?;
+        for (uid, f) in flags {
+            sqlx::query("UPDATE messages SET flags = ? WHERE folder_id = ? AND uid = ?")
+                .bind(f)
+                .bind(folder_id)
+                .bind(uid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Copies messages to another folder (the bytes are shared, not
+    /// copied). Returns `(source UID, new UID)` pairs and the destination's
+    /// UIDVALIDITY, for UIDPLUS's COPYUID.
+    pub async fn copy(
+        &self,
+        from: i64,
+        uids: &[i64],
+        to: i64,
+    ) -> Result<(i64, Vec<(i64, i64)>), RecordError> {
+        let mut tx = self.pool.begin().await?;
+        let uidvalidity: i64 = sqlx::query_scalar("SELECT uidvalidity FROM folders WHERE id = ?")
+            .bind(to)
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut pairs = Vec::with_capacity(uids.len());
+        for &uid in uids {
+            let new: Option<i64> = sqlx::query_scalar(
+                "UPDATE folders SET uidnext = uidnext + 1 WHERE id = ?1
+                    AND EXISTS (SELECT 1 FROM messages WHERE folder_id = ?2 AND uid = ?3)
+                 RETURNING uidnext - 1",
+            )
+            .bind(to)
+            .bind(from)
+            .bind(uid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(new) = new else { continue };
+            sqlx::query(
+                "INSERT INTO messages (folder_id, uid, blob, size, received_at, flags, verdict, reason,
+                                       original_message_id, mail_from, rcpts, queue_id)
+                 SELECT ?, ?, blob, size, received_at, flags, verdict, reason,
+                        original_message_id, mail_from, rcpts, queue_id
+                   FROM messages WHERE folder_id = ? AND uid = ?",
+            )
+            .bind(to)
+            .bind(new)
+            .bind(from)
+            .bind(uid)
+            .execute(&mut *tx)
+            .await?;
+            pairs.push((uid, new));
+        }
+        tx.commit().await?;
+        self.changed();
+        Ok((uidvalidity, pairs))
+    }
+
+    /// Removes messages from a folder for good (IMAP EXPUNGE), and the
+    /// bytes no other message shares.
+    pub async fn expunge(&self, folder_id: i64, uids: &[i64]) -> Result<u64, RecordError> {
+        let mut tx = self.pool.begin().await?;
+        let mut blobs = Vec::with_capacity(uids.len());
+        for uid in uids {
+            let blob: Option<String> =
+                sqlx::query_scalar("DELETE FROM messages WHERE folder_id = ? AND uid = ? RETURNING blob")
+                    .bind(folder_id)
+                    .bind(uid)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            blobs.extend(blob);
+        }
+        tx.commit().await?;
+        let n = blobs.len() as u64;
+        self.drop_unused_blobs(blobs).await?;
+        self.changed();
+        Ok(n)
+    }
+
+    /// Deletes the blob files no message refers to any more; returns how many.
+    async fn drop_unused_blobs(&self, blobs: Vec<String>) -> Result<u64, RecordError> {
+        let mut dropped = 0;
+        for blob in blobs {
+            let still_used: Option<i64> = sqlx::query_scalar("SELECT 1 FROM messages WHERE blob = ? LIMIT 1")
+                .bind(&blob)
+                .fetch_optional(&self.pool)
+                .await?;
+            if still_used.is_none() && tokio::fs::remove_file(self.blob_path(&blob)).await.is_ok() {
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// The envelope a released message is re-injected with.
+    pub async fn release_info(&self, folder_id: i64, uid: i64) -> Result<Option<ReleaseInfo>, RecordError> {
+        let row: Option<(Option<String>, String, String)> =
+            sqlx::query_as("SELECT mail_from, rcpts, blob FROM messages WHERE folder_id = ? AND uid = ?")
+                .bind(folder_id)
+                .bind(uid)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some((mail_from, rcpts, blob)) = row else { return Ok(None) };
+        let rcpts: Vec<String> = serde_json::from_str(&rcpts)
+            .map_err(|e| RecordError::Invalid(format!("stored recipients: {e}")))?;
+        Ok(Some(ReleaseInfo { mail_from: mail_from.unwrap_or_default(), rcpts, blob }))
     }
 
     /// UIDs in a folder, ascending.
@@ -318,17 +517,9 @@ impl Quarantine {
                 sqlx::query("DELETE FROM messages WHERE id = ?").bind(id).execute(&mut *tx).await?;
             }
             tx.commit().await?;
+            self.changed();
             swept.messages += batch.len() as u64;
-            for (_, blob) in batch {
-                let still_used: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM messages WHERE blob = ? LIMIT 1")
-                        .bind(&blob)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                if still_used.is_none() && tokio::fs::remove_file(self.blob_path(&blob)).await.is_ok() {
-                    swept.blobs += 1;
-                }
-            }
+            swept.blobs += self.drop_unused_blobs(batch.into_iter().map(|(_, b)| b).collect()).await?;
         }
     }
 }

@@ -16,6 +16,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub relay: RelayConfig,
     pub queue: QueueConfig,
+    pub imap: ImapConfig,
+    pub quarantine: QuarantineConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +162,49 @@ impl Default for QueueConfig {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapConfig {
+    /// The IMAP listener (STARTTLS).
+    pub listen: String,
+    /// An implicit-TLS (IMAPS) listener, off unless set.
+    pub imaps: Option<String>,
+    /// Allow LOGIN without TLS from loopback addresses. For development only:
+    /// by default passwords are only accepted over TLS.
+    pub plaintext_loopback: bool,
+    /// Largest command in bytes, literals included (BAD [TOOBIG] beyond it).
+    pub max_command_bytes: u32,
+    /// Failed logins from one address before it is refused for `lockout_secs`.
+    pub max_login_failures: u32,
+    pub lockout_secs: u64,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        ImapConfig {
+            listen: "127.0.0.1:1143".into(),
+            imaps: None,
+            plaintext_loopback: false,
+            max_command_bytes: 64 * 1024,
+            max_login_failures: 5,
+            lockout_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineConfig {
+    /// How often the retention sweeper runs, in seconds.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig { sweep_interval_secs: 3600 }
+    }
+}
+
 fn default_hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
@@ -196,6 +241,8 @@ impl Config {
             ("smtp.max_connections_per_ip", self.smtp.max_connections_per_ip),
             ("relay.max_connections", self.relay.max_connections),
             ("queue.max_parallel", self.queue.max_parallel),
+            ("imap.max_login_failures", self.imap.max_login_failures as usize),
+            ("quarantine.sweep_interval_secs", self.quarantine.sweep_interval_secs as usize),
         ] {
             if v == 0 {
                 bail!("{key} must be at least 1");
@@ -203,6 +250,9 @@ impl Config {
         }
         if self.smtp.max_line_length < 512 {
             bail!("smtp.max_line_length must be at least 512 (RFC 5321)");
+        }
+        if self.imap.max_command_bytes < 1024 {
+            bail!("imap.max_command_bytes must be at least 1024");
         }
         if let Some(host) = &self.relay.host {
             parse_host_port(host).with_context(|| "relay.host")?;

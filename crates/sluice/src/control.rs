@@ -15,15 +15,32 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use vocabulary::{QueueId, RcptStatus};
 
+use crate::config::Config;
+use crate::release::Reinjector;
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     List,
-    Show { id: String },
+    Show {
+        id: String,
+    },
     Flush,
-    Hold { id: String },
-    Release { id: String },
-    Delete { id: String },
+    Hold {
+        id: String,
+    },
+    Release {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+    /// Re-inject a quarantined copy (`sluice quarantine release`).
+    QuarantineRelease {
+        account: String,
+        folder: String,
+        uid: i64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,7 +116,7 @@ pub fn socket_path(spool_dir: &Path) -> PathBuf {
 }
 
 /// Runs one request against a spool. `waker` is the running scheduler, if any.
-pub async fn handle(spool: &Spool, waker: Option<&Waker>, req: Request) -> Response {
+pub async fn handle(spool: &Spool, waker: Option<&Waker>, reinjector: &Reinjector, req: Request) -> Response {
     let parse = |id: &str| id.parse::<QueueId>();
     let result: Result<Response, String> = async {
         Ok(match req {
@@ -138,6 +155,9 @@ pub async fn handle(spool: &Spool, waker: Option<&Waker>, req: Request) -> Respo
                 tracing::info!(queue_id = %id, "message deleted by command");
                 Response::Done(format!("deleted {id}"))
             }
+            Request::QuarantineRelease { account, folder, uid } => {
+                Response::Done(reinjector.release_named(&account, &folder, uid).await?)
+            }
         })
     }
     .await;
@@ -145,10 +165,10 @@ pub async fn handle(spool: &Spool, waker: Option<&Waker>, req: Request) -> Respo
 }
 
 /// Serves the control socket until the task is aborted.
-pub async fn serve(listener: UnixListener, spool: Arc<Spool>, waker: Option<Waker>) {
+pub async fn serve(listener: UnixListener, reinjector: Arc<Reinjector>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let (spool, waker) = (spool.clone(), waker.clone());
+        let reinjector = reinjector.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -156,7 +176,10 @@ pub async fn serve(listener: UnixListener, spool: Arc<Spool>, waker: Option<Wake
                 return;
             }
             let resp = match serde_json::from_str::<Request>(&line) {
-                Ok(req) => handle(&spool, waker.as_ref(), req).await,
+                Ok(req) => {
+                    let r = &reinjector;
+                    handle(&r.spool, r.waker.as_ref(), r, req).await
+                }
                 Err(e) => Response::Error(format!("bad request: {e}")),
             };
             if let Ok(mut out) = serde_json::to_vec(&resp) {
@@ -175,8 +198,8 @@ pub fn bind(spool_dir: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// The CLI side: ask the running server, or act on the stopped spool.
-pub async fn request(data: &Path, req: Request) -> anyhow::Result<Response> {
-    let spool_dir = data.join("spool");
+pub async fn request(cfg: &Config, req: Request) -> anyhow::Result<Response> {
+    let spool_dir = cfg.server.data.join("spool");
     if let Ok(mut stream) = UnixStream::connect(socket_path(&spool_dir)).await {
         let mut out = serde_json::to_vec(&req)?;
         out.push(b'\n');
@@ -193,8 +216,17 @@ pub async fn request(data: &Path, req: Request) -> anyhow::Result<Response> {
     let (spool, _) = opened.with_context(|| {
         format!("the spool is in use but its control socket does not answer: {}", spool_dir.display())
     })?;
-    let resp = handle(&spool, None, req).await;
-    spool.close();
+    let store = record::Store::open(&cfg.server.data).await.context("opening the database")?;
+    let reinjector = Reinjector {
+        spool: Arc::new(spool),
+        waker: None,
+        store: store.quarantine(),
+        hostname: cfg.server.hostname.clone(),
+        max_age: cfg.queue.max_age_secs as i64,
+    };
+    let resp = handle(&reinjector.spool, None, &reinjector, req).await;
+    reinjector.spool.close();
+    store.close().await;
     Ok(resp)
 }
 

@@ -5,6 +5,7 @@ mod classify_cmd;
 mod config;
 mod control;
 mod relay;
+mod release;
 mod serve;
 mod tee;
 mod tls;
@@ -89,6 +90,12 @@ struct ServeArgs {
     /// Submission listener address [default: 127.0.0.1:2587].
     #[arg(long)]
     submission: Option<String>,
+    /// IMAP listener address (STARTTLS) [default: 127.0.0.1:1143].
+    #[arg(long)]
+    imap: Option<String>,
+    /// Implicit-TLS IMAP listener address (off unless given).
+    #[arg(long)]
+    imaps: Option<String>,
     /// Downstream HOST:PORT that receives the original of every accepted message.
     #[arg(long)]
     relay: Option<String>,
@@ -144,6 +151,15 @@ enum QuarantineCommand {
         /// Sweep as if it were this time (RFC 3339) instead of now.
         #[arg(long)]
         as_of: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Re-inject a quarantined message to the recipients of the original.
+    Release {
+        account: String,
+        /// Folder, e.g. `Bounces/Hard`.
+        folder: String,
+        uid: i64,
         #[command(flatten)]
         common: Common,
     },
@@ -213,6 +229,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             if let Some(v) = args.submission {
                 cfg.smtp.submission = v;
+            }
+            if let Some(v) = args.imap {
+                cfg.imap.listen = v;
+            }
+            if let Some(v) = args.imaps {
+                cfg.imap.imaps = Some(v);
             }
             if let Some(v) = args.relay {
                 cfg.relay.host = Some(v);
@@ -284,6 +306,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 Ok(0)
             })
         }
+        Command::Quarantine { command: QuarantineCommand::Release { account, folder, uid, common } } => {
+            init_logging("text");
+            let cfg = load_config(&common)?;
+            let req = control::Request::QuarantineRelease { account, folder, uid };
+            let resp = runtime()?.block_on(control::request(&cfg, req))?;
+            Ok(control::print(&resp, false))
+        }
         Command::Queue { common, json, command } => {
             let cfg = load_config(&common)?;
             let req = match command {
@@ -294,7 +323,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 QueueCommand::Release { id } => control::Request::Release { id },
                 QueueCommand::Delete { id } => control::Request::Delete { id },
             };
-            let resp = runtime()?.block_on(control::request(&cfg.server.data, req))?;
+            let resp = runtime()?.block_on(control::request(&cfg, req))?;
             Ok(control::print(&resp, json))
         }
         Command::Classify { format, eval, files } => classify_cmd::run(format, eval, files),

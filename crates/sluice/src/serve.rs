@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use vocabulary::Reply;
 
 use crate::config::{Config, parse_host_port};
-use crate::{control, relay, tee, tls};
+use crate::{control, relay, release, tee, tls};
 
 /// Accepted messages go to the spool; the 250 waits for its fsync.
 struct SpoolSink {
@@ -160,12 +160,43 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let l = ingress::Listener { listener, cfg: session_cfg };
         listeners.push(tokio::spawn(ingress::serve(l, stop_rx.clone(), grace)));
     }
-    let control_task = tokio::spawn(control::serve(control::bind(&spool_dir)?, spool.clone(), waker.clone()));
+    let reinjector = Arc::new(release::Reinjector {
+        spool: spool.clone(),
+        waker: waker.clone(),
+        store: quarantine.clone(),
+        hostname: cfg.server.hostname.clone(),
+        max_age: cfg.queue.max_age_secs as i64,
+    });
+    let control_task = tokio::spawn(control::serve(control::bind(&spool_dir)?, reinjector.clone()));
+
+    // IMAP over the quarantine store: STARTTLS, and implicit TLS if asked for.
+    let lockout =
+        Arc::new(imap::Lockout::new(cfg.imap.max_login_failures, Duration::from_secs(cfg.imap.lockout_secs)));
+    let mut imap_tasks = Vec::new();
+    let mut imap_bound = Vec::new();
+    for (addr, implicit_tls) in
+        std::iter::once((&cfg.imap.listen, false)).chain(cfg.imap.imaps.iter().map(|a| (a, true)))
+    {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        imap_bound.push(listener.local_addr()?);
+        let mut icfg = imap::Config::new(cfg.server.hostname.clone(), quarantine.clone(), acceptor.clone());
+        icfg.implicit_tls = implicit_tls;
+        icfg.plaintext_loopback = cfg.imap.plaintext_loopback;
+        icfg.max_command = cfg.imap.max_command_bytes;
+        icfg.releaser = Some(reinjector.clone());
+        icfg.lockout = lockout.clone();
+        imap_tasks.push(tokio::spawn(imap::serve(listener, Arc::new(icfg), stop_rx.clone())));
+    }
+    let sweeper_task = tokio::spawn(sweep_every(
+        quarantine.clone(),
+        Duration::from_secs(cfg.quarantine.sweep_interval_secs),
+    ));
 
     println!(
-        "sluice listening: smtp={} submission={} data={} relay={} tls-cert={}",
+        "sluice listening: smtp={} submission={} imap={} data={} relay={} tls-cert={}",
         bound[0],
         bound[1],
+        imap_bound.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
         data.display(),
         cfg.relay.host.as_deref().unwrap_or("none (mail is stored only)"),
         cert.display()
@@ -175,9 +206,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down: finishing sessions and deliveries in flight");
     let _ = stop_tx.send(true);
-    for l in listeners {
+    for l in listeners.into_iter().chain(imap_tasks) {
         let _ = l.await;
     }
+    sweeper_task.abort();
     if let Some(t) = scheduler_task {
         let _ = t.await;
     }
@@ -191,6 +223,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!(peak_rss_kb = peak_rss_kb(), "stopped");
     Ok(())
+}
+
+/// The retention sweeper: deletes expired quarantine copies on its own
+/// schedule, in small transactions so IMAP sessions are never held up.
+async fn sweep_every(store: record::Quarantine, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let started = std::time::Instant::now();
+        match store.sweep(chrono::Utc::now().timestamp()).await {
+            Ok(s) if s.messages > 0 => tracing::info!(
+                messages = s.messages,
+                blobs = s.blobs,
+                ms = started.elapsed().as_millis() as u64,
+                "retention sweep"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "retention sweep failed"),
+        }
+    }
 }
 
 /// The process's peak resident set size (VmHWM), for the stop log line.

@@ -1,0 +1,105 @@
+//! The IMAP server over the quarantine store: IMAP4rev1 (RFC 3501) with
+//! STARTTLS, UIDPLUS, MOVE and IDLE, so that Thunderbird, mutt, mbsync or a
+//! script can browse the classified copies. Commands are framed and parsed
+//! by imap-codec; responses are written here, straight from the stored bytes.
+//!
+//! An account sees only its own folders; a logged-in session holds nothing
+//! but the account name. Moving a message into `Release` re-injects it to its
+//! original recipients through the [`Releaser`].
+
+mod lockout;
+pub mod mime;
+mod search;
+mod session;
+pub mod wire;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+pub use lockout::Lockout;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Re-injects a quarantined message to its original recipients; returns a
+/// description of what was queued.
+pub trait Releaser: Send + Sync + 'static {
+    fn release<'a>(
+        &'a self,
+        account: &'a str,
+        folder_id: i64,
+        uid: i64,
+    ) -> BoxFuture<'a, Result<String, String>>;
+}
+
+pub struct Config {
+    pub hostname: String,
+    pub store: record::Quarantine,
+    pub tls: TlsAcceptor,
+    /// TLS from the first byte (`--imaps`) instead of STARTTLS.
+    pub implicit_tls: bool,
+    /// Allow LOGIN/AUTHENTICATE without TLS from loopback addresses
+    /// (development only).
+    pub plaintext_loopback: bool,
+    /// Largest command, literals included.
+    pub max_command: u32,
+    /// Logged-out or idle sessions are closed after this long (RFC 3501: at
+    /// least 30 minutes once logged in).
+    pub login_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub releaser: Option<Arc<dyn Releaser>>,
+    pub lockout: Arc<Lockout>,
+}
+
+impl Config {
+    pub fn new(hostname: String, store: record::Quarantine, tls: TlsAcceptor) -> Self {
+        Config {
+            hostname,
+            store,
+            tls,
+            implicit_tls: false,
+            plaintext_loopback: false,
+            max_command: 64 * 1024,
+            login_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30 * 60),
+            releaser: None,
+            lockout: Arc::new(Lockout::default()),
+        }
+    }
+}
+
+/// Accepts IMAP connections until `shutdown`; open sessions are then told BYE.
+pub async fn serve(listener: TcpListener, cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) {
+    let mut sessions = JoinSet::new();
+    loop {
+        let (tcp, peer): (_, SocketAddr) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "imap accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+        };
+        let _ = tcp.set_nodelay(true);
+        let cfg = cfg.clone();
+        let stop = shutdown.clone();
+        sessions.spawn(async move {
+            session::run(tcp, peer, cfg, stop).await;
+        });
+    }
+    // Sessions see the shutdown themselves and say BYE.
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), async { while sessions.join_next().await.is_some() {} })
+            .await;
+}
