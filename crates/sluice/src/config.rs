@@ -177,6 +177,11 @@ pub struct ImapConfig {
     /// Failed logins from one address before it is refused for `lockout_secs`.
     pub max_login_failures: u32,
     pub lockout_secs: u64,
+    /// Seconds a client may stay connected without logging in.
+    pub login_timeout_secs: u64,
+    /// Seconds a logged-in session may stay silent (RFC 3501: at least 30
+    /// minutes, so IDLE clients are not cut off).
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ImapConfig {
@@ -188,6 +193,8 @@ impl Default for ImapConfig {
             max_command_bytes: 64 * 1024,
             max_login_failures: 5,
             lockout_secs: 300,
+            login_timeout_secs: 60,
+            idle_timeout_secs: 30 * 60,
         }
     }
 }

@@ -185,6 +185,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         icfg.max_command = cfg.imap.max_command_bytes;
         icfg.releaser = Some(reinjector.clone());
         icfg.lockout = lockout.clone();
+        icfg.login_timeout = Duration::from_secs(cfg.imap.login_timeout_secs);
+        icfg.idle_timeout = Duration::from_secs(cfg.imap.idle_timeout_secs);
         imap_tasks.push(tokio::spawn(imap::serve(listener, Arc::new(icfg), stop_rx.clone())));
     }
     let sweeper_task = tokio::spawn(sweep_every(
