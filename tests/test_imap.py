@@ -362,3 +362,33 @@ def test_client_that_never_logs_in_is_dropped(sink, sluice_factory):
     assert line.startswith(b"* BYE"), line
     assert 2 < time.monotonic() - t < 15
     assert c.f.readline() == b"", "the connection is closed after BYE"
+
+
+def test_retention_per_account_and_folder(sink, sluice_factory, tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD + "\n")
+    # The account comes from the config file, with a 1-day AutoReplies folder.
+    sl = sluice_factory(relay=sink.addr, config=f"""
+[[accounts]]
+name = "acme"
+password_file = "{pw}"
+domains = ["sluice.test"]
+folder_retention_days = {{ "AutoReplies" = 1 }}
+""")
+    deliver(sl, BOUNCE, AUTOREPLY)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def sweep(days):
+        p = sl.cli("quarantine", "sweep", "--as-of", (now + datetime.timedelta(days=days)).isoformat(),
+                   "--data", sl.data)
+        return p.stdout
+
+    assert b"swept 1 message(s)" in sweep(2)
+    assert [r[0] for r in stored(sl.data)] == ["Bounces/Hard"]
+    # The account keeps copies 60 days instead of 30.
+    sl.cli("account", "retention", "acme", "60", "--data", sl.data)
+    assert b"swept 0 message(s)" in sweep(40)
+    assert b"swept 1 message(s)" in sweep(61)
+    m = login(sl)
+    assert m.select('"Bounces/Hard"') == ("OK", [b"0"])
+    m.logout()

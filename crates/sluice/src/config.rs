@@ -18,6 +18,25 @@ pub struct Config {
     pub queue: QueueConfig,
     pub imap: ImapConfig,
     pub quarantine: QuarantineConfig,
+    /// Store accounts, applied on `sluice serve` (same as `sluice account add`).
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// `[[accounts]]`: one quarantine-store account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub name: String,
+    /// File whose first line is the password (never the password itself).
+    pub password_file: PathBuf,
+    /// Domains whose copies this account receives.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Days copies are kept (default 30; Archive 365).
+    pub retention_days: Option<i64>,
+    /// Per-folder overrides, e.g. `{ "Human" = 7 }`.
+    #[serde(default)]
+    pub folder_retention_days: std::collections::BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Deserialize)]

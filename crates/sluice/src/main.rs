@@ -142,6 +142,16 @@ enum AccountCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Set how many days copies are kept, for the whole account or one folder.
+    Retention {
+        name: String,
+        days: i64,
+        /// Only this folder (e.g. `Human`); otherwise the account's default.
+        #[arg(long)]
+        folder: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -286,6 +296,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 store.quarantine().add_account(&name, &password, &domains).await?;
                 store.close().await;
                 println!("account {name} saved");
+                Ok(0)
+            })
+        }
+        Command::Account { command: AccountCommand::Retention { name, days, folder, common } } => {
+            init_logging("text");
+            let cfg = load_config(&common)?;
+            runtime()?.block_on(async {
+                let store = record::Store::open(&cfg.server.data).await?;
+                store.quarantine().set_retention(&name, folder.as_deref(), days).await?;
+                store.close().await;
+                println!(
+                    "{name}{}: copies kept {days} day(s)",
+                    folder.map(|f| format!("/{f}")).unwrap_or_default()
+                );
                 Ok(0)
             })
         }

@@ -79,6 +79,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Routes: the relay when configured (otherwise relayed recipients wait
     // in the spool), and the quarantine store for teed copies.
     let quarantine = store.quarantine();
+    apply_accounts(&quarantine, &cfg.accounts).await?;
     let accounts = tee::Accounts::load(&quarantine).await;
     let accounts_task =
         tokio::spawn(accounts.clone().keep_fresh(quarantine.clone(), Duration::from_secs(10)));
@@ -224,6 +225,27 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     spool.close();
     store.close().await;
     tracing::info!(peak_rss_kb = peak_rss_kb(), "stopped");
+    Ok(())
+}
+
+/// Creates or updates the `[[accounts]]` of the config file.
+async fn apply_accounts(
+    store: &record::Quarantine,
+    accounts: &[crate::config::AccountConfig],
+) -> anyhow::Result<()> {
+    for a in accounts {
+        let text = std::fs::read_to_string(&a.password_file)
+            .with_context(|| format!("accounts.{}: reading {}", a.name, a.password_file.display()))?;
+        let password = text.lines().next().unwrap_or("");
+        anyhow::ensure!(!password.is_empty(), "accounts.{}: the password file is empty", a.name);
+        store.add_account(&a.name, password, &a.domains).await?;
+        if let Some(days) = a.retention_days {
+            store.set_retention(&a.name, None, days).await?;
+        }
+        for (folder, days) in &a.folder_retention_days {
+            store.set_retention(&a.name, Some(folder), *days).await?;
+        }
+    }
     Ok(())
 }
 
