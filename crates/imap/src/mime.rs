@@ -29,6 +29,12 @@ impl<'a> Entity<'a> {
         parse(raw, 0, ("text", "plain"))
     }
 
+    /// Only the top level (header and body, no parts): enough for ENVELOPE
+    /// and the sections that name no part, and much cheaper.
+    pub fn top(raw: &'a [u8]) -> Self {
+        parse(raw, MAX_DEPTH, ("text", "plain"))
+    }
+
     pub fn is_multipart(&self) -> bool {
         self.ctype == "multipart"
     }

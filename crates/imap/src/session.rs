@@ -31,6 +31,8 @@ use crate::wire::Out;
 const MAX_FAILURES_PER_CONNECTION: u32 = 3;
 /// Folder that re-injects what is moved or copied into it.
 const RELEASE: &str = "Release";
+/// How often an idling session looks for changes made by other processes.
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 struct Msg {
@@ -144,6 +146,11 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, cfg: Arc<Config>, mut stop: w
                 Err(_) => break,
             },
             _ = changes.changed(), if idling => {
+                s.sync().await;
+            }
+            // Changes made by other processes (a sweep from the command line)
+            // do not ring the in-process bell: look now and then.
+            _ = tokio::time::sleep(IDLE_POLL), if idling => {
                 s.sync().await;
             }
             _ = stop.changed() => {
@@ -387,10 +394,10 @@ impl Session {
     async fn load(&self, folder_id: i64) -> Option<Vec<Msg>> {
         match self.cfg.store.messages(folder_id).await {
             Ok(rows) => Some(
-                rows.into_iter()
+                rows.iter()
                     .map(|r| Msg {
                         uid: u32::try_from(r.uid).unwrap_or(u32::MAX),
-                        blob: r.blob,
+                        blob: r.blob.clone(),
                         size: r.size,
                         received_at: r.received_at,
                         flags: r.flags.split_whitespace().map(str::to_string).collect(),
@@ -608,72 +615,78 @@ impl Session {
                     | MessageDataItemName::Rfc822Text
             )
         });
+        let needs_parts = items.iter().any(|i| match i {
+            MessageDataItemName::BodyStructure | MessageDataItemName::Body => true,
+            MessageDataItemName::BodyExt { section: Some(s), .. } => section_part(s).is_some(),
+            _ => false,
+        });
         let indices = self.resolve(set, uid);
         let mut seen_updates = Vec::new();
-        for idx in indices {
+        // In chunks: one blocking read for a chunk's blobs, then its responses.
+        for chunk in indices.chunks(256) {
+            let Some(sel) = &mut self.selected else { return };
+            let raws = if needs_bytes {
+                let hashes = chunk.iter().map(|&i| sel.msgs[i].blob.clone()).collect();
+                self.cfg.store.read_blobs(hashes).await
+            } else {
+                Vec::new()
+            };
             let Some(sel) = &mut self.selected else { return };
             let read_only = sel.read_only;
-            let m = &mut sel.msgs[idx];
-            let mut flags_changed = false;
-            if sets_seen && !read_only && !m.flags.iter().any(|f| f == "\\Seen") {
-                m.flags.push("\\Seen".into());
-                seen_updates.push((i64::from(m.uid), m.flags.join(" ")));
-                flags_changed = true;
-            }
-            let (uid_n, size, received_at, flags, blob) =
-                (m.uid, m.size, m.received_at, m.flags.clone(), m.blob.clone());
-            let raw = if needs_bytes {
-                match self.cfg.store.read_blob(&blob).await {
-                    Ok(b) => Some(b),
-                    Err(e) => {
-                        tracing::error!(error = %e, uid = uid_n, "imap fetch: message bytes missing");
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            let entity = raw.as_deref().map(Entity::parse);
             let mut out = Out::default();
-            out.raw(&format!("* {} FETCH (", idx + 1));
-            let mut first = true;
-            let mut sep = |out: &mut Out| {
-                if !std::mem::replace(&mut first, false) {
-                    out.raw(" ");
+            for (k, &idx) in chunk.iter().enumerate() {
+                let m = &mut sel.msgs[idx];
+                let mut flags_changed = false;
+                if sets_seen && !read_only && !m.flags.iter().any(|f| f == "\\Seen") {
+                    m.flags.push("\\Seen".into());
+                    seen_updates.push((i64::from(m.uid), m.flags.join(" ")));
+                    flags_changed = true;
                 }
-            };
-            let mut wrote_flags = false;
-            for item in &items {
-                match item {
-                    MessageDataItemName::Uid => {
-                        sep(&mut out);
-                        out.raw(&format!("UID {uid_n}"));
+                let raw = raws.get(k).and_then(|r| r.as_deref());
+                if needs_bytes && raw.is_none() {
+                    tracing::error!(uid = m.uid, blob = %m.blob, "imap fetch: message bytes missing");
+                }
+                let entity = raw.map(|r| if needs_parts { Entity::parse(r) } else { Entity::top(r) });
+                out.raw(&format!("* {} FETCH (", idx + 1));
+                let mut first = true;
+                let mut sep = |out: &mut Out| {
+                    if !std::mem::replace(&mut first, false) {
+                        out.raw(" ");
                     }
-                    MessageDataItemName::Flags => {
-                        sep(&mut out);
-                        out.raw(&format!("FLAGS ({})", flags.join(" ")));
-                        wrote_flags = true;
-                    }
-                    MessageDataItemName::InternalDate => {
-                        sep(&mut out);
-                        out.raw(&format!("INTERNALDATE \"{}\"", internal_date(received_at)));
-                    }
-                    MessageDataItemName::Rfc822Size => {
-                        sep(&mut out);
-                        out.raw(&format!("RFC822.SIZE {size}"));
-                    }
-                    _ => {
-                        let (Some(e), Some(raw)) = (&entity, raw.as_deref()) else { continue };
-                        sep(&mut out);
-                        fetch_content(&mut out, item, e, raw);
+                };
+                let mut wrote_flags = false;
+                for item in &items {
+                    match item {
+                        MessageDataItemName::Uid => {
+                            sep(&mut out);
+                            out.raw(&format!("UID {}", m.uid));
+                        }
+                        MessageDataItemName::Flags => {
+                            sep(&mut out);
+                            out.raw(&format!("FLAGS ({})", m.flags.join(" ")));
+                            wrote_flags = true;
+                        }
+                        MessageDataItemName::InternalDate => {
+                            sep(&mut out);
+                            out.raw(&format!("INTERNALDATE \"{}\"", internal_date(m.received_at)));
+                        }
+                        MessageDataItemName::Rfc822Size => {
+                            sep(&mut out);
+                            out.raw(&format!("RFC822.SIZE {}", m.size));
+                        }
+                        _ => {
+                            let (Some(e), Some(raw)) = (&entity, raw) else { continue };
+                            sep(&mut out);
+                            fetch_content(&mut out, item, e, raw);
+                        }
                     }
                 }
+                if flags_changed && !wrote_flags {
+                    sep(&mut out);
+                    out.raw(&format!("FLAGS ({})", m.flags.join(" ")));
+                }
+                out.raw(")\r\n");
             }
-            if flags_changed && !wrote_flags {
-                sep(&mut out);
-                out.raw(&format!("FLAGS ({})", flags.join(" ")));
-            }
-            out.raw(")\r\n");
             self.conn.write(&out.into_bytes());
             // Large fetches go out as they are built, not all at the end.
             if self.conn.queued() > 256 * 1024 && self.conn.flush().await.is_err() {
@@ -951,6 +964,17 @@ fn section_bytes(e: &Entity<'_>, raw: &[u8], section: Option<&Section<'_>>) -> V
         Some(Section::HeaderFields(p, f)) => pick(p, &names(f.as_ref()), true),
         Some(Section::HeaderFieldsNot(p, f)) => pick(p, &names(f.as_ref()), false),
         Some(Section::Mime(p)) => part(&Some(p.clone())).map(|x| x.header).unwrap_or_default().to_vec(),
+    }
+}
+
+/// The part number a section names, if any.
+fn section_part<'a>(s: &'a Section<'_>) -> Option<&'a Part> {
+    match s {
+        Section::Part(p) | Section::Mime(p) => Some(p),
+        Section::Header(p)
+        | Section::Text(p)
+        | Section::HeaderFields(p, _)
+        | Section::HeaderFieldsNot(p, _) => p.as_ref(),
     }
 }
 

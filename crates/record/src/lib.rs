@@ -29,8 +29,11 @@ pub enum RecordError {
 }
 
 /// Schema steps, applied in order; each runs once (tracked in `schema_version`).
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/0001_users.sql"), include_str!("../migrations/0002_quarantine.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_users.sql"),
+    include_str!("../migrations/0002_quarantine.sql"),
+    include_str!("../migrations/0003_modseq.sql"),
+];
 
 /// A handle to the database.
 #[derive(Clone)]

@@ -93,11 +93,15 @@ pub struct ReleaseInfo {
     pub blob: String,
 }
 
+/// Folder listings by folder id, with the modseq they were read at.
+type ListingCache = Arc<std::sync::Mutex<std::collections::HashMap<i64, (i64, Arc<Vec<MessageRow>>)>>>;
+
 #[derive(Clone)]
 pub struct Quarantine {
     pool: SqlitePool,
     blobs: PathBuf,
     changes: Arc<watch::Sender<u64>>,
+    listings: ListingCache,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -106,7 +110,12 @@ fn hex(bytes: &[u8]) -> String {
 
 impl Quarantine {
     pub(crate) fn new(pool: SqlitePool, data_dir: &Path, changes: Arc<watch::Sender<u64>>) -> Self {
-        Quarantine { pool, blobs: data_dir.join("store").join("blobs"), changes }
+        Quarantine {
+            pool,
+            blobs: data_dir.join("store").join("blobs"),
+            changes,
+            listings: ListingCache::default(),
+        }
     }
 
     /// A receiver that sees a change whenever any folder gains or loses
@@ -290,7 +299,8 @@ impl Quarantine {
         let rcpts = serde_json::to_string(&meta.rcpts).map_err(|e| RecordError::Invalid(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "UPDATE folders SET uidnext = uidnext + 1 WHERE id = ? RETURNING uidnext - 1, uidvalidity",
+            "UPDATE folders SET uidnext = uidnext + 1, modseq = modseq + 1 WHERE id = ?
+             RETURNING uidnext - 1, uidvalidity",
         )
         .bind(folder_id)
         .fetch_one(&mut *tx)
@@ -348,18 +358,61 @@ impl Quarantine {
         Ok(row.map(|(id, name, uidvalidity, uidnext)| FolderInfo { id, name, uidvalidity, uidnext }))
     }
 
-    /// Every message of a folder, by ascending UID.
-    pub async fn messages(&self, folder_id: i64) -> Result<Vec<MessageRow>, RecordError> {
+    /// Every message of a folder, by ascending UID. Listings are cached in
+    /// memory and re-read only when the folder's modseq has moved (which
+    /// every writer, in any process, bumps), so re-selecting a big folder
+    /// costs one indexed lookup.
+    pub async fn messages(&self, folder_id: i64) -> Result<Arc<Vec<MessageRow>>, RecordError> {
+        let modseq: Option<i64> = sqlx::query_scalar("SELECT modseq FROM folders WHERE id = ?")
+            .bind(folder_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(modseq) = modseq else { return Ok(Arc::default()) };
+        if let Some((m, rows)) = self.listings.lock().unwrap_or_else(|e| e.into_inner()).get(&folder_id)
+            && *m == modseq
+        {
+            return Ok(rows.clone());
+        }
         let rows: Vec<(i64, String, i64, i64, String)> = sqlx::query_as(
             "SELECT uid, blob, size, received_at, flags FROM messages WHERE folder_id = ? ORDER BY uid",
         )
         .bind(folder_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(uid, blob, size, received_at, flags)| MessageRow { uid, blob, size, received_at, flags })
-            .collect())
+        let rows: Arc<Vec<MessageRow>> = Arc::new(
+            rows.into_iter()
+                .map(|(uid, blob, size, received_at, flags)| MessageRow {
+                    uid,
+                    blob,
+                    size,
+                    received_at,
+                    flags,
+                })
+                .collect(),
+        );
+        // Stored under the modseq read before the rows: a change in between
+        // only makes the next call read again.
+        self.listings.lock().unwrap_or_else(|e| e.into_inner()).insert(folder_id, (modseq, rows.clone()));
+        Ok(rows)
+    }
+
+    /// The bytes of many messages at once (one blocking task for the lot),
+    /// in order; `None` where a blob cannot be read.
+    pub async fn read_blobs(&self, hashes: Vec<String>) -> Vec<Option<Vec<u8>>> {
+        let dir = self.blobs.clone();
+        tokio::task::spawn_blocking(move || {
+            hashes
+                .iter()
+                .map(|h| {
+                    if h.len() < 3 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return None;
+                    }
+                    std::fs::read(dir.join(&h[..2]).join(h)).ok()
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Replaces the flags of some messages: `(uid, space-separated flags)`.
@@ -373,6 +426,10 @@ impl Quarantine {
                 .execute(&mut *tx)
                 .await?;
         }
+        sqlx::query("UPDATE folders SET modseq = modseq + 1 WHERE id = ?")
+            .bind(folder_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -394,7 +451,7 @@ impl Quarantine {
         let mut pairs = Vec::with_capacity(uids.len());
         for &uid in uids {
             let new: Option<i64> = sqlx::query_scalar(
-                "UPDATE folders SET uidnext = uidnext + 1 WHERE id = ?1
+                "UPDATE folders SET uidnext = uidnext + 1, modseq = modseq + 1 WHERE id = ?1
                     AND EXISTS (SELECT 1 FROM messages WHERE folder_id = ?2 AND uid = ?3)
                  RETURNING uidnext - 1",
             )
@@ -438,6 +495,10 @@ impl Quarantine {
                     .await?;
             blobs.extend(blob);
         }
+        sqlx::query("UPDATE folders SET modseq = modseq + 1 WHERE id = ?")
+            .bind(folder_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         let n = blobs.len() as u64;
         self.drop_unused_blobs(blobs).await?;
@@ -446,18 +507,29 @@ impl Quarantine {
     }
 
     /// Deletes the blob files no message refers to any more; returns how many.
-    async fn drop_unused_blobs(&self, blobs: Vec<String>) -> Result<u64, RecordError> {
-        let mut dropped = 0;
-        for blob in blobs {
-            let still_used: Option<i64> = sqlx::query_scalar("SELECT 1 FROM messages WHERE blob = ? LIMIT 1")
-                .bind(&blob)
-                .fetch_optional(&self.pool)
-                .await?;
-            if still_used.is_none() && tokio::fs::remove_file(self.blob_path(&blob)).await.is_ok() {
-                dropped += 1;
+    async fn drop_unused_blobs(&self, mut blobs: Vec<String>) -> Result<u64, RecordError> {
+        blobs.sort_unstable();
+        blobs.dedup();
+        let mut unused = Vec::with_capacity(blobs.len());
+        for chunk in blobs.chunks(500) {
+            let sql = format!(
+                "SELECT DISTINCT blob FROM messages WHERE blob IN ({})",
+                vec!["?"; chunk.len()].join(",")
+            );
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for b in chunk {
+                q = q.bind(b);
             }
+            let used: std::collections::HashSet<String> =
+                q.fetch_all(&self.pool).await?.into_iter().collect();
+            unused.extend(chunk.iter().filter(|b| !used.contains(*b)).map(|b| self.blob_path(b)));
         }
-        Ok(dropped)
+        let removed = tokio::task::spawn_blocking(move || {
+            unused.iter().filter(|p| std::fs::remove_file(p).is_ok()).count() as u64
+        })
+        .await
+        .map_err(|e| RecordError::Invalid(e.to_string()))?;
+        Ok(removed)
     }
 
     /// The envelope a released message is re-injected with.
@@ -496,31 +568,43 @@ impl Quarantine {
     /// small transactions so readers are never blocked for long.
     pub async fn sweep(&self, as_of: i64) -> Result<Swept, RecordError> {
         let mut swept = Swept::default();
-        loop {
-            let batch: Vec<(i64, String)> = sqlx::query_as(
-                "SELECT m.id, m.blob FROM messages m
-                   JOIN folders f ON f.id = m.folder_id
-                   JOIN accounts a ON a.id = f.account_id
-                  WHERE m.received_at < ?1 - 86400 * COALESCE(f.retention_days,
-                            CASE WHEN f.name = 'Archive' THEN MAX(a.retention_days, ?2) ELSE a.retention_days END)
-                  LIMIT 500",
-            )
-            .bind(as_of)
-            .bind(ARCHIVE_RETENTION_DAYS)
-            .fetch_all(&self.pool)
-            .await?;
-            if batch.is_empty() {
-                return Ok(swept);
+        // Each folder's cutoff: its own retention, else the account's
+        // (Archive keeps at least ARCHIVE_RETENTION_DAYS).
+        let folders: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT f.id, ?1 - 86400 * COALESCE(f.retention_days,
+                        CASE WHEN f.name = 'Archive' THEN MAX(a.retention_days, ?2) ELSE a.retention_days END)
+               FROM folders f JOIN accounts a ON a.id = f.account_id",
+        )
+        .bind(as_of)
+        .bind(ARCHIVE_RETENTION_DAYS)
+        .fetch_all(&self.pool)
+        .await?;
+        for (folder_id, cutoff) in folders {
+            loop {
+                let mut tx = self.pool.begin().await?;
+                let gone: Vec<String> = sqlx::query_scalar(
+                    "DELETE FROM messages WHERE id IN
+                        (SELECT id FROM messages WHERE folder_id = ? AND received_at < ? LIMIT 2000)
+                     RETURNING blob",
+                )
+                .bind(folder_id)
+                .bind(cutoff)
+                .fetch_all(&mut *tx)
+                .await?;
+                if gone.is_empty() {
+                    break;
+                }
+                sqlx::query("UPDATE folders SET modseq = modseq + 1 WHERE id = ?")
+                    .bind(folder_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                self.changed();
+                swept.messages += gone.len() as u64;
+                swept.blobs += self.drop_unused_blobs(gone).await?;
             }
-            let mut tx = self.pool.begin().await?;
-            for (id, _) in &batch {
-                sqlx::query("DELETE FROM messages WHERE id = ?").bind(id).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            self.changed();
-            swept.messages += batch.len() as u64;
-            swept.blobs += self.drop_unused_blobs(batch.into_iter().map(|(_, b)| b).collect()).await?;
         }
+        Ok(swept)
     }
 }
 
