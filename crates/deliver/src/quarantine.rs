@@ -48,7 +48,12 @@ pub async fn file(
     content: &[u8],
     arrival: Arrival<'_>,
 ) -> Result<(Placed, Classification), record::RecordError> {
-    let c = decide::classify(content);
+    // Classification is CPU work: off the async task, so the relay attempt
+    // running beside this one is never held up by it.
+    let owned = content.to_vec();
+    let c = tokio::task::spawn_blocking(move || decide::classify(&owned))
+        .await
+        .map_err(|e| record::RecordError::Invalid(format!("classifier task failed: {e}")))?;
     let folder = folder_for(&c);
     let meta = MessageMeta {
         received_at: arrival.received_at,

@@ -3,6 +3,7 @@
 //! and suppressions join it in later stages. SQLite (WAL) in the data
 //! directory by default.
 
+mod blobsync;
 mod password;
 pub mod quarantine;
 mod users;
@@ -39,9 +40,8 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
-    data_dir: std::path::PathBuf,
-    /// Bumped on every change to the quarantine store (IMAP IDLE waits on it).
-    changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// One quarantine handle, so every user shares its caches.
+    quarantine: Quarantine,
 }
 
 impl Store {
@@ -57,7 +57,8 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
-        let store = Store { pool, data_dir: data_dir.to_path_buf(), changes };
+        let quarantine = Quarantine::new(pool.clone(), data_dir, changes);
+        let store = Store { pool, quarantine };
         store.migrate().await?;
         Ok(store)
     }
@@ -86,7 +87,7 @@ impl Store {
     }
 
     pub fn quarantine(&self) -> Quarantine {
-        Quarantine::new(self.pool.clone(), &self.data_dir, self.changes.clone())
+        self.quarantine.clone()
     }
 
     pub async fn close(&self) {

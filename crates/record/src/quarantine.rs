@@ -102,6 +102,10 @@ pub struct Quarantine {
     blobs: PathBuf,
     changes: Arc<watch::Sender<u64>>,
     listings: ListingCache,
+    /// (account, folder) to folder id: folders are never deleted, so an id
+    /// once known stays right (the tee path saves three queries a message).
+    folder_ids: Arc<std::sync::RwLock<std::collections::HashMap<(String, String), i64>>>,
+    sync: Arc<crate::blobsync::BlobSync>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -110,11 +114,14 @@ fn hex(bytes: &[u8]) -> String {
 
 impl Quarantine {
     pub(crate) fn new(pool: SqlitePool, data_dir: &Path, changes: Arc<watch::Sender<u64>>) -> Self {
+        let blobs = data_dir.join("store").join("blobs");
         Quarantine {
             pool,
-            blobs: data_dir.join("store").join("blobs"),
+            sync: Arc::new(crate::blobsync::BlobSync::start(&blobs)),
+            blobs,
             changes,
             listings: ListingCache::default(),
+            folder_ids: Arc::default(),
         }
     }
 
@@ -222,6 +229,16 @@ impl Quarantine {
 
     /// The folder's id, creating it (with a fresh UIDVALIDITY) if needed.
     pub async fn folder_id(&self, account: &str, folder: &str) -> Result<i64, RecordError> {
+        let key = (account.to_string(), folder.to_string());
+        if let Some(id) = self.folder_ids.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(*id);
+        }
+        let id = self.create_folder(account, folder).await?;
+        self.folder_ids.write().unwrap_or_else(|e| e.into_inner()).insert(key, id);
+        Ok(id)
+    }
+
+    async fn create_folder(&self, account: &str, folder: &str) -> Result<i64, RecordError> {
         let account_id: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
             .bind(account)
             .fetch_optional(&self.pool)
@@ -254,25 +271,33 @@ impl Quarantine {
     async fn put_blob(&self, bytes: &[u8]) -> Result<String, RecordError> {
         let hash = hex(&Sha256::digest(bytes));
         let path = self.blob_path(&hash);
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        // Already there (same bytes stored before). A file of another size is
+        // what a crash left before its sync: write it again.
+        if tokio::fs::metadata(&path).await.is_ok_and(|m| m.len() == bytes.len() as u64) {
+            // Its writer may still be waiting for the flush: wait for one too.
+            self.sync.wait().await.map_err(RecordError::Invalid)?;
             return Ok(hash);
         }
         let bytes = bytes.to_vec();
         let p = path.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write;
+            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let dir = p.parent().ok_or_else(|| std::io::Error::other("blob path has no parent"))?;
             std::fs::create_dir_all(dir)?;
-            let tmp = p.with_extension("tmp");
+            // A name of its own per writer: two copies of the same bytes may
+            // be written at once.
+            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = p.with_extension(format!("{}.{n}.tmp", std::process::id()));
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &p)?;
-            std::fs::File::open(dir)?.sync_all()
+            std::fs::rename(&tmp, &p)
         })
         .await
         .map_err(|e| RecordError::Invalid(e.to_string()))?
         .map_err(|e| RecordError::Invalid(format!("writing blob: {e}")))?;
+        // Durable before the message row (and the caller's "stored") exists.
+        self.sync.wait().await.map_err(RecordError::Invalid)?;
         Ok(hash)
     }
 
