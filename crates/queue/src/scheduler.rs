@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Reply, Route};
 
 use crate::spool::{Entry, Spool, with_status};
@@ -102,6 +102,10 @@ pub enum Wake {
     Flush,
 }
 
+/// Attempts allowed in flight per relay slot (`max_parallel`), counting
+/// those whose relay part is done and whose copies are still being stored.
+const INFLIGHT_PER_RELAY_SLOT: usize = 16;
+
 /// Handle to wake the scheduler.
 #[derive(Clone)]
 pub struct Waker(mpsc::UnboundedSender<Wake>);
@@ -142,6 +146,10 @@ impl Scheduler {
     /// Runs until `shutdown` turns true, then waits for attempts in flight.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let permits = Arc::new(Semaphore::new(self.cfg.max_parallel.max(1)));
+        // Attempts in flight, relay done or not: bounds the copies' backlog
+        // (and its memory) and lets shutdown wait for all of them.
+        let inflight_max = self.cfg.max_parallel.max(1) * INFLIGHT_PER_RELAY_SLOT;
+        let inflight = Arc::new(Semaphore::new(inflight_max));
         let mut timers: BinaryHeap<Reverse<(i64, QueueId)>> = BinaryHeap::new();
         // Everything recovered from the spool is due now.
         for id in self.spool.ids() {
@@ -164,16 +172,18 @@ impl Scheduler {
                     Some(_) => {}
                     None => continue,
                 }
+                let Ok(whole) = inflight.clone().acquire_owned().await else { return };
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 if let Some(entry) = self.spool.claim(id) {
                     let ctx = self.attempt_context();
                     tokio::spawn(async move {
                         // A message that stays queued goes back on the timer
-                        // heap at its new `next_attempt`.
-                        if let Some(id) = ctx.attempt(entry).await {
+                        // heap at its new `next_attempt`. The permit is given
+                        // back as soon as the relay part is done (see attempt).
+                        if let Some(id) = ctx.attempt(entry, permit).await {
                             ctx.waker.now(id);
                         }
-                        drop(permit);
+                        drop(whole);
                     });
                 }
             }
@@ -204,11 +214,8 @@ impl Scheduler {
             }
         }
         // Let attempts in flight finish (their results are recorded).
-        let _ = tokio::time::timeout(
-            Duration::from_secs(30),
-            permits.acquire_many(self.cfg.max_parallel.max(1) as u32),
-        )
-        .await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(30), inflight.acquire_many(inflight_max as u32)).await;
     }
 
     fn attempt_context(&self) -> Arc<AttemptCtx> {
@@ -242,7 +249,12 @@ impl AttemptCtx {
 
     /// Runs one attempt for `entry`. Returns its id when the message stays
     /// queued (its `next_attempt` is set).
-    async fn attempt(&self, entry: Entry) -> Option<QueueId> {
+    async fn attempt(&self, entry: Entry, permit: OwnedSemaphorePermit) -> Option<QueueId> {
+        // The permit bounds relay attempts in flight. It is released when the
+        // relay job ends, so the copies' work (classification, the store)
+        // never holds back the relay of the messages behind this one.
+        let permit = std::sync::Mutex::new(Some(permit));
+        let release = || drop(permit.lock().unwrap_or_else(|e| e.into_inner()).take());
         let id = entry.id;
         let content = match self.read_content(&entry).await {
             Ok(c) => c,
@@ -263,7 +275,7 @@ impl AttemptCtx {
         }
         let attempts = groups.iter().filter_map(|(route, idx)| {
             let transport = self.routes.get(route)?;
-            let (entry, content) = (&entry, &content);
+            let (entry, content, release) = (&entry, &content, &release);
             Some(async move {
                 let job = Job {
                     id,
@@ -273,7 +285,11 @@ impl AttemptCtx {
                     trace: &entry.trace,
                     content,
                 };
-                (*route, idx, transport.deliver(&job).await)
+                let result = transport.deliver(&job).await;
+                if **route == Route::Relay {
+                    release();
+                }
+                (*route, idx, result)
             })
         });
         let results = futures::future::join_all(attempts).await;
