@@ -392,3 +392,32 @@ folder_retention_days = {{ "AutoReplies" = 1 }}
     m = login(sl)
     assert m.select('"Bounces/Hard"') == ("OK", [b"0"])
     m.logout()
+
+
+def test_authenticate_plain_and_implicit_tls(sink, sluice_factory, tmp_path):
+    from helpers.net import free_port
+    imaps = free_port()
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD + "\n")
+    sl = sluice_factory(relay=sink.addr, extra_args=["--imaps", f"127.0.0.1:{imaps}"], config=f"""
+[[accounts]]
+name = "acme"
+password_file = "{pw}"
+domains = ["sluice.test"]
+""")
+    deliver(sl, BOUNCE)
+    # Implicit TLS from the first byte; AUTHENTICATE PLAIN (SASL-IR).
+    m = imaplib.IMAP4_SSL("127.0.0.1", imaps, ssl_context=tls_context())
+    assert "STARTTLS" not in m.capabilities and "AUTH=PLAIN" in m.capabilities
+    typ, _ = m.authenticate("PLAIN", lambda _: f"\0acme\0{PASSWORD}".encode())
+    assert typ == "OK"
+    assert m.select('"Bounces/Hard"') == ("OK", [b"1"])
+    m.logout()
+    # A wrong password over AUTHENTICATE is refused like LOGIN.
+    m = imaplib.IMAP4_SSL("127.0.0.1", imaps, ssl_context=tls_context())
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        m.authenticate("PLAIN", lambda _: b"\0acme\0nope")
+    # Without TLS, AUTHENTICATE is refused before any credentials are sent.
+    plain = imaplib.IMAP4(*sl.imap)
+    with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
+        plain.authenticate("PLAIN", lambda _: f"\0acme\0{PASSWORD}".encode())
