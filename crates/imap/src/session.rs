@@ -2,6 +2,7 @@
 //! bounded and only accepted after a continuation), the RFC 3501 states, and
 //! each command answered from the quarantine store.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -40,7 +41,9 @@ struct Msg {
     blob: String,
     size: i64,
     received_at: i64,
-    flags: Vec<String>,
+    /// Shared between messages with the same flags (copy on write), so a
+    /// big folder is selected without a vector per message.
+    flags: Arc<Vec<String>>,
 }
 
 struct Selected {
@@ -393,17 +396,25 @@ impl Session {
 
     async fn load(&self, folder_id: i64) -> Option<Vec<Msg>> {
         match self.cfg.store.messages(folder_id).await {
-            Ok(rows) => Some(
-                rows.iter()
-                    .map(|r| Msg {
-                        uid: u32::try_from(r.uid).unwrap_or(u32::MAX),
-                        blob: r.blob.clone(),
-                        size: r.size,
-                        received_at: r.received_at,
-                        flags: r.flags.split_whitespace().map(str::to_string).collect(),
-                    })
-                    .collect(),
-            ),
+            Ok(rows) => {
+                let mut shared: HashMap<&str, Arc<Vec<String>>> = HashMap::new();
+                Some(
+                    rows.iter()
+                        .map(|r| Msg {
+                            uid: u32::try_from(r.uid).unwrap_or(u32::MAX),
+                            blob: r.blob.clone(),
+                            size: r.size,
+                            received_at: r.received_at,
+                            flags: shared
+                                .entry(r.flags.as_str())
+                                .or_insert_with(|| {
+                                    Arc::new(r.flags.split_whitespace().map(str::to_string).collect())
+                                })
+                                .clone(),
+                        })
+                        .collect(),
+                )
+            }
             Err(e) => {
                 tracing::error!(error = %e, "imap: reading folder failed");
                 None
@@ -422,12 +433,14 @@ impl Session {
             self.line(&format!("{tag} NO [SERVERBUG] cannot read the folder"));
             return;
         };
-        let mut keywords: Vec<&str> = msgs
-            .iter()
-            .flat_map(|m| m.flags.iter())
-            .map(String::as_str)
-            .filter(|f| !f.starts_with('\\'))
-            .collect();
+        // Each distinct (shared) flag set once, then its keywords.
+        let mut seen = HashSet::new();
+        let mut keywords: Vec<&str> = Vec::new();
+        for m in &msgs {
+            if seen.insert(Arc::as_ptr(&m.flags)) {
+                keywords.extend(m.flags.iter().map(String::as_str).filter(|f| !f.starts_with('\\')));
+            }
+        }
         keywords.sort_unstable();
         keywords.dedup();
         let kw = if keywords.is_empty() { String::new() } else { format!(" {}", keywords.join(" ")) };
@@ -462,11 +475,10 @@ impl Session {
                 out.push(format!("* {} EXPUNGE", i + 1));
             }
         }
-        let old: std::collections::HashMap<u32, &Vec<String>> =
-            sel.msgs.iter().map(|m| (m.uid, &m.flags)).collect();
+        let old: HashMap<u32, &[String]> = sel.msgs.iter().map(|m| (m.uid, m.flags.as_slice())).collect();
         for (i, m) in fresh.iter().enumerate() {
             if let Some(flags) = old.get(&m.uid)
-                && **flags != m.flags
+                && *flags != m.flags.as_slice()
             {
                 out.push(format!("* {} FETCH (UID {} FLAGS ({}))", i + 1, m.uid, m.flags.join(" ")));
             }
@@ -638,7 +650,7 @@ impl Session {
                 let m = &mut sel.msgs[idx];
                 let mut flags_changed = false;
                 if sets_seen && !read_only && !m.flags.iter().any(|f| f == "\\Seen") {
-                    m.flags.push("\\Seen".into());
+                    Arc::make_mut(&mut m.flags).push("\\Seen".into());
                     seen_updates.push((i64::from(m.uid), m.flags.join(" ")));
                     flags_changed = true;
                 }
@@ -722,15 +734,17 @@ impl Session {
         for idx in indices {
             let m = &mut sel.msgs[idx];
             match kind {
-                StoreType::Replace => m.flags = flags.to_vec(),
+                StoreType::Replace => m.flags = Arc::new(flags.to_vec()),
                 StoreType::Add => {
                     for f in flags {
                         if !m.flags.iter().any(|x| x.eq_ignore_ascii_case(f)) {
-                            m.flags.push(f.clone());
+                            Arc::make_mut(&mut m.flags).push(f.clone());
                         }
                     }
                 }
-                StoreType::Remove => m.flags.retain(|x| !flags.iter().any(|f| f.eq_ignore_ascii_case(x))),
+                StoreType::Remove => {
+                    Arc::make_mut(&mut m.flags).retain(|x| !flags.iter().any(|f| f.eq_ignore_ascii_case(x)))
+                }
             }
             updates.push((i64::from(m.uid), m.flags.join(" ")));
             if response == StoreResponse::Answer {
