@@ -107,13 +107,16 @@ struct RuleFile {
 struct Rule {
     reason: Reason,
     patterns: Vec<String>,
+    /// The cause stands even when a temporary failure then expired.
+    #[serde(default)]
+    stands: bool,
 }
 
 struct Rules {
     /// One automaton per rule (its patterns as alternatives), in file order:
     /// the first that matches wins, so the scan stops there instead of
     /// finding every match as a RegexSet's `matches` would.
-    rules: Vec<(Reason, Regex)>,
+    rules: Vec<(Reason, Regex, bool)>,
     status: HashMap<String, Reason>,
 }
 
@@ -131,7 +134,7 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
                 .size_limit(32 << 20)
                 .build()
                 .expect("rules/reasons.toml patterns compile");
-            (rule.reason, re)
+            (rule.reason, re, rule.stands)
         })
         .collect();
     Rules { rules, status: file.status }
@@ -142,12 +145,18 @@ const MAX_DIAGNOSTIC: usize = 2000;
 
 /// The first rule's reason whose pattern matches `text`.
 pub fn from_text(text: &str) -> Option<Reason> {
+    first_rule(text).map(|(reason, _)| reason)
+}
+
+/// The first matching rule: its reason, and whether that cause stands even
+/// when the message then expired in a queue.
+fn first_rule(text: &str) -> Option<(Reason, bool)> {
     let mut end = text.len().min(MAX_DIAGNOSTIC);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     let text = &text[..end];
-    RULES.rules.iter().find(|(_, re)| re.is_match(text)).map(|(reason, _)| *reason)
+    RULES.rules.iter().find(|(_, re, _)| re.is_match(text)).map(|(reason, _, stands)| (*reason, *stands))
 }
 
 /// The reason an RFC 3463 status implies, if it is specific enough.
@@ -165,6 +174,7 @@ pub fn decide(
     command: Option<&str>,
 ) -> Reason {
     let r = decide_text(diagnostic, status, action);
+    let stands = diagnostic.and_then(first_rule).is_some_and(|(_, stands)| stands);
     let command = command.or_else(|| diagnostic.and_then(crate::text::smtp_command));
     match (r, command) {
         // ...unless a precise status (5.1.1) says it is the address.
@@ -175,9 +185,17 @@ pub fn decide(
         // A final failure with a temporary status: it sat in a queue until
         // it expired.
         // (Only when the text names no cause of its own.)
+        // (Unless the rule that matched says its cause stands.)
         (Reason::Undefined | Reason::Systemerror | Reason::Networkerror, _)
-            if action.is_some_and(|a| a.eq_ignore_ascii_case("failed"))
+            if !stands
+                && action.is_some_and(|a| a.eq_ignore_ascii_case("failed"))
                 && status.is_some_and(|s| s.starts_with('4')) =>
+        {
+            Reason::Expired
+        }
+        // Some reports say so outright ("Action: expired").
+        (Reason::Undefined | Reason::Systemerror | Reason::Networkerror, _)
+            if action.is_some_and(|a| a.eq_ignore_ascii_case("expired")) =>
         {
             Reason::Expired
         }
@@ -248,6 +266,7 @@ fn is_specific(status: &str) -> bool {
             | "4.2.2"
             | "5.7.23"
             | "5.7.25"
+            | "5.7.9"
             | "5.7.26"
     )
 }
