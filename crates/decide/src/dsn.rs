@@ -70,8 +70,17 @@ pub fn original_of(m: &Message<'_>) -> Original {
 pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
     let part = msg.parts.iter().find(|p| is_type(p, "message", "delivery-status"))?;
     let body = String::from_utf8_lossy(part.contents()).replace("\r\n", "\n");
-    let mut groups = body.split("\n\n").map(str::trim).filter(|g| !g.is_empty());
-    let per_message = fields(groups.next().unwrap_or(""));
+    let mut groups = body.split("\n\n").map(str::trim).filter(|g| !g.is_empty()).peekable();
+    // Some MTAs put per-message fields and the first recipient together (no
+    // blank line between), or send only recipient fields: then the first
+    // group is also a recipient's.
+    let first = groups.peek().copied().unwrap_or("");
+    let per_message = fields(first);
+    let first_is_recipient =
+        get(&per_message, "final-recipient").or_else(|| get(&per_message, "original-recipient")).is_some();
+    if !first_is_recipient {
+        groups.next();
+    }
     let reporting_mta = get(&per_message, "reporting-mta").map(strip_type);
     // The human-readable part often says more than Diagnostic-Code does.
     let human_text = text::first_text(msg);

@@ -41,7 +41,7 @@ static DELAY: LazyLock<Regex> = LazyLock::new(|| {
         .expect("static regex")
 });
 static FAILED_HEADING: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)permanent(?:ly)? (?:error|fail)|could not be delivered|failed|undeliverable|unable to deliver|not delivered|rejected|error").expect("static regex")
+    Regex::new(r"(?i)permanent(?:ly)? (?:error|fail)|could not be delivered|did not reach|failed|undeliverable|unable to deliver|not delivered|rejected|error").expect("static regex")
 });
 
 static COMMAND: LazyLock<Regex> = LazyLock::new(|| {
@@ -163,6 +163,11 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
         if ADDRESS.is_match(t) && is_address_line(t) {
             break;
         }
+        // Rules (=====) and headings ("Technical details:") before the
+        // diagnostic are layout.
+        if out.is_empty() && (!t.chars().any(char::is_alphanumeric) || (t.ends_with(':') && t.len() < 40)) {
+            continue;
+        }
         out.push(t.to_string());
     }
     let joined = out.join(" ");
@@ -172,7 +177,9 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
 /// A line that is (mostly) just an address: how most reports list failures.
 fn is_address_line(t: &str) -> bool {
     let Some(m) = ADDRESS.find(t) else { return false };
-    let before = t[..m.start()].trim_matches(|c: char| c == '<' || c == '>' || c == '"' || c.is_whitespace());
+    // (A list bullet before the address is no label.)
+    let before = t[..m.start()]
+        .trim_matches(|c: char| matches!(c, '<' | '>' | '"' | '*' | '\u{2022}') || c.is_whitespace());
     let after = t[m.end()..].trim_start_matches(['>', '"']);
     let after_trim = after.trim();
     // "Unknown user: a@b", "Recipient address: a@b", "Failed recipient: a@b"
@@ -187,6 +194,7 @@ fn is_address_line(t: &str) -> bool {
             || after_trim.starts_with("...")
             || after_trim.starts_with("<mailto:")
             || after_trim.starts_with('(')
+            || after_trim.starts_with('[')
             || after_trim.starts_with(';')
             || after_trim.starts_with("on ")
             || after_trim.starts_with(','))
