@@ -115,7 +115,9 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
         // The prose often names the SMTP command that failed ("in reply to
         // end of DATA command") where Diagnostic-Code does not.
         let context = match (&about, &prose) {
-            (Some(a), Some(p)) if a != p => format!("{a} {p}"),
+            // (On lines of their own: "User unknown" + "host x said" is no
+            // "unknown host".)
+            (Some(a), Some(p)) if a != p => format!("{a}\n{p}"),
             (Some(a), _) => a.clone(),
             (None, _) => human_text.clone(),
         };
