@@ -68,8 +68,16 @@ pub fn original_of(m: &Message<'_>) -> Original {
 
 /// An RFC 3464 report, if the message carries a `message/delivery-status` part.
 pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
-    let part = msg.parts.iter().find(|p| is_type(p, "message", "delivery-status"))?;
-    let body = String::from_utf8_lossy(part.contents()).replace("\r\n", "\n");
+    // Some reports carry one delivery-status part per recipient.
+    let parts: Vec<_> = msg.parts.iter().filter(|p| is_type(p, "message", "delivery-status")).collect();
+    if parts.is_empty() {
+        return None;
+    }
+    let body = parts
+        .iter()
+        .map(|p| String::from_utf8_lossy(p.contents()).replace("\r\n", "\n"))
+        .collect::<Vec<_>>()
+        .join("\n\n");
     let mut groups = body.split("\n\n").map(str::trim).filter(|g| !g.is_empty()).peekable();
     // Some MTAs put per-message fields and the first recipient together (no
     // blank line between), or send only recipient fields: then the first

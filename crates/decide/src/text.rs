@@ -45,7 +45,7 @@ static FAILED_HEADING: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 static COMMAND: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(?:after|in reply to|response to|>>>)\s*(?:the\s+)?(?:end of\s+)?(rcpt to|mail from|data|end of data|helo|ehlo|connect)")
+    Regex::new(r"(?i)(?:after|in reply to|response to|>>>|smtp command:?)\s*(?:the\s+)?(?:end of\s+)?(rcpt to|mail from|data|end of data|helo|ehlo|connect)")
         .expect("static regex")
 });
 
@@ -160,7 +160,9 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
             }
             break;
         }
-        if ADDRESS.is_match(t) && is_address_line(t) {
+        // The next failed address ends this one's diagnostic; a reply that
+        // names this address again ("550 <a@b>... No such user") is part of it.
+        if ADDRESS.is_match(t) && is_address_line(t) && !t.to_ascii_lowercase().contains(&lower) {
             break;
         }
         // Rules (=====) and headings ("Technical details:") before the
@@ -187,7 +189,12 @@ fn is_address_line(t: &str) -> bool {
         let l = before.to_ascii_lowercase();
         ["user", "recipient", "address", "failed", "invalid", "unknown"].iter().any(|w| l.contains(w))
     };
-    (before.is_empty() || labelled)
+    // Sendmail: "554 <a@b>... Host unknown".
+    let reply_code = before.len() == 3
+        && before.bytes().all(|b| b.is_ascii_digit())
+        && matches!(before.as_bytes()[0], b'4' | b'5')
+        && after_trim.starts_with("...");
+    (before.is_empty() || labelled || reply_code)
         && (after_trim.is_empty()
             || (after_trim.starts_with('<') && after_trim.contains(m.as_str()))
             || after_trim.starts_with(':')
