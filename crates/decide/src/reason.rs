@@ -110,14 +110,24 @@ struct Rule {
     /// The cause stands even when a temporary failure then expired.
     #[serde(default)]
     stands: bool,
+    /// The wording outranks a specific status, however vague its reason.
+    #[serde(default)]
+    firm: bool,
 }
 
 struct Rules {
     /// One automaton per rule (its patterns as alternatives), in file order:
     /// the first that matches wins, so the scan stops there instead of
     /// finding every match as a RegexSet's `matches` would.
-    rules: Vec<(Reason, Regex, bool)>,
+    rules: Vec<(Reason, Regex, Flags)>,
     status: HashMap<String, Reason>,
+}
+
+/// What a rule says about its cause beyond the reason.
+#[derive(Clone, Copy, Default)]
+struct Flags {
+    stands: bool,
+    firm: bool,
 }
 
 static RULES: LazyLock<Rules> = LazyLock::new(|| {
@@ -134,7 +144,7 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
                 .size_limit(32 << 20)
                 .build()
                 .expect("rules/reasons.toml patterns compile");
-            (rule.reason, re, rule.stands)
+            (rule.reason, re, Flags { stands: rule.stands, firm: rule.firm })
         })
         .collect();
     Rules { rules, status: file.status }
@@ -144,19 +154,20 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
 const MAX_DIAGNOSTIC: usize = 2000;
 
 /// The first rule's reason whose pattern matches `text`.
+#[cfg(test)]
 pub fn from_text(text: &str) -> Option<Reason> {
     first_rule(text).map(|(reason, _)| reason)
 }
 
 /// The first matching rule: its reason, and whether that cause stands even
 /// when the message then expired in a queue.
-fn first_rule(text: &str) -> Option<(Reason, bool)> {
+fn first_rule(text: &str) -> Option<(Reason, Flags)> {
     let mut end = text.len().min(MAX_DIAGNOSTIC);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     let text = &text[..end];
-    RULES.rules.iter().find(|(_, re, _)| re.is_match(text)).map(|(reason, _, stands)| (*reason, *stands))
+    RULES.rules.iter().find(|(_, re, _)| re.is_match(text)).map(|(reason, _, flags)| (*reason, *flags))
 }
 
 /// The reason an RFC 3463 status implies, if it is specific enough.
@@ -174,7 +185,7 @@ pub fn decide(
     command: Option<&str>,
 ) -> Reason {
     let r = decide_text(diagnostic, status, action);
-    let stands = diagnostic.and_then(first_rule).is_some_and(|(_, stands)| stands);
+    let stands = diagnostic.and_then(first_rule).is_some_and(|(_, flags)| flags.stands);
     let command = command.or_else(|| diagnostic.and_then(crate::text::smtp_command));
     match (r, command) {
         // ...unless a precise status (5.1.1) says it is the address.
@@ -210,13 +221,15 @@ fn decide_text(diagnostic: Option<&str>, status: Option<&str>, action: Option<&s
         return Reason::Exceedlimit;
     }
     let from_status = status.and_then(from_status);
-    let from_text = diagnostic.and_then(from_text);
+    let rule = diagnostic.and_then(first_rule);
+    let from_text = rule.map(|(reason, _)| reason);
+    let firm = rule.is_some_and(|(_, flags)| flags.firm);
     match (from_text, from_status) {
         // A specific status outranks vague wording ("rejected", "denied").
         // ...and settles user-versus-host, which prose often blurs.
         (Some(t), Some(s))
             if status.is_some_and(is_specific)
-                && (is_vague(t)
+                && (is_vague(t) && !firm
                     || matches!(t, Reason::Userunknown | Reason::Hostunknown)
                         && status.is_some_and(|s| s.starts_with("5.1."))) =>
         {
