@@ -23,7 +23,7 @@ static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
 /// Lines that start the copy of the original message.
 static MARKER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?im)^[\s\-=_*]*(?:this is a copy of the message|below this line is a copy|original message (?:follows|headers)|-+ ?original message ?-+|the (?:original|returned) message (?:follows|is (?:attached|included|below))|returned mail follows|message headers follow|headers of the original message|unsent message below|undelivered message headers|original message header|content-type: message/rfc822|content-type: text/rfc822-headers|-+ ?the header of the original message|\*\*\* original message|----- original message -----|your message reads)",
+        r"(?im)^[\s\-=_*]*(?:this is a copy of the message|below this line is a copy|original message (?:follows|headers)|-+ ?original message ?-+|-+ ?returned message ?-+|the (?:original|returned) message (?:follows|is (?:attached|included|below))|returned mail follows|message headers follow|headers of the original message|unsent message below|undelivered message headers|original message header|content-type: message/rfc822|content-type: text/rfc822-headers|-+ ?the header of the original message|\*\*\* original message|----- original message -----|your message reads)",
     )
     .expect("static regex")
 });
@@ -142,14 +142,26 @@ pub fn first_text(msg: &Message<'_>) -> String {
 pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
     let lower = address.to_ascii_lowercase();
     let lines: Vec<&str> = text.lines().collect();
-    let at = lines.iter().position(|l| l.to_ascii_lowercase().contains(&lower))?;
+    // The line that lists the address as failed, else its first mention
+    // (not "To: a@b" in a summary of the original above the list).
+    let mentions = |l: &&str| l.to_ascii_lowercase().contains(&lower);
+    let at = lines
+        .iter()
+        .position(|l| mentions(l) && is_address_line(l.trim()))
+        .or_else(|| lines.iter().position(|l| mentions(&l)))?;
     let mut out = Vec::new();
     let same = lines[at].trim();
     // Text on the address line after the address itself ("<a@b>: 550 ...").
     if let Some(idx) = same.to_ascii_lowercase().find(&lower) {
         let rest = same[idx + lower.len()..].trim_start_matches(['>', ':', '.', ' ', ',']).trim();
+        // Sendmail's "550 <a@b>... User unknown": the reply code leads.
+        let code = same[..idx].trim_end_matches(['<', ' ']);
         if rest.len() > 3 {
-            out.push(rest.to_string());
+            if code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()) {
+                out.push(format!("{code} {rest}"));
+            } else {
+                out.push(rest.to_string());
+            }
         }
     }
     for line in lines.iter().skip(at + 1).take(12) {
