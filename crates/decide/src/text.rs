@@ -148,7 +148,7 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
     let at = lines
         .iter()
         .position(|l| mentions(l) && is_address_line(l.trim()))
-        .or_else(|| lines.iter().position(|l| mentions(l)))?;
+        .or_else(|| lines.iter().position(mentions))?;
     let mut out = Vec::new();
     let same = lines[at].trim();
     // Text on the address line after the address itself ("<a@b>: 550 ...").
