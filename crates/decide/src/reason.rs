@@ -162,11 +162,7 @@ pub fn from_text(text: &str) -> Option<Reason> {
 /// The first matching rule: its reason, and whether that cause stands even
 /// when the message then expired in a queue.
 fn first_rule(text: &str) -> Option<(Reason, Flags)> {
-    let mut end = text.len().min(MAX_DIAGNOSTIC);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let text = &text[..end];
+    let text = &text[..floor_boundary(text, MAX_DIAGNOSTIC)];
     RULES.rules.iter().find(|(_, re, _)| re.is_match(text)).map(|(reason, _, flags)| (*reason, *flags))
 }
 
@@ -194,15 +190,17 @@ pub fn decide(
         }
         (Reason::Userunknown | Reason::Undefined | Reason::Securityerror, Some("MAIL")) => Reason::Rejected,
         // A final failure with a temporary status: it sat in a queue until
-        // it expired.
-        // (Only when the text names no cause of its own.)
-        // (Unless the rule that matched says its cause stands.)
-        (Reason::Undefined | Reason::Systemerror | Reason::Networkerror, _)
-            if !stands
-                && action.is_some_and(|a| a.eq_ignore_ascii_case("failed"))
-                && status.is_some_and(|s| s.starts_with('4')) =>
-        {
-            Reason::Expired
+        // it expired, retried against a network fault (unless the rule that
+        // matched says that fault is the cause, e.g. DNS)...
+        (Reason::Networkerror, _) if !stands && failed_temporarily(action, status) => Reason::Expired,
+        // ...or held with no cause named at all ("temporary failure"),
+        // unless the report says it gave up on it.
+        (Reason::Undefined | Reason::Systemerror, _) if !stands && failed_temporarily(action, status) => {
+            if diagnostic.is_some_and(says_expired) {
+                Reason::Expired
+            } else {
+                Reason::Onhold
+            }
         }
         // Some reports say so outright ("Action: expired").
         (Reason::Undefined | Reason::Systemerror | Reason::Networkerror, _)
@@ -212,6 +210,26 @@ pub fn decide(
         }
         (r, _) => r,
     }
+}
+
+/// The text says the message expired in a queue (any "expired" rule
+/// matches, wherever it stands in the order).
+fn says_expired(text: &str) -> bool {
+    let text = &text[..floor_boundary(text, MAX_DIAGNOSTIC)];
+    RULES.rules.iter().any(|(reason, re, _)| *reason == Reason::Expired && re.is_match(text))
+}
+
+fn floor_boundary(text: &str, max: usize) -> usize {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
+/// A final failure (`Action: failed`) with a temporary (4.x.x) status.
+fn failed_temporarily(action: Option<&str>, status: Option<&str>) -> bool {
+    action.is_some_and(|a| a.eq_ignore_ascii_case("failed")) && status.is_some_and(|s| s.starts_with('4'))
 }
 
 fn decide_text(diagnostic: Option<&str>, status: Option<&str>, action: Option<&str>) -> Reason {
