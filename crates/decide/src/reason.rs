@@ -323,4 +323,26 @@ mod tests {
         assert_eq!(decide(None, None, None, None), Reason::Undefined);
         assert!(Reason::Suspend.is_hard() && !Reason::Blocked.is_hard());
     }
+
+    #[test]
+    fn rule_flags_and_temporary_failures() {
+        // firm: a named block list outranks a contrary 5.1.x status.
+        let spamhaus = "553 http://www.spamhaus.org/query/bl?ip=192.0.2.1";
+        assert_eq!(decide(Some(spamhaus), Some("5.1.3"), Some("failed"), None), Reason::Blocked);
+        // stands: a DNS failure is the cause even after the queue gave up.
+        let dns = "DNS Error: DNS type 'mx' lookup of example.test responded with code NXDOMAIN";
+        assert_eq!(decide(Some(dns), Some("4.0.0"), Some("failed"), None), Reason::Networkerror);
+        // A retried network fault expired; no cause at all is on hold...
+        assert_eq!(
+            decide(Some("Connection timed out"), Some("4.4.1"), Some("failed"), None),
+            Reason::Expired
+        );
+        assert_eq!(
+            decide(Some("450 4.0.0 Temporary failure"), Some("4.0.0"), Some("failed"), None),
+            Reason::Onhold
+        );
+        // ...unless the report says it gave up.
+        let gave_up = "Resources temporarily unavailable. This message has been in the queue too long.";
+        assert_eq!(decide(Some(gave_up), Some("4.1.9"), Some("failed"), None), Reason::Expired);
+    }
 }
