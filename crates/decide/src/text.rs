@@ -401,5 +401,9 @@ mod tests {
         assert!(is_address_line("<kijitora@example.ne.jp>:"));
         assert!(is_address_line("kijitora@example.com<mailto:kijitora@example.com>"));
         assert!(!is_address_line("Please contact admin@example.com for help"));
+        assert!(is_address_line("   * kijitora@example.com"));
+        assert!(is_address_line("kijitora@example.co.jp [User unknown]"));
+        assert!(is_address_line("554 <kuroneko@example.or.jp>... 550 Host unknown"));
+        assert!(!is_address_line("250 <kuroneko@example.or.jp> sender ok"));
     }
 }
