@@ -97,14 +97,21 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
     for group in groups {
         let f = fields(group);
         // Some MTAs put per-message fields and the first recipient together.
-        let Some(address) =
-            get(&f, "final-recipient").or_else(|| get(&f, "original-recipient")).map(strip_type)
-        else {
+        let valid = |a: &String| {
+            a.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        };
+        let named = [get(&f, "final-recipient"), get(&f, "original-recipient")];
+        let Some(address) = named.iter().flatten().map(|a| strip_type(a)).find(valid).or_else(|| {
+            // A mangled Final-Recipient ("@mx.example.org"): the prose lists
+            // the failed address.
+            named
+                .iter()
+                .any(Option::is_some)
+                .then(|| text::failed_addresses(msg, &human_text).get(recipients.len()).cloned())
+                .flatten()
+        }) else {
             continue;
         };
-        if !address.contains('@') {
-            continue;
-        }
         let action = get(&f, "action").map(|a| a.to_ascii_lowercase());
         let mut status = get(&f, "status").and_then(text::rfc3463);
         let diagnostic = get(&f, "diagnostic-code").map(strip_type).filter(|d| !d.is_empty());

@@ -224,7 +224,7 @@ fn addresses_of(header: Option<&str>) -> Vec<String> {
 }
 
 /// Recipients the prose reports as failed, in order, without duplicates.
-fn failed_addresses(msg: &Message<'_>, text: &str) -> Vec<String> {
+pub fn failed_addresses(msg: &Message<'_>, text: &str) -> Vec<String> {
     let mut found: Vec<String> = addresses_of(msg.header_raw("X-Failed-Recipients"));
     let ignore: Vec<String> = [msg.header_raw("To"), msg.header_raw("From")]
         .into_iter()
