@@ -87,14 +87,20 @@ pub fn command_for(text: &str, address: &str) -> Option<&'static str> {
     None
 }
 
-/// The first RFC 3463 status in `s` (`x.0.9yy` pseudo-codes excluded).
+/// The first RFC 3463 status in `s` (`x.0.9yy` pseudo-codes excluded); in a
+/// transcript, the first failure (4.x.x, 5.x.x) rather than an earlier
+/// `250 2.1.5 Ok`.
 pub fn rfc3463(s: &str) -> Option<String> {
-    STATUS.captures(s).map(|c| format!("{}.{}.{}", &c[1], &c[2], &c[3]))
+    let all = || STATUS.captures_iter(s);
+    let c = all().find(|c| &c[1] != "2").or_else(|| all().next())?;
+    Some(format!("{}.{}.{}", &c[1], &c[2], &c[3]))
 }
 
 /// The SMTP reply code and RFC 3463 status mentioned in a diagnostic.
 pub fn diagnostic_codes(diag: &str) -> (Option<u16>, Option<String>) {
-    let code = REPLY_CODE.captures(diag).and_then(|c| c[1].parse().ok());
+    let all = || REPLY_CODE.captures_iter(diag);
+    let code =
+        all().find(|c| !c[1].starts_with('2')).or_else(|| all().next()).and_then(|c| c[1].parse().ok());
     (code, rfc3463(diag))
 }
 
