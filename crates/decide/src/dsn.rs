@@ -137,7 +137,15 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
             (None, _) => human_text.clone(),
         };
         let command = text::command_for(&human_text, &address);
-        let reason = reason::decide(Some(&context), status.as_deref(), action.as_deref(), command);
+        let mut reason = reason::decide(Some(&context), status.as_deref(), action.as_deref(), command);
+        // "Diagnostic-Code: X-Unix; ..." is a local delivery program's exit:
+        // when nothing more is said, the mailer failed.
+        let unix = get(&f, "diagnostic-code")
+            .and_then(|d| d.split_once(';'))
+            .is_some_and(|(kind, _)| kind.trim().eq_ignore_ascii_case("x-unix"));
+        if unix && matches!(reason, Reason::Undefined | Reason::Onhold | Reason::Expired) {
+            reason = Reason::Mailererror;
+        }
         actions.push(action.clone());
         recipients.push(RecipientReport {
             hard: reason.is_hard(),

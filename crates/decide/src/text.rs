@@ -162,6 +162,16 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
         let rest = same[idx + lower.len()..].trim_start_matches(['>', ':', '.', ' ', ',']).trim();
         // Sendmail's "550 <a@b>... User unknown": the reply code leads.
         let code = same[..idx].trim_end_matches(['<', ' ']);
+        // "User's mailbox is full: <a@b>": the label is the diagnostic
+        // (unless it only names the field: "Recipient address: <a@b>").
+        if let Some(label) = code.strip_suffix(':').map(str::trim)
+            && label.len() > 3
+            && !["recipient", "recipients", "address", "to", "addressee"]
+                .iter()
+                .any(|w| label.to_ascii_lowercase().ends_with(w))
+        {
+            out.push(label.to_string());
+        }
         if rest.len() > 3 {
             if code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()) {
                 out.push(format!("{code} {rest}"));
