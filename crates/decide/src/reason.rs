@@ -192,7 +192,11 @@ pub fn decide(
         // A final failure with a temporary status: it sat in a queue until
         // it expired, retried against a network fault (unless the rule that
         // matched says that fault is the cause, e.g. DNS)...
-        (Reason::Networkerror, _) if !stands && failed_temporarily(action, status) => Reason::Expired,
+        (Reason::Networkerror, _)
+            if !stands && (failed_temporarily(action, status) || diagnostic.is_some_and(says_expired)) =>
+        {
+            Reason::Expired
+        }
         // ...or held with no cause named at all ("temporary failure"),
         // unless the report says it gave up on it.
         (Reason::Undefined | Reason::Systemerror, _) if !stands && failed_temporarily(action, status) => {
@@ -344,5 +348,8 @@ mod tests {
         // ...unless the report says it gave up.
         let gave_up = "Resources temporarily unavailable. This message has been in the queue too long.";
         assert_eq!(decide(Some(gave_up), Some("4.1.9"), Some("failed"), None), Reason::Expired);
+        let timed_out =
+            "unable to connect: Operation timed out. This message has been in the queue too long.";
+        assert_eq!(decide(Some(timed_out), None, Some("failed"), None), Reason::Expired);
     }
 }
