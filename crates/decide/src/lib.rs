@@ -126,6 +126,10 @@ const MAX_SCAN: usize = 1 << 20;
 
 /// Classifies one message. Never panics, never fails.
 pub fn classify(raw: &[u8]) -> Classification {
+    classify_at(raw, 0)
+}
+
+fn classify_at(raw: &[u8], depth: u8) -> Classification {
     let raw = &raw[..raw.len().min(MAX_SCAN)];
     let Some(msg) = mail_parser::MessageParser::default().parse(raw) else {
         return Classification::human();
@@ -138,6 +142,8 @@ pub fn classify(raw: &[u8]) -> Classification {
         c
     } else if let Some(c) = text::bounce(&msg) {
         c
+    } else if let Some(c) = (depth == 0).then(|| wrapped_report(&msg)).flatten() {
+        c
     } else {
         human::classify(&msg)
     };
@@ -146,6 +152,20 @@ pub fn classify(raw: &[u8]) -> Classification {
         c.original.verp_token = human::envelope_recipients(&msg).iter().find_map(|a| verp::parse(a));
     }
     c
+}
+
+/// A mailer daemon's notice that carries the actual report as an attached
+/// message (a gateway passing on the report it received).
+fn wrapped_report(msg: &mail_parser::Message<'_>) -> Option<Classification> {
+    if !text::from_daemon(msg) {
+        return None;
+    }
+    let inner = msg.parts.iter().find_map(|p| match &p.body {
+        mail_parser::PartType::Message(m) => Some(m.raw_message()),
+        _ => None,
+    })?;
+    let c = classify_at(inner, 1);
+    matches!(c.verdict, Verdict::Bounce | Verdict::Delay).then_some(c)
 }
 
 #[cfg(test)]

@@ -335,6 +335,11 @@ pub fn engine_hint(msg: &Message<'_>) -> Option<&'static str> {
     None
 }
 
+/// The message comes from a mailer daemon or postmaster.
+pub fn from_daemon(msg: &Message<'_>) -> bool {
+    DAEMON.is_match(msg.header_raw("From").unwrap_or_default())
+}
+
 /// A prose bounce: a daemon's notice that names failed recipients.
 pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     let from = msg.header_raw("From").unwrap_or_default();
