@@ -178,4 +178,21 @@ mod tests {
         assert_eq!(classify(b"\xff\xfe\x00").verdict, Verdict::Human);
         assert_eq!(classify(b"Subject: hi\r\n\r\nhello").verdict, Verdict::Human);
     }
+
+    #[test]
+    fn report_wrapped_by_a_daemon() {
+        let raw = b"From: Mail Delivery Subsystem <MAILER-DAEMON@gw.example.test>\r\n\
+Subject: notice\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nSee the attached notice.\r\n\
+--b\r\nContent-Type: message/rfc822\r\n\r\n\
+From: MAILER-DAEMON@mx.example.test\r\nSubject: Returned mail: User unknown\r\n\r\n\
+----- The following addresses had permanent fatal errors -----\r\n\
+<kijitora@example.test>\r\n    (reason: 550 5.1.1 User unknown)\r\n\
+--b--\r\n";
+        let c = classify(raw);
+        assert_eq!(c.verdict, Verdict::Bounce);
+        assert_eq!(c.recipients[0].address, "kijitora@example.test");
+        assert_eq!(c.recipients[0].reason, Reason::Userunknown);
+    }
 }
