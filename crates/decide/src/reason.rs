@@ -322,6 +322,9 @@ mod tests {
         assert_eq!(from_text("552 Mailbox full, quota exceeded"), Some(Reason::Mailboxfull));
         assert_eq!(from_text("554 Your IP is listed at zen.spamhaus.org"), Some(Reason::Blocked));
         assert_eq!(from_text("Message rejected as spam"), Some(Reason::Spamdetected));
+        // A host name that does not exist, not a dotted local part.
+        assert_eq!(from_text("553 mx.example.test does not exist"), Some(Reason::Hostunknown));
+        assert_eq!(from_text("550 john.doe does not exist"), Some(Reason::Userunknown));
         assert_eq!(decide(Some("whatever"), Some("5.1.1"), Some("failed"), None), Reason::Userunknown);
         assert_eq!(decide(None, Some("4.4.7"), Some("delayed"), None), Reason::Expired);
         assert_eq!(decide(None, None, None, None), Reason::Undefined);
