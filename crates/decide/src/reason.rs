@@ -180,8 +180,10 @@ pub fn decide(
     action: Option<&str>,
     command: Option<&str>,
 ) -> Reason {
-    let r = decide_text(diagnostic, status, action);
-    let stands = diagnostic.and_then(first_rule).is_some_and(|(_, flags)| flags.stands);
+    // The rules run once; their flags say how the match weighs.
+    let rule = diagnostic.and_then(first_rule);
+    let r = decide_text(rule, status, action);
+    let stands = rule.is_some_and(|(_, flags)| flags.stands);
     let command = command.or_else(|| diagnostic.and_then(crate::text::smtp_command));
     match (r, command) {
         // ...unless a precise status (5.1.1) says it is the address.
@@ -236,14 +238,13 @@ fn failed_temporarily(action: Option<&str>, status: Option<&str>) -> bool {
     action.is_some_and(|a| a.eq_ignore_ascii_case("failed")) && status.is_some_and(|s| s.starts_with('4'))
 }
 
-fn decide_text(diagnostic: Option<&str>, status: Option<&str>, action: Option<&str>) -> Reason {
+fn decide_text(rule: Option<(Reason, Flags)>, status: Option<&str>, action: Option<&str>) -> Reason {
     // 5.2.3: the message is over the recipient's own limit, whatever the
     // wording ("message size exceeds ...").
     if status == Some("5.2.3") {
         return Reason::Exceedlimit;
     }
     let from_status = status.and_then(from_status);
-    let rule = diagnostic.and_then(first_rule);
     let from_text = rule.map(|(reason, _)| reason);
     let firm = rule.is_some_and(|(_, flags)| flags.firm);
     match (from_text, from_status) {
