@@ -68,10 +68,27 @@ pub fn original_of(m: &Message<'_>) -> Original {
 
 /// An RFC 3464 report, if the message carries a `message/delivery-status` part.
 pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
-    let part = msg.parts.iter().find(|p| is_type(p, "message", "delivery-status"))?;
-    let body = String::from_utf8_lossy(part.contents()).replace("\r\n", "\n");
-    let mut groups = body.split("\n\n").map(str::trim).filter(|g| !g.is_empty());
-    let per_message = fields(groups.next().unwrap_or(""));
+    // Some reports carry one delivery-status part per recipient.
+    let parts: Vec<_> = msg.parts.iter().filter(|p| is_type(p, "message", "delivery-status")).collect();
+    if parts.is_empty() {
+        return None;
+    }
+    let body = parts
+        .iter()
+        .map(|p| String::from_utf8_lossy(p.contents()).replace("\r\n", "\n"))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let mut groups = body.split("\n\n").map(str::trim).filter(|g| !g.is_empty()).peekable();
+    // Some MTAs put per-message fields and the first recipient together (no
+    // blank line between), or send only recipient fields: then the first
+    // group is also a recipient's.
+    let first = groups.peek().copied().unwrap_or("");
+    let per_message = fields(first);
+    let first_is_recipient =
+        get(&per_message, "final-recipient").or_else(|| get(&per_message, "original-recipient")).is_some();
+    if !first_is_recipient {
+        groups.next();
+    }
     let reporting_mta = get(&per_message, "reporting-mta").map(strip_type);
     // The human-readable part often says more than Diagnostic-Code does.
     let human_text = text::first_text(msg);
@@ -80,14 +97,21 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
     for group in groups {
         let f = fields(group);
         // Some MTAs put per-message fields and the first recipient together.
-        let Some(address) =
-            get(&f, "final-recipient").or_else(|| get(&f, "original-recipient")).map(strip_type)
-        else {
+        let valid = |a: &String| {
+            a.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        };
+        let named = [get(&f, "final-recipient"), get(&f, "original-recipient")];
+        let Some(address) = named.iter().flatten().map(|a| strip_type(a)).find(valid).or_else(|| {
+            // A mangled Final-Recipient ("@mx.example.org"): the prose lists
+            // the failed address.
+            named
+                .iter()
+                .any(Option::is_some)
+                .then(|| text::failed_addresses(msg, &human_text).get(recipients.len()).cloned())
+                .flatten()
+        }) else {
             continue;
         };
-        if !address.contains('@') {
-            continue;
-        }
         let action = get(&f, "action").map(|a| a.to_ascii_lowercase());
         let mut status = get(&f, "status").and_then(text::rfc3463);
         let diagnostic = get(&f, "diagnostic-code").map(strip_type).filter(|d| !d.is_empty());
@@ -106,12 +130,22 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
         // The prose often names the SMTP command that failed ("in reply to
         // end of DATA command") where Diagnostic-Code does not.
         let context = match (&about, &prose) {
-            (Some(a), Some(p)) if a != p => format!("{a} {p}"),
+            // (On lines of their own: "User unknown" + "host x said" is no
+            // "unknown host".)
+            (Some(a), Some(p)) if a != p => format!("{a}\n{p}"),
             (Some(a), _) => a.clone(),
             (None, _) => human_text.clone(),
         };
         let command = text::command_for(&human_text, &address);
-        let reason = reason::decide(Some(&context), status.as_deref(), action.as_deref(), command);
+        let mut reason = reason::decide(Some(&context), status.as_deref(), action.as_deref(), command);
+        // "Diagnostic-Code: X-Unix; ..." is a local delivery program's exit:
+        // when nothing more is said, the mailer failed.
+        let unix = get(&f, "diagnostic-code")
+            .and_then(|d| d.split_once(';'))
+            .is_some_and(|(kind, _)| kind.trim().eq_ignore_ascii_case("x-unix"));
+        if unix && matches!(reason, Reason::Undefined | Reason::Onhold | Reason::Expired) {
+            reason = Reason::Mailererror;
+        }
         actions.push(action.clone());
         recipients.push(RecipientReport {
             hard: reason.is_hard(),

@@ -126,6 +126,10 @@ const MAX_SCAN: usize = 1 << 20;
 
 /// Classifies one message. Never panics, never fails.
 pub fn classify(raw: &[u8]) -> Classification {
+    classify_at(raw, 0)
+}
+
+fn classify_at(raw: &[u8], depth: u8) -> Classification {
     let raw = &raw[..raw.len().min(MAX_SCAN)];
     let Some(msg) = mail_parser::MessageParser::default().parse(raw) else {
         return Classification::human();
@@ -138,6 +142,8 @@ pub fn classify(raw: &[u8]) -> Classification {
         c
     } else if let Some(c) = text::bounce(&msg) {
         c
+    } else if let Some(c) = (depth == 0).then(|| wrapped_report(&msg)).flatten() {
+        c
     } else {
         human::classify(&msg)
     };
@@ -146,6 +152,20 @@ pub fn classify(raw: &[u8]) -> Classification {
         c.original.verp_token = human::envelope_recipients(&msg).iter().find_map(|a| verp::parse(a));
     }
     c
+}
+
+/// A mailer daemon's notice that carries the actual report as an attached
+/// message (a gateway passing on the report it received).
+fn wrapped_report(msg: &mail_parser::Message<'_>) -> Option<Classification> {
+    if !text::from_daemon(msg) {
+        return None;
+    }
+    let inner = msg.parts.iter().find_map(|p| match &p.body {
+        mail_parser::PartType::Message(m) => Some(m.raw_message()),
+        _ => None,
+    })?;
+    let c = classify_at(inner, 1);
+    matches!(c.verdict, Verdict::Bounce | Verdict::Delay).then_some(c)
 }
 
 #[cfg(test)]
@@ -157,5 +177,22 @@ mod tests {
         assert_eq!(classify(b"").verdict, Verdict::Human);
         assert_eq!(classify(b"\xff\xfe\x00").verdict, Verdict::Human);
         assert_eq!(classify(b"Subject: hi\r\n\r\nhello").verdict, Verdict::Human);
+    }
+
+    #[test]
+    fn report_wrapped_by_a_daemon() {
+        let raw = b"From: Mail Delivery Subsystem <MAILER-DAEMON@gw.example.test>\r\n\
+Subject: notice\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nSee the attached notice.\r\n\
+--b\r\nContent-Type: message/rfc822\r\n\r\n\
+From: MAILER-DAEMON@mx.example.test\r\nSubject: Returned mail: User unknown\r\n\r\n\
+----- The following addresses had permanent fatal errors -----\r\n\
+<kijitora@example.test>\r\n    (reason: 550 5.1.1 User unknown)\r\n\
+--b--\r\n";
+        let c = classify(raw);
+        assert_eq!(c.verdict, Verdict::Bounce);
+        assert_eq!(c.recipients[0].address, "kijitora@example.test");
+        assert_eq!(c.recipients[0].reason, Reason::Userunknown);
     }
 }

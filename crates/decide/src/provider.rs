@@ -11,9 +11,11 @@ fn notification(body: &str) -> Option<Value> {
     let start = body.find('{')?;
     let json = body[start..].trim();
     // Mail transport may have folded the long JSON lines: unfold and retry.
-    let v: Value = serde_json::from_str(json)
-        .or_else(|_| serde_json::from_str(&json.replace("\r\n", "\n").replace("\n ", "")))
-        .ok()?;
+    // SNS appends an unsubscribe footer after the JSON: read the first
+    // value and ignore what follows.
+    let first =
+        |j: &str| serde_json::Deserializer::from_str(j).into_iter::<Value>().next().and_then(Result::ok);
+    let v = first(json).or_else(|| first(&json.replace("\r\n", "\n").replace("\n ", "")))?;
     match v.get("Message").and_then(Value::as_str) {
         // SNS wraps the SES event as a string.
         Some(inner) => serde_json::from_str(inner).ok(),

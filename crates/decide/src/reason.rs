@@ -107,14 +107,27 @@ struct RuleFile {
 struct Rule {
     reason: Reason,
     patterns: Vec<String>,
+    /// The cause stands even when a temporary failure then expired.
+    #[serde(default)]
+    stands: bool,
+    /// The wording outranks a specific status, however vague its reason.
+    #[serde(default)]
+    firm: bool,
 }
 
 struct Rules {
     /// One automaton per rule (its patterns as alternatives), in file order:
     /// the first that matches wins, so the scan stops there instead of
     /// finding every match as a RegexSet's `matches` would.
-    rules: Vec<(Reason, Regex)>,
+    rules: Vec<(Reason, Regex, Flags)>,
     status: HashMap<String, Reason>,
+}
+
+/// What a rule says about its cause beyond the reason.
+#[derive(Clone, Copy, Default)]
+struct Flags {
+    stands: bool,
+    firm: bool,
 }
 
 static RULES: LazyLock<Rules> = LazyLock::new(|| {
@@ -131,7 +144,7 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
                 .size_limit(32 << 20)
                 .build()
                 .expect("rules/reasons.toml patterns compile");
-            (rule.reason, re)
+            (rule.reason, re, Flags { stands: rule.stands, firm: rule.firm })
         })
         .collect();
     Rules { rules, status: file.status }
@@ -141,13 +154,16 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
 const MAX_DIAGNOSTIC: usize = 2000;
 
 /// The first rule's reason whose pattern matches `text`.
+#[cfg(test)]
 pub fn from_text(text: &str) -> Option<Reason> {
-    let mut end = text.len().min(MAX_DIAGNOSTIC);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let text = &text[..end];
-    RULES.rules.iter().find(|(_, re)| re.is_match(text)).map(|(reason, _)| *reason)
+    first_rule(text).map(|(reason, _)| reason)
+}
+
+/// The first matching rule: its reason, and whether that cause stands even
+/// when the message then expired in a queue.
+fn first_rule(text: &str) -> Option<(Reason, Flags)> {
+    let text = &text[..floor_boundary(text, MAX_DIAGNOSTIC)];
+    RULES.rules.iter().find(|(_, re, _)| re.is_match(text)).map(|(reason, _, flags)| (*reason, *flags))
 }
 
 /// The reason an RFC 3463 status implies, if it is specific enough.
@@ -164,7 +180,10 @@ pub fn decide(
     action: Option<&str>,
     command: Option<&str>,
 ) -> Reason {
-    let r = decide_text(diagnostic, status, action);
+    // The rules run once; their flags say how the match weighs.
+    let rule = diagnostic.and_then(first_rule);
+    let r = decide_text(rule, status, action);
+    let stands = rule.is_some_and(|(_, flags)| flags.stands);
     let command = command.or_else(|| diagnostic.and_then(crate::text::smtp_command));
     match (r, command) {
         // ...unless a precise status (5.1.1) says it is the address.
@@ -173,11 +192,25 @@ pub fn decide(
         }
         (Reason::Userunknown | Reason::Undefined | Reason::Securityerror, Some("MAIL")) => Reason::Rejected,
         // A final failure with a temporary status: it sat in a queue until
-        // it expired.
-        // (Only when the text names no cause of its own.)
+        // it expired, retried against a network fault (unless the rule that
+        // matched says that fault is the cause, e.g. DNS)...
+        (Reason::Networkerror, _)
+            if !stands && (failed_temporarily(action, status) || diagnostic.is_some_and(says_expired)) =>
+        {
+            Reason::Expired
+        }
+        // ...or held with no cause named at all ("temporary failure"),
+        // unless the report says it gave up on it.
+        (Reason::Undefined | Reason::Systemerror, _) if !stands && failed_temporarily(action, status) => {
+            if diagnostic.is_some_and(says_expired) {
+                Reason::Expired
+            } else {
+                Reason::Onhold
+            }
+        }
+        // Some reports say so outright ("Action: expired").
         (Reason::Undefined | Reason::Systemerror | Reason::Networkerror, _)
-            if action.is_some_and(|a| a.eq_ignore_ascii_case("failed"))
-                && status.is_some_and(|s| s.starts_with('4')) =>
+            if action.is_some_and(|a| a.eq_ignore_ascii_case("expired")) =>
         {
             Reason::Expired
         }
@@ -185,20 +218,41 @@ pub fn decide(
     }
 }
 
-fn decide_text(diagnostic: Option<&str>, status: Option<&str>, action: Option<&str>) -> Reason {
+/// The text says the message expired in a queue (any "expired" rule
+/// matches, wherever it stands in the order).
+fn says_expired(text: &str) -> bool {
+    let text = &text[..floor_boundary(text, MAX_DIAGNOSTIC)];
+    RULES.rules.iter().any(|(reason, re, _)| *reason == Reason::Expired && re.is_match(text))
+}
+
+fn floor_boundary(text: &str, max: usize) -> usize {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
+/// A final failure (`Action: failed`) with a temporary (4.x.x) status.
+fn failed_temporarily(action: Option<&str>, status: Option<&str>) -> bool {
+    action.is_some_and(|a| a.eq_ignore_ascii_case("failed")) && status.is_some_and(|s| s.starts_with('4'))
+}
+
+fn decide_text(rule: Option<(Reason, Flags)>, status: Option<&str>, action: Option<&str>) -> Reason {
     // 5.2.3: the message is over the recipient's own limit, whatever the
     // wording ("message size exceeds ...").
     if status == Some("5.2.3") {
         return Reason::Exceedlimit;
     }
     let from_status = status.and_then(from_status);
-    let from_text = diagnostic.and_then(from_text);
+    let from_text = rule.map(|(reason, _)| reason);
+    let firm = rule.is_some_and(|(_, flags)| flags.firm);
     match (from_text, from_status) {
         // A specific status outranks vague wording ("rejected", "denied").
         // ...and settles user-versus-host, which prose often blurs.
         (Some(t), Some(s))
             if status.is_some_and(is_specific)
-                && (is_vague(t)
+                && (is_vague(t) && !firm
                     || matches!(t, Reason::Userunknown | Reason::Hostunknown)
                         && status.is_some_and(|s| s.starts_with("5.1."))) =>
         {
@@ -248,6 +302,7 @@ fn is_specific(status: &str) -> bool {
             | "4.2.2"
             | "5.7.23"
             | "5.7.25"
+            | "5.7.9"
             | "5.7.26"
     )
 }
@@ -268,9 +323,37 @@ mod tests {
         assert_eq!(from_text("552 Mailbox full, quota exceeded"), Some(Reason::Mailboxfull));
         assert_eq!(from_text("554 Your IP is listed at zen.spamhaus.org"), Some(Reason::Blocked));
         assert_eq!(from_text("Message rejected as spam"), Some(Reason::Spamdetected));
+        // A host name that does not exist, not a dotted local part.
+        assert_eq!(from_text("553 mx.example.test does not exist"), Some(Reason::Hostunknown));
+        assert_eq!(from_text("550 john.doe does not exist"), Some(Reason::Userunknown));
         assert_eq!(decide(Some("whatever"), Some("5.1.1"), Some("failed"), None), Reason::Userunknown);
         assert_eq!(decide(None, Some("4.4.7"), Some("delayed"), None), Reason::Expired);
         assert_eq!(decide(None, None, None, None), Reason::Undefined);
         assert!(Reason::Suspend.is_hard() && !Reason::Blocked.is_hard());
+    }
+
+    #[test]
+    fn rule_flags_and_temporary_failures() {
+        // firm: a named block list outranks a contrary 5.1.x status.
+        let spamhaus = "553 http://www.spamhaus.org/query/bl?ip=192.0.2.1";
+        assert_eq!(decide(Some(spamhaus), Some("5.1.3"), Some("failed"), None), Reason::Blocked);
+        // stands: a DNS failure is the cause even after the queue gave up.
+        let dns = "DNS Error: DNS type 'mx' lookup of example.test responded with code NXDOMAIN";
+        assert_eq!(decide(Some(dns), Some("4.0.0"), Some("failed"), None), Reason::Networkerror);
+        // A retried network fault expired; no cause at all is on hold...
+        assert_eq!(
+            decide(Some("Connection timed out"), Some("4.4.1"), Some("failed"), None),
+            Reason::Expired
+        );
+        assert_eq!(
+            decide(Some("450 4.0.0 Temporary failure"), Some("4.0.0"), Some("failed"), None),
+            Reason::Onhold
+        );
+        // ...unless the report says it gave up.
+        let gave_up = "Resources temporarily unavailable. This message has been in the queue too long.";
+        assert_eq!(decide(Some(gave_up), Some("4.1.9"), Some("failed"), None), Reason::Expired);
+        let timed_out =
+            "unable to connect: Operation timed out. This message has been in the queue too long.";
+        assert_eq!(decide(Some(timed_out), None, Some("failed"), None), Reason::Expired);
     }
 }

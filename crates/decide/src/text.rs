@@ -23,7 +23,7 @@ static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
 /// Lines that start the copy of the original message.
 static MARKER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?im)^[\s\-=_*]*(?:this is a copy of the message|below this line is a copy|original message (?:follows|headers)|-+ ?original message ?-+|the (?:original|returned) message (?:follows|is (?:attached|included|below))|returned mail follows|message headers follow|headers of the original message|unsent message below|undelivered message headers|original message header|content-type: message/rfc822|content-type: text/rfc822-headers|-+ ?the header of the original message|\*\*\* original message|----- original message -----|your message reads)",
+        r"(?im)^[\s\-=_*]*(?:this is a copy of the message|below this line is a copy|original message (?:follows|headers)|-+ ?original message ?-+|-+ ?returned message ?-+|the (?:original|returned) message (?:follows|is (?:attached|included|below))|returned mail follows|message headers follow|headers of the original message|unsent message below|undelivered message headers|original message header|content-type: message/rfc822|content-type: text/rfc822-headers|-+ ?the header of the original message|\*\*\* original message|----- original message -----|your message reads)",
     )
     .expect("static regex")
 });
@@ -41,11 +41,11 @@ static DELAY: LazyLock<Regex> = LazyLock::new(|| {
         .expect("static regex")
 });
 static FAILED_HEADING: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)permanent(?:ly)? (?:error|fail)|could not be delivered|failed|undeliverable|unable to deliver|not delivered|rejected|error").expect("static regex")
+    Regex::new(r"(?i)permanent(?:ly)? (?:error|fail)|could not be delivered|did not reach|failed|undeliverable|unable to deliver|not delivered|rejected|error").expect("static regex")
 });
 
 static COMMAND: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(?:after|in reply to|response to|>>>)\s*(?:the\s+)?(?:end of\s+)?(rcpt to|mail from|data|end of data|helo|ehlo|connect)")
+    Regex::new(r"(?i)(?:after|in reply to|response to|>>>|smtp command:?)\s*(?:the\s+)?(?:end of\s+)?(rcpt to|mail from|data|end of data|helo|ehlo|connect)")
         .expect("static regex")
 });
 
@@ -87,14 +87,20 @@ pub fn command_for(text: &str, address: &str) -> Option<&'static str> {
     None
 }
 
-/// The first RFC 3463 status in `s` (`x.0.9yy` pseudo-codes excluded).
+/// The first RFC 3463 status in `s` (`x.0.9yy` pseudo-codes excluded); in a
+/// transcript, the first failure (4.x.x, 5.x.x) rather than an earlier
+/// `250 2.1.5 Ok`.
 pub fn rfc3463(s: &str) -> Option<String> {
-    STATUS.captures(s).map(|c| format!("{}.{}.{}", &c[1], &c[2], &c[3]))
+    let all = || STATUS.captures_iter(s);
+    let c = all().find(|c| &c[1] != "2").or_else(|| all().next())?;
+    Some(format!("{}.{}.{}", &c[1], &c[2], &c[3]))
 }
 
 /// The SMTP reply code and RFC 3463 status mentioned in a diagnostic.
 pub fn diagnostic_codes(diag: &str) -> (Option<u16>, Option<String>) {
-    let code = REPLY_CODE.captures(diag).and_then(|c| c[1].parse().ok());
+    let all = || REPLY_CODE.captures_iter(diag);
+    let code =
+        all().find(|c| !c[1].starts_with('2')).or_else(|| all().next()).and_then(|c| c[1].parse().ok());
     (code, rfc3463(diag))
 }
 
@@ -142,14 +148,36 @@ pub fn first_text(msg: &Message<'_>) -> String {
 pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
     let lower = address.to_ascii_lowercase();
     let lines: Vec<&str> = text.lines().collect();
-    let at = lines.iter().position(|l| l.to_ascii_lowercase().contains(&lower))?;
+    // The line that lists the address as failed, else its first mention
+    // (not "To: a@b" in a summary of the original above the list).
+    let mentions = |l: &&str| l.to_ascii_lowercase().contains(&lower);
+    let at = lines
+        .iter()
+        .position(|l| mentions(l) && is_address_line(l.trim()))
+        .or_else(|| lines.iter().position(mentions))?;
     let mut out = Vec::new();
     let same = lines[at].trim();
     // Text on the address line after the address itself ("<a@b>: 550 ...").
     if let Some(idx) = same.to_ascii_lowercase().find(&lower) {
         let rest = same[idx + lower.len()..].trim_start_matches(['>', ':', '.', ' ', ',']).trim();
+        // Sendmail's "550 <a@b>... User unknown": the reply code leads.
+        let code = same[..idx].trim_end_matches(['<', ' ']);
+        // "User's mailbox is full: <a@b>": the label is the diagnostic
+        // (unless it only names the field: "Recipient address: <a@b>").
+        if let Some(label) = code.strip_suffix(':').map(str::trim)
+            && label.len() > 3
+            && !["recipient", "recipients", "address", "to", "addressee"]
+                .iter()
+                .any(|w| label.to_ascii_lowercase().ends_with(w))
+        {
+            out.push(label.to_string());
+        }
         if rest.len() > 3 {
-            out.push(rest.to_string());
+            if code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()) {
+                out.push(format!("{code} {rest}"));
+            } else {
+                out.push(rest.to_string());
+            }
         }
     }
     for line in lines.iter().skip(at + 1).take(12) {
@@ -160,8 +188,15 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
             }
             break;
         }
-        if ADDRESS.is_match(t) && is_address_line(t) {
+        // The next failed address ends this one's diagnostic; a reply that
+        // names this address again ("550 <a@b>... No such user") is part of it.
+        if ADDRESS.is_match(t) && is_address_line(t) && !t.to_ascii_lowercase().contains(&lower) {
             break;
+        }
+        // Rules (=====) and headings ("Technical details:") before the
+        // diagnostic are layout.
+        if out.is_empty() && (!t.chars().any(char::is_alphanumeric) || (t.ends_with(':') && t.len() < 40)) {
+            continue;
         }
         out.push(t.to_string());
     }
@@ -172,7 +207,9 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
 /// A line that is (mostly) just an address: how most reports list failures.
 fn is_address_line(t: &str) -> bool {
     let Some(m) = ADDRESS.find(t) else { return false };
-    let before = t[..m.start()].trim_matches(|c: char| c == '<' || c == '>' || c == '"' || c.is_whitespace());
+    // (A list bullet before the address is no label.)
+    let before = t[..m.start()]
+        .trim_matches(|c: char| matches!(c, '<' | '>' | '"' | '*' | '\u{2022}') || c.is_whitespace());
     let after = t[m.end()..].trim_start_matches(['>', '"']);
     let after_trim = after.trim();
     // "Unknown user: a@b", "Recipient address: a@b", "Failed recipient: a@b"
@@ -180,13 +217,19 @@ fn is_address_line(t: &str) -> bool {
         let l = before.to_ascii_lowercase();
         ["user", "recipient", "address", "failed", "invalid", "unknown"].iter().any(|w| l.contains(w))
     };
-    (before.is_empty() || labelled)
+    // Sendmail: "554 <a@b>... Host unknown".
+    let reply_code = before.len() == 3
+        && before.bytes().all(|b| b.is_ascii_digit())
+        && matches!(before.as_bytes()[0], b'4' | b'5')
+        && after_trim.starts_with("...");
+    (before.is_empty() || labelled || reply_code)
         && (after_trim.is_empty()
             || (after_trim.starts_with('<') && after_trim.contains(m.as_str()))
             || after_trim.starts_with(':')
             || after_trim.starts_with("...")
             || after_trim.starts_with("<mailto:")
             || after_trim.starts_with('(')
+            || after_trim.starts_with('[')
             || after_trim.starts_with(';')
             || after_trim.starts_with("on ")
             || after_trim.starts_with(','))
@@ -197,7 +240,7 @@ fn addresses_of(header: Option<&str>) -> Vec<String> {
 }
 
 /// Recipients the prose reports as failed, in order, without duplicates.
-fn failed_addresses(msg: &Message<'_>, text: &str) -> Vec<String> {
+pub fn failed_addresses(msg: &Message<'_>, text: &str) -> Vec<String> {
     let mut found: Vec<String> = addresses_of(msg.header_raw("X-Failed-Recipients"));
     let ignore: Vec<String> = [msg.header_raw("To"), msg.header_raw("From")]
         .into_iter()
@@ -292,6 +335,11 @@ pub fn engine_hint(msg: &Message<'_>) -> Option<&'static str> {
     None
 }
 
+/// The message comes from a mailer daemon or postmaster.
+pub fn from_daemon(msg: &Message<'_>) -> bool {
+    DAEMON.is_match(msg.header_raw("From").unwrap_or_default())
+}
+
 /// A prose bounce: a daemon's notice that names failed recipients.
 pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     let from = msg.header_raw("From").unwrap_or_default();
@@ -374,5 +422,9 @@ mod tests {
         assert!(is_address_line("<kijitora@example.ne.jp>:"));
         assert!(is_address_line("kijitora@example.com<mailto:kijitora@example.com>"));
         assert!(!is_address_line("Please contact admin@example.com for help"));
+        assert!(is_address_line("   * kijitora@example.com"));
+        assert!(is_address_line("kijitora@example.co.jp [User unknown]"));
+        assert!(is_address_line("554 <kuroneko@example.or.jp>... 550 Host unknown"));
+        assert!(!is_address_line("250 <kuroneko@example.or.jp> sender ok"));
     }
 }
