@@ -3,7 +3,8 @@
 //! and reason as IMAP keywords so mail clients can sort by them.
 
 use decide::{Classification, Verdict};
-use record::quarantine::{MessageMeta, Placed, Quarantine};
+use record::QuarantineStore;
+use record::quarantine::{MessageMeta, Placed};
 
 /// The folder a classified message belongs in.
 pub fn folder_for(c: &Classification) -> &'static str {
@@ -43,7 +44,7 @@ pub struct Arrival<'a> {
 /// Classifies `content` and stores it for `account`. Returns where it went
 /// and the classification.
 pub async fn file(
-    store: &Quarantine,
+    store: &dyn QuarantineStore,
     account: &str,
     content: &[u8],
     arrival: Arrival<'_>,

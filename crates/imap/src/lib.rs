@@ -41,7 +41,7 @@ pub trait Releaser: Send + Sync + 'static {
 
 pub struct Config {
     pub hostname: String,
-    pub store: record::Quarantine,
+    pub store: Arc<dyn record::QuarantineStore>,
     pub tls: TlsAcceptor,
     /// TLS from the first byte (`--imaps`) instead of STARTTLS.
     pub implicit_tls: bool,
@@ -59,7 +59,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(hostname: String, store: record::Quarantine, tls: TlsAcceptor) -> Self {
+    pub fn new(hostname: String, store: Arc<dyn record::QuarantineStore>, tls: TlsAcceptor) -> Self {
         Config {
             hostname,
             store,

@@ -3,6 +3,7 @@
 //! and suppressions join it in later stages. SQLite (WAL) in the data
 //! directory by default.
 
+mod backend;
 mod blobsync;
 mod password;
 pub mod quarantine;
@@ -16,6 +17,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use backend::{BoxFuture, QuarantineStore};
 pub use quarantine::Quarantine;
 pub use users::Users;
 

@@ -220,7 +220,7 @@ pub async fn request(cfg: &Config, req: Request) -> anyhow::Result<Response> {
     let reinjector = Reinjector {
         spool: Arc::new(spool),
         waker: None,
-        store: store.quarantine(),
+        store: Arc::new(store.quarantine()),
         hostname: cfg.server.hostname.clone(),
         max_age: cfg.queue.max_age_secs as i64,
     };

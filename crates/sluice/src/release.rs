@@ -10,7 +10,7 @@ use vocabulary::{Envelope, QueueId, Recipient};
 pub struct Reinjector {
     pub spool: Arc<Spool>,
     pub waker: Option<Waker>,
-    pub store: record::Quarantine,
+    pub store: Arc<dyn record::QuarantineStore>,
     pub hostname: String,
     pub max_age: i64,
 }

@@ -78,9 +78,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // Routes: the relay when configured (otherwise relayed recipients wait
     // in the spool), and the quarantine store for teed copies.
-    let quarantine = store.quarantine();
-    apply_accounts(&quarantine, &cfg.accounts).await?;
-    let accounts = tee::Accounts::load(&quarantine).await;
+    apply_accounts(&store.quarantine(), &cfg.accounts).await?;
+    // Everything else uses the store through its trait (SQLite today).
+    let quarantine: Arc<dyn record::QuarantineStore> = Arc::new(store.quarantine());
+    let accounts = tee::Accounts::load(quarantine.as_ref()).await;
     let accounts_task =
         tokio::spawn(accounts.clone().keep_fresh(quarantine.clone(), Duration::from_secs(10)));
     let mut routes = queue::Routes {
@@ -251,7 +252,7 @@ async fn apply_accounts(
 
 /// The retention sweeper: deletes expired quarantine copies on its own
 /// schedule, in small transactions so IMAP sessions are never held up.
-async fn sweep_every(store: record::Quarantine, every: Duration) {
+async fn sweep_every(store: Arc<dyn record::QuarantineStore>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let started = std::time::Instant::now();

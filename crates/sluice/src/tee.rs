@@ -17,13 +17,13 @@ use vocabulary::{Envelope, Recipient, Reply, Route, domain_of};
 pub struct Accounts(Arc<RwLock<HashMap<String, String>>>);
 
 impl Accounts {
-    pub async fn load(store: &record::Quarantine) -> Self {
+    pub async fn load(store: &dyn record::QuarantineStore) -> Self {
         let a = Accounts::default();
         a.refresh(store).await;
         a
     }
 
-    pub async fn refresh(&self, store: &record::Quarantine) {
+    pub async fn refresh(&self, store: &dyn record::QuarantineStore) {
         match store.domain_accounts().await {
             Ok(rows) => *self.0.write().unwrap_or_else(|e| e.into_inner()) = rows.into_iter().collect(),
             Err(e) => tracing::warn!(error = %e, "cannot read quarantine accounts"),
@@ -31,10 +31,10 @@ impl Accounts {
     }
 
     /// Refreshes every `every` until the task is aborted.
-    pub async fn keep_fresh(self, store: record::Quarantine, every: Duration) {
+    pub async fn keep_fresh(self, store: Arc<dyn record::QuarantineStore>, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
-            self.refresh(&store).await;
+            self.refresh(store.as_ref()).await;
         }
     }
 
@@ -58,7 +58,7 @@ impl Accounts {
 
 /// The quarantine route: classify and store the exact bytes received.
 pub struct QuarantineTransport {
-    pub store: record::Quarantine,
+    pub store: Arc<dyn record::QuarantineStore>,
 }
 
 impl Transport for QuarantineTransport {
@@ -79,7 +79,13 @@ impl Transport for QuarantineTransport {
                     rcpts: relay_rcpts.clone(),
                     queue_id: job.id.to_string(),
                 };
-                let reply = match deliver::quarantine::file(&self.store, account, job.content, arrival).await
+                let reply = match deliver::quarantine::file(
+                    self.store.as_ref(),
+                    account,
+                    job.content,
+                    arrival,
+                )
+                .await
                 {
                     Ok((placed, c)) => {
                         tracing::info!(
