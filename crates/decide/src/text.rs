@@ -67,8 +67,25 @@ pub fn smtp_command(text: &str) -> Option<&'static str> {
 pub fn command_for(text: &str, address: &str) -> Option<&'static str> {
     let lower = address.to_ascii_lowercase();
     let mut last: Option<&str> = None;
+    let mut heading = false;
     for line in text.lines() {
         let t = line.trim_start();
+        // A section headed "SMTP command" (m-FILTER): its first line.
+        if heading && !t.trim().is_empty() {
+            let cmd = t.trim().to_ascii_uppercase();
+            if cmd.starts_with("DATA") || cmd == "." {
+                return Some("DATA");
+            } else if cmd.starts_with("RCPT") {
+                return Some("RCPT");
+            } else if cmd.starts_with("MAIL") {
+                return Some("MAIL");
+            }
+            heading = false;
+        }
+        if t.trim().trim_matches(['-', '=', ':', ' ']).eq_ignore_ascii_case("smtp command") {
+            heading = true;
+            continue;
+        }
         if let Some(cmd) = t.strip_prefix(">>>") {
             last = Some(cmd.trim());
         } else if t.starts_with("<<<") && t.to_ascii_lowercase().contains(&lower) {
