@@ -147,6 +147,20 @@ fn classify_at(raw: &[u8], depth: u8) -> Classification {
     } else {
         human::classify(&msg)
     };
+    // A filtering appliance's "unknown user" is its verdict on the message
+    // (unless a precise status, 5.1.x, says it is the address).
+    let vague_unknown = |r: &RecipientReport| {
+        r.reason == Reason::Userunknown && !r.status.as_deref().is_some_and(|s| s.starts_with("5.1."))
+    };
+    if c.verdict == Verdict::Bounce
+        && c.recipients.iter().any(vague_unknown)
+        && reason::by_filter_appliance(&String::from_utf8_lossy(raw))
+    {
+        for r in c.recipients.iter_mut().filter(|r| vague_unknown(r)) {
+            r.reason = Reason::Filtered;
+            r.hard = false;
+        }
+    }
     // The VERP token: the report was addressed to local+token@domain.
     if c.original.verp_token.is_none() {
         c.original.verp_token = human::envelope_recipients(&msg).iter().find_map(|a| verp::parse(a));

@@ -101,6 +101,16 @@ impl Reason {
 struct RuleFile {
     rule: Vec<Rule>,
     status: HashMap<String, Reason>,
+    #[serde(default)]
+    filter: FilterFile,
+}
+
+/// Content-filtering appliances: their own "unknown user" is a filter's
+/// verdict on the message (filtered), not the address's.
+#[derive(Deserialize, Default)]
+struct FilterFile {
+    #[serde(default)]
+    signatures: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +131,7 @@ struct Rules {
     /// finding every match as a RegexSet's `matches` would.
     rules: Vec<(Reason, Regex, Flags)>,
     status: HashMap<String, Reason>,
+    filter: Option<Regex>,
 }
 
 /// What a rule says about its cause beyond the reason.
@@ -147,8 +158,19 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
             (rule.reason, re, Flags { stands: rule.stands, firm: rule.firm })
         })
         .collect();
-    Rules { rules, status: file.status }
+    let filter = (!file.filter.signatures.is_empty()).then(|| {
+        let alternation =
+            file.filter.signatures.iter().map(|p| format!("(?:{p})")).collect::<Vec<_>>().join("|");
+        RegexBuilder::new(&alternation).case_insensitive(true).build().expect("filter signatures compile")
+    });
+    Rules { rules, status: file.status, filter }
 });
+
+/// The report (or the Received trail of its returned message) was written
+/// by a content-filtering appliance.
+pub fn by_filter_appliance(raw: &str) -> bool {
+    RULES.filter.as_ref().is_some_and(|re| re.is_match(raw))
+}
 
 /// Diagnostics say what they mean early; scanning more only costs time.
 const MAX_DIAGNOSTIC: usize = 2000;

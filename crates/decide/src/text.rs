@@ -23,7 +23,7 @@ static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
 /// Lines that start the copy of the original message.
 static MARKER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?im)^[\s\-=_*]*(?:this is a copy of the message|below this line is a copy|original message (?:follows|headers)|-+ ?original message ?-+|-+ ?returned message ?-+|the (?:original|returned) message (?:follows|is (?:attached|included|below))|returned mail follows|message headers follow|headers of the original message|unsent message below|undelivered message headers|original message header|content-type: message/rfc822|content-type: text/rfc822-headers|-+ ?the header of the original message|\*\*\* original message|----- original message -----|your message reads)",
+        r"(?im)^[\s\-=_*]*(?:this is a copy of the message|below this line is a copy|original message (?:follows|headers)|-+ ?original message ?-+|-+ ?returned message ?-+|the (?:original|returned) message (?:follows|is (?:attached|included|below))|returned mail follows|message headers follow|headers of the original message|unsent message below|undelivered message headers|original message header|content-type: message/rfc822|content-type: text/rfc822-headers|-+ ?the header of the original message|\*\*\* original message|----- original message -----|your message reads|original message:[ \t]*$)",
     )
     .expect("static regex")
 });
@@ -34,7 +34,7 @@ static BOUNCE_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
     .expect("static regex")
 });
 static DAEMON: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)mailer[-_]?daemon|postmaster|mail delivery (?:system|subsystem)|mail administrator|^mdaemon|nobody@|bounce").expect("static regex")
+    Regex::new(r"(?i)mailer[-_]?daemon|postmaster|\bno-?reply@|mail delivery (?:system|subsystem)|mail administrator|^mdaemon|nobody@|bounce").expect("static regex")
 });
 static DELAY: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)will (?:continue|keep) (?:trying|to try|retrying)|still (?:trying|being retried)|has been delayed|delivery (?:is )?delayed|not (?:yet )?been delivered|warning: message .* still undelivered|delayed mail|\(delay\)|temporar(?:y|ily) (?:failure|unable)|will be retried")
@@ -67,8 +67,25 @@ pub fn smtp_command(text: &str) -> Option<&'static str> {
 pub fn command_for(text: &str, address: &str) -> Option<&'static str> {
     let lower = address.to_ascii_lowercase();
     let mut last: Option<&str> = None;
+    let mut heading = false;
     for line in text.lines() {
         let t = line.trim_start();
+        // A section headed "SMTP command" (m-FILTER): its first line.
+        if heading && !t.trim().is_empty() {
+            let cmd = t.trim().to_ascii_uppercase();
+            if cmd.starts_with("DATA") || cmd == "." {
+                return Some("DATA");
+            } else if cmd.starts_with("RCPT") {
+                return Some("RCPT");
+            } else if cmd.starts_with("MAIL") {
+                return Some("MAIL");
+            }
+            heading = false;
+        }
+        if t.trim().trim_matches(['-', '=', ':', ' ']).eq_ignore_ascii_case("smtp command") {
+            heading = true;
+            continue;
+        }
         if let Some(cmd) = t.strip_prefix(">>>") {
             last = Some(cmd.trim());
         } else if t.starts_with("<<<") && t.to_ascii_lowercase().contains(&lower) {
@@ -195,7 +212,11 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
         }
         // Rules (=====) and headings ("Technical details:") before the
         // diagnostic are layout.
-        if out.is_empty() && (!t.chars().any(char::is_alphanumeric) || (t.ends_with(':') && t.len() < 40)) {
+        if out.is_empty()
+            && (!t.chars().any(char::is_alphanumeric)
+                || (t.ends_with(':') && t.len() < 40)
+                || (t.starts_with("---") && t.ends_with("---")))
+        {
             continue;
         }
         out.push(t.to_string());
@@ -215,7 +236,9 @@ fn is_address_line(t: &str) -> bool {
     // "Unknown user: a@b", "Recipient address: a@b", "Failed recipient: a@b"
     let labelled = before.ends_with(':') && before.len() < 48 && {
         let l = before.to_ascii_lowercase();
-        ["user", "recipient", "address", "failed", "invalid", "unknown"].iter().any(|w| l.contains(w))
+        ["user", "recipient", "address", "failed", "invalid", "unknown", "delivered to"]
+            .iter()
+            .any(|w| l.contains(w))
     };
     // Sendmail: "554 <a@b>... Host unknown".
     let reply_code = before.len() == 3
@@ -247,10 +270,19 @@ pub fn failed_addresses(msg: &Message<'_>, text: &str) -> Vec<String> {
         .flat_map(addresses_of)
         .map(|a| a.to_ascii_lowercase())
         .collect();
-    let push = |found: &mut Vec<String>, a: &str| {
+    // A listed postmaster address is the failed recipient only when the
+    // report lists nothing else (mail sent to postmaster@ that bounced).
+    let mut daemons: Vec<String> = Vec::new();
+    let mut push = |found: &mut Vec<String>, a: &str| {
         let a = a.trim_end_matches('.').to_string();
         let l = a.to_ascii_lowercase();
-        if DAEMON.is_match(&l) || ignore.contains(&l) {
+        if ignore.contains(&l) {
+            return;
+        }
+        if DAEMON.is_match(&l) {
+            if !daemons.contains(&a) {
+                daemons.push(a);
+            }
             return;
         }
         if !found.iter().any(|f| f.eq_ignore_ascii_case(&a)) {
@@ -280,6 +312,9 @@ pub fn failed_addresses(msg: &Message<'_>, text: &str) -> Vec<String> {
                 push(&mut found, m.as_str());
             }
         }
+    }
+    if found.is_empty() {
+        found = daemons;
     }
     found
 }
@@ -364,7 +399,17 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     if !looks_like_a_report {
         return None;
     }
-    let addresses = failed_addresses(msg, &text);
+    let mut addresses = failed_addresses(msg, &text);
+    if addresses.is_empty() && (headers_say || FAILED_HEADING.is_match(&text)) {
+        // The prose names no address ("could not be delivered to mobile"):
+        // the returned original says whom the message was for.
+        // (Not when the original is itself a daemon's report: a gateway
+        // passing one on.)
+        let o = crate::dsn::original(msg);
+        if !o.from.as_deref().is_some_and(|f| DAEMON.is_match(f)) {
+            addresses.extend(o.to);
+        }
+    }
     if addresses.is_empty() {
         return None;
     }
