@@ -15,6 +15,7 @@ import time
 import pytest
 
 from helpers.mail import send_raw
+from helpers.net import tls_context
 from helpers.procs import wait_until
 
 from test_tee import blob, fixture, stored
@@ -23,13 +24,6 @@ PASSWORD = "imap-s3cret"
 BOUNCE = "bounces/lhost-postfix-05.eml"
 AUTOREPLY = "autoreplies/sisimai-rfc3834-01.eml"
 COMPLAINT = "complaints/flanker-aol.eml"
-
-
-def tls_context():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 @pytest.fixture

@@ -9,16 +9,9 @@ import time
 import pytest
 
 from helpers.mail import assert_relayed_exactly, simple_message, token
-from helpers.net import RawSMTP
+from helpers.net import RawSMTP, tls_context
 
 PASSWORD = "correct horse battery staple"
-
-
-def tls_context():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 import random
 import re
 import socket
+import ssl
 import time
 
 _used_ports = set()
@@ -181,3 +182,11 @@ def split_trace(received):
     m = re.match(rb"(?s)(.*?\r\n)(?![ \t])", received)
     assert m, f"no header at all: {received[:200]!r}"
     return m.group(1), received[m.end():]
+
+
+def tls_context():
+    """A client TLS context that accepts sluice's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx

@@ -7,6 +7,7 @@
 //! but the account name. Moving a message into `Release` re-injects it to its
 //! original recipients through the [`Releaser`].
 
+mod fetch;
 mod lockout;
 pub mod mime;
 mod search;

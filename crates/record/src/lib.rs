@@ -8,6 +8,7 @@ mod blobsync;
 mod password;
 pub mod quarantine;
 mod users;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;

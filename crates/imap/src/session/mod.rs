@@ -12,20 +12,17 @@ use imap_codec::fragmentizer::{DecodeMessageError, FragmentInfo, Fragmentizer};
 use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::LiteralMode;
-use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Part, Section};
-use imap_codec::imap_types::flag::{StoreResponse, StoreType};
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
-use imap_codec::imap_types::search::SearchKey;
-use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::StatusDataItemName;
 use ingress::conn::{Conn, ReadError};
 use record::quarantine::FolderInfo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+mod messages;
+
+use self::messages::deleted_uids;
 use crate::Config;
-use crate::mime::{Entity, field_blocks};
-use crate::search::{self, Candidate, in_set};
 use crate::wire::Out;
 
 /// Failed logins on one connection before it is closed.
@@ -422,17 +419,23 @@ impl Session {
         }
     }
 
-    async fn select(&mut self, tag: &str, name: &str, read_only: bool) {
-        self.selected = None;
-        let verb = if read_only { "EXAMINE" } else { "SELECT" };
+    /// A folder and its messages, or the tagged NO that says why not.
+    async fn open(&mut self, tag: &str, name: &str) -> Option<(FolderInfo, Vec<Msg>)> {
         let Some(folder) = self.folder(name).await else {
             self.line(&format!("{tag} NO [NONEXISTENT] no such folder"));
-            return;
+            return None;
         };
         let Some(msgs) = self.load(folder.id).await else {
             self.line(&format!("{tag} NO [SERVERBUG] cannot read the folder"));
-            return;
+            return None;
         };
+        Some((folder, msgs))
+    }
+
+    async fn select(&mut self, tag: &str, name: &str, read_only: bool) {
+        self.selected = None;
+        let verb = if read_only { "EXAMINE" } else { "SELECT" };
+        let Some((folder, msgs)) = self.open(tag, name).await else { return };
         // Each distinct (shared) flag set once, then its keywords.
         let mut seen = HashSet::new();
         let mut keywords: Vec<&str> = Vec::new();
@@ -544,14 +547,7 @@ impl Session {
     }
 
     async fn status(&mut self, tag: &str, name: &str, items: &[StatusDataItemName]) {
-        let Some(folder) = self.folder(name).await else {
-            self.line(&format!("{tag} NO [NONEXISTENT] no such folder"));
-            return;
-        };
-        let Some(msgs) = self.load(folder.id).await else {
-            self.line(&format!("{tag} NO [SERVERBUG] cannot read the folder"));
-            return;
-        };
+        let Some((folder, msgs)) = self.open(tag, name).await else { return };
         let mut parts = Vec::new();
         for item in items {
             match item {
@@ -573,447 +569,6 @@ impl Session {
         self.conn.write(&out.into_bytes());
         self.line(&format!("{tag} OK STATUS completed"));
     }
-
-    /// Indices into the selected folder that a sequence set names.
-    fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
-        let Some(sel) = &self.selected else { return Vec::new() };
-        let max_seq = sel.msgs.len() as u32;
-        let max_uid = sel.msgs.last().map_or(0, |m| m.uid);
-        sel.msgs
-            .iter()
-            .enumerate()
-            .filter(
-                |(i, m)| if uid { in_set(set, m.uid, max_uid) } else { in_set(set, *i as u32 + 1, max_seq) },
-            )
-            .map(|(i, _)| i)
-            .collect()
-    }
-
-    async fn fetch(
-        &mut self,
-        tag: &str,
-        set: &SequenceSet,
-        items: MacroOrMessageDataItemNames<'_>,
-        uid: bool,
-    ) {
-        let expanded;
-        let mut items = match items {
-            MacroOrMessageDataItemNames::Macro(m) => {
-                expanded = m;
-                expanded.expand()
-            }
-            MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
-        };
-        if uid && !items.contains(&MessageDataItemName::Uid) {
-            items.insert(0, MessageDataItemName::Uid);
-        }
-        let needs_bytes = items.iter().any(|i| {
-            matches!(
-                i,
-                MessageDataItemName::Envelope
-                    | MessageDataItemName::BodyStructure
-                    | MessageDataItemName::Body
-                    | MessageDataItemName::BodyExt { .. }
-                    | MessageDataItemName::Rfc822
-                    | MessageDataItemName::Rfc822Header
-                    | MessageDataItemName::Rfc822Text
-            )
-        });
-        let sets_seen = items.iter().any(|i| {
-            matches!(
-                i,
-                MessageDataItemName::BodyExt { peek: false, .. }
-                    | MessageDataItemName::Rfc822
-                    | MessageDataItemName::Rfc822Text
-            )
-        });
-        let needs_parts = items.iter().any(|i| match i {
-            MessageDataItemName::BodyStructure | MessageDataItemName::Body => true,
-            MessageDataItemName::BodyExt { section: Some(s), .. } => section_part(s).is_some(),
-            _ => false,
-        });
-        let indices = self.resolve(set, uid);
-        let mut seen_updates = Vec::new();
-        // In chunks: one blocking read for a chunk's blobs, then its responses.
-        for chunk in indices.chunks(256) {
-            let Some(sel) = &mut self.selected else { return };
-            let raws = if needs_bytes {
-                let hashes = chunk.iter().map(|&i| sel.msgs[i].blob.clone()).collect();
-                self.cfg.store.read_blobs(hashes).await
-            } else {
-                Vec::new()
-            };
-            let Some(sel) = &mut self.selected else { return };
-            let read_only = sel.read_only;
-            let mut out = Out::default();
-            for (k, &idx) in chunk.iter().enumerate() {
-                let m = &mut sel.msgs[idx];
-                let mut flags_changed = false;
-                if sets_seen && !read_only && !m.flags.iter().any(|f| f == "\\Seen") {
-                    Arc::make_mut(&mut m.flags).push("\\Seen".into());
-                    seen_updates.push((i64::from(m.uid), m.flags.join(" ")));
-                    flags_changed = true;
-                }
-                let raw = raws.get(k).and_then(|r| r.as_deref());
-                if needs_bytes && raw.is_none() {
-                    tracing::error!(uid = m.uid, blob = %m.blob, "imap fetch: message bytes missing");
-                }
-                let entity = raw.map(|r| if needs_parts { Entity::parse(r) } else { Entity::top(r) });
-                out.raw(&format!("* {} FETCH (", idx + 1));
-                let mut first = true;
-                let mut sep = |out: &mut Out| {
-                    if !std::mem::replace(&mut first, false) {
-                        out.raw(" ");
-                    }
-                };
-                let mut wrote_flags = false;
-                for item in &items {
-                    match item {
-                        MessageDataItemName::Uid => {
-                            sep(&mut out);
-                            out.raw(&format!("UID {}", m.uid));
-                        }
-                        MessageDataItemName::Flags => {
-                            sep(&mut out);
-                            out.raw(&format!("FLAGS ({})", m.flags.join(" ")));
-                            wrote_flags = true;
-                        }
-                        MessageDataItemName::InternalDate => {
-                            sep(&mut out);
-                            out.raw(&format!("INTERNALDATE \"{}\"", internal_date(m.received_at)));
-                        }
-                        MessageDataItemName::Rfc822Size => {
-                            sep(&mut out);
-                            out.raw(&format!("RFC822.SIZE {}", m.size));
-                        }
-                        _ => {
-                            let (Some(e), Some(raw)) = (&entity, raw) else { continue };
-                            sep(&mut out);
-                            fetch_content(&mut out, item, e, raw);
-                        }
-                    }
-                }
-                if flags_changed && !wrote_flags {
-                    sep(&mut out);
-                    out.raw(&format!("FLAGS ({})", m.flags.join(" ")));
-                }
-                out.raw(")\r\n");
-            }
-            self.conn.write(&out.into_bytes());
-            // Large fetches go out as they are built, not all at the end.
-            if self.conn.queued() > 256 * 1024 && self.conn.flush().await.is_err() {
-                return;
-            }
-        }
-        if !seen_updates.is_empty()
-            && let Some(sel) = &self.selected
-            && let Err(e) = self.cfg.store.set_flags(sel.folder.id, &seen_updates).await
-        {
-            tracing::error!(error = %e, "imap: storing \\Seen failed");
-        }
-        self.line(&format!("{tag} OK FETCH completed"));
-    }
-
-    async fn store(
-        &mut self,
-        tag: &str,
-        set: &SequenceSet,
-        kind: StoreType,
-        response: StoreResponse,
-        flags: &[String],
-        uid: bool,
-    ) {
-        if self.selected.as_ref().is_some_and(|s| s.read_only) {
-            self.line(&format!("{tag} NO [READ-ONLY] folder is read-only"));
-            return;
-        }
-        let indices = self.resolve(set, uid);
-        let Some(sel) = &mut self.selected else { return };
-        let mut updates = Vec::new();
-        let mut lines = Vec::new();
-        for idx in indices {
-            let m = &mut sel.msgs[idx];
-            match kind {
-                StoreType::Replace => m.flags = Arc::new(flags.to_vec()),
-                StoreType::Add => {
-                    for f in flags {
-                        if !m.flags.iter().any(|x| x.eq_ignore_ascii_case(f)) {
-                            Arc::make_mut(&mut m.flags).push(f.clone());
-                        }
-                    }
-                }
-                StoreType::Remove => {
-                    Arc::make_mut(&mut m.flags).retain(|x| !flags.iter().any(|f| f.eq_ignore_ascii_case(x)))
-                }
-            }
-            updates.push((i64::from(m.uid), m.flags.join(" ")));
-            if response == StoreResponse::Answer {
-                let uid_part = if uid { format!("UID {} ", m.uid) } else { String::new() };
-                lines.push(format!("* {} FETCH ({uid_part}FLAGS ({}))", idx + 1, m.flags.join(" ")));
-            }
-        }
-        let folder_id = sel.folder.id;
-        if let Err(e) = self.cfg.store.set_flags(folder_id, &updates).await {
-            tracing::error!(error = %e, "imap store failed");
-            self.line(&format!("{tag} NO [SERVERBUG] flags not stored"));
-            return;
-        }
-        for l in lines {
-            self.line(&l);
-        }
-        self.line(&format!("{tag} OK STORE completed"));
-    }
-
-    async fn search(&mut self, tag: &str, criteria: &[SearchKey<'_>], uid: bool) {
-        let Some(sel) = &self.selected else { return };
-        let needs = criteria.iter().any(search::needs_content);
-        let max_seq = sel.msgs.len() as u32;
-        let max_uid = sel.msgs.last().map_or(0, |m| m.uid);
-        let mut hits = Vec::new();
-        for (i, m) in sel.msgs.iter().enumerate() {
-            let raw = if needs { self.cfg.store.read_blob(&m.blob).await.ok() } else { None };
-            let c = Candidate {
-                seq: i as u32 + 1,
-                uid: m.uid,
-                max_seq,
-                max_uid,
-                flags: &m.flags,
-                size: m.size,
-                received_at: m.received_at,
-                raw: raw.as_deref(),
-            };
-            if criteria.iter().all(|k| search::matches(k, &c)) {
-                hits.push(if uid { m.uid } else { c.seq });
-            }
-        }
-        let mut l = String::from("* SEARCH");
-        for h in hits {
-            l.push_str(&format!(" {h}"));
-        }
-        self.line(&l);
-        self.line(&format!("{tag} OK SEARCH completed"));
-    }
-
-    async fn copy(&mut self, tag: &str, set: &SequenceSet, dest: &str, uid: bool, moving: bool) {
-        let verb = if moving { "MOVE" } else { "COPY" };
-        if moving && self.selected.as_ref().is_some_and(|s| s.read_only) {
-            self.line(&format!("{tag} NO [READ-ONLY] folder is read-only"));
-            return;
-        }
-        let Some(to) = self.folder(dest).await else {
-            self.line(&format!("{tag} NO [TRYCREATE] no such folder"));
-            return;
-        };
-        let indices = self.resolve(set, uid);
-        let Some(sel) = &self.selected else { return };
-        let from = sel.folder.id;
-        let uids: Vec<i64> = indices.iter().map(|&i| i64::from(sel.msgs[i].uid)).collect();
-        if uids.is_empty() {
-            self.line(&format!("{tag} OK {verb} completed (nothing matched)"));
-            return;
-        }
-        let (uidvalidity, pairs) = match self.cfg.store.copy(from, &uids, to.id).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "imap {verb} failed");
-                self.line(&format!("{tag} NO [SERVERBUG] {verb} failed"));
-                return;
-            }
-        };
-        let mut note = String::new();
-        if to.name == RELEASE {
-            note = self.release(to.id, &pairs).await;
-        }
-        let src: Vec<String> = pairs.iter().map(|(s, _)| s.to_string()).collect();
-        let dst: Vec<String> = pairs.iter().map(|(_, d)| d.to_string()).collect();
-        let copyuid = format!("COPYUID {uidvalidity} {} {}", src.join(","), dst.join(","));
-        if moving {
-            self.line(&format!("* OK [{copyuid}] moved"));
-            if let Err(e) = self.cfg.store.expunge(from, &uids).await {
-                tracing::error!(error = %e, "imap move: removing the originals failed");
-            }
-            self.sync().await;
-            self.line(&format!("{tag} OK {verb} completed{note}"));
-        } else {
-            self.line(&format!("{tag} OK [{copyuid}] {verb} completed{note}"));
-        }
-    }
-
-    /// Re-injects messages that landed in the Release folder.
-    async fn release(&self, folder_id: i64, pairs: &[(i64, i64)]) -> String {
-        let Some(releaser) = &self.cfg.releaser else {
-            return "; release is not available on this server".into();
-        };
-        let mut released = Vec::new();
-        for &(_, uid) in pairs {
-            match releaser.release(self.account(), folder_id, uid).await {
-                Ok(what) => {
-                    tracing::info!(account = %self.account(), uid, %what, "released over IMAP");
-                    released.push((uid, "$Released".to_string()));
-                }
-                Err(e) => tracing::warn!(account = %self.account(), uid, error = %e, "release failed"),
-            }
-        }
-        let mut flagged = Vec::new();
-        if let Ok(rows) = self.cfg.store.messages(folder_id).await {
-            for (uid, _) in &released {
-                if let Some(r) = rows.iter().find(|r| r.uid == *uid) {
-                    flagged.push((*uid, format!("{} $Released", r.flags).trim().to_string()));
-                }
-            }
-        }
-        let _ = self.cfg.store.set_flags(folder_id, &flagged).await;
-        format!("; {} of {} released to their recipients", released.len(), pairs.len())
-    }
-
-    async fn expunge(&mut self, tag: &str, only: Option<&SequenceSet>) {
-        let Some(sel) = &self.selected else { return };
-        if sel.read_only {
-            self.line(&format!("{tag} NO [READ-ONLY] folder is read-only"));
-            return;
-        }
-        let uids = deleted_uids(sel, only);
-        if let Err(e) = self.cfg.store.expunge(sel.folder.id, &uids).await {
-            tracing::error!(error = %e, "imap expunge failed");
-            self.line(&format!("{tag} NO [SERVERBUG] expunge failed"));
-            return;
-        }
-        self.sync().await;
-        self.line(&format!("{tag} OK EXPUNGE completed"));
-    }
-}
-
-fn deleted_uids(sel: &Selected, only: Option<&SequenceSet>) -> Vec<i64> {
-    let max_uid = sel.msgs.last().map_or(0, |m| m.uid);
-    sel.msgs
-        .iter()
-        .filter(|m| m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted")))
-        .filter(|m| only.is_none_or(|s| in_set(s, m.uid, max_uid)))
-        .map(|m| i64::from(m.uid))
-        .collect()
-}
-
-/// One content item of a FETCH response (ENVELOPE, BODY[...], RFC822...).
-fn fetch_content(out: &mut Out, item: &MessageDataItemName<'_>, e: &Entity<'_>, raw: &[u8]) {
-    match item {
-        MessageDataItemName::Envelope => {
-            out.raw("ENVELOPE ");
-            e.envelope(out);
-        }
-        MessageDataItemName::BodyStructure => {
-            out.raw("BODYSTRUCTURE ");
-            e.structure(out, true);
-        }
-        MessageDataItemName::Body => {
-            out.raw("BODY ");
-            e.structure(out, false);
-        }
-        MessageDataItemName::Rfc822 => {
-            out.raw("RFC822 ");
-            out.literal(raw);
-        }
-        MessageDataItemName::Rfc822Header => {
-            out.raw("RFC822.HEADER ");
-            out.literal(e.header);
-        }
-        MessageDataItemName::Rfc822Text => {
-            out.raw("RFC822.TEXT ");
-            out.literal(e.body);
-        }
-        MessageDataItemName::BodyExt { section, partial, .. } => {
-            let data = section_bytes(e, raw, section.as_ref());
-            out.raw(&format!("BODY[{}]", section.as_ref().map(section_name).unwrap_or_default()));
-            match partial {
-                Some((start, len)) => {
-                    let start = (*start as usize).min(data.len());
-                    let end = start.saturating_add(len.get() as usize).min(data.len());
-                    out.raw(&format!("<{start}> "));
-                    out.literal(&data[start..end]);
-                }
-                None => {
-                    out.raw(" ");
-                    out.literal(&data);
-                }
-            }
-        }
-        _ => out.raw("NIL"),
-    }
-}
-
-/// The bytes of a BODY[section]: always an exact slice of the message,
-/// except HEADER.FIELDS which selects fields (each exactly as received).
-fn section_bytes(e: &Entity<'_>, raw: &[u8], section: Option<&Section<'_>>) -> Vec<u8> {
-    let part = |p: &Option<Part>| -> Option<&Entity<'_>> {
-        match p {
-            None => Some(e),
-            Some(p) => e.locate(&p.0.as_ref().iter().map(|n| n.get()).collect::<Vec<_>>()),
-        }
-    };
-    let pick = |p: &Option<Part>, names: &[String], keep: bool| -> Vec<u8> {
-        let Some(ent) = part(p) else { return Vec::new() };
-        let target = if p.is_some() { ent.as_message() } else { ent };
-        let mut v = Vec::new();
-        for (name, block) in field_blocks(target.header) {
-            if names.contains(&name) == keep {
-                v.extend_from_slice(block);
-            }
-        }
-        v.extend_from_slice(b"\r\n");
-        v
-    };
-    let names = |fields: &[imap_codec::imap_types::core::AString<'_>]| -> Vec<String> {
-        fields.iter().map(|f| String::from_utf8_lossy(f.as_ref()).to_ascii_lowercase()).collect()
-    };
-    match section {
-        None => raw.to_vec(),
-        Some(Section::Part(p)) => part(&Some(p.clone())).map(|x| x.body).unwrap_or_default().to_vec(),
-        Some(Section::Header(p)) => part(p)
-            .map(|x| if p.is_some() { x.as_message().header } else { x.header })
-            .unwrap_or_default()
-            .to_vec(),
-        Some(Section::Text(p)) => part(p)
-            .map(|x| if p.is_some() { x.as_message().body } else { x.body })
-            .unwrap_or_default()
-            .to_vec(),
-        Some(Section::HeaderFields(p, f)) => pick(p, &names(f.as_ref()), true),
-        Some(Section::HeaderFieldsNot(p, f)) => pick(p, &names(f.as_ref()), false),
-        Some(Section::Mime(p)) => part(&Some(p.clone())).map(|x| x.header).unwrap_or_default().to_vec(),
-    }
-}
-
-/// The part number a section names, if any.
-fn section_part<'a>(s: &'a Section<'_>) -> Option<&'a Part> {
-    match s {
-        Section::Part(p) | Section::Mime(p) => Some(p),
-        Section::Header(p)
-        | Section::Text(p)
-        | Section::HeaderFields(p, _)
-        | Section::HeaderFieldsNot(p, _) => p.as_ref(),
-    }
-}
-
-/// The section as it is echoed in the response: `1.2.HEADER.FIELDS (A B)`.
-fn section_name(s: &Section<'_>) -> String {
-    let part = |p: &Part| p.0.as_ref().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(".");
-    let prefixed = |p: &Option<Part>, what: &str| match p {
-        Some(p) => format!("{}.{what}", part(p)),
-        None => what.to_string(),
-    };
-    let list = |f: &[imap_codec::imap_types::core::AString<'_>]| {
-        f.iter().map(|a| String::from_utf8_lossy(a.as_ref()).into_owned()).collect::<Vec<_>>().join(" ")
-    };
-    match s {
-        Section::Part(p) => part(p),
-        Section::Header(p) => prefixed(p, "HEADER"),
-        Section::Text(p) => prefixed(p, "TEXT"),
-        Section::Mime(p) => format!("{}.MIME", part(p)),
-        Section::HeaderFields(p, f) => prefixed(p, &format!("HEADER.FIELDS ({})", list(f.as_ref()))),
-        Section::HeaderFieldsNot(p, f) => prefixed(p, &format!("HEADER.FIELDS.NOT ({})", list(f.as_ref()))),
-    }
-}
-
-fn internal_date(ts: i64) -> String {
-    chrono::DateTime::from_timestamp(ts, 0).unwrap_or_default().format("%e-%b-%Y %H:%M:%S +0000").to_string()
 }
 
 fn mailbox_name(m: &Mailbox<'_>) -> String {
@@ -1058,10 +613,5 @@ mod tests {
         assert!(wildcard("Bounces/%", "Bounces/Soft"));
         assert!(wildcard("inbox", "INBOX"));
         assert!(!wildcard("Bounces/%", "Bounces"));
-    }
-
-    #[test]
-    fn internal_date_is_rfc3501() {
-        assert_eq!(internal_date(0), " 1-Jan-1970 00:00:00 +0000");
     }
 }
