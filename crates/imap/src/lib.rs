@@ -14,9 +14,7 @@ mod search;
 mod session;
 pub mod wire;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use lockout::Lockout;
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use record::BoxFuture;
 
 /// Re-injects a quarantined message to its original recipients; returns a
 /// description of what was queued.
