@@ -93,6 +93,7 @@ class Sluice:
         self.smtp_port = free_port()
         self.submission_port = free_port()
         self.imap_port = free_port()
+        self.http_port = free_port()
         self.proc = None
         self.starts = 0
         self.tls_cert = None
@@ -106,6 +107,7 @@ class Sluice:
                "--smtp", f"127.0.0.1:{self.smtp_port}",
                "--submission", f"127.0.0.1:{self.submission_port}",
                "--imap", f"127.0.0.1:{self.imap_port}",
+               "--http", f"127.0.0.1:{self.http_port}",
                "--hostname", self.hostname]
         if self.config_path:
             cmd += ["--config", self.config_path]
@@ -198,6 +200,10 @@ class Sluice:
     @property
     def smtp(self):
         return ("127.0.0.1", self.smtp_port)
+
+    @property
+    def http(self):
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def imap(self):

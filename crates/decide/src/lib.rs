@@ -124,6 +124,12 @@ impl Classification {
 /// and their diagnostics sit at the start of a message.
 const MAX_SCAN: usize = 1 << 20;
 
+/// The reason for a refusal given in an SMTP reply (an outbound attempt's
+/// 5xx or 4xx), by the same rules as bounce diagnostics.
+pub fn reason_of_reply(text: &str, status: Option<&str>) -> Reason {
+    reason::decide(Some(text), status, Some("failed"), None)
+}
+
 /// Classifies one message. Never panics, never fails.
 pub fn classify(raw: &[u8]) -> Classification {
     classify_at(raw, 0)

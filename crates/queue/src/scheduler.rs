@@ -40,6 +40,9 @@ pub struct Job<'a> {
     pub rcpts: Vec<&'a str>,
     pub trace: &'a str,
     pub content: &'a [u8],
+    /// When the message expires (seconds since the epoch): a temporary
+    /// failure after this is final.
+    pub expires_at: i64,
 }
 
 /// The result of one attempt.
@@ -69,6 +72,8 @@ pub trait Transport: Send + Sync + 'static {
 pub struct Routes {
     pub relay: Option<Arc<dyn Transport>>,
     pub quarantine: Option<Arc<dyn Transport>>,
+    pub outbound: Option<Arc<dyn Transport>>,
+    pub feedback: Option<Arc<dyn Transport>>,
 }
 
 impl Routes {
@@ -76,6 +81,8 @@ impl Routes {
         match route {
             Route::Relay => self.relay.as_ref(),
             Route::Quarantine { .. } => self.quarantine.as_ref(),
+            Route::Outbound => self.outbound.as_ref(),
+            Route::Feedback => self.feedback.as_ref(),
         }
     }
 }
@@ -284,6 +291,7 @@ impl AttemptCtx {
                     rcpts: idx.iter().map(|&i| entry.envelope.rcpts[i].address.as_str()).collect(),
                     trace: &entry.trace,
                     content,
+                    expires_at: entry.expires_at,
                 };
                 let result = transport.deliver(&job).await;
                 if **route == Route::Relay {

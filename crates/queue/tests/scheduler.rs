@@ -67,7 +67,7 @@ fn start(script: Vec<AttemptOutcome>, retry_secs: u64) -> Harness {
         max_parallel: 8,
         hostname: "mx.test".into(),
     };
-    let routes = Routes { relay: Some(transport.clone()), quarantine: None };
+    let routes = Routes { relay: Some(transport.clone()), ..Default::default() };
     let sched = Scheduler::new(spool.clone(), routes, dsn, cfg);
     let waker = sched.waker();
     let (tx, rx) = watch::channel(false);
@@ -186,7 +186,7 @@ async fn tee_routes_run_independently_and_never_bounce_the_copy() {
     let spool = Arc::new(spool);
     let relay = Arc::new(Scripted::default());
     let store = Arc::new(SlowFailing(Mutex::new(0)));
-    let routes = Routes { relay: Some(relay.clone()), quarantine: Some(store.clone()) };
+    let routes = Routes { relay: Some(relay.clone()), quarantine: Some(store.clone()), ..Default::default() };
     let dsn = Arc::new(|_: &DsnInput<'_>| b"DSN\r\n".to_vec());
     let cfg = SchedulerConfig {
         retry_initial: Duration::from_secs(3600),

@@ -5,6 +5,7 @@
 
 mod backend;
 mod blobsync;
+pub mod outbound;
 mod password;
 pub mod quarantine;
 mod users;
@@ -19,6 +20,7 @@ use sqlx::sqlite::{
 };
 
 pub use backend::{BoxFuture, QuarantineStore};
+pub use outbound::Outbound;
 pub use quarantine::Quarantine;
 pub use users::Users;
 
@@ -28,6 +30,8 @@ pub enum RecordError {
     Db(#[from] sqlx::Error),
     #[error("invalid input: {0}")]
     Invalid(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("password hashing: {0}")]
     Hash(String),
 }
@@ -37,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_users.sql"),
     include_str!("../migrations/0002_quarantine.sql"),
     include_str!("../migrations/0003_modseq.sql"),
+    include_str!("../migrations/0004_outbound.sql"),
 ];
 
 /// A handle to the database.
@@ -45,6 +50,8 @@ pub struct Store {
     pool: SqlitePool,
     /// One quarantine handle, so every user shares its caches.
     quarantine: Quarantine,
+    /// Started on first use (its writer task needs a runtime).
+    outbound: std::sync::Arc<std::sync::OnceLock<Outbound>>,
 }
 
 impl Store {
@@ -61,7 +68,7 @@ impl Store {
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
         let quarantine = Quarantine::new(pool.clone(), data_dir, changes);
-        let store = Store { pool, quarantine };
+        let store = Store { pool, quarantine, outbound: Default::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -91,6 +98,10 @@ impl Store {
 
     pub fn quarantine(&self) -> Quarantine {
         self.quarantine.clone()
+    }
+
+    pub fn outbound(&self) -> Outbound {
+        self.outbound.get_or_init(|| Outbound::new(self.pool.clone())).clone()
     }
 
     pub async fn close(&self) {

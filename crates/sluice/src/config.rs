@@ -18,6 +18,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub imap: ImapConfig,
     pub quarantine: QuarantineConfig,
+    pub http: HttpConfig,
+    pub outbound: OutboundConfig,
     /// Store accounts, applied on `sluice serve` (same as `sluice account add`).
     pub accounts: Vec<AccountConfig>,
 }
@@ -231,6 +233,82 @@ impl Default for QuarantineConfig {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// The HTTP API listener.
+    pub listen: String,
+    /// Largest request body in bytes (413 beyond it); base64 attachments
+    /// take a third more than the message they make.
+    pub max_body_bytes: usize,
+    /// Messages in one `POST /v1/messages/batch`.
+    pub max_batch: usize,
+    /// Requests per second per tenant before 429 (0: no limit).
+    pub rate_per_sec: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8025".into(),
+            max_body_bytes: 40 * 1024 * 1024,
+            max_batch: 500,
+            rate_per_sec: 10_000,
+        }
+    }
+}
+
+/// `[outbound]`: how applications' mail leaves.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// The domain of VERP return paths (`bounce+TOKEN@DOMAIN`); the MX
+    /// listener accepts it. Default: the server's hostname.
+    pub bounce_domain: Option<String>,
+    /// The local part before `+`.
+    pub bounce_local: String,
+    /// `HOST:PORT` of a smart host that takes all outbound mail; without
+    /// one, mail goes to each recipient domain's MX.
+    pub smart_host: Option<String>,
+    /// `none`, `opportunistic` (STARTTLS when offered), `starttls`
+    /// (required) or `implicit` (TLS from the start, port 465).
+    pub smart_host_tls: String,
+    pub smart_host_user: Option<String>,
+    /// File whose first line is the smart host password.
+    pub smart_host_password_file: Option<PathBuf>,
+    /// Static routes: domain (or `*`) to `HOST:PORT`, tried before DNS.
+    pub mx_override: std::collections::BTreeMap<String, String>,
+    /// DKIM keys, `DOMAIN.SELECTOR.pem` (default: DATA/dkim).
+    pub dkim_dir: Option<PathBuf>,
+    /// Connections open at once per destination host.
+    pub max_connections_per_host: usize,
+    /// Messages per second per recipient domain (0: no limit).
+    pub rate_per_domain: u32,
+    pub connect_timeout_secs: u64,
+    pub command_timeout_secs: u64,
+    pub data_timeout_secs: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            bounce_domain: None,
+            bounce_local: "bounce".into(),
+            smart_host: None,
+            smart_host_tls: "opportunistic".into(),
+            smart_host_user: None,
+            smart_host_password_file: None,
+            mx_override: Default::default(),
+            dkim_dir: None,
+            max_connections_per_host: 8,
+            rate_per_domain: 0,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+            data_timeout_secs: 600,
+        }
+    }
+}
+
 fn default_hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
@@ -240,6 +318,15 @@ fn default_hostname() -> String {
 }
 
 impl Config {
+    /// The VERP domain: configured, or the hostname.
+    pub fn bounce_domain(&self) -> String {
+        self.outbound
+            .bounce_domain
+            .clone()
+            .unwrap_or_else(|| self.server.hostname.clone())
+            .to_ascii_lowercase()
+    }
+
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let Some(path) = path else { return Ok(Config::default()) };
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -282,6 +369,24 @@ impl Config {
         }
         if let Some(host) = &self.relay.host {
             parse_host_port(host).with_context(|| "relay.host")?;
+        }
+        if let Some(host) = &self.outbound.smart_host {
+            parse_host_port(host).with_context(|| "outbound.smart_host")?;
+        }
+        for (domain, host) in &self.outbound.mx_override {
+            parse_host_port(host).with_context(|| format!("outbound.mx_override.{domain}"))?;
+        }
+        if !matches!(
+            self.outbound.smart_host_tls.as_str(),
+            "none" | "opportunistic" | "starttls" | "implicit"
+        ) {
+            bail!("outbound.smart_host_tls must be none, opportunistic, starttls or implicit");
+        }
+        if self.outbound.smart_host_user.is_some() != self.outbound.smart_host_password_file.is_some() {
+            bail!("outbound.smart_host_user and outbound.smart_host_password_file go together");
+        }
+        if self.http.max_batch == 0 || self.outbound.max_connections_per_host == 0 {
+            bail!("http.max_batch and outbound.max_connections_per_host must be at least 1");
         }
         Ok(())
     }

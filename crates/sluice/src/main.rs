@@ -4,6 +4,8 @@
 mod classify_cmd;
 mod config;
 mod control;
+mod outbound_cmd;
+mod outbound_wiring;
 mod relay;
 mod release;
 mod serve;
@@ -67,6 +69,28 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// API keys for the HTTP API.
+    Apikey {
+        #[command(subcommand)]
+        command: outbound_cmd::ApikeyCommand,
+    },
+    /// A tenant's suppression list.
+    Suppress {
+        #[command(subcommand)]
+        command: outbound_cmd::SuppressCommand,
+    },
+    /// Where did a message go? Each recipient's status and timeline, or one address's history.
+    Track {
+        /// Message id, Message-ID header, or recipient address.
+        target: String,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Classify messages (bounce, delay, auto-reply, complaint, ...); one JSON line each.
     Classify {
         /// Output format (only jsonl).
@@ -108,6 +132,15 @@ struct ServeArgs {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// HTTP API listener address [default: 127.0.0.1:8025].
+    #[arg(long)]
+    http: Option<String>,
+    /// Domain of VERP return paths; the MX listener accepts it [default: the hostname].
+    #[arg(long)]
+    bounce_domain: Option<String>,
+    /// HOST:PORT of a smart host for outbound mail (otherwise each domain's MX).
+    #[arg(long)]
+    smart_host: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +151,9 @@ enum UserCommand {
         /// File holding the password (first line); `-` for standard input.
         #[arg(long)]
         password_file: String,
+        /// The user submits for this tenant: the outbound path (suppression, record, VERP).
+        #[arg(long)]
+        tenant: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -256,6 +292,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if let Some(v) = args.log_format {
                 cfg.server.log_format = v;
             }
+            if let Some(v) = args.http {
+                cfg.http.listen = v;
+            }
+            if let Some(v) = args.bounce_domain {
+                cfg.outbound.bounce_domain = Some(v);
+            }
+            if let Some(v) = args.smart_host {
+                cfg.outbound.smart_host = Some(v);
+            }
             cfg.validate()?;
             init_logging(&cfg.server.log_format);
             runtime()?.block_on(serve::run(cfg))?;
@@ -265,12 +310,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             init_logging("text");
             runtime()?.block_on(async {
                 match command {
-                    UserCommand::Add { name, password_file, common } => {
+                    UserCommand::Add { name, password_file, tenant, common } => {
                         let cfg = load_config(&common)?;
                         let password = read_password(&password_file)?;
                         std::fs::create_dir_all(&cfg.server.data)?;
                         let store = record::Store::open(&cfg.server.data).await?;
                         store.users().set(&name, &password).await?;
+                        if let Some(t) = &tenant {
+                            store.outbound().set_user_tenant(&name, t).await?;
+                        }
                         store.close().await;
                         println!("user {name} saved");
                     }
@@ -349,6 +397,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             let resp = runtime()?.block_on(control::request(&cfg, req))?;
             Ok(control::print(&resp, json))
+        }
+        Command::Apikey { command } => runtime()?.block_on(outbound_cmd::apikey(command)),
+        Command::Suppress { command } => runtime()?.block_on(outbound_cmd::suppress(command)),
+        Command::Track { target, tenant, json, common } => {
+            runtime()?.block_on(outbound_cmd::track(target, tenant, json, common))
         }
         Command::Classify { format, eval, files } => classify_cmd::run(format, eval, files),
     }

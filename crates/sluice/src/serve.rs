@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use vocabulary::Reply;
 
 use crate::config::{Config, parse_host_port};
-use crate::{control, relay, release, tee, tls};
+use crate::{control, outbound_wiring, relay, release, tee, tls};
 
 /// Accepted messages go to the spool; the 250 waits for its fsync.
 struct SpoolSink {
@@ -23,13 +23,34 @@ struct SpoolSink {
     waker: Option<Waker>,
     max_age: i64,
     accounts: tee::Accounts,
+    /// Mail to this domain is feedback for the outbound record (VERP).
+    bounce_domain: String,
+    /// Submission by a tenant's user takes the outbound path.
+    outbox: Arc<outbound::Outbox>,
+    hostname: String,
 }
 
 impl Sink for SpoolSink {
     fn accept(&self, msg: Accepted) -> BoxFuture<'_, Result<(), Reply>> {
         Box::pin(async move {
+            if let Some(user) = &msg.envelope.auth_user {
+                let tenant = self.outbox.record.user_tenant(user).await.map_err(|e| {
+                    tracing::error!(error = %e, "user tenant lookup failed");
+                    Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
+                })?;
+                if let Some(t) = tenant {
+                    return outbound_wiring::submit(&self.outbox, t.id, msg, &self.hostname).await;
+                }
+            }
             let expires = msg.envelope.received_at + self.max_age;
             let mut envelope = msg.envelope;
+            for r in envelope.rcpts.iter_mut() {
+                if r.route == vocabulary::Route::Relay
+                    && vocabulary::domain_of(&r.address) == self.bounce_domain
+                {
+                    r.route = vocabulary::Route::Feedback;
+                }
+            }
             self.accounts.tee(&mut envelope);
             let id =
                 self.spool.enqueue(msg.id, envelope, msg.trace, msg.content, expires).await.map_err(|e| {
@@ -84,9 +105,35 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let accounts = tee::Accounts::load(quarantine.as_ref()).await;
     let accounts_task =
         tokio::spawn(accounts.clone().keep_fresh(quarantine.clone(), Duration::from_secs(10)));
+    // Outbound: applications' mail (API, tenant submission) with VERP
+    // return paths, and the feedback that comes back to the bounce domain.
+    let bounce_domain = cfg.bounce_domain();
+    let verp =
+        outbound::Verp::new(&outbound_wiring::verp_key(&data)?, &cfg.outbound.bounce_local, &bounce_domain);
+    let o = &cfg.outbound;
+    let outbound_client = Arc::new(deliver::smtp::Client::new(deliver::smtp::ClientConfig {
+        helo: cfg.server.hostname.clone(),
+        max_connections: o.max_connections_per_host,
+        connect_timeout: Duration::from_secs(o.connect_timeout_secs),
+        command_timeout: Duration::from_secs(o.command_timeout_secs),
+        data_timeout: Duration::from_secs(o.data_timeout_secs),
+        idle_timeout: Duration::from_secs(30),
+        starttls: o.smart_host_tls != "none",
+        max_messages_per_connection: 1000,
+    }));
+    let record = store.outbound();
     let mut routes = queue::Routes {
         relay: None,
         quarantine: Some(Arc::new(tee::QuarantineTransport { store: quarantine.clone() })),
+        outbound: Some(Arc::new(outbound::OutboundTransport {
+            client: outbound_client.clone(),
+            hops: Arc::new(outbound_wiring::Hops::new(&cfg)?),
+            signer: None,
+            pace: None,
+            verp: verp.clone(),
+            record: record.clone(),
+        })),
+        feedback: Some(Arc::new(outbound::FeedbackTransport { verp: verp.clone(), record: record.clone() })),
     };
     let mut relay_client = None;
     if let Some(relay_addr) = &cfg.relay.host {
@@ -132,15 +179,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_line_length: cfg.smtp.max_line_length,
         max_bad_commands: cfg.smtp.max_bad_commands,
     };
+    let outbox = Arc::new(outbound::Outbox {
+        record: record.clone(),
+        spool: spool.clone(),
+        waker: waker.clone(),
+        max_age: cfg.queue.max_age_secs as i64,
+    });
     let sink: Arc<dyn Sink> = Arc::new(SpoolSink {
         spool: spool.clone(),
         waker: waker.clone(),
         max_age: cfg.queue.max_age_secs as i64,
         accounts,
+        bounce_domain: bounce_domain.clone(),
+        outbox: outbox.clone(),
+        hostname: cfg.server.hostname.clone(),
     });
     let auth: Arc<dyn Authenticator> = Arc::new(UsersAuth(store.users()));
-    let accept_domains: HashSet<String> =
+    let mut accept_domains: HashSet<String> =
         cfg.server.accept_domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+    accept_domains.insert(bounce_domain.clone());
     let grace = Duration::from_secs(cfg.smtp.shutdown_grace_secs);
 
     let mut listeners = Vec::new();
@@ -191,26 +248,42 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         icfg.idle_timeout = Duration::from_secs(cfg.imap.idle_timeout_secs);
         imap_tasks.push(tokio::spawn(imap::serve(listener, Arc::new(icfg), stop_rx.clone())));
     }
+    let http_listener =
+        TcpListener::bind(&cfg.http.listen).await.with_context(|| format!("binding {}", cfg.http.listen))?;
+    let http_bound = http_listener.local_addr()?;
+    let api_state = api::AppState::new(
+        record.clone(),
+        outbox.clone(),
+        api::Config {
+            hostname: cfg.server.hostname.clone(),
+            max_body: cfg.http.max_body_bytes,
+            max_batch: cfg.http.max_batch,
+            rate_per_sec: cfg.http.rate_per_sec,
+        },
+    );
+    let http_task = tokio::spawn(api::serve(http_listener, api_state, stop_rx.clone()));
     let sweeper_task = tokio::spawn(sweep_every(
         quarantine.clone(),
         Duration::from_secs(cfg.quarantine.sweep_interval_secs),
     ));
 
     println!(
-        "sluice listening: smtp={} submission={} imap={} data={} relay={} tls-cert={}",
+        "sluice listening: smtp={} submission={} imap={} data={} relay={} tls-cert={} http={} bounce-domain={}",
         bound[0],
         bound[1],
         imap_bound.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
         data.display(),
         cfg.relay.host.as_deref().unwrap_or("none (mail is stored only)"),
-        cert.display()
+        cert.display(),
+        http_bound,
+        bounce_domain,
     );
     tracing::info!(smtp = %bound[0], submission = %bound[1], accept_domains = ?cfg.server.accept_domains, "started");
 
     wait_for_signal().await;
     tracing::info!("shutting down: finishing sessions and deliveries in flight");
     let _ = stop_tx.send(true);
-    for l in listeners.into_iter().chain(imap_tasks) {
+    for l in listeners.into_iter().chain(imap_tasks).chain(std::iter::once(http_task)) {
         let _ = l.await;
     }
     sweeper_task.abort();
@@ -220,6 +293,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(c) = relay_client {
         c.shutdown().await;
     }
+    outbound_client.shutdown().await;
     control_task.abort();
     accounts_task.abort();
     let _ = std::fs::remove_file(control::socket_path(&spool_dir));

@@ -89,6 +89,13 @@ pub enum Route {
     Relay,
     /// A classified copy into the quarantine store of this account.
     Quarantine { account: String },
+    /// Mail sent by an application (API or authenticated submission of a
+    /// tenant's user): delivered to each recipient's MX or the smart host,
+    /// with a VERP return path, and recorded per recipient.
+    Outbound,
+    /// Feedback addressed to the bounce domain (bounces, complaints,
+    /// auto-replies): classified and attached to the outbound record.
+    Feedback,
 }
 
 /// One recipient of a message and its delivery state.

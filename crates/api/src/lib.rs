@@ -1,0 +1,85 @@
+//! The HTTP API (`/v1`): send messages, follow each recipient, manage the
+//! suppression list. JSON in and out, bearer API keys, every record scoped
+//! to the key's tenant, and every refusal a 4xx with
+//! `{"error": {"code", "message", "field"}}`.
+
+mod compose;
+mod error;
+mod extract;
+mod limit;
+mod read;
+mod send;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use compose::{SendRequest, compose};
+pub use error::ApiError;
+pub use limit::Limiter;
+pub use read::csv;
+
+/// The OpenAPI description of this API, served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+pub struct Config {
+    pub hostname: String,
+    /// Largest request body, in bytes (413 beyond).
+    pub max_body: usize,
+    /// Messages in one batch request.
+    pub max_batch: usize,
+    /// Requests per second per tenant (429 beyond); 0 for no limit.
+    pub rate_per_sec: u32,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub outbound: record::Outbound,
+    pub outbox: Arc<outbound::Outbox>,
+    pub cfg: Arc<Config>,
+    pub limiter: Arc<Limiter>,
+}
+
+impl AppState {
+    pub fn new(outbound: record::Outbound, outbox: Arc<outbound::Outbox>, cfg: Config) -> Self {
+        let limiter = Arc::new(Limiter::new(cfg.rate_per_sec));
+        AppState { outbound, outbox, cfg: Arc::new(cfg), limiter }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.cfg.max_body;
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/messages", post(send::single))
+        .route("/v1/messages/raw", post(send::raw))
+        .route("/v1/messages/batch", post(send::batch))
+        .route("/v1/messages/{id}", get(read::message))
+        .route("/v1/recipients/{address}", get(read::recipient))
+        .route("/v1/events", get(read::events))
+        .route("/v1/suppressions", get(read::suppressions).post(read::add_suppression))
+        .route("/v1/suppressions/export", get(read::export_suppressions))
+        .route("/v1/suppressions/{address}", get(read::suppression).delete(read::remove_suppression))
+        .fallback(|| async { ApiError::not_found("endpoint") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// Serves the API until `stop` turns true; requests in flight finish.
+pub async fn serve(listener: TcpListener, state: AppState, mut stop: watch::Receiver<bool>) {
+    let app = router(state);
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!(error = %e, "http api stopped");
+    }
+}

@@ -1,0 +1,208 @@
+//! The read side: a message's recipients and timelines, one address's
+//! history, the event log, and the suppression list. Every lookup is by
+//! the key's tenant: another tenant's records are a 404, not a 403, so ids
+//! cannot be probed.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use record::outbound::{EventQuery, EventType};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::extract::{Authed, JsonBody};
+use crate::{ApiError, AppState};
+
+/// A time as RFC 3339 or milliseconds since the epoch.
+fn time(field: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) else { return Ok(None) };
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    chrono::DateTime::parse_from_rfc3339(v).map(|t| Some(t.timestamp_millis())).map_err(|_| {
+        ApiError::invalid(field, "expected RFC 3339 (2026-11-23T10:00:00Z) or milliseconds since the epoch")
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AsOf {
+    as_of: Option<String>,
+    cursor: Option<i64>,
+    limit: Option<u32>,
+}
+
+pub async fn message(
+    State(state): State<AppState>,
+    Authed(t): Authed,
+    Path(id): Path<String>,
+    Query(q): Query<AsOf>,
+) -> Result<Response, ApiError> {
+    let as_of = time("as_of", q.as_of.as_deref())?;
+    let m =
+        state.outbound.message(&t, id.trim(), as_of).await?.ok_or_else(|| ApiError::not_found("message"))?;
+    Ok(Json(m).into_response())
+}
+
+pub async fn recipient(
+    State(state): State<AppState>,
+    Authed(t): Authed,
+    Path(address): Path<String>,
+    Query(q): Query<AsOf>,
+) -> Result<Response, ApiError> {
+    let as_of = time("as_of", q.as_of.as_deref())?;
+    let h = state.outbound.recipient(&t, &address, as_of, q.cursor, q.limit.unwrap_or(100)).await?;
+    if h.events.is_empty() && h.suppression.is_none() && q.cursor.is_none() {
+        return Err(ApiError::not_found("recipient"));
+    }
+    Ok(Json(h).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    recipient: Option<String>,
+    tag: Option<String>,
+    message: Option<String>,
+    cursor: Option<i64>,
+    limit: Option<u32>,
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    Authed(t): Authed,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let kind = match q.kind.as_deref().filter(|k| !k.is_empty()) {
+        Some(k) => Some(EventType::parse(k).ok_or_else(|| {
+            let all: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+            ApiError::invalid("type", format!("one of {}", all.join(", ")))
+        })?),
+        None => None,
+    };
+    let query = EventQuery {
+        kind,
+        since: time("since", q.since.as_deref())?,
+        until: time("until", q.until.as_deref())?,
+        recipient: q.recipient,
+        tag: q.tag,
+        message: q.message,
+        cursor: q.cursor,
+        limit: q.limit.unwrap_or(100),
+    };
+    let (events, next) = state.outbound.events(&t, &query).await?;
+    Ok(Json(json!({"events": events, "next_cursor": next})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    cursor: Option<String>,
+    limit: Option<u32>,
+    format: Option<String>,
+}
+
+pub async fn suppressions(
+    State(state): State<AppState>,
+    Authed(t): Authed,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    if q.format.as_deref() == Some("csv") {
+        return export(&state, &t).await;
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let list = state.outbound.suppressions(&t, q.cursor.as_deref(), limit).await?;
+    let next = (list.len() as u32 == limit).then(|| list.last().map(|s| s.address.clone())).flatten();
+    Ok(Json(json!({"suppressions": list, "next_cursor": next})).into_response())
+}
+
+pub async fn export_suppressions(
+    State(state): State<AppState>,
+    Authed(t): Authed,
+) -> Result<Response, ApiError> {
+    export(&state, &t).await
+}
+
+/// Every entry in force, as CSV (RFC 4180 quoting).
+async fn export(state: &AppState, t: &record::outbound::Tenant) -> Result<Response, ApiError> {
+    let mut out = String::from("address,reason,source,created_at,expires_at\r\n");
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = state.outbound.suppressions(t, cursor.as_deref(), 10_000).await?;
+        for s in &page {
+            let at = |ms: i64| {
+                chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339()).unwrap_or_default()
+            };
+            out.push_str(&format!(
+                "{},{},{},{},{}\r\n",
+                csv(&s.address),
+                csv(&s.reason),
+                csv(&s.source),
+                at(s.created_at),
+                s.expires_at.map(at).unwrap_or_default()
+            ));
+        }
+        match page.last() {
+            Some(last) if page.len() == 10_000 => cursor = Some(last.address.clone()),
+            _ => break,
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+}
+
+/// One CSV field, quoted when it must be (RFC 4180).
+pub fn csv(v: &str) -> String {
+    if v.contains([',', '"', '\r', '\n']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v.to_string() }
+}
+
+pub async fn suppression(
+    State(state): State<AppState>,
+    Authed(t): Authed,
+    Path(address): Path<String>,
+) -> Result<Response, ApiError> {
+    let s = state
+        .outbound
+        .suppression(&t, &address, record::outbound::now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found("suppression"))?;
+    Ok(Json(s).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSuppression {
+    address: String,
+    reason: Option<String>,
+    expires_at: Option<String>,
+}
+
+pub async fn add_suppression(
+    State(state): State<AppState>,
+    Authed(t): Authed,
+    JsonBody(s): JsonBody<NewSuppression>,
+) -> Result<Response, ApiError> {
+    if !outbound::outbox::valid_address(s.address.trim()) {
+        return Err(ApiError::invalid("address", "not a valid email address"));
+    }
+    let reason = s.reason.unwrap_or_else(|| "manual".into());
+    if reason.len() > 500 || reason.chars().any(char::is_control) {
+        return Err(ApiError::invalid("reason", "at most 500 printable characters"));
+    }
+    let expires = time("expires_at", s.expires_at.as_deref())?;
+    let added = state.outbound.suppress(&t, &s.address, &reason, expires).await?;
+    Ok((StatusCode::CREATED, Json(added)).into_response())
+}
+
+pub async fn remove_suppression(
+    State(state): State<AppState>,
+    Authed(t): Authed,
+    Path(address): Path<String>,
+) -> Result<Response, ApiError> {
+    if state.outbound.unsuppress(&t, &address).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found("suppression"))
+    }
+}

@@ -1,0 +1,252 @@
+//! The outbox: the one way mail leaves for an application, whether it came
+//! through the HTTP API or an authenticated submission session. It checks
+//! every recipient (invalid, suppressed), records the message and the fate
+//! of each recipient durably, then queues the rest for delivery.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use queue::{Spool, Waker};
+use record::outbound::{EventType, NewMessage, NewRecipient};
+use record::{Outbound, RecordError};
+use serde::Serialize;
+use vocabulary::{Envelope, QueueId, Recipient, Route};
+
+/// A message ready to go: the exact bytes to send and what the record keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Draft {
+    /// The envelope sender's identity (the From address); each delivery
+    /// gets its own VERP return path.
+    pub from: String,
+    /// `(address, kind)` with kind `to`, `cc` or `bcc`, in order.
+    pub recipients: Vec<(String, &'static str)>,
+    pub content: Vec<u8>,
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    pub stream: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    /// Idempotency key and the hash of the request it came with.
+    pub idempotency: Option<(String, Vec<u8>)>,
+    /// Submission: the client's trace header, kept on the way out.
+    pub trace: String,
+    pub smtputf8: bool,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RecipientOutcome {
+    pub address: String,
+    /// `queued`, `suppressed` or `invalid`.
+    pub status: String,
+    pub reason: Option<String>,
+}
+
+/// What the caller is told: the message id and each recipient's fate.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Sent {
+    pub id: String,
+    pub recipients: Vec<RecipientOutcome>,
+}
+
+#[derive(Debug)]
+pub enum SendError {
+    /// The idempotency key is in use by another request.
+    Conflict(String),
+    /// The record or the spool failed: try again later.
+    Unavailable(String),
+}
+
+pub struct Outbox {
+    pub record: Outbound,
+    pub spool: Arc<Spool>,
+    pub waker: Option<Waker>,
+    /// Seconds a message may wait in the queue before it fails.
+    pub max_age: i64,
+}
+
+/// A syntactically usable mailbox for an envelope: `local@domain`, no
+/// spaces, controls or brackets, within RFC 5321's length limits.
+pub fn valid_address(a: &str) -> bool {
+    let Some((local, domain)) = a.rsplit_once('@') else { return false };
+    let ok_local = !local.is_empty()
+        && local.len() <= 64
+        && local.bytes().all(|b| b > b' ' && b != 0x7f && !b"<>()[]\\,;:\"@".contains(&b));
+    let ok_domain = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.contains('.')
+        && domain.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b >= 0x80)
+        });
+    ok_local && ok_domain && a.len() <= 254
+}
+
+impl Outbox {
+    pub async fn send(&self, tenant: i64, draft: Draft) -> Result<Sent, SendError> {
+        let id = QueueId::generate();
+        let now_ms = record::outbound::now_ms();
+        // Each address once, in order; invalid ones are reported, not sent.
+        let mut seen = HashSet::new();
+        let mut rcpts: Vec<(String, &'static str, EventType, Option<String>)> = Vec::new();
+        for (address, kind) in &draft.recipients {
+            let address = address.trim().to_string();
+            if !seen.insert(record::outbound::normalize(&address)) {
+                continue;
+            }
+            if valid_address(&address) {
+                rcpts.push((address, kind, EventType::Queued, None));
+            } else {
+                rcpts.push((address, kind, EventType::Invalid, Some("not a valid email address".into())));
+            }
+        }
+        let candidates: Vec<String> =
+            rcpts.iter().filter(|r| r.2 == EventType::Queued).map(|r| r.0.clone()).collect();
+        let suppressed = self.record.suppressed(tenant, &candidates, now_ms).await.map_err(unavailable)?;
+        for r in rcpts.iter_mut() {
+            let n = record::outbound::normalize(&r.0);
+            if let Some(s) = suppressed.iter().find(|s| s.address == n) {
+                r.2 = EventType::Suppressed;
+                r.3 = Some(format!("{} ({})", s.reason, s.source));
+            }
+        }
+        // Queued recipients first, so a recipient's index in the record is
+        // its index in the spool envelope (the VERP token carries it).
+        rcpts.sort_by_key(|r| r.2 != EventType::Queued);
+        let sent = Sent {
+            id: id.to_string(),
+            recipients: rcpts
+                .iter()
+                .map(|(address, _, status, reason)| RecipientOutcome {
+                    address: address.clone(),
+                    status: status.as_str().to_string(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+        };
+        let response = serde_json::to_string(&sent).unwrap_or_default();
+        let record = NewMessage {
+            id: sent.id.clone(),
+            tenant,
+            message_id: draft.message_id.clone(),
+            mail_from: draft.from.clone(),
+            subject: draft.subject.clone(),
+            stream: draft.stream.clone(),
+            tags: draft.tags.clone(),
+            metadata: draft.metadata.clone(),
+            recipients: rcpts
+                .iter()
+                .map(|(address, kind, status, reason)| NewRecipient {
+                    address: address.clone(),
+                    kind: kind.to_string(),
+                    status: *status,
+                    reason: reason.clone(),
+                })
+                .collect(),
+            at: now_ms,
+            idempotency: draft.idempotency.clone().map(|(k, h)| (k, h, response)),
+        };
+        self.record.accept(record).await.map_err(|e| match e {
+            RecordError::Conflict(m) => SendError::Conflict(m),
+            e => unavailable(e),
+        })?;
+        let queued: Vec<Recipient> = rcpts
+            .iter()
+            .filter(|r| r.2 == EventType::Queued)
+            .map(|r| Recipient::routed(r.0.clone(), Route::Outbound))
+            .collect();
+        if queued.is_empty() {
+            return Ok(sent);
+        }
+        let received_at = now_ms / 1000;
+        let envelope = Envelope {
+            mail_from: draft.from,
+            rcpts: queued,
+            smtputf8: draft.smtputf8,
+            eight_bit: draft.content.iter().any(|&b| b >= 0x80),
+            helo: String::new(),
+            peer: "api".into(),
+            auth_user: None,
+            received_at,
+        };
+        self.spool
+            .enqueue(id, envelope, draft.trace, draft.content, received_at + self.max_age)
+            .await
+            .map_err(|e| {
+                tracing::error!(message = %id, error = %e, "spool write failed after the record was written");
+                SendError::Unavailable(format!("queue: {e}"))
+            })?;
+        if let Some(w) = &self.waker {
+            w.now(id);
+        }
+        Ok(sent)
+    }
+}
+
+/// Checks a message from an application and adds what a submission server
+/// adds when it is missing (RFC 6409 §8): a Message-ID and a Date. Nothing
+/// else is changed. Returns the bytes, the Message-ID and the subject.
+pub fn complete_headers(
+    content: Vec<u8>,
+    from: &str,
+    hostname: &str,
+) -> Result<(Vec<u8>, String, Option<String>), String> {
+    if content.is_empty() {
+        return Err("the message is empty".into());
+    }
+    let parsed = mail_parser::MessageParser::default()
+        .parse_headers(&content)
+        .ok_or_else(|| "not an RFC 5322 message".to_string())?;
+    if parsed.from().is_none() {
+        return Err("the message has no From header".into());
+    }
+    let subject = parsed.subject().map(str::to_string);
+    let mut prefix = String::new();
+    let message_id = match parsed.message_id() {
+        Some(id) => id.to_string(),
+        None => {
+            let domain = from.rsplit_once('@').map_or(hostname, |(_, d)| d).to_ascii_lowercase();
+            let id = format!("{}@{domain}", QueueId::generate());
+            prefix.push_str(&format!("Message-ID: <{id}>\r\n"));
+            id
+        }
+    };
+    if parsed.date().is_none() {
+        prefix.push_str(&format!("Date: {}\r\n", chrono::Utc::now().to_rfc2822()));
+    }
+    let content = if prefix.is_empty() { content } else { [prefix.into_bytes(), content].concat() };
+    Ok((content, message_id, subject))
+}
+
+fn unavailable(e: RecordError) -> SendError {
+    tracing::error!(error = %e, "outbound record");
+    SendError::Unavailable(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_address;
+
+    #[test]
+    fn addresses() {
+        for ok in ["a@b.test", "first.last+tag@sub.example.com", "x@xn--bcher-kva.example"] {
+            assert!(valid_address(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "a@",
+            "@b.test",
+            "a b@c.test",
+            "a@b",
+            "a@-b.test",
+            "a@b..test",
+            "a\r\n@b.test",
+            "<a@b.test>",
+        ] {
+            assert!(!valid_address(bad), "{bad:?}");
+        }
+    }
+}

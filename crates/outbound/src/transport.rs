@@ -1,0 +1,171 @@
+//! The outbound route's transport: one SMTP transaction per recipient (each
+//! has its own VERP return path), to the smart host or the recipient
+//! domain's MX, DKIM-signed once per message; every attempt's SMTP response
+//! becomes an event on that recipient.
+
+use std::sync::Arc;
+
+use deliver::smtp::{Client, Destination, OutboundMessage, Outcome};
+use queue::{AttemptOutcome, AttemptResult, BoxFuture, Job, Transport};
+use record::Outbound;
+use record::outbound::{EventType, NewEvent, SmtpResponse, Suppress};
+use vocabulary::{Reply, domain_of};
+
+use crate::Verp;
+
+/// Where mail for a domain goes.
+pub trait NextHop: Send + Sync + 'static {
+    /// The hosts to try, in order; a reply when the domain cannot be
+    /// reached (permanent: no such domain, null MX; temporary: DNS trouble).
+    fn resolve<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<Destination>, Reply>>;
+    /// A smart host hands mail on: its 250 means `sent`, not `delivered`.
+    fn is_smart_host(&self) -> bool;
+}
+
+/// Signs a message for the domain of its sender (DKIM).
+pub trait Signer: Send + Sync + 'static {
+    /// The header to prepend, CRLF-terminated, or `None` without a key.
+    fn sign(&self, domain: &str, content: &[u8]) -> Option<String>;
+}
+
+/// Waits for a destination's turn under its rate limit.
+pub trait Pace: Send + Sync + 'static {
+    fn wait<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, ()>;
+}
+
+pub struct OutboundTransport {
+    pub client: Arc<Client>,
+    pub hops: Arc<dyn NextHop>,
+    pub signer: Option<Arc<dyn Signer>>,
+    pub pace: Option<Arc<dyn Pace>>,
+    pub verp: Verp,
+    pub record: Outbound,
+}
+
+impl Transport for OutboundTransport {
+    fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult> {
+        Box::pin(async move {
+            let signature =
+                self.signer.as_ref().and_then(|s| s.sign(&domain_of(&job.envelope.mail_from), job.content));
+            let signature = signature.unwrap_or_default();
+            let sends = job.rcpts.iter().map(|rcpt| self.one(job, rcpt, &signature));
+            let results = futures::future::join_all(sends).await;
+            let remote = results.iter().map(|(_, r, _)| r.as_str()).find(|r| !r.is_empty()).unwrap_or("");
+            let tls = results.iter().find_map(|(_, _, t)| t.clone());
+            AttemptResult {
+                remote: remote.to_string(),
+                tls,
+                outcome: AttemptOutcome::PerRecipient(
+                    results.iter().map(|(reply, _, _)| reply.clone()).collect(),
+                ),
+            }
+        })
+    }
+}
+
+impl OutboundTransport {
+    /// Sends to one recipient and records the outcome. Returns the reply,
+    /// the remote host and the TLS version.
+    async fn one(&self, job: &Job<'_>, rcpt: &str, signature: &str) -> (Reply, String, Option<String>) {
+        let idx = job.envelope.rcpts.iter().position(|r| r.address == rcpt).unwrap_or(0);
+        let mail_from = self.verp.address(job.id, idx as u16);
+        let domain = domain_of(rcpt);
+        let (reply, remote, tls) = match self.hops.resolve(&domain).await {
+            Err(reply) => (reply, String::new(), None),
+            Ok(hosts) => {
+                if let Some(p) = &self.pace {
+                    p.wait(&domain).await;
+                }
+                let content: [&[u8]; 3] = [signature.as_bytes(), job.trace.as_bytes(), job.content];
+                let rcpts = [rcpt];
+                let msg = OutboundMessage {
+                    mail_from: &mail_from,
+                    rcpts: &rcpts,
+                    smtputf8: job.envelope.smtputf8,
+                    eight_bit: job.envelope.eight_bit,
+                    content: &content,
+                };
+                let mut last = (Reply::new(451, "4.4.4", "no host to deliver to"), String::new(), None);
+                for host in hosts {
+                    let attempt = self.client.send(&host, &msg).await;
+                    let reply = match attempt.outcome {
+                        Outcome::PerRecipient(mut r) => {
+                            r.pop().unwrap_or_else(|| Reply::new(451, "4.3.0", "no reply"))
+                        }
+                        Outcome::Failed(r) => r,
+                    };
+                    let next = reply.is_transient();
+                    last = (reply, attempt.remote, attempt.tls);
+                    // A temporary failure at one MX: the next may take it.
+                    if !next {
+                        break;
+                    }
+                }
+                last
+            }
+        };
+        self.note(job, idx as i64, rcpt, &reply, &remote, tls.as_deref()).await;
+        (reply, remote, tls)
+    }
+
+    async fn note(
+        &self,
+        job: &Job<'_>,
+        idx: i64,
+        rcpt: &str,
+        reply: &Reply,
+        remote: &str,
+        tls: Option<&str>,
+    ) {
+        let message = job.id.to_string();
+        let tenant = match self.record.recipient_of(&message, idx).await {
+            Ok(Some((tenant, _))) => tenant,
+            Ok(None) => {
+                tracing::warn!(%message, idx, "outbound message without a record");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(%message, error = %e, "outbound record lookup");
+                return;
+            }
+        };
+        let now = record::outbound::now_ms();
+        let (kind, reason, suppress) = if reply.is_positive() {
+            let kind = if self.hops.is_smart_host() { EventType::Sent } else { EventType::Delivered };
+            (kind, None, None)
+        } else {
+            let reason = decide::reason_of_reply(&reply.text, reply.status.as_deref());
+            let suppress = reply.is_permanent() && reason.is_hard();
+            let kind = if reply.is_permanent() {
+                EventType::Rejected
+            } else if now / 1000 >= job.expires_at {
+                EventType::Failed
+            } else {
+                EventType::Deferred
+            };
+            let s = suppress.then(|| Suppress { reason: reason.as_str().to_string(), expires_at: None });
+            (kind, Some(reason.as_str().to_string()), s)
+        };
+        let event = NewEvent {
+            tenant,
+            message,
+            idx: Some(idx),
+            address: Some(rcpt.to_string()),
+            kind,
+            at: now,
+            reason,
+            smtp: Some(SmtpResponse {
+                code: Some(reply.code),
+                status: reply.status.clone(),
+                text: Some(reply.text.clone()),
+                remote: (!remote.is_empty()).then(|| remote.to_string()),
+                tls: tls.map(str::to_string),
+            }),
+            detail: None,
+            suppress,
+        };
+        if let Err(e) = self.record.record(event).await {
+            tracing::error!(error = %e, "recording an outbound attempt");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The outbound record: tenants and their API keys, the messages they send,
+//! each recipient's current state, the append-only event log, suppressions
+//! and idempotency keys.
+//!
+//! Writes (accepted messages, events) go through one writer task that
+//! gathers concurrent calls into one transaction on a connection with
+//! `synchronous = FULL`: an accepted message is on disk before the API
+//! answers 202, at the cost of one fsync per batch, not per message.
+
+mod query;
+mod suppress;
+mod writer;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::SqlitePool;
+use tokio::sync::mpsc;
+
+use crate::RecordError;
+
+pub use query::{EventQuery, EventRow, MessageView, RecipientHistory, RecipientView};
+pub use suppress::Suppression;
+pub use writer::{NewEvent, NewMessage, NewRecipient, SmtpResponse, Suppress};
+
+/// Kinds of events. Every one but `autoreplied` (informational) sets the
+/// recipient's current status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    Queued,
+    Suppressed,
+    Invalid,
+    Sent,
+    Delivered,
+    Deferred,
+    Bounced,
+    Rejected,
+    Failed,
+    Complained,
+    Unsubscribed,
+    Autoreplied,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 12] = [
+        EventType::Queued,
+        EventType::Suppressed,
+        EventType::Invalid,
+        EventType::Sent,
+        EventType::Delivered,
+        EventType::Deferred,
+        EventType::Bounced,
+        EventType::Rejected,
+        EventType::Failed,
+        EventType::Complained,
+        EventType::Unsubscribed,
+        EventType::Autoreplied,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Queued => "queued",
+            EventType::Suppressed => "suppressed",
+            EventType::Invalid => "invalid",
+            EventType::Sent => "sent",
+            EventType::Delivered => "delivered",
+            EventType::Deferred => "deferred",
+            EventType::Bounced => "bounced",
+            EventType::Rejected => "rejected",
+            EventType::Failed => "failed",
+            EventType::Complained => "complained",
+            EventType::Unsubscribed => "unsubscribed",
+            EventType::Autoreplied => "autoreplied",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Whether this event becomes the recipient's status.
+    pub fn sets_status(self) -> bool {
+        self != EventType::Autoreplied
+    }
+}
+
+/// A tenant, as an API key or a submission user resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: i64,
+    pub name: String,
+}
+
+/// The outbound record (a cheap handle; clones share the writer).
+#[derive(Clone)]
+pub struct Outbound {
+    pool: SqlitePool,
+    writer: mpsc::Sender<writer::Op>,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Addresses are compared and stored lower-case (what every provider's
+/// suppression list does; local parts that differ only by case are the same
+/// mailbox in practice).
+pub fn normalize(address: &str) -> String {
+    address.trim().to_ascii_lowercase()
+}
+
+fn key_hash(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+impl Outbound {
+    pub(crate) fn new(pool: SqlitePool) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer::run(pool.clone(), rx));
+        Outbound { pool, writer: tx }
+    }
+
+    /// The tenant called `name`, created if new.
+    pub async fn tenant(&self, name: &str) -> Result<Tenant, RecordError> {
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(RecordError::Invalid(format!(
+                "tenant names are 1-64 characters of letters, digits, '-', '_' or '.': {name:?}"
+            )));
+        }
+        sqlx::query("INSERT INTO tenants (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
+            .bind(name)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM tenants WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Tenant { id, name: name.to_string() })
+    }
+
+    /// A new API key for `tenant` (created if new). Only its SHA-256 is
+    /// kept: the key itself is shown once, to the caller.
+    pub async fn create_api_key(&self, tenant: &str) -> Result<String, RecordError> {
+        let tenant = self.tenant(tenant).await?;
+        let random = [uuid::Uuid::new_v4().simple().to_string(), uuid::Uuid::new_v4().simple().to_string()];
+        let key = format!("sk_{}{}", random[0], random[1]);
+        sqlx::query("INSERT INTO api_keys (tenant_id, prefix, key_hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(tenant.id)
+            .bind(&key[..11])
+            .bind(key_hash(&key))
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(key)
+    }
+
+    /// The tenant of a (not revoked) API key.
+    pub async fn authenticate(&self, key: &str) -> Result<Option<Tenant>, RecordError> {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT t.id, t.name FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+             WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+        )
+        .bind(key_hash(key))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, name)| Tenant { id, name }))
+    }
+
+    /// Makes a submission user send on behalf of `tenant`.
+    pub async fn set_user_tenant(&self, user: &str, tenant: &str) -> Result<(), RecordError> {
+        let tenant = self.tenant(tenant).await?;
+        let done = sqlx::query("UPDATE users SET tenant_id = ? WHERE name = ?")
+            .bind(tenant.id)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(RecordError::Invalid(format!("no such user: {user}")));
+        }
+        Ok(())
+    }
+
+    /// The tenant a submission user sends for, if any.
+    pub async fn user_tenant(&self, user: &str) -> Result<Option<Tenant>, RecordError> {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT t.id, t.name FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.name = ?",
+        )
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, name)| Tenant { id, name }))
+    }
+
+    /// A stored response for an idempotency key: the request's hash and the
+    /// response body given the first time.
+    pub async fn idempotent(&self, tenant: i64, key: &str) -> Result<Option<(Vec<u8>, String)>, RecordError> {
+        Ok(sqlx::query_as("SELECT request_hash, response FROM idempotency WHERE tenant_id = ? AND key = ?")
+            .bind(tenant)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Records an accepted message, its recipients and their first events
+    /// (and its idempotency key) durably. Fails with [`RecordError::Conflict`]
+    /// when the idempotency key was taken meanwhile.
+    pub async fn accept(&self, msg: NewMessage) -> Result<(), RecordError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send(writer::Op::Accept(Box::new(msg), reply)).await?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Appends an event (and applies its status and suppression). Returns the event id.
+    pub async fn record(&self, event: NewEvent) -> Result<i64, RecordError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send(writer::Op::Event(Box::new(event), reply)).await?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    async fn send(&self, op: writer::Op) -> Result<(), RecordError> {
+        self.writer.send(op).await.map_err(|_| gone())
+    }
+}
+
+fn gone() -> RecordError {
+    RecordError::Invalid("the record writer stopped".into())
+}

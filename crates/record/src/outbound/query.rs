@@ -1,0 +1,328 @@
+//! Reads of the outbound record. Every query is scoped by tenant. A query
+//! with `as_of` answers from the events known at that time (the log is
+//! append-only, so the past can always be read back).
+
+use serde::Serialize;
+
+use super::{EventType, Outbound, Tenant, normalize};
+use crate::RecordError;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idx: Option<i64>,
+    pub address: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    pub reason: Option<String>,
+    pub smtp_code: Option<i64>,
+    pub smtp_status: Option<String>,
+    pub smtp_text: Option<String>,
+    pub remote: Option<String>,
+    pub tls: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+type EventTuple = (
+    i64,
+    String,
+    Option<i64>,
+    Option<String>,
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn event_row(t: EventTuple) -> EventRow {
+    let (id, message, idx, address, kind, at, reason, smtp_code, smtp_status, smtp_text, remote, tls, detail) =
+        t;
+    EventRow {
+        id,
+        message,
+        idx,
+        address,
+        kind,
+        at,
+        reason,
+        smtp_code,
+        smtp_status,
+        smtp_text,
+        remote,
+        tls,
+        detail,
+    }
+}
+
+const EVENT_COLUMNS: &str =
+    "id, message, idx, address, type, at, reason, smtp_code, smtp_status, smtp_text, remote, tls, detail";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipientView {
+    pub address: String,
+    pub kind: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub updated_at: i64,
+    pub events: Vec<EventRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    pub id: String,
+    pub message_id: Option<String>,
+    pub from: String,
+    pub subject: Option<String>,
+    pub stream: Option<String>,
+    pub tags: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub created_at: i64,
+    pub recipients: Vec<RecipientView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipientHistory {
+    pub address: String,
+    pub suppression: Option<super::Suppression>,
+    /// Newest first.
+    pub events: Vec<EventRow>,
+    /// Pass as `cursor` for older events.
+    pub next_cursor: Option<i64>,
+}
+
+/// Filters of `GET /v1/events`.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub kind: Option<EventType>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub recipient: Option<String>,
+    pub tag: Option<String>,
+    pub message: Option<String>,
+    /// Events after this id.
+    pub cursor: Option<i64>,
+    pub limit: u32,
+}
+
+type MessageRowT = (String, Option<String>, String, Option<String>, Option<String>, String, String, i64);
+
+impl Outbound {
+    /// A message with each recipient's status and timeline, as known at
+    /// `as_of` (now when `None`).
+    pub async fn message(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        as_of: Option<i64>,
+    ) -> Result<Option<MessageView>, RecordError> {
+        let row: Option<MessageRowT> = sqlx::query_as(
+            "SELECT id, message_id, mail_from, subject, stream, tags, metadata, created_at
+             FROM out_messages WHERE id = ? AND tenant_id = ?",
+        )
+        .bind(id)
+        .bind(tenant.id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((id, message_id, from, subject, stream, tags, metadata, created_at)) = row else {
+            return Ok(None);
+        };
+        if as_of.is_some_and(|t| t < created_at) {
+            return Ok(None);
+        }
+        let rcpts: Vec<(i64, String, String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT idx, address, kind, status, reason, updated_at FROM out_recipients WHERE message = ? ORDER BY idx",
+        )
+        .bind(&id)
+        .fetch_all(&self.pool)
+        .await?;
+        let events: Vec<EventTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE message = ? AND at <= ? ORDER BY id"
+        )))
+        .bind(&id)
+        .bind(as_of.unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let events: Vec<EventRow> = events.into_iter().map(event_row).collect();
+        let recipients = rcpts
+            .into_iter()
+            .map(|(idx, address, kind, status, reason, updated_at)| {
+                let events: Vec<EventRow> = events.iter().filter(|e| e.idx == Some(idx)).cloned().collect();
+                let (status, reason, updated_at) = match as_of {
+                    None => (status, reason, updated_at),
+                    Some(_) => events
+                        .iter()
+                        .rev()
+                        .find(|e| EventType::parse(&e.kind).is_some_and(EventType::sets_status))
+                        .map(|e| (e.kind.clone(), e.reason.clone(), e.at))
+                        .unwrap_or(("queued".into(), None, created_at)),
+                };
+                RecipientView { address, kind, status, reason, updated_at, events }
+            })
+            .collect();
+        Ok(Some(MessageView {
+            id,
+            message_id,
+            from,
+            subject,
+            stream,
+            tags: serde_json::from_str(&tags).unwrap_or_default(),
+            metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+            created_at,
+            recipients,
+        }))
+    }
+
+    /// One address's history across messages, newest first.
+    pub async fn recipient(
+        &self,
+        tenant: &Tenant,
+        address: &str,
+        as_of: Option<i64>,
+        cursor: Option<i64>,
+        limit: u32,
+    ) -> Result<RecipientHistory, RecordError> {
+        let address = normalize(address);
+        let limit = limit.clamp(1, 1000);
+        let events: Vec<EventTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE tenant_id = ? AND address = ? AND id < ? AND at <= ?
+             ORDER BY id DESC LIMIT ?"
+        )))
+        .bind(tenant.id)
+        .bind(&address)
+        .bind(cursor.unwrap_or(i64::MAX))
+        .bind(as_of.unwrap_or(i64::MAX))
+        .bind(limit as i64 + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events: Vec<EventRow> = events.into_iter().map(event_row).collect();
+        let next_cursor = if events.len() > limit as usize {
+            events.truncate(limit as usize);
+            events.last().map(|e| e.id)
+        } else {
+            None
+        };
+        let suppression = self.suppression(tenant, &address, as_of.unwrap_or_else(super::now_ms)).await?;
+        Ok(RecipientHistory { address, suppression, events, next_cursor })
+    }
+
+    /// A page of events in the order they were recorded, and the cursor of
+    /// the next page when there is one.
+    pub async fn events(
+        &self,
+        tenant: &Tenant,
+        q: &EventQuery,
+    ) -> Result<(Vec<EventRow>, Option<i64>), RecordError> {
+        let limit = q.limit.clamp(1, 1000) as i64;
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ? AND id > ?");
+        if q.kind.is_some() {
+            sql.push_str(" AND type = ?");
+        }
+        if q.since.is_some() {
+            sql.push_str(" AND at >= ?");
+        }
+        if q.until.is_some() {
+            sql.push_str(" AND at < ?");
+        }
+        if q.recipient.is_some() {
+            sql.push_str(" AND address = ?");
+        }
+        if q.message.is_some() {
+            sql.push_str(" AND message = ?");
+        }
+        if q.tag.is_some() {
+            sql.push_str(" AND message IN (SELECT message FROM out_tags WHERE tenant_id = ? AND tag = ?)");
+        }
+        sql.push_str(" ORDER BY id LIMIT ?");
+        let mut query = sqlx::query_as::<_, EventTuple>(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.id)
+            .bind(q.cursor.unwrap_or(0));
+        if let Some(k) = q.kind {
+            query = query.bind(k.as_str());
+        }
+        if let Some(s) = q.since {
+            query = query.bind(s);
+        }
+        if let Some(u) = q.until {
+            query = query.bind(u);
+        }
+        if let Some(r) = &q.recipient {
+            query = query.bind(normalize(r));
+        }
+        if let Some(m) = &q.message {
+            query = query.bind(m.clone());
+        }
+        if let Some(t) = &q.tag {
+            query = query.bind(tenant.id).bind(t.clone());
+        }
+        let mut rows: Vec<EventRow> =
+            query.bind(limit + 1).fetch_all(&self.pool).await?.into_iter().map(event_row).collect();
+        let next = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|e| e.id)
+        } else {
+            None
+        };
+        Ok((rows, next))
+    }
+
+    /// Every tenant, by name.
+    pub async fn tenants(&self) -> Result<Vec<Tenant>, RecordError> {
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, name FROM tenants ORDER BY name").fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(id, name)| Tenant { id, name }).collect())
+    }
+
+    /// A message by our id or by its Message-ID header, in any tenant (for
+    /// the operator's `sluice track`).
+    pub async fn find_message(&self, key: &str) -> Result<Option<(Tenant, String)>, RecordError> {
+        let key = key.trim().trim_start_matches('<').trim_end_matches('>');
+        let row: Option<(i64, String, String)> = sqlx::query_as(
+            "SELECT t.id, t.name, m.id FROM out_messages m JOIN tenants t ON t.id = m.tenant_id
+             WHERE m.id = ? OR m.message_id = ? LIMIT 1",
+        )
+        .bind(key)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, name, m)| (Tenant { id, name }, m)))
+    }
+
+    /// The tenant and address of one recipient of a message (for an event
+    /// that names the message and the recipient's index, as a VERP token does).
+    pub async fn recipient_of(&self, message: &str, idx: i64) -> Result<Option<(i64, String)>, RecordError> {
+        Ok(sqlx::query_as("SELECT tenant_id, address FROM out_recipients WHERE message = ? AND idx = ?")
+            .bind(message)
+            .bind(idx)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The message that carried this Message-ID, and the index of `address`
+    /// among its recipients (for bounces that come back without a token).
+    pub async fn by_message_id(
+        &self,
+        message_id: &str,
+        address: &str,
+    ) -> Result<Option<(i64, String, i64)>, RecordError> {
+        let message_id = message_id.trim().trim_start_matches('<').trim_end_matches('>');
+        Ok(sqlx::query_as(
+            "SELECT m.tenant_id, m.id, r.idx FROM out_messages m JOIN out_recipients r ON r.message = m.id
+             WHERE m.message_id = ? AND r.address = ? LIMIT 1",
+        )
+        .bind(message_id)
+        .bind(normalize(address))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}

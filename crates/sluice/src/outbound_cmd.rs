@@ -1,0 +1,234 @@
+//! Operator commands of the outbound path: API keys, the suppression list,
+//! and `sluice track`, which answers "did that email reach X, and if not,
+//! why?" from the record (safe beside a running server: SQLite in WAL mode).
+
+use clap::Subcommand;
+use record::outbound::{EventRow, Outbound, Tenant};
+
+use crate::{Common, load_config};
+
+#[derive(Subcommand)]
+pub enum ApikeyCommand {
+    /// Create an API key for a tenant (created if new); the key is printed once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SuppressCommand {
+    /// The tenant's suppressed addresses.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Suppress an address by hand.
+    Add {
+        address: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "manual")]
+        reason: String,
+        /// Until when (RFC 3339); forever without it.
+        #[arg(long)]
+        expires: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Lift a suppression.
+    Remove {
+        address: String,
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Every entry as CSV.
+    Export {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+async fn open(common: &Common) -> anyhow::Result<(record::Store, Outbound)> {
+    let cfg = load_config(common)?;
+    std::fs::create_dir_all(&cfg.server.data)?;
+    let store = record::Store::open(&cfg.server.data).await?;
+    let outbound = store.outbound();
+    Ok((store, outbound))
+}
+
+pub async fn apikey(cmd: ApikeyCommand) -> anyhow::Result<i32> {
+    let ApikeyCommand::Create { tenant, common } = cmd;
+    let (store, o) = open(&common).await?;
+    let key = o.create_api_key(&tenant).await?;
+    store.close().await;
+    eprintln!("API key for tenant {tenant} (shown once; only its hash is stored):");
+    println!("{key}");
+    Ok(0)
+}
+
+pub async fn suppress(cmd: SuppressCommand) -> anyhow::Result<i32> {
+    match cmd {
+        SuppressCommand::List { tenant, common } | SuppressCommand::Export { tenant, common } => {
+            let (store, o) = open(&common).await?;
+            let t = o.tenant(&tenant).await?;
+            println!("address,reason,source,created_at,expires_at");
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = o.suppressions(&t, cursor.as_deref(), 10_000).await?;
+                for s in &page {
+                    println!(
+                        "{},{},{},{},{}",
+                        api::csv(&s.address),
+                        api::csv(&s.reason),
+                        s.source,
+                        time(s.created_at),
+                        s.expires_at.map(time).unwrap_or_default()
+                    );
+                }
+                match page.last() {
+                    Some(l) if page.len() == 10_000 => cursor = Some(l.address.clone()),
+                    _ => break,
+                }
+            }
+            store.close().await;
+        }
+        SuppressCommand::Add { address, tenant, reason, expires, common } => {
+            anyhow::ensure!(
+                outbound::outbox::valid_address(&address),
+                "not a valid email address: {address}"
+            );
+            let expires = match expires {
+                Some(e) => Some(chrono::DateTime::parse_from_rfc3339(&e)?.timestamp_millis()),
+                None => None,
+            };
+            let (store, o) = open(&common).await?;
+            let t = o.tenant(&tenant).await?;
+            let s = o.suppress(&t, &address, &reason, expires).await?;
+            store.close().await;
+            println!("suppressed {} ({})", s.address, s.reason);
+        }
+        SuppressCommand::Remove { address, tenant, common } => {
+            let (store, o) = open(&common).await?;
+            let t = o.tenant(&tenant).await?;
+            let removed = o.unsuppress(&t, &address).await?;
+            store.close().await;
+            if !removed {
+                eprintln!("{address} was not suppressed");
+                return Ok(1);
+            }
+            println!("{address} is no longer suppressed");
+        }
+    }
+    Ok(0)
+}
+
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+fn event_line(e: &EventRow) -> String {
+    let mut line = format!("  {}  {:<12}", time(e.at), e.kind);
+    if let Some(a) = &e.address {
+        line.push_str(&format!(" {a}"));
+    }
+    if let Some(r) = &e.reason {
+        line.push_str(&format!("  reason={r}"));
+    }
+    if let Some(c) = e.smtp_code {
+        line.push_str(&format!("  {c}"));
+        if let Some(s) = &e.smtp_status {
+            line.push_str(&format!(" {s}"));
+        }
+        if let Some(t) = &e.smtp_text {
+            line.push_str(&format!(" {}", t.chars().take(160).collect::<String>()));
+        }
+    }
+    if let Some(r) = &e.remote {
+        line.push_str(&format!("  via {r}"));
+    }
+    if let Some(t) = &e.tls {
+        line.push_str(&format!(" ({t})"));
+    }
+    line
+}
+
+/// `sluice track MESSAGE|ADDRESS`: a message (our id or its Message-ID) with
+/// each recipient's status and timeline, or an address's history.
+pub async fn track(
+    target: String,
+    tenant: Option<String>,
+    json: bool,
+    common: Common,
+) -> anyhow::Result<i32> {
+    let (store, o) = open(&common).await?;
+    let result = track_in(&o, &target, tenant.as_deref(), json).await;
+    store.close().await;
+    result
+}
+
+async fn track_in(o: &Outbound, target: &str, tenant: Option<&str>, json: bool) -> anyhow::Result<i32> {
+    let tenants: Vec<Tenant> = match tenant {
+        Some(t) => vec![o.tenant(t).await?],
+        None => o.tenants().await?,
+    };
+    if let Some((t, id)) = o.find_message(target).await?
+        && tenants.contains(&t)
+        && let Some(m) = o.message(&t, &id, None).await?
+    {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&m)?);
+            return Ok(0);
+        }
+        println!("message {} (tenant {})", m.id, t.name);
+        println!("  Message-ID: <{}>", m.message_id.as_deref().unwrap_or(""));
+        println!("  from {}  subject {:?}", m.from, m.subject.as_deref().unwrap_or(""));
+        for r in &m.recipients {
+            println!(
+                "{} ({}): {}{}",
+                r.address,
+                r.kind,
+                r.status,
+                r.reason.as_deref().map(|x| format!(" ({x})")).unwrap_or_default()
+            );
+            for e in &r.events {
+                println!("{}", event_line(e));
+            }
+        }
+        return Ok(0);
+    }
+    let mut found = false;
+    for t in &tenants {
+        let h = o.recipient(t, target, None, None, 200).await?;
+        if h.events.is_empty() && h.suppression.is_none() {
+            continue;
+        }
+        found = true;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&h)?);
+            continue;
+        }
+        println!("{} (tenant {})", h.address, t.name);
+        if let Some(s) = &h.suppression {
+            println!("  SUPPRESSED since {}: {} ({})", time(s.created_at), s.reason, s.source);
+        }
+        for e in h.events.iter().rev() {
+            println!("{}  message {}", event_line(e), e.message);
+        }
+    }
+    if !found {
+        eprintln!("nothing recorded for {target}");
+        return Ok(1);
+    }
+    Ok(0)
+}
