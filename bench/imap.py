@@ -144,7 +144,7 @@ def sluice_session(data, port):
     with open(cfg, "w") as f:
         f.write("[imap]\nplaintext_loopback = true\n")
     proc = subprocess.Popen([BIN, "serve", "--config", cfg, "--data", data, "--smtp", f"127.0.0.1:{free_port()}",
-                             "--submission", f"127.0.0.1:{free_port()}", "--imap", f"127.0.0.1:{port}"],
+                             "--submission", f"127.0.0.1:{free_port()}", "--imap", f"127.0.0.1:{port}", "--http", f"127.0.0.1:{free_port()}"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert b"sluice listening" in proc.stdout.readline()
     s = socket.create_connection(("127.0.0.1", port))

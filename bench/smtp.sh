@@ -21,7 +21,7 @@ mkdir -p "$(dirname "$OUT")"
 
 cargo build --release -p sluice
 BIN=$ROOT/target/release/sluice
-export SUT_CMD="exec $BIN serve --data \$SUT_DIR --smtp 127.0.0.1:\$SUT_PORT --submission 127.0.0.1:\$((SUT_PORT+7)) --imap 127.0.0.1:\$((SUT_PORT+8)) \
+export SUT_CMD="exec $BIN serve --data \$SUT_DIR --smtp 127.0.0.1:\$SUT_PORT --submission 127.0.0.1:\$((SUT_PORT+7)) --imap 127.0.0.1:\$((SUT_PORT+8)) --http 127.0.0.1:\$((SUT_PORT+9)) \
   --relay 127.0.0.1:\$SINK_PORT --accept-domain example.test --hostname bench.sluice.test"
 
 # Alternate peers within each repeat so drift on the shared machine hits all alike.

@@ -77,7 +77,7 @@ def start_sluice(workdir, relay_port, tee):
     port = free_port()
     proc = subprocess.Popen(
         [BIN, "serve", "--data", data, "--smtp", f"127.0.0.1:{port}", "--submission", f"127.0.0.1:{free_port()}",
-         "--imap", f"127.0.0.1:{free_port()}", "--relay", f"127.0.0.1:{relay_port}",
+         "--imap", f"127.0.0.1:{free_port()}", "--http", f"127.0.0.1:{free_port()}", "--relay", f"127.0.0.1:{relay_port}",
          "--accept-domain", "bench.test", "--hostname", "bench.sluice.test"],
         stdout=subprocess.PIPE, stderr=open(os.path.join(workdir, "log"), "wb"))
     line = proc.stdout.readline()

@@ -20,7 +20,7 @@ mkdir -p "$(dirname "$OUT")"
 cargo build --release -p sluice
 BIN=$ROOT/target/release/sluice
 SERVE="exec $BIN serve --data \$SUT_DIR --smtp 127.0.0.1:\$SUT_PORT --submission 127.0.0.1:\$((SUT_PORT+7)) \
-  --imap 127.0.0.1:\$((SUT_PORT+8)) --relay 127.0.0.1:\$SINK_PORT --accept-domain example.test --hostname bench.sluice.test"
+  --imap 127.0.0.1:\$((SUT_PORT+8)) --http 127.0.0.1:\$((SUT_PORT+9)) --relay 127.0.0.1:\$SINK_PORT --accept-domain example.test --hostname bench.sluice.test"
 TEE="echo bench > \$SUT_DIR/pw && $BIN account add bench --password-file \$SUT_DIR/pw --domain example.test \
   --data \$SUT_DIR >/dev/null && $SERVE"
 
