@@ -15,6 +15,10 @@ set -euo pipefail
 
 AIOSMTPD_VERSION="1.4.6"
 PYTEST_VERSION="9.2.0"
+# Independent checks of what the outbound path produces: DKIM signatures
+# (dkimpy) and the OpenAPI document (openapi-spec-validator).
+DKIMPY_VERSION="1.1.8"
+OPENAPI_VALIDATOR_VERSION="0.9.0"
 PYTHON="${PYTHON:-python3}"
 
 say() { echo "install-test-deps: $*"; }
@@ -84,6 +88,8 @@ EOF
 py_need=()
 have_py "aiosmtpd==$AIOSMTPD_VERSION" || py_need+=("aiosmtpd==$AIOSMTPD_VERSION")
 have_py "pytest==$PYTEST_VERSION" || py_need+=("pytest==$PYTEST_VERSION")
+have_py "dkimpy==$DKIMPY_VERSION" || py_need+=("dkimpy==$DKIMPY_VERSION")
+have_py "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" || py_need+=("openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION")
 
 if [ "${#py_need[@]}" -gt 0 ]; then
     say "installing Python packages: ${py_need[*]}"
@@ -93,7 +99,7 @@ if [ "${#py_need[@]}" -gt 0 ]; then
         $SUDO "$PYTHON" -m pip install --disable-pip-version-check --break-system-packages "${py_need[@]}"
     fi
 else
-    say "Python packages already present: aiosmtpd==$AIOSMTPD_VERSION pytest==$PYTEST_VERSION"
+    say "Python packages already present: aiosmtpd==$AIOSMTPD_VERSION pytest==$PYTEST_VERSION dkimpy==$DKIMPY_VERSION openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION"
 fi
 
 say "done"

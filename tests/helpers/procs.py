@@ -57,7 +57,8 @@ def to_toml(cfg):
     for section, keys in cfg.items():
         out.append(f"[{section}]")
         for k, v in keys.items():
-            out.append(f"{k} = {val(v)}")
+            key = k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+            out.append(f"{key} = {val(v)}")
         out.append("")
     return "\n".join(out)
 

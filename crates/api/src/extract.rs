@@ -83,3 +83,31 @@ pub fn too_large_or_bad(status: StatusCode, text: String) -> ApiError {
         ApiError::bad_request(text)
     }
 }
+
+/// The request body as bytes; over the limit is 413 with the JSON error.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| too_large_or_bad(e.status(), e.body_text()))
+    }
+}
+
+/// Query parameters; a value of the wrong type is a 422 naming the problem.
+pub struct Q<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Q(v))
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", e.body_text()))
+    }
+}

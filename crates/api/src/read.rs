@@ -4,14 +4,14 @@
 //! cannot be probed.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use record::outbound::{EventQuery, EventType};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::extract::{Authed, JsonBody};
+use crate::extract::{Authed, JsonBody, Q};
 use crate::{ApiError, AppState};
 
 /// A time as RFC 3339 or milliseconds since the epoch.
@@ -36,7 +36,7 @@ pub async fn message(
     State(state): State<AppState>,
     Authed(t): Authed,
     Path(id): Path<String>,
-    Query(q): Query<AsOf>,
+    Q(q): Q<AsOf>,
 ) -> Result<Response, ApiError> {
     let as_of = time("as_of", q.as_of.as_deref())?;
     let m =
@@ -48,7 +48,7 @@ pub async fn recipient(
     State(state): State<AppState>,
     Authed(t): Authed,
     Path(address): Path<String>,
-    Query(q): Query<AsOf>,
+    Q(q): Q<AsOf>,
 ) -> Result<Response, ApiError> {
     let as_of = time("as_of", q.as_of.as_deref())?;
     let h = state.outbound.recipient(&t, &address, as_of, q.cursor, q.limit.unwrap_or(100)).await?;
@@ -74,7 +74,7 @@ pub struct EventsQuery {
 pub async fn events(
     State(state): State<AppState>,
     Authed(t): Authed,
-    Query(q): Query<EventsQuery>,
+    Q(q): Q<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let kind = match q.kind.as_deref().filter(|k| !k.is_empty()) {
         Some(k) => Some(EventType::parse(k).ok_or_else(|| {
@@ -107,7 +107,7 @@ pub struct ListQuery {
 pub async fn suppressions(
     State(state): State<AppState>,
     Authed(t): Authed,
-    Query(q): Query<ListQuery>,
+    Q(q): Q<ListQuery>,
 ) -> Result<Response, ApiError> {
     if q.format.as_deref() == Some("csv") {
         return export(&state, &t).await;

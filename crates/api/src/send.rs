@@ -3,8 +3,7 @@
 //! the queue) and the answer is 202 with every recipient's fate. An
 //! `Idempotency-Key` makes a retried request return the first answer.
 
-use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outbound::{Draft, SendError, Sent};
@@ -12,7 +11,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::compose::{SendRequest, check_tags, compose};
-use crate::extract::Authed;
+use crate::extract::{Authed, Q, RawBody};
 use crate::{ApiError, AppState};
 
 fn json_content_type(headers: &HeaderMap) -> bool {
@@ -112,7 +111,7 @@ pub async fn single(
     State(state): State<AppState>,
     Authed(t): Authed,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let req: SendRequest = parse(&headers, &body)?;
     let key = idempotency_key(&headers)?;
@@ -138,7 +137,7 @@ pub async fn batch(
     State(state): State<AppState>,
     Authed(t): Authed,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let b: Batch = parse(&headers, &body)?;
     if b.messages.is_empty() || b.messages.len() > state.cfg.max_batch {
@@ -159,8 +158,7 @@ pub async fn batch(
             if let Some(k) = &item_key
                 && let Some(stored) = replay(state, t.id, k, hash).await?
             {
-                return serde_json::from_str::<serde_json::Value>(&stored)
-                    .map_err(ApiError::unavailable);
+                return serde_json::from_str::<serde_json::Value>(&stored).map_err(ApiError::unavailable);
             }
             let mut draft = draft_of(req, state).map_err(|e| prefix_field(e, i))?;
             draft.idempotency = item_key.map(|k| (k, hash.clone()));
@@ -206,9 +204,9 @@ struct RawJson {
 pub async fn raw(
     State(state): State<AppState>,
     Authed(t): Authed,
-    Query(query): Query<Vec<(String, String)>>,
+    Q(query): Q<Vec<(String, String)>>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let (from, to, content, tags, metadata, stream) = if json_content_type(&headers) {
         let r: RawJson = parse(&headers, &body)?;

@@ -76,7 +76,6 @@ pub(super) enum Op {
 const BATCH: usize = 512;
 
 pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Op>) {
-    let mut conn = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -85,15 +84,19 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        if conn.is_none() {
-            conn = connect(&pool).await;
-        }
-        let Some(c) = conn.as_mut() else {
+        // A connection per batch, not kept: closing the store waits for
+        // every connection to come back.
+        let Some(mut conn) = connect(&pool).await else {
             fail_all(batch, "the database is not available");
             continue;
         };
         let mut results = Vec::with_capacity(batch.len());
-        match write(c, &batch, &mut results).await {
+        let written = write(&mut conn, &batch, &mut results).await;
+        if let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await {
+            tracing::warn!(error = %e, "outbound record: resetting synchronous");
+            conn.close_on_drop();
+        }
+        match written {
             Ok(()) => {
                 for (op, r) in batch.into_iter().zip(results) {
                     match (op, r) {
@@ -108,7 +111,6 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Op>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, writes = batch.len(), "outbound record batch failed");
-                conn = None;
                 fail_all(batch, &e.to_string());
             }
         }
@@ -125,7 +127,7 @@ fn fail_all(batch: Vec<Op>, why: &str) {
     }
 }
 
-/// A connection of the pool's own, set to fsync every commit.
+/// A connection from the pool, set to fsync its commits (WAL + FULL).
 async fn connect(pool: &SqlitePool) -> Option<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
     let mut c = match pool.acquire().await {
         Ok(c) => c,

@@ -1,0 +1,397 @@
+"""Outbound for applications, end to end: an app posts to the HTTP API, the
+aiosmtpd sink (the MX via the override map) receives each message with a
+VERP return path; DSNs and ARF reports built from corpus samples come back
+over SMTP to the VERP address and change the recipient's record; the
+suppression list, tenant isolation, bad input, idempotency, batch, raw, and
+submission by a tenant's user."""
+
+import base64
+import json
+import os
+import re
+import smtplib
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from helpers.net import tls_context
+from helpers.procs import ROOT, wait_until
+
+BOUNCE_DOMAIN = "bounces.sluice.test"
+VERP = re.compile(r"^bounce\+([a-z2-7]{45})@" + re.escape(BOUNCE_DOMAIN) + "$")
+FIXTURES = os.path.join(ROOT, "crates", "decide", "tests", "fixtures")
+PASSWORD = "correct horse battery staple"
+
+
+def api(sl, method, path, key=None, body=None, headers=None, raw=None):
+    """One HTTP request; returns (status, parsed JSON or text, headers)."""
+    h = dict(headers or {})
+    data = raw
+    if body is not None:
+        data = json.dumps(body).encode()
+        h.setdefault("Content-Type", "application/json")
+    if key:
+        h["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(sl.http + path, data=data, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            status, text, hdrs = r.status, r.read().decode(), r.headers
+    except urllib.error.HTTPError as e:
+        status, text, hdrs = e.code, e.read().decode(), e.headers
+    try:
+        return status, json.loads(text), hdrs
+    except ValueError:
+        return status, text, hdrs
+
+
+def create_key(sl, tenant):
+    out = sl.cli("apikey", "create", "--tenant", tenant, "--data", sl.data).stdout.decode().strip()
+    assert out.startswith("sk_") and len(out) > 40, out
+    return out
+
+
+def send(sl, key, to, **fields):
+    body = {"from": "app@acme.test", "to": to, "subject": fields.pop("subject", "hello"),
+            "text": fields.pop("text", "Hello from the app.\n"), **fields}
+    status, resp, _ = api(sl, "POST", "/v1/messages", key, body)
+    assert status == 202, resp
+    return resp
+
+
+def message(sl, key, mid, **params):
+    q = "&".join(f"{k}={v}" for k, v in params.items())
+    status, resp, _ = api(sl, "GET", f"/v1/messages/{mid}" + (f"?{q}" if q else ""), key)
+    assert status == 200, resp
+    return resp
+
+
+def wait_status(sl, key, mid, address, status, timeout=30):
+    def check():
+        m = message(sl, key, mid)
+        r = [r for r in m["recipients"] if r["address"] == address.lower()]
+        return r[0] if r and r[0]["status"] == status else None
+    return wait_until(check, timeout, interval=0.2, what=f"{address} to become {status}")
+
+
+def delivered_to(sink, address):
+    return sink.wait_for(1, timeout=30, match=lambda m: address in m.rcpts)[-1]
+
+
+def fixture(kind, name, replace):
+    with open(os.path.join(FIXTURES, kind, name), "rb") as f:
+        raw = f.read()
+    for old, new in replace.items():
+        raw = raw.replace(old.encode(), new.encode())
+    return raw
+
+
+def feed(sl, to, raw):
+    """Sends a report to the MX listener from the null sender."""
+    with smtplib.SMTP(*sl.smtp, timeout=15) as c:
+        assert c.sendmail("", [to], raw) == {}
+
+
+@pytest.fixture
+def outbound(sink, sluice_factory):
+    sl = sluice_factory(start=False, config={
+        "queue": {"retry_initial_secs": 1, "retry_max_secs": 2},
+        "http": {"max_body_bytes": 256 * 1024},
+        "outbound": {"bounce_domain": BOUNCE_DOMAIN},
+        "outbound.mx_override": {"*": sink.addr},
+    })
+    keys = {"acme": create_key(sl, "acme"), "other": create_key(sl, "other")}
+    sl.start()
+    return sl, sink, keys
+
+
+def test_send_verp_bounce_suppress_and_track(outbound):
+    sl, sink, keys = outbound
+    key = keys["acme"]
+    sent = send(sl, key, ["alice@dest.test", "not-an-address"], bcc=["audit@dest.test"], tags=["welcome"])
+    assert [(r["address"], r["status"]) for r in sent["recipients"]] == [
+        ("alice@dest.test", "queued"), ("audit@dest.test", "queued"), ("not-an-address", "invalid")]
+    got = delivered_to(sink, "alice@dest.test")
+    m = VERP.match(got.mail_from)
+    assert m, got.mail_from
+    assert got.rcpts == ["alice@dest.test"], "one transaction per recipient: each has its own return path"
+    assert got.header("Subject") == "hello"
+    assert b"audit@dest.test" not in got.content, "Bcc must not be written into the message"
+    audit = delivered_to(sink, "audit@dest.test")
+    assert VERP.match(audit.mail_from) and audit.mail_from != got.mail_from
+
+    r = wait_status(sl, key, sent["id"], "alice@dest.test", "delivered")
+    ev = r["events"][-1]
+    assert ev["type"] == "delivered" and ev["smtp_code"] == 250 and ev["remote"] == sink.addr, ev
+    delivered_at = ev["at"]
+
+    # A Postfix DSN from the corpus, about alice, back to her VERP address.
+    mid = message(sl, key, sent["id"])["message_id"]
+    dsn = fixture("bounces", "lhost-postfix-05.eml",
+                  {"kijitora@example.org": "alice@dest.test", "FFFFFFFF.0000000@example.co.jp": mid})
+    time.sleep(0.05)
+    feed(sl, got.mail_from, dsn)
+    r = wait_status(sl, key, sent["id"], "alice@dest.test", "bounced")
+    assert r["reason"] == "userunknown", r
+    bounce = r["events"][-1]
+    assert bounce["smtp_status"] == "4.1.1" and "User unknown" in bounce["smtp_text"], bounce
+    assert bounce["remote"] == "excalibur.example.org", bounce
+
+    # Point in time: before the bounce it was delivered.
+    then = message(sl, key, sent["id"], as_of=delivered_at)
+    assert [x["status"] for x in then["recipients"] if x["address"] == "alice@dest.test"] == ["delivered"]
+
+    status, s, _ = api(sl, "GET", "/v1/suppressions/alice@dest.test", key)
+    assert status == 200 and s["source"] == "bounced" and s["reason"] == "userunknown", s
+    before = sink.count()
+    again = send(sl, key, ["Alice@Dest.test", "bob@dest.test"])
+    assert again["recipients"][0]["address"] == "bob@dest.test"
+    assert again["recipients"][0]["status"] == "queued"
+    assert again["recipients"][1]["status"] == "suppressed"
+    assert "userunknown" in again["recipients"][1]["reason"]
+    delivered_to(sink, "bob@dest.test")
+    time.sleep(0.5)
+    assert sink.count() == before + 1, "the suppressed address must not be attempted"
+
+    status, hist, _ = api(sl, "GET", "/v1/recipients/alice@dest.test", key)
+    assert status == 200 and hist["suppression"]["source"] == "bounced"
+    assert [e["type"] for e in hist["events"]] == ["suppressed", "bounced", "delivered", "queued"], hist
+
+    # The event log: filters and pages.
+    status, page, _ = api(sl, "GET", "/v1/events?tag=welcome&limit=2", key)
+    assert status == 200 and len(page["events"]) == 2 and page["next_cursor"], page
+    status, page2, _ = api(sl, "GET", f"/v1/events?tag=welcome&limit=100&cursor={page['next_cursor']}", key)
+    types = [e["type"] for e in page["events"] + page2["events"]]
+    assert sorted(types) == sorted(["queued", "queued", "invalid", "delivered", "delivered", "bounced"]), types
+    status, bounced, _ = api(sl, "GET", "/v1/events?type=bounced", key)
+    assert [e["address"] for e in bounced["events"]] == ["alice@dest.test"], bounced
+
+    out = sl.cli("track", "alice@dest.test", "--data", sl.data).stdout.decode()
+    assert "SUPPRESSED" in out and "bounced" in out and "userunknown" in out, out
+    out = sl.cli("track", sent["id"], "--data", sl.data).stdout.decode()
+    assert "alice@dest.test (to): bounced (userunknown)" in out, out
+    assert "audit@dest.test (bcc): delivered" in out, out
+
+
+def test_block_bounce_does_not_suppress_and_complaint_does(outbound):
+    sl, sink, keys = outbound
+    key = keys["acme"]
+    sent = send(sl, key, ["bob@dest.test", "carol@dest.test"])
+    bob = delivered_to(sink, "bob@dest.test")
+    carol = delivered_to(sink, "carol@dest.test")
+    wait_status(sl, key, sent["id"], "carol@dest.test", "delivered")
+
+    # A block (Microsoft "banned sending IP"): bounced, reason blocked, not suppressed.
+    feed(sl, bob.mail_from, fixture("bounces", "rhost-microsoft-01.eml", {"kijitora@example.com": "bob@dest.test"}))
+    r = wait_status(sl, key, sent["id"], "bob@dest.test", "bounced")
+    assert r["reason"] == "blocked", r
+    status, body, _ = api(sl, "GET", "/v1/suppressions/bob@dest.test", key)
+    assert status == 404, body
+    assert send(sl, key, ["bob@dest.test"])["recipients"][0]["status"] == "queued"
+
+    # An ARF complaint (AOL): complained, suppressed.
+    feed(sl, carol.mail_from, fixture("complaints", "flanker-aol.eml", {"redacted@aol.com": "carol@dest.test"}))
+    r = wait_status(sl, key, sent["id"], "carol@dest.test", "complained")
+    assert r["reason"] == "abuse", r
+    status, s, _ = api(sl, "GET", "/v1/suppressions/carol@dest.test", key)
+    assert status == 200 and s["source"] == "complained", s
+    assert send(sl, key, ["carol@dest.test"])["recipients"][0]["status"] == "suppressed"
+
+
+def test_deferred_then_delivered_and_rejected(outbound):
+    sl, sink, keys = outbound
+    key = keys["acme"]
+    sink.control(rcpt=[{"match": "dave@", "reply": "451 4.2.1 Mailbox busy, try again"},
+                       {"match": "erin@", "reply": "550 5.1.1 <erin@dest.test>: No such user"}])
+    sent = send(sl, key, ["dave@dest.test", "erin@dest.test"])
+    wait_status(sl, key, sent["id"], "dave@dest.test", "deferred")
+    r = wait_status(sl, key, sent["id"], "erin@dest.test", "rejected")
+    assert r["reason"] == "userunknown" and r["events"][-1]["smtp_code"] == 550, r
+    status, s, _ = api(sl, "GET", "/v1/suppressions/erin@dest.test", key)
+    assert status == 200 and s["source"] == "rejected", s
+    sink.control()
+    r = wait_status(sl, key, sent["id"], "dave@dest.test", "delivered", timeout=30)
+    kinds = [(e["type"], e["smtp_code"]) for e in r["events"]]
+    assert kinds[0] == ("queued", None) and kinds[-1] == ("delivered", 250), kinds
+    deferred = [e for e in r["events"] if e["type"] == "deferred"]
+    assert deferred and deferred[0]["smtp_code"] == 451 and deferred[0]["smtp_status"] == "4.2.1", deferred
+    assert "Mailbox busy" in deferred[0]["smtp_text"]
+    assert len([m for m in sink.messages() if "dave@dest.test" in m.rcpts]) == 1
+
+
+def test_forged_token_is_not_attached_and_message_id_matching(outbound):
+    sl, sink, keys = outbound
+    key = keys["acme"]
+    sent = send(sl, key, ["frank@dest.test"])
+    got = delivered_to(sink, "frank@dest.test")
+    wait_status(sl, key, sent["id"], "frank@dest.test", "delivered")
+    token = VERP.match(got.mail_from).group(1)
+    forged = token[:-1] + ("a" if token[-1] != "a" else "b")
+    dsn = fixture("bounces", "lhost-postfix-05.eml", {"kijitora@example.org": "frank@dest.test"})
+    feed(sl, f"bounce+{forged}@{BOUNCE_DOMAIN}", dsn)
+    wait_until(lambda: "forged or foreign VERP token" in sl.log(), 20, what="the forged token to be logged")
+    assert message(sl, key, sent["id"])["recipients"][0]["status"] == "delivered"
+    assert api(sl, "GET", "/v1/suppressions/frank@dest.test", key)[0] == 404
+
+    # Without a token: matched by the returned Message-ID and the recipient.
+    mid = message(sl, key, sent["id"])["message_id"]
+    dsn = fixture("bounces", "lhost-postfix-05.eml",
+                  {"kijitora@example.org": "frank@dest.test", "FFFFFFFF.0000000@example.co.jp": mid})
+    feed(sl, f"postmaster@{BOUNCE_DOMAIN}", dsn)
+    r = wait_status(sl, key, sent["id"], "frank@dest.test", "bounced")
+    assert r["reason"] == "userunknown"
+
+
+def test_tenant_isolation(outbound):
+    sl, sink, keys = outbound
+    a, b = keys["acme"], keys["other"]
+    sent = send(sl, a, ["gail@dest.test"])
+    delivered_to(sink, "gail@dest.test")
+    status, s, _ = api(sl, "POST", "/v1/suppressions", a, {"address": "held@dest.test", "reason": "asked us"})
+    assert status == 201 and s["source"] == "manual", s
+
+    assert api(sl, "GET", f"/v1/messages/{sent['id']}", b)[0] == 404
+    assert api(sl, "GET", "/v1/recipients/gail@dest.test", b)[0] == 404
+    assert api(sl, "GET", "/v1/suppressions/held@dest.test", b)[0] == 404
+    assert api(sl, "DELETE", "/v1/suppressions/held@dest.test", b)[0] == 404
+    status, lst, _ = api(sl, "GET", "/v1/suppressions", b)
+    assert status == 200 and lst["suppressions"] == [], lst
+    status, ev, _ = api(sl, "GET", "/v1/events", b)
+    assert status == 200 and ev["events"] == [], ev
+    status, csv, _ = api(sl, "GET", "/v1/suppressions/export", a)
+    assert status == 200 and "held@dest.test,asked us,manual," in csv, csv
+    # B's suppression list is B's: sending to held@ from B goes out.
+    assert send(sl, b, ["held@dest.test"])["recipients"][0]["status"] == "queued"
+    assert send(sl, a, ["held@dest.test"])["recipients"][0]["status"] == "suppressed"
+    assert api(sl, "DELETE", "/v1/suppressions/held@dest.test", a)[0] == 204
+    assert send(sl, a, ["held@dest.test"])["recipients"][0]["status"] == "queued"
+    # The CLI sees the same list.
+    sl.cli("suppress", "add", "cli@dest.test", "--tenant", "acme", "--reason", "by hand", "--data", sl.data)
+    out = sl.cli("suppress", "export", "--tenant", "acme", "--data", sl.data).stdout.decode()
+    assert "cli@dest.test,by hand,manual" in out, out
+    assert api(sl, "GET", "/v1/suppressions/cli@dest.test", a)[0] == 200
+
+
+def test_bad_input_is_refused_with_clear_4xx(outbound):
+    sl, _, keys = outbound
+    key = keys["acme"]
+    good = {"from": "app@acme.test", "to": ["x@dest.test"], "subject": "s", "text": "t"}
+
+    def with_(**kw):
+        return {**good, **kw}
+
+    cases = [
+        (dict(key=None, body=good), 401, None),
+        (dict(key="sk_nope", body=good), 401, None),
+        (dict(raw=b'{"from": "a@b.test", "to": [', headers={"Content-Type": "application/json"}), 400, None),
+        (dict(raw=json.dumps(good).encode(), headers={"Content-Type": "text/plain"}), 415, None),
+        (dict(raw=b"{" + b" " * (300 * 1024) + b"}", headers={"Content-Type": "application/json"}), 413, None),
+        (dict(body=with_(colour="blue")), 422, None),
+        (dict(body=with_(**{"from": "nobody"})), 422, "from"),
+        (dict(body=with_(to=["nope", "also nope"])), 422, "to[0]"),
+        (dict(body=with_(to=[])), 422, "to"),
+        (dict(body=with_(subject="hi\r\nBcc: victim@else.test")), 422, "subject"),
+        (dict(body=with_(headers={"X-Note": "a\nBcc: victim@else.test"})), 422, "headers.X-Note"),
+        (dict(body=with_(headers={"Bcc": "victim@else.test"})), 422, "headers.Bcc"),
+        (dict(body=with_(headers={"Bad Name": "v"})), 422, "headers.Bad Name"),
+        (dict(body=with_(**{"from": {"email": "app@acme.test", "name": "A\r\nB"}})), 422, "from"),
+        (dict(body=with_(attachments=[{"filename": "a.txt", "content_base64": "!!!"}])), 422,
+         "attachments[0].content_base64"),
+        (dict(body=with_(text=None, html=None)), 422, "text"),
+        (dict(body=with_(tags=["ok", "x" * 200])), 422, "tags[1]"),
+    ]
+    for req, want, field in cases:
+        k = req.pop("key", key)
+        status, body, _ = api(sl, "POST", "/v1/messages", k, **req)
+        assert status == want, (req, status, body)
+        assert isinstance(body, dict) and body["error"]["code"] and body["error"]["message"], body
+        if field:
+            assert body["error"]["field"] == field, body
+    for path, want in [("/v1/events?type=opened", 422), ("/v1/events?since=yesterday", 422),
+                       ("/v1/messages/0123?as_of=never", 422), ("/v1/nothing", 404),
+                       ("/v1/events?cursor=abc", 422), ("/v1/recipients/x@y.test?limit=-1", 422),
+                       ("/v1/messages/ffffffffffffffffffffffffffffffff", 404)]:
+        status, body, _ = api(sl, "GET", path, key)
+        assert status == want and body["error"]["code"], (path, status, body)
+    # Garbage on the socket: a 400, and the server is still there.
+    with socket.create_connection(("127.0.0.1", sl.http_port), timeout=10) as s:
+        s.sendall(b"\x16\x03\x01 GARBAGE /\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 400"), "garbage request line"
+    assert api(sl, "GET", "/v1/openapi.json")[0] == 200
+    assert "panicked" not in sl.log()
+
+
+def test_idempotency_batch_raw_and_openapi(outbound):
+    sl, sink, keys = outbound
+    key = keys["acme"]
+    body = {"from": "app@acme.test", "to": ["ivan@dest.test"], "subject": "once", "text": "t"}
+    s1, r1, _ = api(sl, "POST", "/v1/messages", key, body, headers={"Idempotency-Key": "order-42"})
+    s2, r2, h2 = api(sl, "POST", "/v1/messages", key, body, headers={"Idempotency-Key": "order-42"})
+    assert s1 == s2 == 202 and r1 == r2, (r1, r2)
+    assert h2.get("Idempotent-Replayed") == "true"
+    s3, r3, _ = api(sl, "POST", "/v1/messages", key, {**body, "subject": "twice"},
+                    headers={"Idempotency-Key": "order-42"})
+    assert s3 == 422 and r3["error"]["code"] == "idempotency_mismatch", r3
+    # Another tenant's key space is its own.
+    s4, r4, _ = api(sl, "POST", "/v1/messages", keys["other"], body, headers={"Idempotency-Key": "order-42"})
+    assert s4 == 202 and r4["id"] != r1["id"]
+    sink.wait_for(2, match=lambda m: "ivan@dest.test" in m.rcpts)
+    time.sleep(0.5)
+    assert len([m for m in sink.messages() if "ivan@dest.test" in m.rcpts]) == 2
+
+    batch = {"messages": [
+        {"from": "app@acme.test", "to": "judy@dest.test", "subject": "b1", "text": "1"},
+        {"from": "app@acme.test", "to": "kim@dest.test", "subject": "b2\r\nX: y", "text": "2"},
+        {"from": "app@acme.test", "to": ["leo@dest.test"], "subject": "b3", "html": "<p>3</p>"},
+    ]}
+    status, res, _ = api(sl, "POST", "/v1/messages/batch", key, batch)
+    assert status == 202, res
+    out = res["results"]
+    assert out[0]["recipients"][0]["status"] == "queued" and out[2]["recipients"][0]["status"] == "queued"
+    assert out[1]["error"]["field"] == "messages[1].subject", out[1]
+    delivered_to(sink, "judy@dest.test")
+    delivered_to(sink, "leo@dest.test")
+
+    raw = (b"From: App <app@acme.test>\r\nTo: mia@dest.test\r\nSubject: raw one\r\n"
+           b"Message-ID: <raw-1@acme.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+           b"\r\nExact bytes.\r\n.leading dot\r\n")
+    status, res, _ = api(sl, "POST", "/v1/messages/raw?from=app@acme.test&to=mia@dest.test&tag=raw", key,
+                         raw=raw, headers={"Content-Type": "message/rfc822"})
+    assert status == 202 and res["recipients"][0]["status"] == "queued", res
+    got = delivered_to(sink, "mia@dest.test")
+    assert got.content.endswith(raw), got.content
+    assert message(sl, key, res["id"])["message_id"] == "raw-1@acme.test"
+
+    status, doc, _ = api(sl, "GET", "/v1/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    from openapi_spec_validator import validate
+    validate(doc)
+    for path in ["/v1/messages", "/v1/messages/raw", "/v1/messages/batch", "/v1/messages/{id}",
+                 "/v1/recipients/{address}", "/v1/events", "/v1/suppressions", "/v1/suppressions/{address}"]:
+        assert path in doc["paths"], path
+
+
+def test_submission_by_a_tenant_user_takes_the_same_path(outbound):
+    sl, sink, keys = outbound
+    key = keys["acme"]
+    sl.add_user("mailer", PASSWORD)
+    sl.cli("user", "add", "mailer", "--password-file", os.path.join(sl.workdir, "pw-mailer"),
+           "--tenant", "acme", "--data", sl.data)
+    api(sl, "POST", "/v1/suppressions", key, {"address": "gone@dest.test", "reason": "left"})
+    msg = (b"From: Mailer <mailer@acme.test>\r\nTo: nina@dest.test\r\nSubject: via smtp\r\n"
+           b"\r\nSubmitted.\r\n")
+    with smtplib.SMTP(*sl.submission, timeout=15) as c:
+        c.starttls(context=tls_context())
+        c.login("mailer", PASSWORD)
+        assert c.sendmail("mailer@acme.test", ["nina@dest.test", "gone@dest.test"], msg) == {}
+    got = delivered_to(sink, "nina@dest.test")
+    assert VERP.match(got.mail_from), got.mail_from
+    assert got.header("Message-ID"), "a submission server adds a Message-ID when there is none"
+    wait_until(lambda: [e["type"] for e in api(sl, "GET", "/v1/events?recipient=nina@dest.test", key)[1]["events"]]
+               == ["queued", "delivered"], 20, what="nina's events")
+    status, ev, _ = api(sl, "GET", "/v1/events?recipient=gone@dest.test", key)
+    assert [e["type"] for e in ev["events"]] == ["suppressed"], ev
+    time.sleep(0.3)
+    assert not [m for m in sink.messages() if "gone@dest.test" in m.rcpts]
