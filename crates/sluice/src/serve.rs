@@ -104,7 +104,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }));
         routes.relay = Some(Arc::new(relay::RelayTransport {
             client: client.clone(),
-            dest: deliver::smtp::Destination { host, port },
+            dest: deliver::smtp::Destination::new(host, port),
         }));
         relay_client = Some(client);
     }
