@@ -177,6 +177,15 @@ impl DkimKeys {
     /// The key is the domain's own, else its nearest parent's (mail from
     /// `news.example.com` signed as `example.com` still aligns for DMARC).
     pub fn sign(&self, from_domain: &str, content: &[u8]) -> Option<String> {
+        self.sign_parts(from_domain, &[content])
+    }
+
+    /// [`DkimKeys::sign`] for a message held in pieces, without joining
+    /// them: header fields first (our trace header), then the message. Every
+    /// part but the last must hold only whole header fields, and the body
+    /// must lie in the last part; that is how mail-auth reads chained parts,
+    /// and the shape [`crate::smtp::OutboundMessage::content`] has.
+    pub fn sign_parts(&self, from_domain: &str, parts: &[&[u8]]) -> Option<String> {
         let domain = from_domain.trim_end_matches('.').to_ascii_lowercase();
         let mut name = domain.as_str();
         let selectors = loop {
@@ -188,14 +197,14 @@ impl DkimKeys {
                 return None; // never sign with a key filed under a bare TLD
             }
         };
-        let relaxed = relaxed_body_is_safe(content);
+        let relaxed = relaxed_body_is_safe(parts.last().copied().unwrap_or_default());
         let mut headers = String::new();
         for selector in selectors {
             let signed = match (&selector.signers, relaxed) {
-                (Signers::Rsa { relaxed, .. }, true) => relaxed.sign(content),
-                (Signers::Rsa { simple, .. }, false) => simple.sign(content),
-                (Signers::Ed25519 { relaxed, .. }, true) => relaxed.sign(content),
-                (Signers::Ed25519 { simple, .. }, false) => simple.sign(content),
+                (Signers::Rsa { relaxed, .. }, true) => relaxed.sign_chained(parts.iter().copied()),
+                (Signers::Rsa { simple, .. }, false) => simple.sign_chained(parts.iter().copied()),
+                (Signers::Ed25519 { relaxed, .. }, true) => relaxed.sign_chained(parts.iter().copied()),
+                (Signers::Ed25519 { simple, .. }, false) => simple.sign_chained(parts.iter().copied()),
             };
             match signed {
                 Ok(signature) => headers.push_str(&signature.to_header()),

@@ -262,6 +262,9 @@ impl MxResolver {
         if let Some(route) = self.overrides.get(&domain) {
             return Ok(route.iter().map(|(h, p)| Destination::new(h.clone(), *p)).collect());
         }
+        if let Some(ip) = address_literal(&domain) {
+            return Ok(vec![Destination::new(ip, SMTP_PORT)]);
+        }
         let temporary = |reason: String| MxError::Temporary { domain: domain.clone(), reason };
         let resolver = self.resolver().map_err(temporary)?;
         // A trailing dot keeps the resolver from appending search domains.
@@ -294,6 +297,19 @@ impl MxResolver {
         };
         Ok(hosts.into_iter().map(|h| Destination::new(h, SMTP_PORT)).collect())
     }
+}
+
+/// `[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 §4.1.3): delivered to
+/// that address, no DNS involved.
+pub fn address_literal(domain: &str) -> Option<String> {
+    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
+    let ip = match inner.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("ipv6:") => {
+            inner[5..].parse::<std::net::Ipv6Addr>().ok()?.to_string()
+        }
+        _ => inner.parse::<std::net::Ipv4Addr>().ok()?.to_string(),
+    };
+    Some(ip)
 }
 
 fn classify<T>(e: &NetError) -> DnsAnswer<T> {
@@ -377,6 +393,17 @@ mod tests {
         assert!(!r.text.contains("SERVFAIL"), "resolver details stay out of the reply");
         let e = plan_address::<std::net::IpAddr>("example", DnsAnswer::Failed("timeout".into())).unwrap_err();
         assert!(!e.is_permanent());
+    }
+
+    #[tokio::test]
+    async fn address_literals_skip_dns() {
+        assert_eq!(address_literal("[192.0.2.1]").as_deref(), Some("192.0.2.1"));
+        assert_eq!(address_literal("[IPv6:2001:DB8::1]").as_deref(), Some("2001:db8::1"));
+        assert_eq!(address_literal("[2001:db8::1]"), None, "IPv6 literals carry the tag");
+        assert_eq!(address_literal("example.com"), None);
+        let r = MxResolver::new(Overrides::new());
+        assert_eq!(r.resolve("[192.0.2.1]").await.unwrap(), [Destination::new("192.0.2.1", 25)]);
+        assert!(r.resolver.get().is_none());
     }
 
     #[test]

@@ -125,6 +125,11 @@ async fn both_algorithms_verify_and_tampering_fails() {
         let subject_changed = String::from_utf8_lossy(&good).replace("Quarterly", "Monthly");
         let r = verify(&cache, subject_changed.as_bytes()).await;
         assert!(matches!(r[..], [DkimResult::Fail(_)]), "{algorithm:?}: {r:?}");
+        // In pieces, as the relay holds it: a trace header, then the message.
+        let trace = b"Received: from a by b; Mon, 23 Nov 2026 12:00:00 +0000\r\n".as_slice();
+        let header = keys.sign_parts("example.com", &[trace, MESSAGE]).unwrap();
+        let pieces = [header.as_bytes(), trace, MESSAGE].concat();
+        assert_eq!(verify(&cache, &pieces).await, [DkimResult::Pass], "{algorithm:?} in parts");
         // Relaxed canonicalization tolerates what relays commonly do.
         let rewrapped = String::from_utf8_lossy(&good).replace("Subject: Quarterly", "Subject:  Quarterly");
         assert_eq!(verify(&cache, rewrapped.as_bytes()).await, [DkimResult::Pass]);
@@ -143,6 +148,10 @@ async fn trailing_whitespace_lines_are_signed_with_simple_body() {
     assert!(String::from_utf8_lossy(&good).contains("c=relaxed/simple"));
     assert!(good.ends_with(&content), "the message itself is not altered");
     assert_eq!(verify(&cache, &good).await, [DkimResult::Pass]);
+    let trace = b"Received: from a by b; Mon, 23 Nov 2026 12:00:00 +0000\r\n".as_slice();
+    let header = keys.sign_parts("example.com", &[trace, &content]).unwrap();
+    assert!(header.contains("c=relaxed/simple"), "{header}");
+    assert_eq!(verify(&cache, &[header.as_bytes(), trace, &content].concat()).await, [DkimResult::Pass]);
 }
 
 #[tokio::test]
