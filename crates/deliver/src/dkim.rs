@@ -279,8 +279,20 @@ pub fn relaxed_body_is_safe(content: &[u8]) -> bool {
     }
 }
 
+/// The domain of the message's `From:` address, the one DMARC aligns
+/// with and so the one to sign as. Reads the header section only.
+pub fn from_domain(content: &[u8]) -> Option<String> {
+    let message = mail_parser::MessageParser::new().parse_headers(content)?;
+    let address = message.from()?.first()?.address()?;
+    let (_, domain) = address.rsplit_once('@')?;
+    let domain = domain.trim().trim_end_matches('>').to_ascii_lowercase();
+    (!domain.is_empty()).then_some(domain)
+}
+
 /// A new key and the DNS record that publishes it.
 pub struct GeneratedKey {
+    pub domain: String,
+    pub selector: String,
     /// PKCS#8 PEM, to save as [`key_path`]`(dir, domain, selector)`.
     pub private_key_pem: String,
     /// `<selector>._domainkey.<domain>`
@@ -291,9 +303,33 @@ pub struct GeneratedKey {
     pub dns_value: String,
 }
 
+impl GeneratedKey {
+    /// Writes the private key to [`key_path`] under `dir` with mode 0600,
+    /// creating the domain directory. An existing key is never overwritten:
+    /// it may be the one published in DNS.
+    pub fn save(&self, dir: &Path) -> Result<PathBuf, DkimError> {
+        use std::io::Write;
+        let path = key_path(dir, &self.domain, &self.selector)?;
+        let io = |source| DkimError::Io { path: path.clone(), source };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(io)?;
+        file.write_all(self.private_key_pem.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(path)
+    }
+}
+
 impl fmt::Debug for GeneratedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GeneratedKey")
+            .field("domain", &self.domain)
+            .field("selector", &self.selector)
             .field("dns_name", &self.dns_name)
             .field("dns_value", &self.dns_value)
             .finish_non_exhaustive()
@@ -327,6 +363,8 @@ pub fn generate(domain: &str, selector: &str, algorithm: Algorithm) -> Result<Ge
         private_key_pem,
         dns_name: format!("{selector}._domainkey.{domain}"),
         dns_value: format!("v=DKIM1; k={k}; p={p}"),
+        domain,
+        selector,
     })
 }
 
@@ -375,6 +413,15 @@ mod tests {
         }
         let p = key_path(Path::new("/keys"), "Example.com", "s1").unwrap();
         assert_eq!(p, Path::new("/keys/example.com/s1.pem"));
+    }
+
+    #[test]
+    fn from_domain_reads_the_from_header() {
+        let m = b"To: x@y.test\r\nFrom: \"Alice\" <alice@News.Example.COM>\r\n\r\nbody From: z@evil.test\r\n";
+        assert_eq!(from_domain(m).as_deref(), Some("news.example.com"));
+        assert_eq!(from_domain(b"From: alice@example.com\r\n\r\n").as_deref(), Some("example.com"));
+        assert_eq!(from_domain(b"Subject: none\r\n\r\n"), None);
+        assert_eq!(from_domain(b"From: undisclosed\r\n\r\n"), None);
     }
 
     #[test]

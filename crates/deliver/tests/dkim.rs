@@ -169,11 +169,16 @@ async fn keys_load_from_a_directory_and_dual_sign() {
             .unwrap()
             .to_string()
     };
-    for (selector, pem) in [("rsa1", pkcs1.as_str()), ("ed1", ed.private_key_pem.as_str())] {
-        let path = key_path(dir.path(), "example.com", selector).unwrap();
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, pem).unwrap();
+    let path = key_path(dir.path(), "example.com", "rsa1").unwrap();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, pkcs1).unwrap();
+    let saved = ed.save(dir.path()).unwrap();
+    assert_eq!(saved, dir.path().join("example.com/ed1.pem"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777, 0o600);
     }
+    assert!(ed.save(dir.path()).is_err(), "an existing key is not overwritten");
     std::fs::write(dir.path().join("example.com/README"), "not a key").unwrap();
     let keys = DkimKeys::load(dir.path()).unwrap();
     let cache = TxtCache::default();
