@@ -3,6 +3,11 @@
 //! MAIL/RCPT(/DATA) when the server offers PIPELINING, sends BDAT when it
 //! offers CHUNKING (exact bytes, no stuffing), upgrades with STARTTLS when
 //! offered, and returns one reply per recipient.
+//!
+//! Each [`Destination`] says how to use TLS ([`TlsMode`]: opportunistic for
+//! MX hosts, required or implicit for smart hosts) and may carry
+//! [`Credentials`] for AUTH PLAIN/LOGIN, so one client serves MX delivery and
+//! authenticated relays alike; the whole destination is the pool key.
 
 use std::collections::HashMap;
 use std::io;
@@ -11,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -19,7 +25,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use vocabulary::Reply;
 
-use crate::tls::opportunistic_connector;
+use crate::tls::{Connectors, opportunistic_connector};
 use crate::wire::{Caps, Parsed, dot_stuff, parse_reply};
 
 #[derive(Debug, Clone)]
@@ -41,10 +47,79 @@ pub struct ClientConfig {
     pub max_messages_per_connection: usize,
 }
 
+/// Where to send, and how. Also the key of the connection pool, so two
+/// destinations share connections only if they agree on TLS and credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Destination {
     pub host: String,
     pub port: u16,
+    pub tls: TlsMode,
+    /// AUTH after EHLO (and after TLS); `None` sends no AUTH.
+    pub auth: Option<Credentials>,
+}
+
+impl Destination {
+    /// An MX host or an unauthenticated relay: opportunistic STARTTLS, no AUTH.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Destination { host: host.into(), port, tls: TlsMode::Opportunistic, auth: None }
+    }
+
+    pub fn with_tls(mut self, tls: TlsMode) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    pub fn with_auth(mut self, credentials: Credentials) -> Self {
+        self.auth = Some(credentials);
+        self
+    }
+}
+
+/// How a connection gets (or does without) TLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum TlsMode {
+    /// STARTTLS when offered and [`ClientConfig::starttls`] is set, without
+    /// verifying the certificate; plaintext otherwise (RFC 7435). For MX hosts.
+    #[default]
+    Opportunistic,
+    /// STARTTLS must be offered and succeed, else the attempt fails
+    /// temporarily. `verify` checks the certificate chain and name; leave it
+    /// off for relays with self-signed certificates.
+    Required { verify: bool },
+    /// TLS from the first byte ("submissions", port 465, RFC 8314).
+    Implicit { verify: bool },
+}
+
+/// AUTH credentials for a smart host. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    /// Send the credentials over a connection without TLS. Off by default:
+    /// PLAIN and LOGIN are readable by anyone on the path.
+    pub allow_plaintext: bool,
+}
+
+impl Credentials {
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Credentials { username: username.into(), password: password.into(), allow_plaintext: false }
+    }
+
+    /// Allows AUTH without TLS (e.g. a relay on the loopback interface).
+    pub fn allow_plaintext(mut self) -> Self {
+        self.allow_plaintext = true;
+        self
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("allow_plaintext", &self.allow_plaintext)
+            .finish()
+    }
 }
 
 pub struct OutboundMessage<'a> {
@@ -198,11 +273,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn open(
-        dest: &Destination,
-        cfg: &ClientConfig,
-        tls: &TlsConnector,
-    ) -> Result<Connection, ConnError> {
+    async fn open(dest: &Destination, cfg: &ClientConfig, tls: &Connectors) -> Result<Connection, ConnError> {
         let addr = format!("{}:{}", dest.host, dest.port);
         let tcp = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&addr))
             .await
@@ -220,33 +291,126 @@ impl Connection {
             remote,
             messages: 0,
         };
+        if let TlsMode::Implicit { verify } = dest.tls {
+            conn.start_tls(dest, tls.get(verify).map_err(ConnError::Reply)?, verify, cfg.command_timeout)
+                .await?;
+        }
         let greeting = conn.read_reply(cfg.command_timeout, "greeting").await?;
         if !greeting.is_positive() {
             return Err(ConnError::Reply(greeting));
         }
         conn.ehlo(&cfg.helo, cfg.command_timeout).await?;
-        if cfg.starttls && conn.caps.starttls {
-            let r = conn.command("STARTTLS\r\n", cfg.command_timeout, "STARTTLS reply").await?;
-            if r.code == 220 {
-                conn.start_tls(dest, tls, cfg.command_timeout).await?;
+        match dest.tls {
+            TlsMode::Opportunistic if cfg.starttls && conn.caps.starttls => {
+                let r = conn.command("STARTTLS\r\n", cfg.command_timeout, "STARTTLS reply").await?;
+                if r.code == 220 {
+                    conn.start_tls(dest, &tls.any, false, cfg.command_timeout).await?;
+                    conn.ehlo(&cfg.helo, cfg.command_timeout).await?;
+                }
+            }
+            TlsMode::Opportunistic | TlsMode::Implicit { .. } => {}
+            TlsMode::Required { verify } => {
+                if !conn.caps.starttls {
+                    return Err(ConnError::Reply(Reply::new(
+                        451,
+                        "4.7.4",
+                        format!("TLS is required but {} does not offer STARTTLS", dest.host),
+                    )));
+                }
+                let connector = tls.get(verify).map_err(ConnError::Reply)?;
+                let r = conn.command("STARTTLS\r\n", cfg.command_timeout, "STARTTLS reply").await?;
+                if r.code != 220 {
+                    return Err(ConnError::Reply(Reply::new(
+                        451,
+                        "4.7.4",
+                        format!("TLS is required but {} refused STARTTLS: {} {}", dest.host, r.code, r.text),
+                    )));
+                }
+                conn.start_tls(dest, connector, verify, cfg.command_timeout).await?;
                 conn.ehlo(&cfg.helo, cfg.command_timeout).await?;
             }
         }
+        if let Some(credentials) = &dest.auth {
+            conn.authenticate(&dest.host, credentials, cfg.command_timeout).await?;
+        }
         Ok(conn)
+    }
+
+    /// AUTH PLAIN, or LOGIN when PLAIN is not offered or not accepted as a
+    /// mechanism. A rejection becomes a temporary failure: wrong credentials
+    /// are our configuration error, to fix and retry, not the recipients'
+    /// (Postfix's `smtp_sasl_auth_soft_bounce` makes the same choice). The
+    /// password never reaches a reply text or a log line.
+    async fn authenticate(&mut self, host: &str, creds: &Credentials, t: Duration) -> Result<(), ConnError> {
+        let fail = |text: String| ConnError::Reply(Reply::new(451, "4.7.0", text));
+        if self.tls.is_none() && !creds.allow_plaintext {
+            return Err(fail(format!("refusing to send credentials to {host} without TLS")));
+        }
+        let plain = self.caps.auth.iter().any(|m| m == "PLAIN");
+        let login = self.caps.auth.iter().any(|m| m == "LOGIN");
+        if !plain && !login {
+            let offered = if self.caps.auth.is_empty() { "none".into() } else { self.caps.auth.join(" ") };
+            return Err(fail(format!("{host} offers no AUTH mechanism we support (offered: {offered})")));
+        }
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let rejected = |r: &Reply| {
+            ConnError::Reply(Reply::new(
+                451,
+                "4.7.8",
+                format!("authentication at {host} failed: {} {}", r.code, r.text),
+            ))
+        };
+        if plain {
+            let token = b64(format!("\0{}\0{}", creds.username, creds.password).as_bytes());
+            let mut r = self.command(&format!("AUTH PLAIN {token}\r\n"), t, "AUTH reply").await?;
+            if r.code == 334 {
+                // A server that ignores the initial response asks again.
+                r = self.command(&format!("{token}\r\n"), t, "AUTH reply").await?;
+            }
+            match r.code {
+                235 => return Ok(()),
+                504 if login => {} // PLAIN not accepted after all: try LOGIN
+                _ => return Err(rejected(&r)),
+            }
+        }
+        let r = self.command("AUTH LOGIN\r\n", t, "AUTH reply").await?;
+        if r.code != 334 {
+            return Err(rejected(&r));
+        }
+        let r = self.command(&format!("{}\r\n", b64(creds.username.as_bytes())), t, "AUTH reply").await?;
+        if r.code != 334 {
+            return Err(rejected(&r));
+        }
+        let r = self.command(&format!("{}\r\n", b64(creds.password.as_bytes())), t, "AUTH reply").await?;
+        if r.code != 235 {
+            return Err(rejected(&r));
+        }
+        Ok(())
     }
 
     async fn start_tls(
         &mut self,
         dest: &Destination,
         tls: &TlsConnector,
+        verify: bool,
         timeout: Duration,
     ) -> Result<(), ConnError> {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
             return Err(ConnError::Io("TLS already active".into()));
         };
         self.rbuf.clear();
-        let name = ServerName::try_from(dest.host.clone())
-            .unwrap_or_else(|_| ServerName::try_from("localhost").expect("static name is valid"));
+        let name = match ServerName::try_from(dest.host.clone()) {
+            Ok(name) => name,
+            Err(_) if verify => {
+                return Err(ConnError::Reply(Reply::new(
+                    451,
+                    "4.7.5",
+                    format!("cannot verify a certificate for {:?}: not a host name", dest.host),
+                )));
+            }
+            // Unverified: the name only feeds SNI.
+            Err(_) => ServerName::try_from("localhost").expect("static name is valid"),
+        };
         let stream = tokio::time::timeout(timeout, tls.connect(name, tcp))
             .await
             .map_err(|_| ConnError::Timeout("TLS handshake"))?
@@ -276,7 +440,7 @@ struct Pool {
 
 pub struct Client {
     cfg: ClientConfig,
-    tls: TlsConnector,
+    tls: Connectors,
     pools: Mutex<HashMap<Destination, Arc<Pool>>>,
 }
 
@@ -290,8 +454,15 @@ enum TxResult {
 }
 
 impl Client {
+    /// Verified TLS (`verify: true`) trusts the system's CA bundle, read on
+    /// first use.
     pub fn new(cfg: ClientConfig) -> Self {
-        Client { cfg, tls: opportunistic_connector(), pools: Mutex::default() }
+        Client { cfg, tls: Connectors::new(opportunistic_connector(), None), pools: Mutex::default() }
+    }
+
+    /// Verified TLS trusts exactly `roots` (a private CA, or a test's).
+    pub fn with_root_certificates(cfg: ClientConfig, roots: rustls::RootCertStore) -> Self {
+        Client { cfg, tls: Connectors::new(opportunistic_connector(), Some(roots)), pools: Mutex::default() }
     }
 
     fn pool(&self, dest: &Destination) -> Arc<Pool> {

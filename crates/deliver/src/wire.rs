@@ -12,6 +12,8 @@ pub struct Caps {
     pub smtputf8: bool,
     pub starttls: bool,
     pub size: Option<usize>,
+    /// AUTH mechanisms offered, upper-cased.
+    pub auth: Vec<String>,
 }
 
 impl Caps {
@@ -28,9 +30,16 @@ impl Caps {
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "STARTTLS" => caps.starttls = true,
                 "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0),
+                "AUTH" => caps.auth.extend(words.map(str::to_ascii_uppercase)),
+                // The pre-RFC 4954 form some servers still send beside AUTH.
+                k if k.starts_with("AUTH=") => {
+                    caps.auth.extend(k[5..].split(',').chain(words).map(str::to_ascii_uppercase))
+                }
                 _ => {}
             }
         }
+        caps.auth.sort();
+        caps.auth.dedup();
         caps
     }
 }
@@ -159,6 +168,12 @@ mod tests {
         let caps = Caps::from_ehlo(&r);
         assert!(caps.pipelining && !caps.chunking);
         assert_eq!(caps.size, Some(100));
+        let Parsed::Reply(r, _) =
+            parse_reply(b"250-mx.test\r\n250-AUTH=LOGIN\r\n250-AUTH login Plain\r\n250 STARTTLS\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!(Caps::from_ehlo(&r).auth, ["LOGIN", "PLAIN"]);
         let Parsed::Reply(r, _) = parse_reply(b"550 5.1.1 <x@y>: no such user\r\n") else { panic!() };
         assert_eq!(r.status.as_deref(), Some("5.1.1"));
         assert_eq!(r.text, "<x@y>: no such user");

@@ -273,6 +273,8 @@ pub struct OutboundConfig {
     /// `none`, `opportunistic` (STARTTLS when offered), `starttls`
     /// (required) or `implicit` (TLS from the start, port 465).
     pub smart_host_tls: String,
+    /// Verify the smart host's certificate (system CAs) with `starttls`/`implicit`.
+    pub smart_host_verify: bool,
     pub smart_host_user: Option<String>,
     /// File whose first line is the smart host password.
     pub smart_host_password_file: Option<PathBuf>,
@@ -296,6 +298,7 @@ impl Default for OutboundConfig {
             bounce_local: "bounce".into(),
             smart_host: None,
             smart_host_tls: "opportunistic".into(),
+            smart_host_verify: true,
             smart_host_user: None,
             smart_host_password_file: None,
             mx_override: Default::default(),

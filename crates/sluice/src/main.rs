@@ -74,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         command: outbound_cmd::ApikeyCommand,
     },
+    /// DKIM signing keys.
+    Dkim {
+        #[command(subcommand)]
+        command: outbound_cmd::DkimCommand,
+    },
     /// A tenant's suppression list.
     Suppress {
         #[command(subcommand)]
@@ -399,6 +404,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(control::print(&resp, json))
         }
         Command::Apikey { command } => runtime()?.block_on(outbound_cmd::apikey(command)),
+        Command::Dkim { command } => outbound_cmd::dkim(command),
         Command::Suppress { command } => runtime()?.block_on(outbound_cmd::suppress(command)),
         Command::Track { target, tenant, json, common } => {
             runtime()?.block_on(outbound_cmd::track(target, tenant, json, common))

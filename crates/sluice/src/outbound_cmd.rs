@@ -232,3 +232,43 @@ async fn track_in(o: &Outbound, target: &str, tenant: Option<&str>, json: bool) 
     }
     Ok(0)
 }
+
+#[derive(Subcommand)]
+pub enum DkimCommand {
+    /// Make a signing key for DOMAIN (kept in outbound.dkim_dir, default DATA/dkim) and print its DNS record.
+    Generate {
+        domain: String,
+        #[arg(long, default_value = "sluice")]
+        selector: String,
+        /// rsa (RSA-2048, verified everywhere) or ed25519.
+        #[arg(long, default_value = "rsa")]
+        algorithm: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+pub fn dkim(cmd: DkimCommand) -> anyhow::Result<i32> {
+    let DkimCommand::Generate { domain, selector, algorithm, common } = cmd;
+    let cfg = load_config(&common)?;
+    let algorithm = match algorithm.as_str() {
+        "rsa" => deliver::dkim::Algorithm::RsaSha256,
+        "ed25519" => deliver::dkim::Algorithm::Ed25519Sha256,
+        other => anyhow::bail!("--algorithm must be rsa or ed25519, not {other:?}"),
+    };
+    let dir = cfg.outbound.dkim_dir.clone().unwrap_or_else(|| cfg.server.data.join("dkim"));
+    let key = deliver::dkim::generate(&domain, &selector, algorithm)?;
+    let path = key.save(&dir)?;
+    eprintln!("private key saved to {} (loaded by `sluice serve` at start)", path.display());
+    eprintln!("publish this TXT record:");
+    println!(
+        "{} IN TXT {}",
+        key.dns_name,
+        deliver::dkim::txt_strings(&key.dns_value)
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(0)
+}

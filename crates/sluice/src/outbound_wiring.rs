@@ -2,12 +2,15 @@
 //! host, static routes, MX), the outbound and feedback transports, and the
 //! submission sink that sends a tenant's mail through the outbox.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Context;
-use deliver::smtp::Destination;
-use outbound::{NextHop, Outbox};
+use deliver::dkim::{self, DkimKeys};
+use deliver::mx::{MxResolver, Overrides};
+use deliver::rate::RateLimiter;
+use deliver::smtp::{Credentials, Destination, TlsMode};
+use outbound::transport::Pace;
+use outbound::{NextHop, Outbox, Signer};
 use queue::BoxFuture;
 use vocabulary::Reply;
 
@@ -37,27 +40,47 @@ pub fn verp_key(data: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(key.into_bytes())
 }
 
-/// Smart host, static routes, then the domain's MX.
+/// Smart host, or the static routes and then the domain's MX (DNS).
 pub struct Hops {
     smart: Option<Destination>,
-    routes: HashMap<String, Destination>,
+    mx: MxResolver,
 }
 
 impl Hops {
     pub fn new(cfg: &Config) -> anyhow::Result<Self> {
-        let smart = match &cfg.outbound.smart_host {
+        let o = &cfg.outbound;
+        let smart = match &o.smart_host {
             Some(h) => {
                 let (host, port) = parse_host_port(h)?;
-                Some(Destination { host, port })
+                let tls = match o.smart_host_tls.as_str() {
+                    "starttls" => TlsMode::Required { verify: o.smart_host_verify },
+                    "implicit" => TlsMode::Implicit { verify: o.smart_host_verify },
+                    _ => TlsMode::Opportunistic,
+                };
+                let mut d = Destination::new(host, port).with_tls(tls);
+                if let (Some(user), Some(file)) = (&o.smart_host_user, &o.smart_host_password_file) {
+                    let text = std::fs::read_to_string(file).with_context(|| {
+                        format!("outbound.smart_host_password_file: reading {}", file.display())
+                    })?;
+                    let password = text.lines().next().unwrap_or("").to_string();
+                    anyhow::ensure!(!password.is_empty(), "outbound.smart_host_password_file is empty");
+                    let mut c = Credentials::new(user.clone(), password);
+                    if o.smart_host_tls == "none" {
+                        c = c.allow_plaintext();
+                    }
+                    d = d.with_auth(c);
+                }
+                Some(d)
             }
             None => None,
         };
-        let mut routes = HashMap::new();
-        for (domain, h) in &cfg.outbound.mx_override {
-            let (host, port) = parse_host_port(h)?;
-            routes.insert(domain.to_ascii_lowercase(), Destination { host, port });
+        let mut routes = Overrides::new();
+        for (domain, h) in &o.mx_override {
+            routes
+                .insert(domain, &[h.as_str()])
+                .map_err(|e| anyhow::anyhow!("outbound.mx_override.{domain}: {e}"))?;
         }
-        Ok(Hops { smart, routes })
+        Ok(Hops { smart, mx: MxResolver::new(routes) })
     }
 }
 
@@ -67,15 +90,31 @@ impl NextHop for Hops {
             if let Some(s) = &self.smart {
                 return Ok(vec![s.clone()]);
             }
-            if let Some(d) = self.routes.get(domain).or_else(|| self.routes.get("*")) {
-                return Ok(vec![d.clone()]);
-            }
-            Err(Reply::new(451, "4.4.3", format!("no route to {domain}")))
+            self.mx.resolve(domain).await.map_err(|e| e.reply())
         })
     }
 
     fn is_smart_host(&self) -> bool {
         self.smart.is_some()
+    }
+}
+
+/// DKIM: the key of the From header's domain (DMARC alignment), else of the sender's.
+pub struct Dkim(pub DkimKeys);
+
+impl Signer for Dkim {
+    fn sign(&self, domain: &str, content: &[u8]) -> Option<String> {
+        let from = dkim::from_domain(content);
+        self.0.sign(from.as_deref().unwrap_or(domain), content)
+    }
+}
+
+/// Per recipient domain rate limits.
+pub struct Paced(pub RateLimiter);
+
+impl Pace for Paced {
+    fn wait<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(self.0.acquire(domain))
     }
 }
 

@@ -122,14 +122,26 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_messages_per_connection: 1000,
     }));
     let record = store.outbound();
+    let dkim_dir = o.dkim_dir.clone().unwrap_or_else(|| data.join("dkim"));
+    let dkim_keys = if dkim_dir.is_dir() {
+        let keys = deliver::dkim::DkimKeys::load(&dkim_dir).context("loading DKIM keys")?;
+        tracing::info!(keys = ?keys, dir = %dkim_dir.display(), "DKIM keys loaded");
+        (!keys.is_empty()).then_some(keys)
+    } else {
+        None
+    };
     let mut routes = queue::Routes {
         relay: None,
         quarantine: Some(Arc::new(tee::QuarantineTransport { store: quarantine.clone() })),
         outbound: Some(Arc::new(outbound::OutboundTransport {
             client: outbound_client.clone(),
             hops: Arc::new(outbound_wiring::Hops::new(&cfg)?),
-            signer: None,
-            pace: None,
+            signer: dkim_keys.map(|k| Arc::new(outbound_wiring::Dkim(k)) as Arc<dyn outbound::Signer>),
+            pace: (o.rate_per_domain > 0).then(|| {
+                let rate = deliver::rate::Rate::new(o.rate_per_domain as f64, o.rate_per_domain.max(1));
+                Arc::new(outbound_wiring::Paced(deliver::rate::RateLimiter::new(Some(rate))))
+                    as Arc<dyn outbound::transport::Pace>
+            }),
             verp: verp.clone(),
             record: record.clone(),
         })),
@@ -151,7 +163,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }));
         routes.relay = Some(Arc::new(relay::RelayTransport {
             client: client.clone(),
-            dest: deliver::smtp::Destination { host, port },
+            dest: deliver::smtp::Destination::new(host, port),
         }));
         relay_client = Some(client);
     }
