@@ -155,7 +155,7 @@ impl Outbox {
         let queued: Vec<Recipient> = rcpts
             .iter()
             .filter(|r| r.2 == EventType::Queued)
-            .map(|r| Recipient::routed(r.0.clone(), Route::Outbound))
+            .map(|r| Recipient::routed(r.0.clone(), Route::Outbound { tenant }))
             .collect();
         if queued.is_empty() {
             return Ok(sent);

@@ -118,17 +118,7 @@ impl OutboundTransport {
         tls: Option<&str>,
     ) {
         let message = job.id.to_string();
-        let tenant = match self.record.recipient_of(&message, idx).await {
-            Ok(Some((tenant, _))) => tenant,
-            Ok(None) => {
-                tracing::warn!(%message, idx, "outbound message without a record");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(%message, error = %e, "outbound record lookup");
-                return;
-            }
-        };
+        let vocabulary::Route::Outbound { tenant } = *job.route else { return };
         let now = record::outbound::now_ms();
         let (kind, reason, suppress) = if reply.is_positive() {
             let kind = if self.hops.is_smart_host() { EventType::Sent } else { EventType::Delivered };

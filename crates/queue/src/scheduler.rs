@@ -81,7 +81,7 @@ impl Routes {
         match route {
             Route::Relay => self.relay.as_ref(),
             Route::Quarantine { .. } => self.quarantine.as_ref(),
-            Route::Outbound => self.outbound.as_ref(),
+            Route::Outbound { .. } => self.outbound.as_ref(),
             Route::Feedback => self.feedback.as_ref(),
         }
     }

@@ -91,8 +91,9 @@ pub enum Route {
     Quarantine { account: String },
     /// Mail sent by an application (API or authenticated submission of a
     /// tenant's user): delivered to each recipient's MX or the smart host,
-    /// with a VERP return path, and recorded per recipient.
-    Outbound,
+    /// with a VERP return path, and recorded per recipient in the
+    /// record of this tenant.
+    Outbound { tenant: i64 },
     /// Feedback addressed to the bounce domain (bounces, complaints,
     /// auto-replies): classified and attached to the outbound record.
     Feedback,

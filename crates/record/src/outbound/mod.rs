@@ -14,6 +14,9 @@ mod writer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::RecordError;
@@ -96,7 +99,13 @@ pub struct Tenant {
 pub struct Outbound {
     pool: SqlitePool,
     writer: mpsc::Sender<writer::Op>,
+    /// Recently seen keys (by hash): a request need not read the database
+    /// to know its tenant. Entries live `KEY_TTL`, so a key removed from
+    /// the database stops working within that time.
+    keys: Arc<Mutex<HashMap<Vec<u8>, (Tenant, Instant)>>>,
 }
+
+const KEY_TTL: Duration = Duration::from_secs(30);
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -117,7 +126,7 @@ impl Outbound {
     pub(crate) fn new(pool: SqlitePool) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer::run(pool.clone(), rx));
-        Outbound { pool, writer: tx }
+        Outbound { pool, writer: tx, keys: Arc::default() }
     }
 
     /// The tenant called `name`, created if new.
@@ -161,14 +170,31 @@ impl Outbound {
 
     /// The tenant of a (not revoked) API key.
     pub async fn authenticate(&self, key: &str) -> Result<Option<Tenant>, RecordError> {
+        let hash = key_hash(key);
+        {
+            let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((t, at)) = keys.get(&hash)
+                && at.elapsed() < KEY_TTL
+            {
+                return Ok(Some(t.clone()));
+            }
+        }
         let row: Option<(i64, String)> = sqlx::query_as(
             "SELECT t.id, t.name FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
              WHERE k.key_hash = ? AND k.revoked_at IS NULL",
         )
-        .bind(key_hash(key))
+        .bind(&hash)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(id, name)| Tenant { id, name }))
+        let tenant = row.map(|(id, name)| Tenant { id, name });
+        if let Some(t) = &tenant {
+            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            if keys.len() > 10_000 {
+                keys.clear();
+            }
+            keys.insert(hash, (t.clone(), Instant::now()));
+        }
+        Ok(tenant)
     }
 
     /// Makes a submission user send on behalf of `tenant`.
