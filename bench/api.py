@@ -213,7 +213,7 @@ def query_run(events, seconds, workdir):
     db.commit()
     db.close()
     sl.start()
-    requests, bad, _, p50, p99 = wrk(GET_LUA % (key, addresses - 1), f"http://127.0.0.1:{sl.http}", seconds, 8, 1)
+    requests, bad, _, p50, p99 = wrk(GET_LUA % (key, addresses - 1), f"http://127.0.0.1:{sl.http}", seconds, 4, 1)
     sl.stop()
     sink.stop()
     return {"events": events, "addresses": addresses, "requests": requests, "non_2xx": bad,

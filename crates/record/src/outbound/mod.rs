@@ -256,3 +256,116 @@ impl Outbound {
 fn gone() -> RecordError {
     RecordError::Invalid("the record writer stopped".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+
+    fn msg(id: &str, tenant: i64, rcpts: &[&str]) -> NewMessage {
+        NewMessage {
+            id: id.into(),
+            tenant,
+            message_id: Some(format!("{id}@app.test")),
+            mail_from: "app@app.test".into(),
+            subject: Some("s".into()),
+            stream: None,
+            tags: vec!["t".into()],
+            metadata: serde_json::json!({}),
+            recipients: rcpts
+                .iter()
+                .map(|a| NewRecipient {
+                    address: a.to_string(),
+                    kind: "to".into(),
+                    status: EventType::Queued,
+                    reason: None,
+                })
+                .collect(),
+            at: 1_000,
+            idempotency: None,
+        }
+    }
+
+    fn event(tenant: i64, message: &str, idx: i64, kind: EventType, at: i64) -> NewEvent {
+        NewEvent {
+            tenant,
+            message: message.into(),
+            idx: Some(idx),
+            address: Some("a@x.test".into()),
+            kind,
+            at,
+            reason: Some("userunknown".into()),
+            smtp: None,
+            detail: None,
+            suppress: (kind == EventType::Bounced)
+                .then(|| Suppress { reason: "userunknown".into(), expires_at: Some(5_000) }),
+        }
+    }
+
+    #[tokio::test]
+    async fn status_timeline_point_in_time_and_suppression_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let o = store.outbound();
+        let a = o.tenant("a").await.unwrap();
+        let b = o.tenant("b").await.unwrap();
+        o.accept(msg("m1", a.id, &["A@x.test"])).await.unwrap();
+        o.record(event(a.id, "m1", 0, EventType::Delivered, 2_000)).await.unwrap();
+        o.record(event(a.id, "m1", 0, EventType::Autoreplied, 2_500)).await.unwrap();
+        o.record(event(a.id, "m1", 0, EventType::Bounced, 3_000)).await.unwrap();
+
+        let now = o.message(&a, "m1", None).await.unwrap().unwrap();
+        assert_eq!(now.recipients[0].address, "a@x.test");
+        assert_eq!(now.recipients[0].status, "bounced");
+        assert_eq!(now.recipients[0].events.len(), 4);
+        let then = o.message(&a, "m1", Some(2_600)).await.unwrap().unwrap();
+        assert_eq!(then.recipients[0].status, "delivered", "autoreplied does not change the status");
+        assert!(o.message(&a, "m1", Some(500)).await.unwrap().is_none(), "not yet sent at 500");
+        assert!(o.message(&b, "m1", None).await.unwrap().is_none(), "another tenant's message");
+
+        let addrs = vec!["a@x.test".to_string()];
+        assert_eq!(o.suppressed(a.id, &addrs, 4_000).await.unwrap().len(), 1);
+        assert!(o.suppressed(a.id, &addrs, 6_000).await.unwrap().is_empty(), "expired");
+        assert!(o.suppressed(b.id, &addrs, 4_000).await.unwrap().is_empty());
+        // A bounce after expiry suppresses again.
+        let mut again = event(a.id, "m1", 0, EventType::Bounced, 7_000);
+        again.suppress = Some(Suppress { reason: "userunknown".into(), expires_at: None });
+        o.record(again).await.unwrap();
+        assert_eq!(o.suppressed(a.id, &addrs, 7_500).await.unwrap().len(), 1);
+
+        let h = o.recipient(&a, "A@X.test", None, None, 2).await.unwrap();
+        assert_eq!(h.events.len(), 2);
+        let older = o.recipient(&a, "a@x.test", None, h.next_cursor, 10).await.unwrap();
+        assert_eq!(older.events.len(), 3);
+        assert!(older.events.iter().all(|e| e.id < h.events[1].id));
+        let (page, next) = o
+            .events(&a, &EventQuery { kind: Some(EventType::Bounced), limit: 1, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!((page.len(), next.is_some()), (1, true));
+        assert!(o.events(&b, &EventQuery { limit: 10, ..Default::default() }).await.unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn keys_are_hashed_and_idempotency_keys_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let o = store.outbound();
+        let key = o.create_api_key("acme").await.unwrap();
+        assert_eq!(o.authenticate(&key).await.unwrap().map(|t| t.name), Some("acme".into()));
+        assert_eq!(o.authenticate("sk_wrong").await.unwrap(), None);
+        let stored: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT key_hash FROM api_keys").fetch_all(&store.pool).await.unwrap();
+        assert_eq!(stored, vec![key_hash(&key)], "only the hash is stored");
+
+        let t = o.tenant("acme").await.unwrap();
+        let mut m = msg("m1", t.id, &["a@x.test"]);
+        m.idempotency = Some(("k1".into(), vec![1], "{}".into()));
+        o.accept(m.clone()).await.unwrap();
+        m.id = "m2".into();
+        assert!(matches!(o.accept(m).await, Err(RecordError::Conflict(_))));
+        assert!(o.message(&t, "m2", None).await.unwrap().is_none(), "a conflicting send writes nothing");
+        assert_eq!(o.idempotent(t.id, "k1").await.unwrap(), Some((vec![1], "{}".into())));
+        assert!(o.tenant("bad name!").await.is_err());
+    }
+}
