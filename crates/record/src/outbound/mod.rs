@@ -102,8 +102,11 @@ pub struct Outbound {
     /// Recently seen keys (by hash): a request need not read the database
     /// to know its tenant. Entries live `KEY_TTL`, so a key removed from
     /// the database stops working within that time.
-    keys: Arc<Mutex<HashMap<Vec<u8>, (Tenant, Instant)>>>,
+    keys: Arc<Mutex<KeyCache>>,
 }
+
+/// Key hash -> tenant, and when it was read.
+type KeyCache = HashMap<Vec<u8>, (Tenant, Instant)>;
 
 const KEY_TTL: Duration = Duration::from_secs(30);
 

@@ -24,7 +24,7 @@ pub struct NewMessage {
     pub recipients: Vec<NewRecipient>,
     pub at: i64,
     /// Idempotency key, hash of the request, and the response to replay.
-    pub idempotency: Option<(String, Vec<u8>, String)>,
+    pub idempotency: Option<Idempotency>,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +143,9 @@ async fn connect(pool: &SqlitePool) -> Option<sqlx::pool::PoolConnection<sqlx::S
     Some(c)
 }
 
+/// Key, request hash, response.
+type Idempotency = (String, Vec<u8>, String);
+
 /// Rows per multi-row statement, under SQLite's 32,766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 2_000;
 
@@ -160,7 +163,7 @@ async fn write(
     results.extend(batch.iter().map(|_| Ok(0)));
 
     // Idempotency keys first: a send whose key was taken writes nothing.
-    let keyed: Vec<(usize, &NewMessage, &(String, Vec<u8>, String))> = batch
+    let keyed: Vec<(usize, &NewMessage, &Idempotency)> = batch
         .iter()
         .enumerate()
         .filter_map(|(i, op)| match op {
