@@ -187,6 +187,11 @@ def send_run(kind, seconds, workdir):
     e2e = time.monotonic() - t0
     sl.stop()
     sink.stop()
+    if bad:
+        # Keep the server's warnings: a refusal under load must be explained.
+        with open(os.path.join(data, "serve.log"), errors="replace") as f:
+            warnings = [line for line in f if "WARN" in line or "ERROR" in line]
+        print(f"{bad} non-2xx answers; server warnings:\n" + "".join(warnings[-20:]), file=sys.stderr)
     shutil.rmtree(data, ignore_errors=True)
     return {"kind": kind, "requests": requests, "non_2xx": bad, "accepted": accepted,
             "accept_mps": accepted / (dur_us / 1e6), "e2e_mps": accepted / e2e if ok else 0.0,
@@ -223,7 +228,7 @@ def query_run(events, seconds, workdir):
 def postfix_peer(workdir):
     if not os.access(HARNESS, os.X_OK):
         return None
-    out = os.path.join(workdir, "postfix.tsv")
+    out = os.path.join(workdir, f"postfix-{time.time_ns()}.tsv")
     env = {**os.environ, "N": "20000", "CONCS": "64", "RCPTS": "1", "REPEATS": "1", "OUT": out,
            "RUN_ROOT": os.path.join(workdir, "harness")}
     subprocess.run([HARNESS, "postfix"], env=env, check=False, capture_output=True, timeout=900)
@@ -246,6 +251,7 @@ def main():
     need("smtp-sink", "postfix")
     subprocess.run(["cargo", "build", "--release", "-p", "sluice"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="sluice-api-bench-")
+    os.chmod(work, 0o755)  # the harness's Postfix runs as the postfix user
     results = {"single": [], "batch": [], "postfix": []}
     for r in range(args.repeats):
         order = ["single", "batch"] if r % 2 == 0 else ["batch", "single"]

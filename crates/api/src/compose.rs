@@ -301,3 +301,49 @@ mod tests {
         assert!(with("to", serde_json::json!(["a@x.test", "nope"])).is_none());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a client puts in the fields, the message either is
+        /// refused or has exactly the headers we wrote: no value can start
+        /// a header of its own.
+        #[test]
+        fn no_field_can_inject_a_header(subject in ".{0,80}", name in ".{0,40}", value in ".{0,80}",
+                                        display in ".{0,40}", text in ".{0,200}") {
+            let mut headers = BTreeMap::new();
+            headers.insert(format!("X-{}", name.chars().filter(char::is_ascii_alphanumeric).collect::<String>()), value);
+            let req = SendRequest {
+                from: AddressIn::Named { email: "app@example.com".into(), name: Some(display) },
+                to: OneOrMany::One(AddressIn::Plain("a@x.test".into())),
+                cc: OneOrMany::default(),
+                bcc: OneOrMany::Many(vec![AddressIn::Plain("hidden@y.test".into())]),
+                reply_to: None,
+                subject: Some(subject),
+                text: Some(text),
+                html: None,
+                headers,
+                attachments: vec![],
+                tags: vec![],
+                metadata: Default::default(),
+                stream: None,
+            };
+            if let Ok(c) = compose(&req, "h.test") {
+                let head_end = c.content.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(c.content.len());
+                let head = String::from_utf8_lossy(&c.content[..head_end]);
+                for line in head.split("\r\n").filter(|l| !l.starts_with([' ', '\t'])) {
+                    let field = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+                    prop_assert!(
+                        ["from", "to", "subject", "message-id", "date", "mime-version", "content-type",
+                         "content-transfer-encoding"].contains(&field.as_str()) || field.starts_with("x-"),
+                        "unexpected header line {line:?}"
+                    );
+                }
+                prop_assert!(!head.contains("hidden@y.test"));
+            }
+        }
+    }
+}

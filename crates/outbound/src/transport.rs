@@ -126,8 +126,13 @@ impl OutboundTransport {
         } else {
             let reason = decide::reason_of_reply(&reply.text, reply.status.as_deref());
             let suppress = reply.is_permanent() && reason.is_hard();
-            let kind = if reply.is_permanent() {
+            // A refusal in the SMTP conversation is `rejected`; a domain
+            // that cannot receive mail at all (no such domain, null MX) is
+            // `failed` without a conversation.
+            let kind = if reply.is_permanent() && !remote.is_empty() {
                 EventType::Rejected
+            } else if reply.is_permanent() {
+                EventType::Failed
             } else if now / 1000 >= job.expires_at {
                 EventType::Failed
             } else {
