@@ -19,6 +19,8 @@ PYTEST_VERSION="9.2.0"
 # (dkimpy) and the OpenAPI document (openapi-spec-validator).
 DKIMPY_VERSION="1.1.8"
 OPENAPI_VALIDATOR_VERSION="0.9.0"
+# Fuzzes the HTTP API from its own OpenAPI document (never a 5xx).
+SCHEMATHESIS_VERSION="4.32.5"
 PYTHON="${PYTHON:-python3}"
 
 say() { echo "install-test-deps: $*"; }
@@ -90,6 +92,7 @@ have_py "aiosmtpd==$AIOSMTPD_VERSION" || py_need+=("aiosmtpd==$AIOSMTPD_VERSION"
 have_py "pytest==$PYTEST_VERSION" || py_need+=("pytest==$PYTEST_VERSION")
 have_py "dkimpy==$DKIMPY_VERSION" || py_need+=("dkimpy==$DKIMPY_VERSION")
 have_py "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" || py_need+=("openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION")
+have_py "schemathesis==$SCHEMATHESIS_VERSION" || py_need+=("schemathesis==$SCHEMATHESIS_VERSION")
 
 if [ "${#py_need[@]}" -gt 0 ]; then
     say "installing Python packages: ${py_need[*]}"
@@ -99,7 +102,7 @@ if [ "${#py_need[@]}" -gt 0 ]; then
         $SUDO "$PYTHON" -m pip install --disable-pip-version-check --break-system-packages "${py_need[@]}"
     fi
 else
-    say "Python packages already present: aiosmtpd==$AIOSMTPD_VERSION pytest==$PYTEST_VERSION dkimpy==$DKIMPY_VERSION openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION"
+    say "Python packages already present: aiosmtpd==$AIOSMTPD_VERSION pytest==$PYTEST_VERSION dkimpy==$DKIMPY_VERSION openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 say "done"

@@ -423,3 +423,21 @@ def test_smart_host_gets_everything_and_250_means_sent(sink, sluice_factory):
         assert VERP.match(delivered_to(sink, a).mail_from)
         r = wait_status(sl, key, sent["id"], a, "sent")
         assert r["events"][-1]["smtp_code"] == 250 and r["events"][-1]["remote"] == sink.addr
+
+
+@pytest.mark.time_limit(300)
+def test_fuzzing_the_api_from_its_openapi_document_never_gets_a_server_error(outbound):
+    """schemathesis generates requests from /v1/openapi.json (valid and
+    invalid: wrong types, huge strings, odd encodings) with a valid key; no
+    answer may be a 5xx and the server must not panic."""
+    import shutil
+    import subprocess
+    sl, _, keys = outbound
+    exe = shutil.which("schemathesis")
+    assert exe, "schemathesis is installed by scripts/install-test-deps.sh"
+    p = subprocess.run([exe, "run", f"{sl.http}/v1/openapi.json", "-H", f"Authorization: Bearer {keys['acme']}",
+                        "--checks", "not_a_server_error", "-n", "15", "--seed", "7", "--request-timeout", "10",
+                        "--suppress-health-check=all"], capture_output=True, text=True, timeout=280)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    assert re.search(r"(\d+) generated, \1 passed", p.stdout), p.stdout[-2000:]
+    assert "panicked" not in sl.log()
