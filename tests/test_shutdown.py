@@ -79,7 +79,7 @@ def test_listening_line_and_text_logs(sluice_factory):
     sl = sluice_factory()
     with open(sl.stdout_path) as f:
         out = f.read()
-    assert re.search(r"^sluice listening: smtp=127\.0\.0\.1:\d+ submission=127\.0\.0\.1:\d+ imap=127\.0\.0\.1:\d+ data=\S+ relay=.* tls-cert=\S+$",
+    assert re.search(r"^sluice listening: smtp=127\.0\.0\.1:\d+ submission=127\.0\.0\.1:\d+ imap=127\.0\.0\.1:\d+ data=\S+ relay=.* tls-cert=\S+ http=127\.0\.0\.1:\d+ bounce-domain=\S+$",
                      out, re.M), out
     with open(sl.tls_cert) as f:
         assert "BEGIN CERTIFICATE" in f.read()
