@@ -357,6 +357,19 @@ def test_idempotency_batch_raw_and_openapi(outbound):
     time.sleep(0.5)
     assert len([m for m in sink.messages() if "ivan@dest.test" in m.rcpts]) == 2
 
+    # The same key from eight clients at once: one message goes out; the
+    # others get the first answer (replayed) or 409 while it is in flight.
+    from concurrent.futures import ThreadPoolExecutor
+    race = {**body, "to": ["race@dest.test"]}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: api(sl, "POST", "/v1/messages", key, race,
+                                              headers={"Idempotency-Key": "race-1"})[:2], range(8)))
+    ids = {r["id"] for status, r in answers if status == 202}
+    assert len(ids) == 1 and all(status in (202, 409) for status, _ in answers), answers
+    delivered_to(sink, "race@dest.test")
+    time.sleep(1.0)
+    assert len([m for m in sink.messages() if "race@dest.test" in m.rcpts]) == 1
+
     batch = {"messages": [
         {"from": "app@acme.test", "to": "judy@dest.test", "subject": "b1", "text": "1"},
         {"from": "app@acme.test", "to": "kim@dest.test", "subject": "b2\r\nX: y", "text": "2"},

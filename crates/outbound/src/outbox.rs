@@ -148,37 +148,46 @@ impl Outbox {
             at: now_ms,
             idempotency: draft.idempotency.clone().map(|(k, h)| (k, h, response)),
         };
-        self.record.accept(record).await.map_err(|e| match e {
-            RecordError::Conflict(m) => SendError::Conflict(m),
-            e => unavailable(e),
-        })?;
+        // The spool first, then the record, then the scheduler is woken:
+        // nothing is attempted before both are durable. A crash between the
+        // two sends the message without its record (at least once, never
+        // lost); a send refused by the record leaves the spool again.
         let queued: Vec<Recipient> = rcpts
             .iter()
             .filter(|r| r.2 == EventType::Queued)
             .map(|r| Recipient::routed(r.0.clone(), Route::Outbound { tenant }))
             .collect();
-        if queued.is_empty() {
-            return Ok(sent);
+        let spooled = !queued.is_empty();
+        if spooled {
+            let received_at = now_ms / 1000;
+            let envelope = Envelope {
+                mail_from: draft.from,
+                rcpts: queued,
+                smtputf8: draft.smtputf8,
+                eight_bit: draft.content.iter().any(|&b| b >= 0x80),
+                helo: String::new(),
+                peer: "api".into(),
+                auth_user: None,
+                received_at,
+            };
+            self.spool
+                .enqueue(id, envelope, draft.trace, draft.content, received_at + self.max_age)
+                .await
+                .map_err(|e| {
+                    tracing::error!(message = %id, error = %e, "spool write failed");
+                    SendError::Unavailable(format!("queue: {e}"))
+                })?;
         }
-        let received_at = now_ms / 1000;
-        let envelope = Envelope {
-            mail_from: draft.from,
-            rcpts: queued,
-            smtputf8: draft.smtputf8,
-            eight_bit: draft.content.iter().any(|&b| b >= 0x80),
-            helo: String::new(),
-            peer: "api".into(),
-            auth_user: None,
-            received_at,
-        };
-        self.spool
-            .enqueue(id, envelope, draft.trace, draft.content, received_at + self.max_age)
-            .await
-            .map_err(|e| {
-                tracing::error!(message = %id, error = %e, "spool write failed after the record was written");
-                SendError::Unavailable(format!("queue: {e}"))
-            })?;
-        if let Some(w) = &self.waker {
+        if let Err(e) = self.record.accept(record).await {
+            if spooled && let Err(r) = self.spool.remove(id).await {
+                tracing::error!(message = %id, error = %r, "could not withdraw a send the record refused");
+            }
+            return Err(match e {
+                RecordError::Conflict(m) => SendError::Conflict(m),
+                e => unavailable(e),
+            });
+        }
+        if spooled && let Some(w) = &self.waker {
             w.now(id);
         }
         Ok(sent)

@@ -45,9 +45,17 @@ pub struct OutboundTransport {
 impl Transport for OutboundTransport {
     fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult> {
         Box::pin(async move {
-            let signature =
-                self.signer.as_ref().and_then(|s| s.sign(&domain_of(&job.envelope.mail_from), job.content));
-            let signature = signature.unwrap_or_default();
+            // An RSA signature is about a millisecond of CPU: off the async
+            // workers, so it never stalls the sessions and requests they run.
+            let signature = match &self.signer {
+                Some(signer) => {
+                    let (signer, domain, content) =
+                        (signer.clone(), domain_of(&job.envelope.mail_from), job.content.to_vec());
+                    tokio::task::spawn_blocking(move || signer.sign(&domain, &content)).await.ok().flatten()
+                }
+                None => None,
+            }
+            .unwrap_or_default();
             let sends = job.rcpts.iter().map(|rcpt| self.one(job, rcpt, &signature));
             let results = futures::future::join_all(sends).await;
             let remote = results.iter().map(|(_, r, _)| r.as_str()).find(|r| !r.is_empty()).unwrap_or("");
@@ -127,13 +135,11 @@ impl OutboundTransport {
             let reason = decide::reason_of_reply(&reply.text, reply.status.as_deref());
             let suppress = reply.is_permanent() && reason.is_hard();
             // A refusal in the SMTP conversation is `rejected`; a domain
-            // that cannot receive mail at all (no such domain, null MX) is
-            // `failed` without a conversation.
+            // that cannot receive mail at all (no such domain, null MX), or
+            // a temporary failure past the message's expiry, is `failed`.
             let kind = if reply.is_permanent() && !remote.is_empty() {
                 EventType::Rejected
-            } else if reply.is_permanent() {
-                EventType::Failed
-            } else if now / 1000 >= job.expires_at {
+            } else if reply.is_permanent() || now / 1000 >= job.expires_at {
                 EventType::Failed
             } else {
                 EventType::Deferred
