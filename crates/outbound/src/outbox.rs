@@ -194,6 +194,54 @@ impl Outbox {
     }
 }
 
+/// After a crash between the spool write and the record write of a send,
+/// the spool holds a message the record does not know: write its record
+/// from the spool (recipients `queued`) before anything is attempted, so
+/// every delivery has a recipient to attach to. Returns how many.
+pub async fn reconcile(spool: &Spool, record: &Outbound) -> Result<usize, RecordError> {
+    let mut written = 0;
+    for entry in spool.list() {
+        let Some(tenant) = entry.envelope.rcpts.iter().find_map(|r| match r.route {
+            Route::Outbound { tenant } => Some(tenant),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let id = entry.id.to_string();
+        if record.has_message(&id).await? {
+            continue;
+        }
+        let content = spool.content(entry.content).unwrap_or_default();
+        let headers = mail_parser::MessageParser::default().parse_headers(&content);
+        let message = NewMessage {
+            id,
+            tenant,
+            message_id: headers.as_ref().and_then(|h| h.message_id()).map(str::to_string),
+            mail_from: entry.envelope.mail_from.clone(),
+            subject: headers.as_ref().and_then(|h| h.subject()).map(str::to_string),
+            stream: None,
+            tags: Vec::new(),
+            metadata: serde_json::json!({"recovered": true}),
+            recipients: entry
+                .envelope
+                .rcpts
+                .iter()
+                .map(|r| NewRecipient {
+                    address: r.address.clone(),
+                    kind: "to".into(),
+                    status: EventType::Queued,
+                    reason: None,
+                })
+                .collect(),
+            at: entry.envelope.received_at * 1000,
+            idempotency: None,
+        };
+        record.accept(message).await?;
+        written += 1;
+    }
+    Ok(written)
+}
+
 /// Checks a message from an application and adds what a submission server
 /// adds when it is missing (RFC 6409 §8): a Message-ID and a Date. Nothing
 /// else is changed. Returns the bytes, the Message-ID and the subject.
@@ -236,7 +284,34 @@ fn unavailable(e: RecordError) -> SendError {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_address;
+    use super::*;
+
+    #[tokio::test]
+    async fn a_spooled_send_without_a_record_is_recorded_on_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(&dir.path().join("spool"), false).unwrap();
+        let store = record::Store::open(dir.path()).await.unwrap();
+        let o = store.outbound();
+        let t = o.tenant("acme").await.unwrap();
+        let id = QueueId::generate();
+        let envelope = Envelope {
+            mail_from: "app@acme.test".into(),
+            rcpts: vec![Recipient::routed("a@x.test", Route::Outbound { tenant: t.id })],
+            smtputf8: false,
+            eight_bit: false,
+            helo: String::new(),
+            peer: "api".into(),
+            auth_user: None,
+            received_at: 1_700_000_000,
+        };
+        let content = b"From: app@acme.test\r\nSubject: lost\r\nMessage-ID: <m1@acme.test>\r\n\r\nhi\r\n".to_vec();
+        spool.enqueue(id, envelope, String::new(), content, 1_800_000_000).await.unwrap();
+        assert_eq!(reconcile(&spool, &o).await.unwrap(), 1);
+        let m = o.message(&t, &id.to_string(), None).await.unwrap().unwrap();
+        assert_eq!((m.subject.as_deref(), m.message_id.as_deref()), (Some("lost"), Some("m1@acme.test")));
+        assert_eq!(m.recipients[0].status, "queued");
+        assert_eq!(reconcile(&spool, &o).await.unwrap(), 0, "known messages are left alone");
+    }
 
     #[test]
     fn addresses() {

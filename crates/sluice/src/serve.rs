@@ -122,6 +122,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_messages_per_connection: 1000,
     }));
     let record = store.outbound();
+    match outbound::outbox::reconcile(&spool, &record).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(messages = n, "outbound sends found in the spool without a record: recorded"),
+        Err(e) => tracing::error!(error = %e, "reconciling the spool with the outbound record"),
+    }
     let dkim_dir = o.dkim_dir.clone().unwrap_or_else(|| data.join("dkim"));
     let dkim_keys = if dkim_dir.is_dir() {
         let keys = deliver::dkim::DkimKeys::load(&dkim_dir).context("loading DKIM keys")?;

@@ -276,6 +276,15 @@ impl Outbound {
         Ok((rows, next))
     }
 
+    /// Whether a message is in the record.
+    pub async fn has_message(&self, id: &str) -> Result<bool, RecordError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM out_messages WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
     /// Every tenant, by name.
     pub async fn tenants(&self) -> Result<Vec<Tenant>, RecordError> {
         let rows: Vec<(i64, String)> =
