@@ -148,7 +148,7 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
         }
         actions.push(action.clone());
         recipients.push(RecipientReport {
-            hard: reason.is_hard(),
+            hard: reason::is_hard(reason, status.as_deref(), action.as_deref()),
             address,
             reason,
             status,

@@ -207,17 +207,34 @@ pub fn decide(
     let r = decide_text(rule, status, action);
     let stands = rule.is_some_and(|(_, flags)| flags.stands);
     let command = command.or_else(|| diagnostic.and_then(crate::text::smtp_command));
+    let reply_code = || diagnostic.and_then(|d| crate::text::diagnostic_codes(d).0);
+    // Without a status, a 4xx reply code says the failure was temporary.
+    let status_or_reply =
+        || status.or_else(|| reply_code().filter(|c| (400..500).contains(c)).map(|_| "4.0.0"));
     match (r, command) {
+        // A refusal of the connection or the greeting is a refusal of the
+        // sending host, whatever the message or address.
+        (Reason::Rejected | Reason::Undefined, Some("HELO" | "CONN")) => Reason::Blocked,
         // ...unless a precise status (5.1.1) says it is the address.
         (Reason::Userunknown, Some("DATA")) if !status.is_some_and(|s| s.starts_with("5.1.")) => {
             Reason::Filtered
         }
         (Reason::Userunknown | Reason::Undefined | Reason::Securityerror, Some("MAIL")) => Reason::Rejected,
+        // "550 5.7.1 User unknown": the status says policy, so the unknown
+        // user is a filter's verdict on the message (unless the reply is
+        // 553, "mailbox name not allowed", about the address).
+        (Reason::Userunknown, _)
+            if status.is_some_and(|s| s.starts_with("5.7.")) && reply_code() != Some(553) =>
+        {
+            Reason::Filtered
+        }
         // A final failure with a temporary status: it sat in a queue until
         // it expired, retried against a network fault (unless the rule that
         // matched says that fault is the cause, e.g. DNS)...
         (Reason::Networkerror, _)
-            if !stands && (failed_temporarily(action, status) || diagnostic.is_some_and(says_expired)) =>
+            if !stands
+                && (failed_temporarily(action, status_or_reply())
+                    || diagnostic.is_some_and(says_expired)) =>
         {
             Reason::Expired
         }
@@ -327,6 +344,16 @@ fn is_specific(status: &str) -> bool {
             | "5.7.9"
             | "5.7.26"
     )
+}
+
+/// Whether a recipient's failure means the address itself is bad: the hard
+/// reasons, and a domain that accepts no mail at all (null MX, no mail
+/// exchanger) when the failure is final rather than a deferral.
+pub fn is_hard(reason: Reason, status: Option<&str>, action: Option<&str>) -> bool {
+    reason.is_hard()
+        || reason == Reason::Notaccept
+            && !status.is_some_and(|s| s.starts_with('4'))
+            && !action.is_some_and(|a| a.eq_ignore_ascii_case("delayed"))
 }
 
 /// Forces the rules to compile (tests and benchmarks call it up front).

@@ -15,7 +15,7 @@ use crate::{Classification, Original, RecipientReport, Verdict, reason};
 static STATUS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b([245])\.([0-7])\.(\d{1,3})\b").expect("static regex"));
 static REPLY_CODE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?:^|[\s:\(\[#'])([245][0-5][0-9])(?:[\s\-]|$)").expect("static regex"));
+    LazyLock::new(|| Regex::new(r"(?:^|[\s:\(\[#'])([245][0-5][0-9])(?:[\s\-,]|$)").expect("static regex"));
 static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
         .expect("static regex")
@@ -43,6 +43,9 @@ static DELAY: LazyLock<Regex> = LazyLock::new(|| {
 static FAILED_HEADING: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)permanent(?:ly)? (?:error|fail)|could not be delivered|did not reach|failed|undeliverable|unable to deliver|not delivered|rejected|error").expect("static regex")
 });
+
+/// Exim's heading for a delivery to a program (`pipe to |/path/cmd`).
+static PIPE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?m)^[\s\-]*pipe to \|").expect("static regex"));
 
 static COMMAND: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(?:after|in reply to|response to|>>>|smtp command:?)\s*(?:the\s+)?(?:end of\s+)?(rcpt to|mail from|data|end of data|helo|ehlo|connect)")
@@ -428,8 +431,13 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
             if reason == crate::Reason::Undefined && engine == Some("GoogleGroups") {
                 reason = crate::Reason::Rejected;
             }
+            // Exim's local delivery to a program ("pipe to |/path/cmd")
+            // failed without the program saying why: the mailer failed.
+            if reason == crate::Reason::Undefined && PIPE.is_match(&text) {
+                reason = crate::Reason::Mailererror;
+            }
             RecipientReport {
-                hard: reason.is_hard(),
+                hard: reason::is_hard(reason, status.as_deref(), Some(action)),
                 address,
                 reason,
                 status,
