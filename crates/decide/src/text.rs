@@ -224,6 +224,22 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
         }
         out.push(t.to_string());
     }
+    // Nothing after a listed address: some reports (Lotus Notes) give the
+    // reason on the line above it, below their heading.
+    if out.is_empty() && is_address_line(lines[at].trim()) {
+        let above = lines[..at].iter().rev().map(|l| l.trim()).find(|l| !l.is_empty());
+        if let Some(t) = above.filter(|t| {
+            t.chars().any(char::is_alphanumeric)
+                && !t.ends_with(':')
+                && !t.starts_with("--")
+                && !t.starts_with("==")
+                && !is_address_line(t)
+                // (A heading: "... to the following recipients.")
+                && !t.to_ascii_lowercase().contains("following")
+        }) {
+            out.push(t.to_string());
+        }
+    }
     let joined = out.join(" ");
     (!joined.is_empty()).then(|| joined.chars().take(1000).collect())
 }
@@ -378,6 +394,21 @@ pub fn from_daemon(msg: &Message<'_>) -> bool {
     DAEMON.is_match(msg.header_raw("From").unwrap_or_default())
 }
 
+/// The text of an attached message that is itself a report listing
+/// `address` as failed.
+fn returned_report_text(msg: &Message<'_>, address: &str) -> Option<String> {
+    let lower = address.to_ascii_lowercase();
+    msg.parts.iter().find_map(|p| match &p.body {
+        PartType::Message(m) => {
+            let text = first_text(m);
+            text.lines()
+                .any(|l| is_address_line(l.trim()) && l.to_ascii_lowercase().contains(&lower))
+                .then_some(text)
+        }
+        _ => None,
+    })
+}
+
 /// A prose bounce: a daemon's notice that names failed recipients.
 pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     let from = msg.header_raw("From").unwrap_or_default();
@@ -417,16 +448,32 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
         return None;
     }
     let delayed = DELAY.is_match(subject) || DELAY.is_match(&text);
+    let action = if delayed { "delayed" } else { "failed" };
+    // What a report's text says about one address.
+    let assess = |text: &str, address: &str| {
+        let diagnostic = diagnostic_for(text, address);
+        let context = diagnostic.clone().unwrap_or_else(|| text.chars().take(4000).collect());
+        let (reply_code, status) = diagnostic_codes(&context);
+        let status = status.or_else(|| rfc3463(text));
+        let command = command_for(text, address);
+        let reason = reason::decide(Some(&context), status.as_deref(), Some(action), command);
+        (diagnostic, reply_code, status, reason)
+    };
     let recipients = addresses
         .into_iter()
         .map(|address| {
-            let diagnostic = diagnostic_for(&text, &address);
-            let context = diagnostic.clone().unwrap_or_else(|| text.chars().take(4000).collect());
-            let (reply_code, status) = diagnostic_codes(&context);
-            let status = status.or_else(|| rfc3463(&text));
-            let action = if delayed { "delayed" } else { "failed" };
-            let command = command_for(&text, &address);
-            let mut reason = reason::decide(Some(&context), status.as_deref(), Some(action), command);
+            let (mut diagnostic, mut reply_code, mut status, mut reason) = assess(&text, &address);
+            // A gateway's notice that only says delivery failed, with the
+            // downstream report attached as the returned message: that
+            // report's word on the address.
+            if reason == crate::Reason::Undefined
+                && let Some(inner) = returned_report_text(msg, &address)
+            {
+                let found = assess(&inner, &address);
+                if found.3 != crate::Reason::Undefined {
+                    (diagnostic, reply_code, status, reason) = found;
+                }
+            }
             // Google Groups refuses a post (no such group, or not a member).
             if reason == crate::Reason::Undefined && engine == Some("GoogleGroups") {
                 reason = crate::Reason::Rejected;
@@ -435,6 +482,11 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
             // failed without the program saying why: the mailer failed.
             if reason == crate::Reason::Undefined && PIPE.is_match(&text) {
                 reason = crate::Reason::Mailererror;
+            }
+            // The report says something about the address that names no
+            // known cause: held, undecided (undefined is for no word at all).
+            if reason == crate::Reason::Undefined && diagnostic.is_some() {
+                reason = crate::Reason::Onhold;
             }
             RecipientReport {
                 hard: reason::is_hard(reason, status.as_deref(), Some(action)),
