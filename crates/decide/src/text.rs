@@ -113,6 +113,18 @@ pub fn command_for(text: &str, address: &str) -> Option<&'static str> {
 pub fn rfc3463(s: &str) -> Option<String> {
     let all = || STATUS.captures_iter(s);
     let c = all().find(|c| &c[1] != "2").or_else(|| all().next())?;
+    // A relay's generic status wrapping the remote reply ("5.1.0 - Unknown
+    // address error 550-'5.2.2 ... Mailbox Full'"): the remote's is precise.
+    let generic = |c: &regex::Captures<'_>| matches!((&c[2], &c[3]), ("0", "0") | ("1", "0"));
+    let c = if generic(&c) {
+        all()
+            .skip_while(|x| x.get(0).map(|m| m.start()) != c.get(0).map(|m| m.start()))
+            .skip(1)
+            .find(|x| x[1] == c[1] && !generic(x))
+            .unwrap_or(c)
+    } else {
+        c
+    };
     Some(format!("{}.{}.{}", &c[1], &c[2], &c[3]))
 }
 
@@ -409,6 +421,50 @@ fn returned_report_text(msg: &Message<'_>, address: &str) -> Option<String> {
     })
 }
 
+/// A list manager's refusal of a post from a non-member.
+static NOT_MEMBER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:you are|you're|sender is) not (?:a )?(?:member|subscriber) of (?:this|the) (?:mailing )?list\b")
+        .expect("static regex")
+});
+
+/// A mailing-list manager (fml, ezmlm, Mailman, ...) returning a post it
+/// refused because the sender is not a member: a bounce for the list's
+/// address, named in the refusal.
+fn list_refusal(msg: &Message<'_>) -> Option<Classification> {
+    let from_list = ["X-MLServer", "X-ML-Name", "Mailing-List", "List-Id", "List-Post", "List-Subscribe"]
+        .iter()
+        .any(|h| msg.header_raw(*h).is_some());
+    if !from_list {
+        return None;
+    }
+    let body = msg.body_text(0)?;
+    let head = &body[..floor(&body, 2000)];
+    let m = NOT_MEMBER.find(head)?;
+    let line_end = head[m.end()..].find('\n').map_or(head.len(), |i| m.end() + i);
+    let address = ADDRESS.find(&head[m.end()..line_end])?.as_str().trim_end_matches('.').to_string();
+    let diagnostic = head[m.start()..line_end].trim().to_string();
+    let mut r = RecipientReport::bare(address, crate::Reason::Rejected);
+    r.diagnostic = Some(diagnostic);
+    r.action = Some("failed".into());
+    Some(Classification {
+        verdict: Verdict::Bounce,
+        recipients: vec![r],
+        feedback_type: None,
+        original: Original::default(),
+        mta: Some("MailingList".into()),
+        source_ip: None,
+        autoreply_from: None,
+    })
+}
+
+fn floor(text: &str, max: usize) -> usize {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
 /// A prose bounce: a daemon's notice that names failed recipients.
 pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     let from = msg.header_raw("From").unwrap_or_default();
@@ -420,7 +476,7 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     // Cheap header checks first: most mail is no report and stops here.
     let headers_say = failed_header || (bounce_subject && (from_daemon || return_path_null));
     if !headers_say && !from_daemon {
-        return None;
+        return list_refusal(msg);
     }
     let engine = engine_hint(msg);
     let text = first_text(msg);
@@ -523,6 +579,11 @@ mod tests {
         );
         assert_eq!(rfc3463("Status: 5.1.1 (user unknown)"), Some("5.1.1".into()));
         assert_eq!(rfc3463("no status here 1.2.3"), None);
+        assert_eq!(
+            rfc3463("5.1.0 - Unknown address error 550-'5.2.2 <a@b.c>... Mailbox Full'"),
+            Some("5.2.2".into())
+        );
+        assert_eq!(rfc3463("550 5.1.0 <a@b.c> sender rejected"), Some("5.1.0".into()));
         assert!(is_address_line("  kijitora@example.ed.jp"));
         assert!(is_address_line("<kijitora@example.ne.jp>:"));
         assert!(is_address_line("kijitora@example.com<mailto:kijitora@example.com>"));
