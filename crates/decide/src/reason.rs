@@ -379,6 +379,31 @@ mod tests {
         assert_eq!(decide(None, Some("4.4.7"), Some("delayed"), None), Reason::Expired);
         assert_eq!(decide(None, None, None, None), Reason::Undefined);
         assert!(Reason::Suspend.is_hard() && !Reason::Blocked.is_hard());
+        // Providers' published codes outrank the words beside them.
+        assert_eq!(
+            from_text("550 5.2.0 Mail rejete. Mail rejected. OFR_506 [506]"),
+            Some(Reason::Spamdetected)
+        );
+        assert_eq!(
+            decide(Some("550 5.1.0 <x@y> sender rejected. AUP#In-1310"), Some("5.1.0"), Some("failed"), None),
+            Reason::Toomanyconn
+        );
+        // A refusal of the greeting is a block; 550 5.7.1 user unknown a filter.
+        assert_eq!(
+            decide(
+                Some("SMTP error from remote mail server after EHLO a.test:\n550 Rejected"),
+                None,
+                Some("failed"),
+                None
+            ),
+            Reason::Blocked
+        );
+        assert_eq!(
+            decide(Some("550 5.7.1 550 User Unknown"), Some("5.7.1"), Some("failed"), None),
+            Reason::Filtered
+        );
+        assert!(is_hard(Reason::Notaccept, Some("5.1.10"), Some("failed")));
+        assert!(!is_hard(Reason::Notaccept, Some("4.4.4"), Some("failed")));
     }
 
     #[test]
