@@ -1,5 +1,6 @@
 //! Where classification time goes: MIME parsing alone vs the whole classifier,
-//! over the fixtures. `cargo run --release -p decide --example profile`.
+//! over the fixtures. `cargo run --release -p decide --example profile`;
+//! `PROFILE_ROUNDS=N` classifies every fixture N times and stops.
 
 use std::time::Instant;
 
@@ -18,6 +19,17 @@ fn main() {
         }
     }
     decide::warm_up();
+    // A fixed amount of work (for `perf stat -e instructions`, which a
+    // shared, busy machine does not skew the way it skews wall time).
+    if let Some(rounds) = std::env::var("PROFILE_ROUNDS").ok().and_then(|v| v.parse::<u32>().ok()) {
+        for _ in 0..rounds {
+            for m in &msgs {
+                std::hint::black_box(decide::classify(m));
+            }
+        }
+        println!("classified {} messages", rounds as usize * msgs.len());
+        return;
+    }
     for (name, f) in [
         (
             "parse only",

@@ -146,9 +146,14 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
         if unix && matches!(reason, Reason::Undefined | Reason::Onhold | Reason::Expired) {
             reason = Reason::Mailererror;
         }
+        // A diagnostic that names no known cause: held, undecided
+        // (undefined is for a report that says nothing).
+        if reason == Reason::Undefined && about.is_some() {
+            reason = Reason::Onhold;
+        }
         actions.push(action.clone());
         recipients.push(RecipientReport {
-            hard: reason.is_hard(),
+            hard: reason::is_hard(reason, status.as_deref(), action.as_deref()),
             address,
             reason,
             status,

@@ -207,17 +207,34 @@ pub fn decide(
     let r = decide_text(rule, status, action);
     let stands = rule.is_some_and(|(_, flags)| flags.stands);
     let command = command.or_else(|| diagnostic.and_then(crate::text::smtp_command));
+    let reply_code = || diagnostic.and_then(|d| crate::text::diagnostic_codes(d).0);
+    // Without a status, a 4xx reply code says the failure was temporary.
+    let status_or_reply =
+        || status.or_else(|| reply_code().filter(|c| (400..500).contains(c)).map(|_| "4.0.0"));
     match (r, command) {
+        // A refusal of the connection or the greeting is a refusal of the
+        // sending host, whatever the message or address.
+        (Reason::Rejected | Reason::Undefined, Some("HELO" | "CONN")) => Reason::Blocked,
         // ...unless a precise status (5.1.1) says it is the address.
         (Reason::Userunknown, Some("DATA")) if !status.is_some_and(|s| s.starts_with("5.1.")) => {
             Reason::Filtered
         }
         (Reason::Userunknown | Reason::Undefined | Reason::Securityerror, Some("MAIL")) => Reason::Rejected,
+        // "550 5.7.1 User unknown": the status says policy, so the unknown
+        // user is a filter's verdict on the message (unless the reply is
+        // 553, "mailbox name not allowed", about the address).
+        (Reason::Userunknown, _)
+            if status.is_some_and(|s| s.starts_with("5.7.")) && reply_code() != Some(553) =>
+        {
+            Reason::Filtered
+        }
         // A final failure with a temporary status: it sat in a queue until
         // it expired, retried against a network fault (unless the rule that
         // matched says that fault is the cause, e.g. DNS)...
         (Reason::Networkerror, _)
-            if !stands && (failed_temporarily(action, status) || diagnostic.is_some_and(says_expired)) =>
+            if !stands
+                && (failed_temporarily(action, status_or_reply())
+                    || diagnostic.is_some_and(says_expired)) =>
         {
             Reason::Expired
         }
@@ -329,6 +346,16 @@ fn is_specific(status: &str) -> bool {
     )
 }
 
+/// Whether a recipient's failure means the address itself is bad: the hard
+/// reasons, and a domain that accepts no mail at all (null MX, no mail
+/// exchanger) when the failure is final rather than a deferral.
+pub fn is_hard(reason: Reason, status: Option<&str>, action: Option<&str>) -> bool {
+    reason.is_hard()
+        || reason == Reason::Notaccept
+            && !status.is_some_and(|s| s.starts_with('4'))
+            && !action.is_some_and(|a| a.eq_ignore_ascii_case("delayed"))
+}
+
 /// Forces the rules to compile (tests and benchmarks call it up front).
 pub fn warm_up() {
     LazyLock::force(&RULES);
@@ -352,6 +379,31 @@ mod tests {
         assert_eq!(decide(None, Some("4.4.7"), Some("delayed"), None), Reason::Expired);
         assert_eq!(decide(None, None, None, None), Reason::Undefined);
         assert!(Reason::Suspend.is_hard() && !Reason::Blocked.is_hard());
+        // Providers' published codes outrank the words beside them.
+        assert_eq!(
+            from_text("550 5.2.0 Mail rejete. Mail rejected. OFR_506 [506]"),
+            Some(Reason::Spamdetected)
+        );
+        assert_eq!(
+            decide(Some("550 5.1.0 <x@y> sender rejected. AUP#In-1310"), Some("5.1.0"), Some("failed"), None),
+            Reason::Toomanyconn
+        );
+        // A refusal of the greeting is a block; 550 5.7.1 user unknown a filter.
+        assert_eq!(
+            decide(
+                Some("SMTP error from remote mail server after EHLO a.test:\n550 Rejected"),
+                None,
+                Some("failed"),
+                None
+            ),
+            Reason::Blocked
+        );
+        assert_eq!(
+            decide(Some("550 5.7.1 550 User Unknown"), Some("5.7.1"), Some("failed"), None),
+            Reason::Filtered
+        );
+        assert!(is_hard(Reason::Notaccept, Some("5.1.10"), Some("failed")));
+        assert!(!is_hard(Reason::Notaccept, Some("4.4.4"), Some("failed")));
     }
 
     #[test]
