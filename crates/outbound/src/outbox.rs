@@ -304,7 +304,8 @@ mod tests {
             auth_user: None,
             received_at: 1_700_000_000,
         };
-        let content = b"From: app@acme.test\r\nSubject: lost\r\nMessage-ID: <m1@acme.test>\r\n\r\nhi\r\n".to_vec();
+        let content =
+            b"From: app@acme.test\r\nSubject: lost\r\nMessage-ID: <m1@acme.test>\r\n\r\nhi\r\n".to_vec();
         spool.enqueue(id, envelope, String::new(), content, 1_800_000_000).await.unwrap();
         assert_eq!(reconcile(&spool, &o).await.unwrap(), 1);
         let m = o.message(&t, &id.to_string(), None).await.unwrap().unwrap();

@@ -13,6 +13,12 @@ use vocabulary::{Reply, domain_of};
 
 use crate::Verp;
 
+/// Signatures computed at once: every core but one.
+static SIGNING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))
+});
+
 /// Where mail for a domain goes.
 pub trait NextHop: Send + Sync + 'static {
     /// The hosts to try, in order; a reply when the domain cannot be
@@ -46,9 +52,11 @@ impl Transport for OutboundTransport {
     fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult> {
         Box::pin(async move {
             // An RSA signature is about a millisecond of CPU: off the async
-            // workers, so it never stalls the sessions and requests they run.
+            // workers, so it never stalls the sessions and requests they
+            // run, and on all cores but one, so acceptance keeps a core.
             let signature = match &self.signer {
                 Some(signer) => {
+                    let _slot = SIGNING.acquire().await;
                     let (signer, domain, content) =
                         (signer.clone(), domain_of(&job.envelope.mail_from), job.content.to_vec());
                     tokio::task::spawn_blocking(move || signer.sign(&domain, &content)).await.ok().flatten()
