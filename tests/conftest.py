@@ -37,8 +37,8 @@ def sink_factory(tmp_path):
     """Makes sinks that are *not* started yet (for 'downstream down' tests)."""
     made = []
 
-    def make(name="sink"):
-        s = Sink(str(tmp_path / name))
+    def make(name="sink", extra_args=()):
+        s = Sink(str(tmp_path / name), extra_args=extra_args)
         made.append(s)
         return s
 

@@ -207,6 +207,17 @@ def test_block_bounce_does_not_suppress_and_complaint_does(outbound):
     assert status == 404, body
     assert send(sl, key, ["bob@dest.test"])["recipients"][0]["status"] == "queued"
 
+    # An auto-reply is noted and changes nothing; an unsubscribe request suppresses.
+    feed(sl, bob.mail_from, fixture("autoreplies", "sisimai-rfc3834-01.eml", {}))
+    wait_until(lambda: "autoreplied" in [e["type"] for e in message(sl, key, sent["id"])["recipients"][0]["events"]],
+               20, what="the auto-reply to be attached")
+    unsub = (b"From: Bob <bob@dest.test>\r\nTo: " + bob.mail_from.encode() + b"\r\nSubject: unsubscribe\r\n"
+             b"Message-ID: <u1@dest.test>\r\n\r\nPlease remove me from your list.\r\n")
+    feed(sl, bob.mail_from, unsub)
+    r = wait_status(sl, key, sent["id"], "bob@dest.test", "unsubscribed")
+    status, s, _ = api(sl, "GET", "/v1/suppressions/bob@dest.test", key)
+    assert status == 200 and s["source"] == "unsubscribed", s
+
     # An ARF complaint (AOL): complained, suppressed.
     feed(sl, carol.mail_from, fixture("complaints", "flanker-aol.eml", {"redacted@aol.com": "carol@dest.test"}))
     r = wait_status(sl, key, sent["id"], "carol@dest.test", "complained")
@@ -454,3 +465,55 @@ def test_fuzzing_the_api_from_its_openapi_document_never_gets_a_server_error(out
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
     assert re.search(r"(\d+) generated, \1 passed", p.stdout), p.stdout[-2000:]
     assert "panicked" not in sl.log()
+
+
+def test_smart_host_with_starttls_and_auth(tmp_path, sink_factory, sluice_factory):
+    """aiosmtpd as an email provider's relay: STARTTLS required, then AUTH."""
+    import subprocess
+    cert, key = tmp_path / "relay.pem", tmp_path / "relay.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=relay.test",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2"], check=True, capture_output=True)
+    relay = sink_factory("relay", extra_args=["--tls-cert", str(cert), "--tls-key", str(key),
+                                              "--auth", "app-user:relay secret"])
+    relay.start()
+    (tmp_path / "relay.pass").write_text("relay secret\n")
+    (tmp_path / "wrong.pass").write_text("not it\n")
+
+    def serve(password_file):
+        sl = sluice_factory(start=False, config={
+            "queue": {"retry_initial_secs": 1, "retry_max_secs": 2},
+            "outbound": {"bounce_domain": BOUNCE_DOMAIN, "smart_host": relay.addr, "smart_host_tls": "starttls",
+                         "smart_host_verify": False, "smart_host_user": "app-user",
+                         "smart_host_password_file": str(password_file)}})
+        key = create_key(sl, "acme")
+        sl.start()
+        return sl, key
+
+    sl, k = serve(tmp_path / "relay.pass")
+    sent = send(sl, k, ["quinn@far.example"])
+    got = delivered_to(relay, "quinn@far.example")
+    assert got.meta["tls"] and got.meta["authenticated"], got.meta
+    assert VERP.match(got.mail_from)
+    r = wait_status(sl, k, sent["id"], "quinn@far.example", "sent")
+    assert r["events"][-1]["tls"], r["events"][-1]
+    assert "relay secret" not in sl.log()
+    sl.stop()
+
+    sl2, k2 = serve(tmp_path / "wrong.pass")
+    sent = send(sl2, k2, ["rosa@far.example"])
+    r = wait_status(sl2, k2, sent["id"], "rosa@far.example", "deferred")
+    assert r["events"][-1]["smtp_status"] == "4.7.8", r["events"][-1]
+    assert "not it" not in sl2.log()
+    assert not [m for m in relay.messages() if "rosa@far.example" in m.rcpts]
+
+
+def test_rate_limit_per_tenant_is_429(sink, sluice_factory):
+    sl = sluice_factory(start=False, config={"http": {"rate_per_sec": 5},
+                                             "outbound.mx_override": {"*": sink.addr}})
+    a, b = create_key(sl, "acme"), create_key(sl, "other")
+    sl.start()
+    answers = [api(sl, "GET", "/v1/events", a)[:2] for _ in range(30)]
+    limited = [body for status, body in answers if status == 429]
+    assert limited and limited[0]["error"]["code"] == "rate_limited", answers[-1]
+    assert sum(1 for status, _ in answers if status == 200) >= 5
+    assert api(sl, "GET", "/v1/events", b)[0] == 200, "another tenant has its own budget"

@@ -277,9 +277,10 @@ class SinkMessage:
 class Sink:
     """The aiosmtpd peer (tests/peers/sink.py) in its own process."""
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, extra_args=()):
         self.dir = workdir
         os.makedirs(self.dir, exist_ok=True)
+        self.extra_args = list(extra_args)
         self.port = port or free_port()
         self.proc = None
         self.starts = 0
@@ -293,7 +294,7 @@ class Sink:
         self.starts += 1
         log = open(os.path.join(self.dir, f"sink.{self.starts}.log"), "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, SINK_SCRIPT, "--port", str(self.port), "--dir", self.dir],
+            [sys.executable, SINK_SCRIPT, "--port", str(self.port), "--dir", self.dir, *self.extra_args],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
         # The first line is the readiness signal; a dead process gives EOF.

@@ -127,6 +127,8 @@ class Handler:
             "peer": list(session.peer) if session.peer else None,
             "helo": session.host_name,
             "received_at": time.time(),
+            "tls": session.ssl is not None,
+            "authenticated": bool(getattr(session, "authenticated", False)),
         }
         stem = self.store.save(envelope.original_content, meta)
         return f"250 2.0.0 OK stored {stem}"
@@ -138,7 +140,25 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--dir", required=True)
     ap.add_argument("--hostname", default="sink.test")
+    ap.add_argument("--tls-cert", help="offer STARTTLS with this PEM certificate (and --tls-key); require it")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--auth", help="USER:PASSWORD: require AUTH (PLAIN/LOGIN, only after STARTTLS)")
     args = ap.parse_args()
+
+    tls_context = None
+    if args.tls_cert:
+        import ssl
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(args.tls_cert, args.tls_key)
+    authenticator = None
+    if args.auth:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+        user, password = args.auth.split(":", 1)
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = (isinstance(auth_data, LoginPassword) and auth_data.login.decode() == user
+                  and auth_data.password.decode() == password)
+            return AuthResult(success=ok, handled=False)
 
     store = Store(args.dir)
     handler = Handler(store)
@@ -154,6 +174,11 @@ def main():
             decode_data=False,
             data_size_limit=64 * 1024 * 1024,
             loop=loop,
+            tls_context=tls_context,
+            require_starttls=tls_context is not None,
+            authenticator=authenticator,
+            auth_required=authenticator is not None,
+            auth_require_tls=True,
         )
 
     server = loop.run_until_complete(
