@@ -508,10 +508,17 @@ def test_smart_host_with_starttls_and_auth(tmp_path, sink_factory, sluice_factor
 
 
 def test_rate_limit_per_tenant_is_429(sink, sluice_factory):
-    sl = sluice_factory(start=False, config={"http": {"rate_per_sec": 5},
+    sl = sluice_factory(start=False, config={"http": {"rate_per_sec": 5, "request_timeout_secs": 2},
                                              "outbound.mx_override": {"*": sink.addr}})
     a, b = create_key(sl, "acme"), create_key(sl, "other")
     sl.start()
+    # A client that trickles its body is cut off with 408.
+    with socket.create_connection(("127.0.0.1", sl.http_port), timeout=15) as s:
+        s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + a.encode()
+                  + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"from\"")
+        started = time.monotonic()
+        assert s.recv(100).startswith(b"HTTP/1.1 408"), "a trickled request must time out"
+        assert time.monotonic() - started < 10
     answers = [api(sl, "GET", "/v1/events", a)[:2] for _ in range(30)]
     limited = [body for status, body in answers if status == 429]
     assert limited and limited[0]["error"]["code"] == "rate_limited", answers[-1]

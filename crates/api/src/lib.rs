@@ -34,6 +34,8 @@ pub struct Config {
     pub max_batch: usize,
     /// Requests per second per tenant (429 beyond); 0 for no limit.
     pub rate_per_sec: u32,
+    /// A request (body included) must arrive and be answered within this (408).
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -53,6 +55,7 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.cfg.max_body;
+    let timeout = state.cfg.request_timeout;
     Router::new()
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/messages", post(send::single))
@@ -66,6 +69,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/suppressions/{address}", get(read::suppression).delete(read::remove_suppression))
         .fallback(|| async { ApiError::not_found("endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
+        // A client that trickles its request is cut off (408), so it cannot
+        // hold a connection and its memory for ever.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .with_state(state)
 }
 

@@ -245,6 +245,8 @@ pub struct HttpConfig {
     pub max_batch: usize,
     /// Requests per second per tenant before 429 (0: no limit).
     pub rate_per_sec: u32,
+    /// Seconds a request may take to arrive and be answered (408 after).
+    pub request_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -254,6 +256,7 @@ impl Default for HttpConfig {
             max_body_bytes: 40 * 1024 * 1024,
             max_batch: 500,
             rate_per_sec: 10_000,
+            request_timeout_secs: 60,
         }
     }
 }

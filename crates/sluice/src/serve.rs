@@ -276,6 +276,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             max_body: cfg.http.max_body_bytes,
             max_batch: cfg.http.max_batch,
             rate_per_sec: cfg.http.rate_per_sec,
+            request_timeout: Duration::from_secs(cfg.http.request_timeout_secs.max(1)),
         },
     );
     let http_task = tokio::spawn(api::serve(http_listener, api_state, stop_rx.clone()));
