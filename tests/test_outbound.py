@@ -524,3 +524,19 @@ def test_rate_limit_per_tenant_is_429(sink, sluice_factory):
     assert limited and limited[0]["error"]["code"] == "rate_limited", answers[-1]
     assert sum(1 for status, _ in answers if status == 200) >= 5
     assert api(sl, "GET", "/v1/events", b)[0] == 200, "another tenant has its own budget"
+
+
+def test_per_domain_rate_limit_paces_delivery(sink, sluice_factory):
+    sl = sluice_factory(start=False, config={"outbound": {"bounce_domain": BOUNCE_DOMAIN, "rate_per_domain": 2},
+                                             "outbound.mx_override": {"*": sink.addr}})
+    key = create_key(sl, "acme")
+    sl.start()
+    for i in range(6):
+        send(sl, key, [f"slow{i}@paced.example"])
+    send(sl, key, ["fast@other.example"])
+    got = sink.wait_for(7, timeout=30)
+    paced = sorted(m.meta["received_at"] for m in got if "paced.example" in m.rcpts[0])
+    other = [m.meta["received_at"] for m in got if "other.example" in m.rcpts[0]]
+    # 2 per second with a burst of 2: six messages take at least 1.5 s.
+    assert paced[-1] - paced[0] >= 1.5, paced
+    assert other[0] < paced[-1], "another domain is not held up by this one's limit"
