@@ -540,3 +540,18 @@ def test_per_domain_rate_limit_paces_delivery(sink, sluice_factory):
     # 2 per second with a burst of 2: six messages take at least 1.5 s.
     assert paced[-1] - paced[0] >= 1.5, paced
     assert other[0] < paced[-1], "another domain is not held up by this one's limit"
+
+
+def test_api_keys_can_be_listed_and_revoked(sink, sluice_factory):
+    sl = sluice_factory(start=False)
+    old, new = create_key(sl, "acme"), create_key(sl, "acme")
+    listed = sl.cli("apikey", "list", "--tenant", "acme", "--data", sl.data).stdout.decode()
+    assert listed.count("active") == 2 and old not in listed, "only the first characters are shown"
+    sl.cli("apikey", "revoke", old[:11], "--tenant", "acme", "--data", sl.data)
+    listed = sl.cli("apikey", "list", "--tenant", "acme", "--data", sl.data).stdout.decode()
+    assert listed.count("active") == 1 and "revoked" in listed, listed
+    assert sl.cli("apikey", "revoke", new[:11], "--tenant", "other", "--data", sl.data, check=False).returncode == 1
+    sl.start()
+    status, body, _ = api(sl, "GET", "/v1/events", old)
+    assert status == 401 and body["error"]["code"] == "unauthorized", body
+    assert api(sl, "GET", "/v1/events", new)[0] == 200

@@ -16,6 +16,22 @@ pub enum ApikeyCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// A tenant's keys (their first characters only).
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Revoke a key by its first characters (as `list` shows them); a running
+    /// server refuses it within 30 seconds.
+    Revoke {
+        prefix: String,
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,12 +82,34 @@ async fn open(common: &Common) -> anyhow::Result<(record::Store, Outbound)> {
 }
 
 pub async fn apikey(cmd: ApikeyCommand) -> anyhow::Result<i32> {
-    let ApikeyCommand::Create { tenant, common } = cmd;
-    let (store, o) = open(&common).await?;
-    let key = o.create_api_key(&tenant).await?;
-    store.close().await;
-    eprintln!("API key for tenant {tenant} (shown once; only its hash is stored):");
-    println!("{key}");
+    match cmd {
+        ApikeyCommand::Create { tenant, common } => {
+            let (store, o) = open(&common).await?;
+            let key = o.create_api_key(&tenant).await?;
+            store.close().await;
+            eprintln!("API key for tenant {tenant} (shown once; only its hash is stored):");
+            println!("{key}");
+        }
+        ApikeyCommand::List { tenant, common } => {
+            let (store, o) = open(&common).await?;
+            for (prefix, created, revoked) in o.api_keys(&tenant).await? {
+                let state =
+                    revoked.map(|r| format!("revoked {}", time(r))).unwrap_or_else(|| "active".into());
+                println!("{prefix}...  created {}  {state}", time(created));
+            }
+            store.close().await;
+        }
+        ApikeyCommand::Revoke { prefix, tenant, common } => {
+            let (store, o) = open(&common).await?;
+            let n = o.revoke_api_key(&tenant, prefix.trim_end_matches('.')).await?;
+            store.close().await;
+            if n == 0 {
+                eprintln!("no active key of tenant {tenant} starts with {prefix}");
+                return Ok(1);
+            }
+            println!("revoked {n} key(s)");
+        }
+    }
     Ok(0)
 }
 

@@ -171,6 +171,36 @@ impl Outbound {
         Ok(key)
     }
 
+    /// A tenant's keys: (prefix, created_at, revoked_at), oldest first.
+    pub async fn api_keys(&self, tenant: &str) -> Result<Vec<(String, i64, Option<i64>)>, RecordError> {
+        Ok(sqlx::query_as(
+            "SELECT k.prefix, k.created_at, k.revoked_at FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+             WHERE t.name = ? ORDER BY k.id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Revokes a tenant's keys that start with `prefix` (as `api_keys`
+    /// shows them). A running server stops accepting them within `KEY_TTL`.
+    pub async fn revoke_api_key(&self, tenant: &str, prefix: &str) -> Result<u64, RecordError> {
+        if prefix.len() < 8 {
+            return Err(RecordError::Invalid("give at least 8 characters of the key".into()));
+        }
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND prefix = ?
+             AND tenant_id = (SELECT id FROM tenants WHERE name = ?)",
+        )
+        .bind(now_ms())
+        .bind(&prefix[..prefix.len().min(11)])
+        .bind(tenant)
+        .execute(&self.pool)
+        .await?;
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        Ok(done.rows_affected())
+    }
+
     /// The tenant of a (not revoked) API key.
     pub async fn authenticate(&self, key: &str) -> Result<Option<Tenant>, RecordError> {
         let hash = key_hash(key);
