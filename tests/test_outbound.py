@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from helpers.net import tls_context
-from helpers.procs import ROOT, wait_until
+from helpers.procs import ROOT, to_toml, wait_until
 
 BOUNCE_DOMAIN = "bounces.sluice.test"
 VERP = re.compile(r"^bounce\+([a-z2-7]{45})@" + re.escape(BOUNCE_DOMAIN) + "$")
@@ -96,12 +96,17 @@ def feed(sl, to, raw):
 
 @pytest.fixture
 def outbound(sink, sluice_factory):
-    sl = sluice_factory(start=False, config={
+    config = {
         "queue": {"retry_initial_secs": 1, "retry_max_secs": 2},
         "http": {"max_body_bytes": 256 * 1024},
         "outbound": {"bounce_domain": BOUNCE_DOMAIN},
         "outbound.mx_override": {"*": sink.addr},
-    })
+    }
+    sl = sluice_factory(start=False, config=config)
+    # The one-click unsubscribe links point at this server's own API.
+    config["http"]["public_url"] = sl.http
+    with open(sl.config_path, "w") as f:
+        f.write(to_toml(config))
     keys = {"acme": create_key(sl, "acme"), "other": create_key(sl, "other")}
     out = sl.cli("dkim", "generate", "acme.test", "--selector", "s1", "--data", sl.data).stdout.decode()
     name, record = out.split(" IN TXT ", 1)
@@ -555,3 +560,35 @@ def test_api_keys_can_be_listed_and_revoked(sink, sluice_factory):
     status, body, _ = api(sl, "GET", "/v1/events", old)
     assert status == 401 and body["error"]["code"] == "unauthorized", body
     assert api(sl, "GET", "/v1/events", new)[0] == 200
+
+
+def test_list_unsubscribe_one_click(outbound):
+    """RFC 8058: each recipient gets its own signed List-Unsubscribe (mailto
+    to its VERP address, and the one-click link); a POST to the link
+    unsubscribes exactly that recipient; a GET only shows a page."""
+    sl, sink, keys = outbound
+    key = keys["acme"]
+    sent = send(sl, key, ["uma@dest.test", "vic@dest.test"], list_unsubscribe=True)
+    uma, vic = delivered_to(sink, "uma@dest.test"), delivered_to(sink, "vic@dest.test")
+    lu = uma.header("List-Unsubscribe")
+    url = re.search(r"<(http://[^>]+)>", lu).group(1)
+    token = VERP.match(uma.mail_from).group(1)
+    assert url == f"{sl.http}/v1/unsubscribe/{token}", lu
+    assert f"<mailto:{uma.mail_from}?subject=unsubscribe>" in lu, lu
+    assert uma.header("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
+    assert vic.header("List-Unsubscribe") != lu, "each recipient has its own link"
+    assert "list-unsubscribe" in uma.header("DKIM-Signature").lower(), "RFC 8058: the headers are signed"
+    assert dkim_verifies(uma.content, keys["dkim_txt"]) and dkim_verifies(vic.content, keys["dkim_txt"])
+
+    status, page, _ = api(sl, "GET", url[len(sl.http):])
+    assert status == 200 and "uma@dest.test" in page, page
+    wait_status(sl, key, sent["id"], "uma@dest.test", "delivered")
+    status, _, _ = api(sl, "POST", url[len(sl.http):], raw=b"List-Unsubscribe=One-Click",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200
+    r = wait_status(sl, key, sent["id"], "uma@dest.test", "unsubscribed")
+    assert r["reason"] == "one-click", r
+    assert api(sl, "GET", "/v1/suppressions/uma@dest.test", key)[1]["source"] == "unsubscribed"
+    assert message(sl, key, sent["id"])["recipients"][1]["status"] == "delivered", "only that recipient"
+    forged = token[:-1] + ("a" if token[-1] != "a" else "b")
+    assert api(sl, "POST", f"/v1/unsubscribe/{forged}", raw=b"List-Unsubscribe=One-Click")[0] == 404

@@ -267,7 +267,7 @@ class SinkMessage:
     def header(self, name):
         """First value of header `name` in the content (unfolded), or None."""
         head = self.content.split(b"\r\n\r\n", 1)[0]
-        m = re.search(rb"(?im)^" + re.escape(name.encode()) + rb":[ \t]*(.*(?:\r\n[ \t].*)*)", head)
+        m = re.search(rb"(?im)^" + re.escape(name.encode()) + rb":[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", head)
         return m.group(1).replace(b"\r\n", b"").decode("utf-8", "replace").strip() if m else None
 
     def __repr__(self):

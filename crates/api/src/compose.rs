@@ -87,10 +87,16 @@ pub struct SendRequest {
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
     pub stream: Option<String>,
+    /// Give each recipient a `List-Unsubscribe` header (mailto, and the
+    /// one-click link when `[http] public_url` is set).
+    #[serde(default)]
+    pub list_unsubscribe: bool,
 }
 
 /// Headers the API writes itself; a request may not set them.
 const RESERVED: &[&str] = &[
+    "list-unsubscribe",
+    "list-unsubscribe-post",
     "from",
     "to",
     "cc",
@@ -330,6 +336,7 @@ mod properties {
                 tags: vec![],
                 metadata: Default::default(),
                 stream: None,
+                list_unsubscribe: false,
             };
             if let Ok(c) = compose(&req, "h.test") {
                 let head_end = c.content.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(c.content.len());

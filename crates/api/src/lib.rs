@@ -9,6 +9,7 @@ mod extract;
 mod limit;
 mod read;
 mod send;
+mod unsubscribe;
 
 use std::sync::Arc;
 
@@ -42,14 +43,21 @@ pub struct Config {
 pub struct AppState {
     pub outbound: record::Outbound,
     pub outbox: Arc<outbound::Outbox>,
+    /// Opens the tokens of one-click unsubscribe links.
+    pub verp: outbound::Verp,
     pub cfg: Arc<Config>,
     pub limiter: Arc<Limiter>,
 }
 
 impl AppState {
-    pub fn new(outbound: record::Outbound, outbox: Arc<outbound::Outbox>, cfg: Config) -> Self {
+    pub fn new(
+        outbound: record::Outbound,
+        outbox: Arc<outbound::Outbox>,
+        verp: outbound::Verp,
+        cfg: Config,
+    ) -> Self {
         let limiter = Arc::new(Limiter::new(cfg.rate_per_sec));
-        AppState { outbound, outbox, cfg: Arc::new(cfg), limiter }
+        AppState { outbound, outbox, verp, cfg: Arc::new(cfg), limiter }
     }
 }
 
@@ -67,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/suppressions", get(read::suppressions).post(read::add_suppression))
         .route("/v1/suppressions/export", get(read::export_suppressions))
         .route("/v1/suppressions/{address}", get(read::suppression).delete(read::remove_suppression))
+        .route("/v1/unsubscribe/{token}", get(unsubscribe::page).post(unsubscribe::one_click))
         .fallback(|| async { ApiError::not_found("endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
         // A client that trickles its request is cut off (408), so it cannot

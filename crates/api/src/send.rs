@@ -103,6 +103,7 @@ fn draft_of(req: &SendRequest, state: &AppState) -> Result<Draft, ApiError> {
         stream: req.stream.clone(),
         tags: req.tags.clone(),
         metadata: serde_json::Value::Object(req.metadata.clone()),
+        list_unsubscribe: req.list_unsubscribe,
         ..Default::default()
     })
 }

@@ -31,6 +31,9 @@ pub struct Draft {
     /// Submission: the client's trace header, kept on the way out.
     pub trace: String,
     pub smtputf8: bool,
+    /// Each recipient gets `List-Unsubscribe` (mailto to its VERP address,
+    /// and the one-click URL when the server has a public URL).
+    pub list_unsubscribe: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -155,7 +158,10 @@ impl Outbox {
         let queued: Vec<Recipient> = rcpts
             .iter()
             .filter(|r| r.2 == EventType::Queued)
-            .map(|r| Recipient::routed(r.0.clone(), Route::Outbound { tenant }))
+            .map(|r| {
+                let route = Route::Outbound { tenant, unsubscribe: draft.list_unsubscribe };
+                Recipient::routed(r.0.clone(), route)
+            })
             .collect();
         let spooled = !queued.is_empty();
         if spooled {
@@ -202,7 +208,7 @@ pub async fn reconcile(spool: &Spool, record: &Outbound) -> Result<usize, Record
     let mut written = 0;
     for entry in spool.list() {
         let Some(tenant) = entry.envelope.rcpts.iter().find_map(|r| match r.route {
-            Route::Outbound { tenant } => Some(tenant),
+            Route::Outbound { tenant, .. } => Some(tenant),
             _ => None,
         }) else {
             continue;
@@ -296,7 +302,7 @@ mod tests {
         let id = QueueId::generate();
         let envelope = Envelope {
             mail_from: "app@acme.test".into(),
-            rcpts: vec![Recipient::routed("a@x.test", Route::Outbound { tenant: t.id })],
+            rcpts: vec![Recipient::routed("a@x.test", Route::Outbound { tenant: t.id, unsubscribe: false })],
             smtputf8: false,
             eight_bit: false,
             helo: String::new(),

@@ -46,6 +46,8 @@ pub struct OutboundTransport {
     pub pace: Option<Arc<dyn Pace>>,
     pub verp: Verp,
     pub record: Outbound,
+    /// `https://host` where `/v1/unsubscribe/TOKEN` is served (one-click).
+    pub public_url: Option<String>,
 }
 
 impl Transport for OutboundTransport {
@@ -54,17 +56,10 @@ impl Transport for OutboundTransport {
             // An RSA signature is about a millisecond of CPU: off the async
             // workers, so it never stalls the sessions and requests they
             // run, and on all cores but one, so acceptance keeps a core.
-            let signature = match &self.signer {
-                Some(signer) => {
-                    let _slot = SIGNING.acquire().await;
-                    let (signer, domain, content) =
-                        (signer.clone(), domain_of(&job.envelope.mail_from), job.content.to_vec());
-                    tokio::task::spawn_blocking(move || signer.sign(&domain, &content)).await.ok().flatten()
-                }
-                None => None,
-            }
-            .unwrap_or_default();
-            let sends = job.rcpts.iter().map(|rcpt| self.one(job, rcpt, &signature));
+            let per_recipient = matches!(job.route, vocabulary::Route::Outbound { unsubscribe: true, .. });
+            let signature =
+                if per_recipient { String::new() } else { self.sign(job, job.content.to_vec()).await };
+            let sends = job.rcpts.iter().map(|rcpt| self.one(job, rcpt, &signature, per_recipient));
             let results = futures::future::join_all(sends).await;
             let remote = results.iter().map(|(_, r, _)| r.as_str()).find(|r| !r.is_empty()).unwrap_or("");
             let tls = results.iter().find_map(|(_, _, t)| t.clone());
@@ -80,11 +75,56 @@ impl Transport for OutboundTransport {
 }
 
 impl OutboundTransport {
+    /// The DKIM-Signature header for `content`, or "" without a key.
+    async fn sign(&self, job: &Job<'_>, content: Vec<u8>) -> String {
+        let Some(signer) = &self.signer else { return String::new() };
+        let _slot = SIGNING.acquire().await;
+        let (signer, domain) = (signer.clone(), domain_of(&job.envelope.mail_from));
+        tokio::task::spawn_blocking(move || signer.sign(&domain, &content))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// `List-Unsubscribe` for one recipient: a mail to its VERP address
+    /// (which the feedback route reads as an unsubscribe) and, with a public
+    /// URL, the RFC 8058 one-click link, both carrying the signed token.
+    fn unsubscribe_headers(&self, token: &str, verp: &str) -> String {
+        match &self.public_url {
+            Some(base) => format!(
+                "List-Unsubscribe: <{}/v1/unsubscribe/{token}>,\r\n <mailto:{verp}?subject=unsubscribe>\r\n\
+                 List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+                base.trim_end_matches('/')
+            ),
+            None => format!("List-Unsubscribe: <mailto:{verp}?subject=unsubscribe>\r\n"),
+        }
+    }
+
     /// Sends to one recipient and records the outcome. Returns the reply,
     /// the remote host and the TLS version.
-    async fn one(&self, job: &Job<'_>, rcpt: &str, signature: &str) -> (Reply, String, Option<String>) {
+    async fn one(
+        &self,
+        job: &Job<'_>,
+        rcpt: &str,
+        signature: &str,
+        per_recipient: bool,
+    ) -> (Reply, String, Option<String>) {
         let idx = job.envelope.rcpts.iter().position(|r| r.address == rcpt).unwrap_or(0);
         let mail_from = self.verp.address(job.id, idx as u16);
+        // With List-Unsubscribe the bytes differ per recipient, and so does
+        // the signature (RFC 8058 wants the headers signed).
+        let (own, own_signature) = if per_recipient {
+            let token = self.verp.token(job.id, idx as u16);
+            let mut bytes = self.unsubscribe_headers(&token, &mail_from).into_bytes();
+            bytes.extend_from_slice(job.content);
+            let sig = self.sign(job, bytes.clone()).await;
+            (bytes, sig)
+        } else {
+            (Vec::new(), String::new())
+        };
+        let (body, signature): (&[u8], &str) =
+            if per_recipient { (&own, &own_signature) } else { (job.content, signature) };
         let domain = domain_of(rcpt);
         let (reply, remote, tls) = match self.hops.resolve(&domain).await {
             Err(reply) => (reply, String::new(), None),
@@ -92,7 +132,7 @@ impl OutboundTransport {
                 if let Some(p) = &self.pace {
                     p.wait(&domain).await;
                 }
-                let content: [&[u8]; 3] = [signature.as_bytes(), job.trace.as_bytes(), job.content];
+                let content: [&[u8]; 3] = [signature.as_bytes(), job.trace.as_bytes(), body];
                 let rcpts = [rcpt];
                 let msg = OutboundMessage {
                     mail_from: &mail_from,
@@ -134,7 +174,7 @@ impl OutboundTransport {
         tls: Option<&str>,
     ) {
         let message = job.id.to_string();
-        let vocabulary::Route::Outbound { tenant } = *job.route else { return };
+        let vocabulary::Route::Outbound { tenant, .. } = *job.route else { return };
         let now = record::outbound::now_ms();
         let (kind, reason, suppress) = if reply.is_positive() {
             let kind = if self.hops.is_smart_host() { EventType::Sent } else { EventType::Delivered };

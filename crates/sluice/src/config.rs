@@ -247,6 +247,10 @@ pub struct HttpConfig {
     pub rate_per_sec: u32,
     /// Seconds a request may take to arrive and be answered (408 after).
     pub request_timeout_secs: u64,
+    /// The URL the API is reachable at from the internet (e.g.
+    /// `https://mail.example.com`, behind a TLS proxy): with it, messages
+    /// sent with `list_unsubscribe` carry an RFC 8058 one-click link.
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -257,6 +261,7 @@ impl Default for HttpConfig {
             max_batch: 500,
             rate_per_sec: 10_000,
             request_timeout_secs: 60,
+            public_url: None,
         }
     }
 }

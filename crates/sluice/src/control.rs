@@ -95,7 +95,7 @@ impl From<&Entry> for EntryView {
                     route: match &r.route {
                         vocabulary::Route::Relay => "relay".into(),
                         vocabulary::Route::Quarantine { account } => format!("quarantine:{account}"),
-                        vocabulary::Route::Outbound { tenant } => format!("outbound:{tenant}"),
+                        vocabulary::Route::Outbound { tenant, .. } => format!("outbound:{tenant}"),
                         vocabulary::Route::Feedback => "feedback".into(),
                     },
                     status: r.status.name().to_string(),

@@ -149,6 +149,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }),
             verp: verp.clone(),
             record: record.clone(),
+            public_url: cfg.http.public_url.clone(),
         })),
         feedback: Some(Arc::new(outbound::FeedbackTransport { verp: verp.clone(), record: record.clone() })),
     };
@@ -271,6 +272,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let api_state = api::AppState::new(
         record.clone(),
         outbox.clone(),
+        verp.clone(),
         api::Config {
             hostname: cfg.server.hostname.clone(),
             max_body: cfg.http.max_body_bytes,

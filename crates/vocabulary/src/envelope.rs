@@ -93,7 +93,12 @@ pub enum Route {
     /// tenant's user): delivered to each recipient's MX or the smart host,
     /// with a VERP return path, and recorded per recipient in the
     /// record of this tenant.
-    Outbound { tenant: i64 },
+    Outbound {
+        tenant: i64,
+        /// Add per-recipient `List-Unsubscribe` headers (RFC 2369/8058).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unsubscribe: bool,
+    },
     /// Feedback addressed to the bounce domain (bounces, complaints,
     /// auto-replies): classified and attached to the outbound record.
     Feedback,
