@@ -193,18 +193,22 @@ impl Outbound {
     ) -> Result<RecipientHistory, RecordError> {
         let address = normalize(address);
         let limit = limit.clamp(1, 1000);
-        let events: Vec<EventTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events
              WHERE tenant_id = ? AND address = ? AND id < ? AND at <= ?
              ORDER BY id DESC LIMIT ?"
-        )))
-        .bind(tenant.id)
-        .bind(&address)
-        .bind(cursor.unwrap_or(i64::MAX))
-        .bind(as_of.unwrap_or(i64::MAX))
-        .bind(limit as i64 + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        );
+        let events = sqlx::query_as::<_, EventTuple>(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.id)
+            .bind(&address)
+            .bind(cursor.unwrap_or(i64::MAX))
+            .bind(as_of.unwrap_or(i64::MAX))
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool);
+        // The two lookups run on two connections at once.
+        let suppression = self.suppression(tenant, &address, as_of.unwrap_or_else(super::now_ms));
+        let (events, suppression) = tokio::join!(events, suppression);
+        let (events, suppression) = (events?, suppression?);
         let mut events: Vec<EventRow> = events.into_iter().map(event_row).collect();
         let next_cursor = if events.len() > limit as usize {
             events.truncate(limit as usize);
@@ -212,7 +216,6 @@ impl Outbound {
         } else {
             None
         };
-        let suppression = self.suppression(tenant, &address, as_of.unwrap_or_else(super::now_ms)).await?;
         Ok(RecipientHistory { address, suppression, events, next_cursor })
     }
 
