@@ -27,8 +27,26 @@ def stored(data_dir):
 
 
 def blob(data_dir, h):
-    with open(os.path.join(data_dir, "store", "blobs", h[:2], h), "rb") as f:
-        return f.read()
+    """The stored bytes named `h` (a message's sha256), or None."""
+    db = sqlite3.connect(os.path.join(data_dir, "sluice.db"))
+    try:
+        row = db.execute("SELECT bytes FROM blobs WHERE hash = ?", (h,)).fetchone()
+    finally:
+        db.close()
+    return None if row is None else bytes(row[0])
+
+
+def on_disk(data_dir, needle):
+    """The database's files (the main file, its WAL and shared memory) that
+    hold `needle`: what a swept message must not be found in."""
+    found = []
+    for name in sorted(os.listdir(data_dir)):
+        if name.startswith("sluice.db"):
+            with open(os.path.join(data_dir, name), "rb") as f:
+                data = f.read()
+            if needle in data:
+                found.append(f"{name} ({len(data)} bytes, at {data.index(needle)})")
+    return found
 
 
 def test_bounce_and_autoreply_are_relayed_and_filed(sink, sluice_factory, tmp_path):

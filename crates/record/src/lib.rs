@@ -4,7 +4,6 @@
 //! directory by default.
 
 mod backend;
-mod blobsync;
 pub mod outbound;
 mod password;
 pub mod quarantine;
@@ -42,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_quarantine.sql"),
     include_str!("../migrations/0003_modseq.sql"),
     include_str!("../migrations/0004_outbound.sql"),
+    include_str!("../migrations/0005_blobs.sql"),
 ];
 
 /// A handle to the database.
@@ -69,7 +69,10 @@ impl Store {
             // copy per page (a recipient's history touches many pages), and
             // a larger page cache per connection.
             .pragma("mmap_size", "1073741824")
-            .pragma("cache_size", "-32768");
+            .pragma("cache_size", "-32768")
+            // Deleted content is overwritten with zeros, so the bytes of a
+            // swept or expunged message do not linger in free pages.
+            .pragma("secure_delete", "on");
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
         let quarantine = Quarantine::new(pool.clone(), data_dir, changes);

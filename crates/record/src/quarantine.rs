@@ -1,11 +1,16 @@
 //! The quarantine store: accounts own folders named after verdicts; each
-//! message's bytes are written once to a content-addressed blob file and its
-//! metadata (verdict, reason, recipients, UID, flags) lives in the database.
+//! message's bytes are stored once per distinct content in the `blobs` table,
+//! named by their sha256, and its metadata (verdict, reason, recipients, UID,
+//! flags) lives in the `messages` table. Copies stored by versions before
+//! migration 0005 keep their bytes in files (`DATA/store/blobs/xx/<sha256>`):
+//! reads fall back to those files and the sweep deletes them, so an old data
+//! directory keeps working without a conversion step.
 //!
 //! **UIDs follow RFC 3501:** a folder's UIDVALIDITY is fixed at creation and
 //! its UIDs only grow; a UID is never given out twice, not even after the
 //! message it named was swept.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -100,13 +105,13 @@ type ListingCache = Arc<std::sync::Mutex<std::collections::HashMap<i64, (i64, Ar
 #[derive(Clone)]
 pub struct Quarantine {
     pub(crate) pool: SqlitePool,
-    pub(crate) blobs: PathBuf,
+    /// Where blob files of earlier versions are (read and swept, never written).
+    legacy_blobs: PathBuf,
     changes: Arc<watch::Sender<u64>>,
     listings: ListingCache,
     /// (account, folder) to folder id: folders are never deleted, so an id
     /// once known stays right (the tee path saves three queries a message).
     folder_ids: Arc<std::sync::RwLock<std::collections::HashMap<(String, String), i64>>>,
-    pub(crate) sync: Arc<crate::blobsync::BlobSync>,
     pub(crate) writer: mpsc::Sender<StoreReq>,
     /// The writer's end until the first store starts it.
     pub(crate) writer_rx: Arc<std::sync::Mutex<Option<mpsc::Receiver<StoreReq>>>>,
@@ -118,14 +123,12 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 impl Quarantine {
     pub(crate) fn new(pool: SqlitePool, data_dir: &Path, changes: Arc<watch::Sender<u64>>) -> Self {
-        let blobs = data_dir.join("store").join("blobs");
         let (writer, writer_rx) = mpsc::channel(4 * STORE_BATCH);
         Quarantine {
             writer,
             writer_rx: Arc::new(std::sync::Mutex::new(Some(writer_rx))),
             pool,
-            sync: Arc::new(crate::blobsync::BlobSync::start(&blobs)),
-            blobs,
+            legacy_blobs: data_dir.join("store").join("blobs"),
             changes,
             listings: ListingCache::default(),
             folder_ids: Arc::default(),
@@ -270,18 +273,28 @@ impl Quarantine {
             .await?)
     }
 
-    pub(crate) fn blob_path(&self, hash: &str) -> PathBuf {
-        self.blobs.join(&hash[..2]).join(hash)
+    /// The file an earlier version kept `hash`'s bytes in; `None` for a
+    /// name that is not a hash (it could otherwise point anywhere).
+    fn legacy_path(dir: &Path, hash: &str) -> Option<PathBuf> {
+        (hash.len() >= 3 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| dir.join(&hash[..2]).join(hash))
     }
 
     /// The exact bytes of a stored message.
     pub async fn read_blob(&self, hash: &str) -> Result<Vec<u8>, RecordError> {
-        if hash.len() < 3 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let Some(path) = Self::legacy_path(&self.legacy_blobs, hash) else {
             return Err(RecordError::Invalid("bad blob name".into()));
+        };
+        let row: Option<Vec<u8>> = sqlx::query_scalar("SELECT bytes FROM blobs WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(bytes) => Ok(bytes),
+            None => {
+                tokio::fs::read(path).await.map_err(|e| RecordError::Invalid(format!("reading blob: {e}")))
+            }
         }
-        tokio::fs::read(self.blob_path(hash))
-            .await
-            .map_err(|e| RecordError::Invalid(format!("reading blob: {e}")))
     }
 
     /// The account's folders, by name.
@@ -350,23 +363,44 @@ impl Quarantine {
         Ok(rows)
     }
 
-    /// The bytes of many messages at once (one blocking task for the lot),
-    /// in order; `None` where a blob cannot be read.
+    /// The bytes of many messages at once (one query per 500 distinct
+    /// blobs, one blocking task for any older blob files), in order; `None`
+    /// where a blob cannot be read.
     pub async fn read_blobs(&self, hashes: Vec<String>) -> Vec<Option<Vec<u8>>> {
-        let dir = self.blobs.clone();
-        tokio::task::spawn_blocking(move || {
-            hashes
-                .iter()
-                .map(|h| {
-                    if h.len() < 3 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return None;
-                    }
-                    std::fs::read(dir.join(&h[..2]).join(h)).ok()
-                })
-                .collect()
-        })
-        .await
-        .unwrap_or_default()
+        let mut distinct: Vec<&str> = hashes.iter().map(String::as_str).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut found: HashMap<String, Vec<u8>> = HashMap::with_capacity(distinct.len());
+        for chunk in distinct.chunks(500) {
+            let sql =
+                format!("SELECT hash, bytes FROM blobs WHERE hash IN ({})", vec!["?"; chunk.len()].join(","));
+            let mut q = sqlx::query_as::<_, (String, Vec<u8>)>(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for h in chunk {
+                q = q.bind(*h);
+            }
+            match q.fetch_all(&self.pool).await {
+                Ok(rows) => found.extend(rows),
+                Err(e) => tracing::error!(error = %e, "reading blobs"),
+            }
+        }
+        let missing: Vec<String> =
+            distinct.iter().filter(|h| !found.contains_key(**h)).map(|h| h.to_string()).collect();
+        if !missing.is_empty() {
+            let dir = self.legacy_blobs.clone();
+            let files = tokio::task::spawn_blocking(move || {
+                missing
+                    .into_iter()
+                    .filter_map(|h| {
+                        let bytes = std::fs::read(Self::legacy_path(&dir, &h)?).ok()?;
+                        Some((h, bytes))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            found.extend(files);
+        }
+        hashes.iter().map(|h| found.get(h).cloned()).collect()
     }
 
     /// Replaces the flags of some messages: `(uid, space-separated flags)`.
@@ -453,37 +487,35 @@ impl Quarantine {
             .bind(folder_id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
         let n = blobs.len() as u64;
-        self.drop_unused_blobs(blobs).await?;
+        let unused = drop_unused_blobs(&mut tx, blobs).await?;
+        tx.commit().await?;
+        self.remove_legacy_files(unused).await;
         self.changed();
         Ok(n)
     }
 
-    /// Deletes the blob files no message refers to any more; returns how many.
-    async fn drop_unused_blobs(&self, mut blobs: Vec<String>) -> Result<u64, RecordError> {
-        blobs.sort_unstable();
-        blobs.dedup();
-        let mut unused = Vec::with_capacity(blobs.len());
-        for chunk in blobs.chunks(500) {
-            let sql = format!(
-                "SELECT DISTINCT blob FROM messages WHERE blob IN ({})",
-                vec!["?"; chunk.len()].join(",")
-            );
-            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-            for b in chunk {
-                q = q.bind(b);
-            }
-            let used: std::collections::HashSet<String> =
-                q.fetch_all(&self.pool).await?.into_iter().collect();
-            unused.extend(chunk.iter().filter(|b| !used.contains(*b)).map(|b| self.blob_path(b)));
+    /// Deletes the files of blobs from earlier versions that no message
+    /// refers to any more (after the commit that dropped the last reference:
+    /// a crash in between only leaves a file nothing reads). Returns how
+    /// many of `unused` had a file.
+    async fn remove_legacy_files(&self, unused: Vec<String>) -> u64 {
+        if unused.is_empty() {
+            return 0;
         }
-        let removed = tokio::task::spawn_blocking(move || {
-            unused.iter().filter(|p| std::fs::remove_file(p).is_ok()).count() as u64
+        let dir = self.legacy_blobs.clone();
+        tokio::task::spawn_blocking(move || {
+            if !dir.is_dir() {
+                return 0;
+            }
+            unused
+                .iter()
+                .filter_map(|h| Self::legacy_path(&dir, h))
+                .filter(|p| std::fs::remove_file(p).is_ok())
+                .count() as u64
         })
         .await
-        .map_err(|e| RecordError::Invalid(e.to_string()))?;
-        Ok(removed)
+        .unwrap_or(0)
     }
 
     /// The envelope a released message is re-injected with.
@@ -552,14 +584,68 @@ impl Quarantine {
                     .bind(folder_id)
                     .execute(&mut *tx)
                     .await?;
+                swept.messages += gone.len() as u64;
+                let unused = drop_unused_blobs(&mut tx, gone).await?;
                 tx.commit().await?;
                 self.changed();
-                swept.messages += gone.len() as u64;
-                swept.blobs += self.drop_unused_blobs(gone).await?;
+                // A blob counts once, whether its bytes were a row, a file of
+                // an earlier version, or (stored again since) both.
+                swept.blobs += unused.len() as u64;
+                self.remove_legacy_files(unused).await;
+            }
+        }
+        if swept.messages > 0 {
+            // The WAL still holds the pages that carried the swept bytes
+            // until a checkpoint copies the zeroed ones over them; truncate
+            // it so expired mail is gone from disk, not just from view.
+            // Best effort: a reader in the middle of a long read only delays
+            // this to the next checkpoint.
+            match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.pool)
+                .await
+            {
+                Ok((0, _, _)) => {}
+                Ok((_, log, done)) => tracing::warn!(log, done, "checkpoint after the sweep was busy"),
+                Err(e) => tracing::warn!(error = %e, "checkpoint after the sweep"),
             }
         }
         Ok(swept)
     }
+}
+
+/// Deletes, inside the caller's transaction, the blob rows among `blobs`
+/// that no message refers to any more, and returns every such hash (rowed
+/// or not) so their files from earlier versions can go too. In the same
+/// transaction as the deletes of the messages, so a store of the same bytes
+/// either commits first (and keeps the blob) or after (and writes it anew).
+async fn drop_unused_blobs(
+    tx: &mut sqlx::SqliteConnection,
+    mut blobs: Vec<String>,
+) -> Result<Vec<String>, RecordError> {
+    blobs.sort_unstable();
+    blobs.dedup();
+    let mut unused = Vec::with_capacity(blobs.len());
+    for chunk in blobs.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(",");
+        let sql = format!("SELECT DISTINCT blob FROM messages WHERE blob IN ({marks})");
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for b in chunk {
+            q = q.bind(b);
+        }
+        let used: std::collections::HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
+        let gone: Vec<&String> = chunk.iter().filter(|b| !used.contains(*b)).collect();
+        if gone.is_empty() {
+            continue;
+        }
+        let sql = format!("DELETE FROM blobs WHERE hash IN ({})", vec!["?"; gone.len()].join(","));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for b in &gone {
+            q = q.bind(b.as_str());
+        }
+        q.execute(&mut *tx).await?;
+        unused.extend(gone.into_iter().cloned());
+    }
+    Ok(unused)
 }
 
 #[cfg(test)]
@@ -589,8 +675,7 @@ mod tests {
         assert_eq!(a.uidvalidity, b.uidvalidity);
         assert_ne!(a.uidvalidity, c.uidvalidity, "folders of one account never share a UIDVALIDITY");
         // Stored once.
-        let blobs: Vec<_> = walk(&dir.path().join("store/blobs"));
-        assert_eq!(blobs.len(), 2);
+        assert_eq!(blob_rows(&q).await, 2);
         let hash = q.blob_of(a.folder_id, 1).await.unwrap().unwrap();
         assert_eq!(q.read_blob(&hash).await.unwrap(), b"same bytes");
 
@@ -606,7 +691,7 @@ mod tests {
         // Much later everything goes, blobs included.
         let swept = q.sweep(3_000 * day).await.unwrap();
         assert_eq!(swept.messages, 3);
-        assert_eq!(walk(&dir.path().join("store/blobs")).len(), 0);
+        assert_eq!(blob_rows(&q).await, 0);
         // Per-folder retention overrides the account's.
         q.set_retention("acme", Some("Human"), 1).await.unwrap();
         let h = q
@@ -617,14 +702,7 @@ mod tests {
         assert!(q.uids(h.folder_id).await.unwrap().is_empty());
     }
 
-    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-        let mut out = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-            }
-        }
-        out
+    async fn blob_rows(q: &Quarantine) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM blobs").fetch_one(&q.pool).await.unwrap()
     }
 }
