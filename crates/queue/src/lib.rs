@@ -1,11 +1,14 @@
 //! The durable queue: a group-committed segment log on disk ([`log`]), the
 //! messages and per-recipient states it holds ([`spool`]), and the
-//! [`scheduler`] that attempts, retries, expires and reports them.
+//! [`scheduler`] that attempts, retries, expires and reports them, with the
+//! quarantine copies in a [`lane`] of their own.
 
+pub mod lane;
 pub mod log;
 pub mod scheduler;
 pub mod spool;
 
+pub use lane::COPIES_IN_FLIGHT;
 pub use scheduler::{
     AttemptOutcome, AttemptResult, BoxFuture, DsnBuilder, DsnInput, Job, Routes, Scheduler, SchedulerConfig,
     Transport, Waker, now_secs,

@@ -5,6 +5,9 @@
 //! A destination that is down holds nothing up but itself: messages whose
 //! attempt failed at the connection level are parked, and the first successful
 //! delivery releases them all at once.
+//!
+//! The quarantine copies never hold up the relay either: they run in a lane
+//! of their own (see [`crate::lane`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -16,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Reply, Route};
 
+use crate::lane::CopyLane;
 use crate::spool::{Entry, Spool, with_status};
 
 /// Retry and expiry policy.
@@ -109,9 +113,9 @@ pub enum Wake {
     Flush,
 }
 
-/// Attempts allowed in flight per relay slot (`max_parallel`), counting
-/// those whose relay part is done and whose copies are still being stored.
-const INFLIGHT_PER_RELAY_SLOT: usize = 16;
+/// A message whose copy waits for the lane is also put on the timer this
+/// far ahead, in case its wake-up is lost.
+const COPY_FALLBACK_SECS: i64 = 30;
 
 /// Handle to wake the scheduler.
 #[derive(Clone)]
@@ -134,6 +138,7 @@ pub struct Scheduler {
     rx: mpsc::UnboundedReceiver<Wake>,
     waker: Waker,
     parked: Arc<Mutex<HashSet<QueueId>>>,
+    copies: Arc<CopyLane>,
 }
 
 pub fn now_secs() -> i64 {
@@ -143,7 +148,16 @@ pub fn now_secs() -> i64 {
 impl Scheduler {
     pub fn new(spool: Arc<Spool>, routes: Routes, dsn: DsnBuilder, cfg: SchedulerConfig) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Scheduler { spool, routes, dsn, cfg, rx, waker: Waker(tx), parked: Arc::default() }
+        Scheduler {
+            spool,
+            routes,
+            dsn,
+            cfg,
+            rx,
+            waker: Waker(tx),
+            parked: Arc::default(),
+            copies: Arc::default(),
+        }
     }
 
     pub fn waker(&self) -> Waker {
@@ -155,7 +169,9 @@ impl Scheduler {
         let permits = Arc::new(Semaphore::new(self.cfg.max_parallel.max(1)));
         // Attempts in flight, relay done or not: bounds the copies' backlog
         // (and its memory) and lets shutdown wait for all of them.
-        let inflight_max = self.cfg.max_parallel.max(1) * INFLIGHT_PER_RELAY_SLOT;
+        // A relay slot each, a place in the copies' lane each for those whose
+        // relay is done, and as many again for attempts winding up.
+        let inflight_max = 2 * self.cfg.max_parallel.max(1) + crate::lane::COPIES_IN_FLIGHT;
         let inflight = Arc::new(Semaphore::new(inflight_max));
         let mut timers: BinaryHeap<Reverse<(i64, QueueId)>> = BinaryHeap::new();
         // Everything recovered from the spool is due now.
@@ -177,7 +193,14 @@ impl Scheduler {
                     // A stale timer: the message was rescheduled since.
                     Some(entry) if entry.next_attempt > now => continue,
                     Some(_) => {}
-                    None => continue,
+                    // Gone (e.g. deleted by hand): a place it held moves on.
+                    None => {
+                        if let Some(next) = self.copies.forget(id) {
+                            self.spool.make_due(next);
+                            timers.push(Reverse((0, next)));
+                        }
+                        continue;
+                    }
                 }
                 let Ok(whole) = inflight.clone().acquire_owned().await else { return };
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
@@ -233,6 +256,7 @@ impl Scheduler {
             cfg: self.cfg.clone(),
             waker: self.waker.clone(),
             parked: self.parked.clone(),
+            copies: self.copies.clone(),
         })
     }
 }
@@ -244,6 +268,7 @@ struct AttemptCtx {
     cfg: SchedulerConfig,
     waker: Waker,
     parked: Arc<Mutex<HashSet<QueueId>>>,
+    copies: Arc<CopyLane>,
 }
 
 impl AttemptCtx {
@@ -280,7 +305,37 @@ impl AttemptCtx {
                 None => groups.push((&r.route, vec![i])),
             }
         }
-        let attempts = groups.iter().filter_map(|(route, idx)| {
+        // A copy runs only if its lane has a place now; otherwise it stays
+        // pending and the message queues for the lane (see `wait_for_copy`).
+        let mut copy_deferred = false;
+        let groups: Vec<_> = groups
+            .into_iter()
+            .filter_map(|(route, idx)| {
+                let place = match route {
+                    Route::Quarantine { .. } if self.routes.get(route).is_some() => {
+                        match self.copies.take(id) {
+                            Some(place) => Some(place),
+                            None => {
+                                copy_deferred = true;
+                                return None;
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                Some((route, idx, std::sync::Mutex::new(place)))
+            })
+            .collect();
+        if !groups.iter().any(|(route, _, _)| **route == Route::Relay) {
+            // Nothing to relay (a copy alone): the relay slot is not needed.
+            release();
+        }
+        if groups.is_empty() && copy_deferred {
+            self.spool.reschedule(id, now_secs() + COPY_FALLBACK_SECS);
+            self.wake_for_copy(self.copies.wait(id));
+            return Some(id);
+        }
+        let attempts = groups.iter().filter_map(|(route, idx, place)| {
             let transport = self.routes.get(route)?;
             let (entry, content, release) = (&entry, &content, &release);
             Some(async move {
@@ -296,6 +351,12 @@ impl AttemptCtx {
                 let result = transport.deliver(&job).await;
                 if **route == Route::Relay {
                     release();
+                }
+                // The copy's place goes back, and the next message waiting
+                // for one is woken, as soon as the copy is done.
+                let place = place.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(place) = place {
+                    self.wake_for_copy(self.copies.hand_on(place));
                 }
                 (*route, idx, result)
             })
@@ -374,8 +435,22 @@ impl AttemptCtx {
             self.enqueue_dsn(&entry, dsn).await;
         }
         let attempts = entry.pending().map(|(i, _)| rcpts[i].attempts).max().unwrap_or(1);
-        let next = now + self.backoff(attempts);
-        match self.spool.finish_attempt(id, rcpts, next).await {
+        let mut next = now + self.backoff(attempts);
+        // A deferred copy waits for the lane, not for a retry delay (the
+        // timer is then only a fallback should a wake-up be missed); unless
+        // the original itself must be retried: the copy goes along then.
+        let wait_for_lane =
+            copy_deferred && !rcpts.iter().any(|r| r.route == Route::Relay && !r.status.is_terminal());
+        if wait_for_lane {
+            next = now + COPY_FALLBACK_SECS;
+        }
+        let finished = self.spool.finish_attempt(id, rcpts, next).await;
+        match finished {
+            Ok(false) if wait_for_lane => self.wake_for_copy(self.copies.wait(id)),
+            Ok(true) => self.wake_for_copy(self.copies.forget(id)),
+            _ => {}
+        }
+        match finished {
             Ok(true) => {
                 self.parked.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 if any_delivered {
@@ -402,6 +477,14 @@ impl AttemptCtx {
                 self.spool.reschedule(id, next);
                 Some(id)
             }
+        }
+    }
+
+    /// Attempts `id` now: it was handed a place in the copies' lane.
+    fn wake_for_copy(&self, id: Option<QueueId>) {
+        if let Some(id) = id {
+            self.spool.make_due(id);
+            self.waker.now(id);
         }
     }
 

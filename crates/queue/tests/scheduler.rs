@@ -220,3 +220,90 @@ async fn tee_routes_run_independently_and_never_bounce_the_copy() {
     assert_eq!(*store.0.lock().unwrap(), 1);
     assert_eq!(relay.seen.lock().unwrap().len(), 1, "no DSN for a failed quarantine copy");
 }
+
+/// A store that holds every copy until it is opened, then accepts.
+struct Gated {
+    open: watch::Receiver<bool>,
+    copies: Mutex<Vec<QueueId>>,
+}
+
+impl Transport for Gated {
+    fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult> {
+        let mut open = self.open.clone();
+        Box::pin(async move {
+            let _ = open.wait_for(|o| *o).await;
+            self.copies.lock().unwrap().push(job.id);
+            AttemptResult {
+                remote: "store".into(),
+                tls: None,
+                outcome: AttemptOutcome::PerRecipient(vec![
+                    Reply::new(250, "2.0.0", "stored");
+                    job.rcpts.len()
+                ]),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_store_holds_up_no_relay_and_every_copy_lands_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), true).unwrap();
+    let spool = Arc::new(spool);
+    let relay = Arc::new(Scripted::default());
+    let (gate, open) = watch::channel(false);
+    let store = Arc::new(Gated { open, copies: Mutex::default() });
+    let routes = Routes { relay: Some(relay.clone()), quarantine: Some(store.clone()), ..Default::default() };
+    let dsn = Arc::new(|_: &DsnInput<'_>| b"DSN\r\n".to_vec());
+    let cfg = SchedulerConfig {
+        retry_initial: Duration::from_secs(3600),
+        retry_max: Duration::from_secs(3600),
+        max_parallel: 2,
+        hostname: "mx.test".into(),
+    };
+    let sched = Scheduler::new(spool.clone(), routes, dsn, cfg);
+    let waker = sched.waker();
+    let (_stop, rx) = watch::channel(false);
+    tokio::spawn(sched.run(rx));
+
+    // More messages than the copies' lane has places, and than the relay's
+    // in-flight bound (2 slots x 16) would allow if stuck copies counted.
+    let n = queue::COPIES_IN_FLIGHT * 3;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let rcpt = format!("r{i}@y.test");
+        let mut env = envelope("sender@x.test", &[&rcpt]);
+        env.rcpts
+            .push(Recipient::routed(rcpt.as_str(), vocabulary::Route::Quarantine { account: "acme".into() }));
+        let id = QueueId::generate();
+        spool.enqueue(id, env, String::new(), b"body\r\n".to_vec(), queue::now_secs() + 3600).await.unwrap();
+        waker.now(id);
+        ids.push(id);
+    }
+    // Every original is relayed while no copy can be stored.
+    for _ in 0..100 {
+        if relay.seen.lock().unwrap().len() == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(relay.seen.lock().unwrap().len(), n, "the relay waited for the copies");
+    assert!(store.copies.lock().unwrap().is_empty());
+    // The copies wait in the spool, not lost.
+    assert_eq!(spool.ids().len(), n);
+    // The store comes back: every copy lands, each once, and the relay is
+    // not attempted again.
+    gate.send(true).unwrap();
+    for _ in 0..200 {
+        if spool.ids().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(spool.ids().is_empty(), "copies still waiting: {}", spool.ids().len());
+    let mut copies = store.copies.lock().unwrap().clone();
+    copies.sort();
+    ids.sort();
+    assert_eq!(copies, ids);
+    assert_eq!(relay.seen.lock().unwrap().len(), n);
+}
