@@ -57,7 +57,9 @@ pub struct RecipientReport {
     pub reply_code: Option<u16>,
     pub diagnostic: Option<String>,
     pub remote_mta: Option<String>,
-    /// True only when the address itself is bad.
+    /// A hard bounce: the address will never work (unknown user or host,
+    /// moved, a domain that takes no mail). A suspended mailbox is soft; see
+    /// [`RecipientReport::is_address_failure`] for what to suppress.
     pub hard: bool,
     pub action: Option<String>,
 }
@@ -76,6 +78,15 @@ impl RecipientReport {
             hard: false,
             action: None,
         }
+    }
+
+    /// The address itself is bad and the failure is final (not a delay):
+    /// suppress it. Wider than `hard`: a suspended mailbox is soft, yet
+    /// mail to it fails until someone reactivates it.
+    pub fn is_address_failure(&self) -> bool {
+        self.hard
+            || self.reason.is_address_level()
+                && reason::is_final(self.status.as_deref(), self.action.as_deref())
     }
 }
 

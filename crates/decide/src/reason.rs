@@ -90,10 +90,27 @@ impl Reason {
         }
     }
 
-    /// The address itself is bad (suppress it); everything else is about the
-    /// message, the sender or the path, never a reason to suppress.
+    /// A hard bounce as the de facto standard (Sisimai) counts one: the
+    /// address will never work. A suspended mailbox is soft (it can be
+    /// reactivated), though it is still a reason to suppress
+    /// ([`Reason::is_address_level`]). Notaccept is hard only when final
+    /// ([`is_hard`]).
     pub fn is_hard(self) -> bool {
-        matches!(self, Reason::Userunknown | Reason::Hostunknown | Reason::Suspend | Reason::Hasmoved)
+        matches!(self, Reason::Userunknown | Reason::Hostunknown | Reason::Hasmoved)
+    }
+
+    /// The address itself is bad: suppress it (when the failure is final).
+    /// Everything else is about the message, the sender or the path, never a
+    /// reason to suppress.
+    pub fn is_address_level(self) -> bool {
+        matches!(
+            self,
+            Reason::Userunknown
+                | Reason::Hostunknown
+                | Reason::Suspend
+                | Reason::Hasmoved
+                | Reason::Notaccept
+        )
     }
 }
 
@@ -346,14 +363,17 @@ fn is_specific(status: &str) -> bool {
     )
 }
 
-/// Whether a recipient's failure means the address itself is bad: the hard
-/// reasons, and a domain that accepts no mail at all (null MX, no mail
+/// Whether a recipient's failure is hard (the address will never work): the
+/// hard reasons, and a domain that accepts no mail at all (null MX, no mail
 /// exchanger) when the failure is final rather than a deferral.
 pub fn is_hard(reason: Reason, status: Option<&str>, action: Option<&str>) -> bool {
-    reason.is_hard()
-        || reason == Reason::Notaccept
-            && !status.is_some_and(|s| s.starts_with('4'))
-            && !action.is_some_and(|a| a.eq_ignore_ascii_case("delayed"))
+    reason.is_hard() || reason == Reason::Notaccept && is_final(status, action)
+}
+
+/// A failure that is not a deferral: neither a 4.x.x status nor
+/// `Action: delayed`.
+pub fn is_final(status: Option<&str>, action: Option<&str>) -> bool {
+    !status.is_some_and(|s| s.starts_with('4')) && !action.is_some_and(|a| a.eq_ignore_ascii_case("delayed"))
 }
 
 /// Forces the rules to compile (tests and benchmarks call it up front).
@@ -378,7 +398,10 @@ mod tests {
         assert_eq!(decide(Some("whatever"), Some("5.1.1"), Some("failed"), None), Reason::Userunknown);
         assert_eq!(decide(None, Some("4.4.7"), Some("delayed"), None), Reason::Expired);
         assert_eq!(decide(None, None, None, None), Reason::Undefined);
-        assert!(Reason::Suspend.is_hard() && !Reason::Blocked.is_hard());
+        // A suspended mailbox is soft (it can come back) but address-level.
+        assert!(Reason::Userunknown.is_hard() && !Reason::Blocked.is_hard());
+        assert!(!Reason::Suspend.is_hard() && Reason::Suspend.is_address_level());
+        assert!(Reason::Notaccept.is_address_level() && !Reason::Blocked.is_address_level());
         // Providers' published codes outrank the words beside them.
         assert_eq!(
             from_text("550 5.2.0 Mail rejete. Mail rejected. OFR_506 [506]"),
