@@ -137,7 +137,8 @@ struct Rule {
     /// The cause stands even when a temporary failure then expired.
     #[serde(default)]
     stands: bool,
-    /// The wording outranks a specific status, however vague its reason.
+    /// The wording outranks a specific status, however vague its reason,
+    /// and the command it answered (a provider's own code).
     #[serde(default)]
     firm: bool,
 }
@@ -223,6 +224,7 @@ pub fn decide(
     let rule = diagnostic.and_then(first_rule);
     let r = decide_text(rule, status, action);
     let stands = rule.is_some_and(|(_, flags)| flags.stands);
+    let firm = rule.is_some_and(|(_, flags)| flags.firm);
     let command = command.or_else(|| diagnostic.and_then(crate::text::smtp_command));
     let reply_code = || diagnostic.and_then(|d| crate::text::diagnostic_codes(d).0);
     // Without a status, a 4xx reply code says the failure was temporary.
@@ -233,7 +235,7 @@ pub fn decide(
         // sending host, whatever the message or address.
         (Reason::Rejected | Reason::Undefined, Some("HELO" | "CONN")) => Reason::Blocked,
         // ...unless a precise status (5.1.1) says it is the address.
-        (Reason::Userunknown, Some("DATA")) if !status.is_some_and(|s| s.starts_with("5.1.")) => {
+        (Reason::Userunknown, Some("DATA")) if !firm && !status.is_some_and(|s| s.starts_with("5.1.")) => {
             Reason::Filtered
         }
         (Reason::Userunknown | Reason::Undefined | Reason::Securityerror, Some("MAIL")) => Reason::Rejected,
@@ -241,7 +243,7 @@ pub fn decide(
         // user is a filter's verdict on the message (unless the reply is
         // 553, "mailbox name not allowed", about the address).
         (Reason::Userunknown, _)
-            if status.is_some_and(|s| s.starts_with("5.7.")) && reply_code() != Some(553) =>
+            if !firm && status.is_some_and(|s| s.starts_with("5.7.")) && reply_code() != Some(553) =>
         {
             Reason::Filtered
         }
@@ -410,6 +412,13 @@ mod tests {
         assert_eq!(
             decide(Some("550 5.1.0 <x@y> sender rejected. AUP#In-1310"), Some("5.1.0"), Some("failed"), None),
             Reason::Toomanyconn
+        );
+        // A provider's own code for a missing account stands after DATA.
+        let yahoo = "554 delivery error: dd This user doesn't have a yahoo.com account (a@yahoo.com) [0]";
+        assert_eq!(decide(Some(yahoo), Some("5.0.0"), Some("failed"), Some("DATA")), Reason::Userunknown);
+        assert_eq!(
+            decide(Some("550 Unknown user a@b"), None, Some("failed"), Some("DATA")),
+            Reason::Filtered
         );
         // A refusal of the greeting is a block; 550 5.7.1 user unknown a filter.
         assert_eq!(
