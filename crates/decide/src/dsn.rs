@@ -78,43 +78,50 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
         .map(|p| String::from_utf8_lossy(p.contents()).replace("\r\n", "\n"))
         .collect::<Vec<_>>()
         .join("\n\n");
-    let mut groups = body.split("\n\n").map(str::trim).filter(|g| !g.is_empty()).peekable();
+    let groups: Vec<Vec<(String, String)>> =
+        body.split("\n\n").map(str::trim).filter(|g| !g.is_empty()).map(fields).collect();
+    let names_recipient =
+        |f: &[(String, String)]| get(f, "final-recipient").or_else(|| get(f, "original-recipient")).is_some();
     // Some MTAs put per-message fields and the first recipient together (no
     // blank line between), or send only recipient fields: then the first
     // group is also a recipient's.
-    let first = groups.peek().copied().unwrap_or("");
-    let per_message = fields(first);
-    let first_is_recipient =
-        get(&per_message, "final-recipient").or_else(|| get(&per_message, "original-recipient")).is_some();
-    if !first_is_recipient {
-        groups.next();
-    }
-    let reporting_mta = get(&per_message, "reporting-mta").map(strip_type);
+    let per_message: &[(String, String)] = groups.first().map_or(&[], Vec::as_slice);
+    let skip = usize::from(!names_recipient(per_message));
+    let reporting_mta = get(per_message, "reporting-mta").map(strip_type);
     // The human-readable part often says more than Diagnostic-Code does.
     let human_text = text::first_text(msg);
+    // Domino's prose names each recipient as the sender addressed it: that
+    // address (when it lists one per recipient group) over Final-Recipient.
+    let intended = text::intended_recipients(&human_text);
+    let named_groups = groups.iter().skip(skip).filter(|f| names_recipient(f)).count();
+    let intended = if intended.len() == named_groups { intended } else { Vec::new() };
     let mut recipients = Vec::new();
     let mut actions = Vec::new();
-    for group in groups {
-        let f = fields(group);
-        // Some MTAs put per-message fields and the first recipient together.
+    for (i, f) in groups.iter().skip(skip).filter(|f| names_recipient(f)).enumerate() {
+        let f = f.as_slice();
         let valid = |a: &String| {
             a.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
         };
-        let named = [get(&f, "final-recipient"), get(&f, "original-recipient")];
-        let Some(address) = named.iter().flatten().map(|a| strip_type(a)).find(valid).or_else(|| {
-            // A mangled Final-Recipient ("@mx.example.org"): the prose lists
-            // the failed address.
-            named
-                .iter()
-                .any(Option::is_some)
-                .then(|| text::failed_addresses(msg, &human_text).get(recipients.len()).cloned())
-                .flatten()
-        }) else {
+        let named = [get(f, "final-recipient"), get(f, "original-recipient")];
+        let Some(address) = intended
+            .get(i)
+            .cloned()
+            .or_else(|| named.iter().flatten().map(|a| strip_type(a)).find(valid))
+            .or_else(|| {
+                // A mangled Final-Recipient ("@mx.example.org"): the prose lists
+                // the failed address.
+                named
+                    .iter()
+                    .any(Option::is_some)
+                    .then(|| text::failed_addresses(msg, &human_text).get(recipients.len()).cloned())
+                    .flatten()
+            })
+        else {
             continue;
         };
-        let action = get(&f, "action").map(|a| a.to_ascii_lowercase());
-        let mut status = get(&f, "status").and_then(text::rfc3463);
-        let diagnostic = get(&f, "diagnostic-code").map(strip_type).filter(|d| !d.is_empty());
+        let action = get(f, "action").map(|a| a.to_ascii_lowercase());
+        let mut status = get(f, "status").and_then(text::rfc3463);
+        let diagnostic = get(f, "diagnostic-code").map(strip_type).filter(|d| !d.is_empty());
         let (code_in_text, status_in_text) =
             diagnostic.as_deref().map(diagnostic_codes).unwrap_or((None, None));
         // A specific status in the diagnostic beats a generic x.0.0 field.
@@ -140,7 +147,7 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
         let mut reason = reason::decide(Some(&context), status.as_deref(), action.as_deref(), command);
         // "Diagnostic-Code: X-Unix; ..." is a local delivery program's exit:
         // when nothing more is said, the mailer failed.
-        let unix = get(&f, "diagnostic-code")
+        let unix = get(f, "diagnostic-code")
             .and_then(|d| d.split_once(';'))
             .is_some_and(|(kind, _)| kind.trim().eq_ignore_ascii_case("x-unix"));
         if unix && matches!(reason, Reason::Undefined | Reason::Onhold | Reason::Expired) {
@@ -159,7 +166,7 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
             status,
             reply_code: code_in_text,
             diagnostic: about,
-            remote_mta: get(&f, "remote-mta").map(strip_type).or_else(|| reporting_mta.clone()),
+            remote_mta: get(f, "remote-mta").map(strip_type).or_else(|| reporting_mta.clone()),
             action,
         });
     }

@@ -57,7 +57,9 @@ pub struct RecipientReport {
     pub reply_code: Option<u16>,
     pub diagnostic: Option<String>,
     pub remote_mta: Option<String>,
-    /// True only when the address itself is bad.
+    /// A hard bounce: the address will never work (unknown user or host,
+    /// moved, a domain that takes no mail). A suspended mailbox is soft; see
+    /// [`RecipientReport::is_address_failure`] for what to suppress.
     pub hard: bool,
     pub action: Option<String>,
 }
@@ -76,6 +78,15 @@ impl RecipientReport {
             hard: false,
             action: None,
         }
+    }
+
+    /// The address itself is bad and the failure is final (not a delay):
+    /// suppress it. Wider than `hard`: a suspended mailbox is soft, yet
+    /// mail to it fails until someone reactivates it.
+    pub fn is_address_failure(&self) -> bool {
+        self.hard
+            || self.reason.is_address_level()
+                && reason::is_final(self.status.as_deref(), self.action.as_deref())
     }
 }
 
@@ -197,6 +208,46 @@ mod tests {
         assert_eq!(classify(b"").verdict, Verdict::Human);
         assert_eq!(classify(b"\xff\xfe\x00").verdict, Verdict::Human);
         assert_eq!(classify(b"Subject: hi\r\n\r\nhello").verdict, Verdict::Human);
+    }
+
+    #[test]
+    fn domino_names_the_recipient_as_addressed() {
+        // The prose names the intended recipient; Final-Recipient is where
+        // the router sent it after a forwarding address.
+        let raw = b"From: Postmaster@example.test\r\nSubject: DELIVERY FAILURE: User not listed\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nYour message\r\n\r\n  Subject: hi\r\n\r\nwas not delivered to:\r\n\r\n\
+  jdoe@example.test\r\n\r\nbecause:\r\n\r\n  User jdoe (john.doe@corp.example.test) not listed in Domino Directory\r\n\r\n\
+--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns;mx.example.test\r\n\r\n\
+Final-Recipient: rfc822;john.doe@corp.example.test\r\nAction: failed\r\nStatus: 5.0.0\r\n\r\n--b--\r\n";
+        let c = classify(raw);
+        assert_eq!(c.verdict, Verdict::Bounce);
+        assert_eq!(c.recipients.len(), 1);
+        assert_eq!(c.recipients[0].address, "jdoe@example.test");
+        assert_eq!(c.recipients[0].reason, Reason::Userunknown);
+    }
+
+    #[test]
+    fn apache_james_notice() {
+        // Not from a daemon by name, a reply's subject, and the alternative
+        // part's boundary lost on an unindented line: James's marks and its
+        // "Message details:" still say what failed.
+        let raw = b"From: post_master@example.test\r\nTo: sender@example.org\r\nSubject: Re:hello\r\n\
+Message-ID: <1.2.3.JavaMail.james@example.test>\r\nIn-Reply-To: <orig-1@example.org>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: multipart/alternative;\r\n\
+boundary=\"a\"\r\n\r\n--a\r\nContent-Type: text/plain\r\n\r\nError: Invalid user address\r\n\r\n\
+Error message below:\r\n550 5.2.2 Mailbox full\r\n\r\nMessage details:\r\n  Subject: hello\r\n\
+  MAIL FROM: sender@example.org\r\n  RCPT TO: one@example.test\r\n           two@example.test\r\n\
+  From: sender@example.org\r\n  Size (in bytes): 39\r\n\r\n--a--\r\n\r\n--m--\r\n";
+        let c = classify(raw);
+        assert_eq!(c.verdict, Verdict::Bounce);
+        assert_eq!(c.mta.as_deref(), Some("ApacheJames"));
+        let got: Vec<_> = c.recipients.iter().map(|r| (r.address.as_str(), r.reason)).collect();
+        assert_eq!(
+            got,
+            [("one@example.test", Reason::Mailboxfull), ("two@example.test", Reason::Mailboxfull)]
+        );
+        assert_eq!(c.original.message_id.as_deref(), Some("orig-1@example.org"));
     }
 
     #[test]

@@ -90,10 +90,27 @@ impl Reason {
         }
     }
 
-    /// The address itself is bad (suppress it); everything else is about the
-    /// message, the sender or the path, never a reason to suppress.
+    /// A hard bounce as the de facto standard (Sisimai) counts one: the
+    /// address will never work. A suspended mailbox is soft (it can be
+    /// reactivated), though it is still a reason to suppress
+    /// ([`Reason::is_address_level`]). Notaccept is hard only when final
+    /// ([`is_hard`]).
     pub fn is_hard(self) -> bool {
-        matches!(self, Reason::Userunknown | Reason::Hostunknown | Reason::Suspend | Reason::Hasmoved)
+        matches!(self, Reason::Userunknown | Reason::Hostunknown | Reason::Hasmoved)
+    }
+
+    /// The address itself is bad: suppress it (when the failure is final).
+    /// Everything else is about the message, the sender or the path, never a
+    /// reason to suppress.
+    pub fn is_address_level(self) -> bool {
+        matches!(
+            self,
+            Reason::Userunknown
+                | Reason::Hostunknown
+                | Reason::Suspend
+                | Reason::Hasmoved
+                | Reason::Notaccept
+        )
     }
 }
 
@@ -120,7 +137,8 @@ struct Rule {
     /// The cause stands even when a temporary failure then expired.
     #[serde(default)]
     stands: bool,
-    /// The wording outranks a specific status, however vague its reason.
+    /// The wording outranks a specific status, however vague its reason,
+    /// and the command it answered (a provider's own code).
     #[serde(default)]
     firm: bool,
 }
@@ -206,6 +224,7 @@ pub fn decide(
     let rule = diagnostic.and_then(first_rule);
     let r = decide_text(rule, status, action);
     let stands = rule.is_some_and(|(_, flags)| flags.stands);
+    let firm = rule.is_some_and(|(_, flags)| flags.firm);
     let command = command.or_else(|| diagnostic.and_then(crate::text::smtp_command));
     let reply_code = || diagnostic.and_then(|d| crate::text::diagnostic_codes(d).0);
     // Without a status, a 4xx reply code says the failure was temporary.
@@ -216,7 +235,7 @@ pub fn decide(
         // sending host, whatever the message or address.
         (Reason::Rejected | Reason::Undefined, Some("HELO" | "CONN")) => Reason::Blocked,
         // ...unless a precise status (5.1.1) says it is the address.
-        (Reason::Userunknown, Some("DATA")) if !status.is_some_and(|s| s.starts_with("5.1.")) => {
+        (Reason::Userunknown, Some("DATA")) if !firm && !status.is_some_and(|s| s.starts_with("5.1.")) => {
             Reason::Filtered
         }
         (Reason::Userunknown | Reason::Undefined | Reason::Securityerror, Some("MAIL")) => Reason::Rejected,
@@ -224,7 +243,7 @@ pub fn decide(
         // user is a filter's verdict on the message (unless the reply is
         // 553, "mailbox name not allowed", about the address).
         (Reason::Userunknown, _)
-            if status.is_some_and(|s| s.starts_with("5.7.")) && reply_code() != Some(553) =>
+            if !firm && status.is_some_and(|s| s.starts_with("5.7.")) && reply_code() != Some(553) =>
         {
             Reason::Filtered
         }
@@ -346,14 +365,17 @@ fn is_specific(status: &str) -> bool {
     )
 }
 
-/// Whether a recipient's failure means the address itself is bad: the hard
-/// reasons, and a domain that accepts no mail at all (null MX, no mail
+/// Whether a recipient's failure is hard (the address will never work): the
+/// hard reasons, and a domain that accepts no mail at all (null MX, no mail
 /// exchanger) when the failure is final rather than a deferral.
 pub fn is_hard(reason: Reason, status: Option<&str>, action: Option<&str>) -> bool {
-    reason.is_hard()
-        || reason == Reason::Notaccept
-            && !status.is_some_and(|s| s.starts_with('4'))
-            && !action.is_some_and(|a| a.eq_ignore_ascii_case("delayed"))
+    reason.is_hard() || reason == Reason::Notaccept && is_final(status, action)
+}
+
+/// A failure that is not a deferral: neither a 4.x.x status nor
+/// `Action: delayed`.
+pub fn is_final(status: Option<&str>, action: Option<&str>) -> bool {
+    !status.is_some_and(|s| s.starts_with('4')) && !action.is_some_and(|a| a.eq_ignore_ascii_case("delayed"))
 }
 
 /// Forces the rules to compile (tests and benchmarks call it up front).
@@ -378,7 +400,10 @@ mod tests {
         assert_eq!(decide(Some("whatever"), Some("5.1.1"), Some("failed"), None), Reason::Userunknown);
         assert_eq!(decide(None, Some("4.4.7"), Some("delayed"), None), Reason::Expired);
         assert_eq!(decide(None, None, None, None), Reason::Undefined);
-        assert!(Reason::Suspend.is_hard() && !Reason::Blocked.is_hard());
+        // A suspended mailbox is soft (it can come back) but address-level.
+        assert!(Reason::Userunknown.is_hard() && !Reason::Blocked.is_hard());
+        assert!(!Reason::Suspend.is_hard() && Reason::Suspend.is_address_level());
+        assert!(Reason::Notaccept.is_address_level() && !Reason::Blocked.is_address_level());
         // Providers' published codes outrank the words beside them.
         assert_eq!(
             from_text("550 5.2.0 Mail rejete. Mail rejected. OFR_506 [506]"),
@@ -387,6 +412,13 @@ mod tests {
         assert_eq!(
             decide(Some("550 5.1.0 <x@y> sender rejected. AUP#In-1310"), Some("5.1.0"), Some("failed"), None),
             Reason::Toomanyconn
+        );
+        // A provider's own code for a missing account stands after DATA.
+        let yahoo = "554 delivery error: dd This user doesn't have a yahoo.com account (a@yahoo.com) [0]";
+        assert_eq!(decide(Some(yahoo), Some("5.0.0"), Some("failed"), Some("DATA")), Reason::Userunknown);
+        assert_eq!(
+            decide(Some("550 Unknown user a@b"), None, Some("failed"), Some("DATA")),
+            Reason::Filtered
         );
         // A refusal of the greeting is a block; 550 5.7.1 user unknown a filter.
         assert_eq!(

@@ -166,8 +166,19 @@ pub fn first_text(msg: &Message<'_>) -> String {
         }
     }
     if text.trim().is_empty() {
-        // Single-part reports whose body mail-parser does not see as text.
-        if let Some(PartType::Binary(b) | PartType::InlineBinary(b)) = msg.parts.first().map(|p| &p.body) {
+        // Single-part reports whose body mail-parser does not see as text,
+        // and a multipart whose boundary was lost (the parameter on a line
+        // of its own, unindented): its raw text, part headers and all.
+        let lost_boundary = |p: &mail_parser::MessagePart<'_>| {
+            p.content_type().is_some_and(|ct| {
+                ct.ctype().eq_ignore_ascii_case("multipart") && ct.attribute("boundary").is_none()
+            })
+        };
+        let opaque = msg.parts.iter().enumerate().find_map(|(i, p)| match &p.body {
+            PartType::Binary(b) | PartType::InlineBinary(b) if i == 0 || lost_boundary(p) => Some(b),
+            _ => None,
+        });
+        if let Some(b) = opaque {
             text = String::from_utf8_lossy(b).into_owned();
         }
     }
@@ -287,6 +298,28 @@ fn is_address_line(t: &str) -> bool {
             || after_trim.starts_with(';')
             || after_trim.starts_with("on ")
             || after_trim.starts_with(','))
+}
+
+/// Lotus/HCL Domino's delivery failure report lists each recipient under
+/// "was not delivered to:" as the originator addressed it (the report's
+/// Intended Recipient); its `Final-Recipient` is where the router last sent
+/// the message, after a directory lookup or a forwarding address.
+pub fn intended_recipients(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if !line.eq_ignore_ascii_case("was not delivered to:") {
+            continue;
+        }
+        // The addresses on lines of their own, after a blank line.
+        for t in lines.by_ref().skip_while(|t| t.is_empty()) {
+            match ADDRESS.find(t).filter(|_| is_address_line(t)) {
+                Some(m) => out.push(m.as_str().trim_end_matches('.').to_string()),
+                None => break,
+            }
+        }
+    }
+    out
 }
 
 fn addresses_of(header: Option<&str>) -> Vec<String> {
@@ -440,6 +473,57 @@ static NOT_MEMBER: LazyLock<Regex> = LazyLock::new(|| {
         .expect("static regex")
 });
 
+/// Apache James's own marks: its Bounce mailet's subject, the Message-ID
+/// JavaMail gives the notice, the Received line of its SMTP server.
+fn james_marks(msg: &Message<'_>) -> bool {
+    msg.subject().is_some_and(|s| s.trim() == "[BOUNCE]")
+        || msg.message_id().is_some_and(|id| id.contains(".JavaMail."))
+        || msg
+            .headers_raw()
+            .any(|(name, value)| name.eq_ignore_ascii_case("Received") && value.contains("JAMES SMTP Server"))
+}
+
+/// What an Apache James notice (its Bounce and NotifySender mailets) says:
+/// the error under "Error message below:" (else the notice's own words),
+/// then "Message details:" with the envelope, the first recipient on
+/// "RCPT TO:" and any others on lines of their own below it.
+struct JamesNotice {
+    recipients: Vec<String>,
+    diagnostic: Option<String>,
+}
+
+fn james_notice(text: &str) -> Option<JamesNotice> {
+    let lines: Vec<&str> = text.lines().collect();
+    let details = lines.iter().position(|l| l.trim().eq_ignore_ascii_case("message details:"))?;
+    let mut recipients: Vec<String> = Vec::new();
+    let mut in_rcpt = false;
+    for line in &lines[details + 1..] {
+        let t = line.trim();
+        let rcpt = t.get(..8).filter(|p| p.eq_ignore_ascii_case("RCPT TO:")).map(|_| &t[8..]);
+        let address = match rcpt {
+            Some(rest) => ADDRESS.find(rest),
+            None if in_rcpt && is_address_line(t) => ADDRESS.find(t),
+            None => None,
+        };
+        in_rcpt = address.is_some();
+        if let Some(m) = address {
+            let a = m.as_str().trim_end_matches('.');
+            if !recipients.iter().any(|r| r.eq_ignore_ascii_case(a)) {
+                recipients.push(a.to_string());
+            }
+        }
+    }
+    if recipients.is_empty() {
+        return None;
+    }
+    let head = &lines[..details];
+    let start =
+        head.iter().position(|l| l.trim().eq_ignore_ascii_case("error message below:")).map_or(0, |i| i + 1);
+    let words: Vec<&str> = head[start..].iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
+    let diagnostic = (!words.is_empty()).then(|| words.join(" ").chars().take(1000).collect());
+    Some(JamesNotice { recipients, diagnostic })
+}
+
 /// A mailing-list manager (fml, ezmlm, Mailman, ...) returning a post it
 /// refused because the sender is not a member: a bounce for the list's
 /// address, named in the refusal.
@@ -488,21 +572,26 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     let bounce_subject = BOUNCE_SUBJECT.is_match(subject);
     // Cheap header checks first: most mail is no report and stops here.
     let headers_say = failed_header || (bounce_subject && (from_daemon || return_path_null));
-    if !headers_say && !from_daemon {
+    let james_marks = james_marks(msg);
+    if !headers_say && !from_daemon && !james_marks {
         return list_refusal(msg);
     }
-    let engine = engine_hint(msg);
     let text = first_text(msg);
+    let james = james_marks.then(|| james_notice(&text)).flatten();
+    let engine = if james.is_some() { Some("ApacheJames") } else { engine_hint(msg) };
     // A daemon's message without a telling subject still counts when its
     // prose is a known report or names a failure.
     let looks_like_a_report = headers_say
         || engine.is_some()
         || FAILED_HEADING.is_match(&text)
         || text.to_ascii_uppercase().contains("RCPT TO");
-    if !looks_like_a_report {
+    if !looks_like_a_report || !from_daemon && !headers_say && james.is_none() {
         return None;
     }
-    let mut addresses = failed_addresses(msg, &text);
+    let mut addresses = match &james {
+        Some(j) => j.recipients.clone(),
+        None => failed_addresses(msg, &text),
+    };
     if addresses.is_empty() && (headers_say || FAILED_HEADING.is_match(&text)) {
         // The prose names no address ("could not be delivered to mobile"):
         // the returned original says whom the message was for.
@@ -520,7 +609,9 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     let action = if delayed { "delayed" } else { "failed" };
     // What a report's text says about one address.
     let assess = |text: &str, address: &str| {
-        let diagnostic = diagnostic_for(text, address);
+        // James says what failed once, for every recipient.
+        let diagnostic =
+            james.as_ref().and_then(|j| j.diagnostic.clone()).or_else(|| diagnostic_for(text, address));
         let context = diagnostic.clone().unwrap_or_else(|| text.chars().take(4000).collect());
         let (reply_code, status) = diagnostic_codes(&context);
         let status = status.or_else(|| rfc3463(text));
@@ -569,11 +660,18 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
             }
         })
         .collect();
+    let mut original = crate::dsn::original(msg);
+    // James writes its notice as a reply to the returned message
+    // (JavaMail's `reply()`): In-Reply-To names it.
+    if james.is_some() && original.message_id.is_none() {
+        original.message_id =
+            msg.header_raw("In-Reply-To").map(|v| v.trim().trim_matches(['<', '>']).to_string());
+    }
     Some(Classification {
         verdict: if delayed { Verdict::Delay } else { Verdict::Bounce },
         recipients,
         feedback_type: None,
-        original: crate::dsn::original(msg),
+        original,
         mta: Some(engine.unwrap_or("unknown").to_string()),
         source_ip: None,
         autoreply_from: None,

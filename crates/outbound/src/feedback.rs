@@ -144,10 +144,13 @@ fn event(t: Attach, kind: EventType, class: &Classification, report: Option<&Rec
         EventType::Unsubscribed => Some("unsubscribe".into()),
         _ => report.map(|r| r.reason.as_str().to_string()),
     };
-    // Suppress: an address-level bounce (never a block, reputation or
-    // policy rejection), any complaint, any unsubscribe.
+    // Suppress: an address-level bounce, a suspended mailbox too though it
+    // is soft (never a block, reputation or policy rejection, nor a delay),
+    // any complaint, any unsubscribe.
     let suppress = match kind {
-        EventType::Bounced => report.filter(|r| r.hard).map(|r| r.reason.as_str().to_string()),
+        EventType::Bounced => {
+            report.filter(|r| r.is_address_failure()).map(|r| r.reason.as_str().to_string())
+        }
         EventType::Complained => Some(format!("complaint: {}", reason.as_deref().unwrap_or("abuse"))),
         EventType::Unsubscribed => Some("unsubscribed".into()),
         _ => None,
@@ -175,5 +178,34 @@ fn event(t: Attach, kind: EventType, class: &Classification, report: Option<&Rec
             "autoreply_from": class.autoreply_from,
         })),
         suppress,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use decide::Reason;
+
+    use super::*;
+
+    /// Whether a bounce for one recipient, as decide reports it, suppresses.
+    fn suppresses(reason: Reason, hard: bool, status: &str, action: &str) -> bool {
+        let raw =
+            b"From: MAILER-DAEMON@mx.example.test\r\nSubject: Undelivered Mail Returned to Sender\r\n\r\n\
+<kijitora@example.test>: 550 5.2.1 Account disabled\r\n";
+        let class = decide::classify(raw);
+        let mut r = RecipientReport::bare("kijitora@example.test", reason);
+        (r.hard, r.status, r.action) = (hard, Some(status.into()), Some(action.into()));
+        let t = Attach { tenant: 1, message: "m".into(), idx: 0, address: r.address.clone() };
+        event(t, EventType::Bounced, &class, Some(&r)).suppress.is_some()
+    }
+
+    #[test]
+    fn address_level_bounces_suppress_even_when_soft() {
+        assert!(suppresses(Reason::Userunknown, true, "5.1.1", "failed"));
+        // A suspended mailbox is a soft bounce, but the address is still bad...
+        assert!(suppresses(Reason::Suspend, false, "5.2.1", "failed"));
+        // ...unless it is only a delay.
+        assert!(!suppresses(Reason::Suspend, false, "4.2.1", "delayed"));
+        assert!(!suppresses(Reason::Blocked, false, "5.7.1", "failed"));
     }
 }

@@ -181,7 +181,7 @@ impl OutboundTransport {
             (kind, None, None)
         } else {
             let reason = decide::reason_of_reply(&reply.text, reply.status.as_deref());
-            let suppress = reply.is_permanent() && reason.is_hard();
+            let suppress = reply.is_permanent() && reason.is_address_level();
             // A refusal in the SMTP conversation is `rejected`; a domain
             // that cannot receive mail at all (no such domain, null MX), or
             // a temporary failure past the message's expiry, is `failed`.
