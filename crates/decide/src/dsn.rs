@@ -48,7 +48,7 @@ pub fn original(msg: &Message<'_>) -> Original {
         }
         if is_type(part, "text", "rfc822-headers") {
             let bytes = part.contents();
-            if let Some(m) = mail_parser::MessageParser::default().parse_headers(bytes) {
+            if let Some(m) = crate::parser().parse_headers(bytes) {
                 return original_of(&m);
             }
         }

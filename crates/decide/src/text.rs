@@ -390,7 +390,7 @@ pub fn returned_headers(msg: &Message<'_>) -> Option<Original> {
     let rest = &text[m.end()..];
     let start = rest.find('\n').map_or(rest.len(), |i| i + 1);
     let headers = rest[start..].trim_start_matches('\n');
-    let parsed = mail_parser::MessageParser::default().parse_headers(headers.as_bytes())?;
+    let parsed = crate::parser().parse_headers(headers.as_bytes())?;
     let o = crate::dsn::original_of(&parsed);
     (o.message_id.is_some() || o.from.is_some() || o.subject.is_some()).then_some(o)
 }
