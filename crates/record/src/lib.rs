@@ -73,9 +73,9 @@ impl Store {
             // Deleted content is overwritten with zeros, so the bytes of a
             // swept or expunged message do not linger in free pages.
             .pragma("secure_delete", "on");
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts.clone()).await?;
         let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
-        let quarantine = Quarantine::new(pool.clone(), data_dir, changes);
+        let quarantine = Quarantine::new(pool.clone(), opts, data_dir, changes);
         let store = Store { pool, quarantine, outbound: Default::default() };
         store.migrate().await?;
         Ok(store)

@@ -113,6 +113,8 @@ pub struct Quarantine {
     /// once known stays right (the tee path saves three queries a message).
     folder_ids: Arc<std::sync::RwLock<std::collections::HashMap<(String, String), i64>>>,
     pub(crate) writer: mpsc::Sender<StoreReq>,
+    /// How the writer opens its own connection.
+    pub(crate) writer_opts: sqlx::sqlite::SqliteConnectOptions,
     /// The writer's end until the first store starts it.
     pub(crate) writer_rx: Arc<std::sync::Mutex<Option<mpsc::Receiver<StoreReq>>>>,
 }
@@ -122,11 +124,17 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 impl Quarantine {
-    pub(crate) fn new(pool: SqlitePool, data_dir: &Path, changes: Arc<watch::Sender<u64>>) -> Self {
+    pub(crate) fn new(
+        pool: SqlitePool,
+        writer_opts: sqlx::sqlite::SqliteConnectOptions,
+        data_dir: &Path,
+        changes: Arc<watch::Sender<u64>>,
+    ) -> Self {
         let (writer, writer_rx) = mpsc::channel(4 * STORE_BATCH);
         Quarantine {
             writer,
             writer_rx: Arc::new(std::sync::Mutex::new(Some(writer_rx))),
+            writer_opts,
             pool,
             legacy_blobs: data_dir.join("store").join("blobs"),
             changes,

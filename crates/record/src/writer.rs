@@ -13,9 +13,15 @@
 //! segment files like the spool's would also avoid the inodes, but needs a
 //! second flush beside the database's, its own crash recovery and a
 //! compactor to give space back; the database already has all three.
+//!
+//! The writer runs on a thread of its own at the lowest CPU priority, with
+//! its own connection (whose SQLite thread, started from there, inherits
+//! that priority). Storing copies is the analysis path: on a busy machine
+//! it takes what the relay leaves, and the copies wait in the spool.
 
 use sha2::{Digest, Sha256};
-use sqlx::SqliteConnection;
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::RecordError;
@@ -51,7 +57,7 @@ impl Quarantine {
         meta: &MessageMeta,
     ) -> Result<Placed, RecordError> {
         if let Some(rx) = self.writer_rx.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            tokio::spawn(self.clone().write_loop(rx));
+            self.start_writer(rx)?;
         }
         let (reply, answer) = oneshot::channel();
         let req = StoreReq {
@@ -66,7 +72,40 @@ impl Quarantine {
         answer.await.map_err(|_| gone())?.map_err(RecordError::Invalid)
     }
 
-    async fn write_loop(self, mut rx: mpsc::Receiver<StoreReq>) {
+    /// Starts the writer's thread: lowest priority, a runtime of its own, a
+    /// connection of its own that flushes every commit (a stored copy must
+    /// survive a power cut: the spool forgets it once we answer).
+    fn start_writer(&self, rx: mpsc::Receiver<StoreReq>) -> Result<(), RecordError> {
+        let this = self.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                lowest_priority();
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(r) => r,
+                    Err(e) => return tracing::error!(error = %e, "cannot start the store writer"),
+                };
+                runtime.block_on(async move {
+                    let opts = this.writer_opts.clone().synchronous(SqliteSynchronous::Full);
+                    let pool = SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                        .connect_with(opts)
+                        .await;
+                    match pool {
+                        Ok(pool) => this.write_loop(pool, rx).await,
+                        // Every store fails (its reply is dropped) and is
+                        // retried by the spool.
+                        Err(e) => tracing::error!(error = %e, "the store writer cannot open the database"),
+                    }
+                });
+            })
+            .map(|_| ())
+            .map_err(|e| RecordError::Invalid(format!("cannot start the store writer: {e}")))
+    }
+
+    async fn write_loop(self, pool: SqlitePool, mut rx: mpsc::Receiver<StoreReq>) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             while batch.len() < STORE_BATCH {
@@ -88,7 +127,7 @@ impl Quarantine {
             if ready.is_empty() {
                 continue;
             }
-            match self.write_batch(&mut ready).await {
+            match self.write_batch(&pool, &mut ready).await {
                 Ok(placed) => {
                     for ((_, req), p) in ready.into_iter().zip(placed) {
                         let _ = req.reply.send(Ok(p));
@@ -104,31 +143,17 @@ impl Quarantine {
         }
     }
 
-    async fn write_batch(&self, batch: &mut [(i64, StoreReq)]) -> Result<Vec<Placed>, RecordError> {
+    async fn write_batch(
+        &self,
+        pool: &SqlitePool,
+        batch: &mut [(i64, StoreReq)],
+    ) -> Result<Vec<Placed>, RecordError> {
         let contents = batch.iter_mut().map(|(_, r)| std::mem::take(&mut r.bytes)).collect::<Vec<_>>();
         let sizes: Vec<i64> = contents.iter().map(|c| c.len() as i64).collect();
-        // Hashing is CPU work proportional to the bytes: off the async threads.
-        let (hashes, contents) = tokio::task::spawn_blocking(move || {
-            let hashes: Vec<String> = contents.iter().map(|c| hex(&Sha256::digest(c))).collect();
-            (hashes, contents)
-        })
-        .await
-        .map_err(|e| RecordError::Invalid(e.to_string()))?;
-
-        let mut conn = self.pool.acquire().await?;
-        // The pool runs with synchronous=NORMAL, where a WAL commit is not
-        // flushed. A stored copy must survive a power cut (the spool forgets
-        // it once we answer), so this commit is flushed: one fsync of the WAL
-        // for the whole batch, bytes and rows together.
-        sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
-        let written = self.write_rows(&mut conn, batch, &hashes, &contents, &sizes).await;
-        // Back to the pool's setting for whoever takes this connection next.
-        let reset = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await;
-        let placed = written?;
-        if let Err(e) = reset {
-            // Only costs the connection's next users an extra flush.
-            tracing::warn!(error = %e, "cannot reset synchronous on a store connection");
-        }
+        // On the writer's own thread: nothing else waits on it.
+        let hashes: Vec<String> = contents.iter().map(|c| hex(&Sha256::digest(c))).collect();
+        let mut conn = pool.acquire().await?;
+        let placed = self.write_rows(&mut conn, batch, &hashes, &contents, &sizes).await?;
         self.changed();
         Ok(placed)
     }
@@ -141,7 +166,6 @@ impl Quarantine {
         contents: &[Vec<u8>],
         sizes: &[i64],
     ) -> Result<Vec<Placed>, RecordError> {
-        use sqlx::Connection;
         let mut tx = conn.begin().await?;
         // UIDs handed out in memory from each folder's UIDNEXT, written back once.
         let mut next: std::collections::BTreeMap<i64, (i64, i64)> = std::collections::BTreeMap::new();
@@ -221,6 +245,16 @@ impl Quarantine {
         }
         tx.commit().await?;
         Ok(placed)
+    }
+}
+
+/// Nice 19 for the calling thread (on Linux, nice is per thread, and
+/// threads started from it inherit it).
+fn lowest_priority() {
+    // SAFETY: setpriority takes no pointers; who = 0 is this thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower the store writer's priority");
     }
 }
 
