@@ -87,18 +87,18 @@ impl Transport for QuarantineTransport {
                 )
                 .await
                 {
-                    Ok((placed, c)) => {
-                        tracing::info!(
-                            target: "sluice::quarantine",
-                            queue_id = %job.id,
-                            account = %account,
-                            verdict = c.verdict.as_str(),
-                            folder = deliver::quarantine::folder_for(&c),
-                            uid = placed.uid,
-                            "copy stored"
-                        );
-                        Reply::new(250, "2.0.0", format!("stored as UID {}", placed.uid))
-                    }
+                    // The scheduler's "delivery attempt" line carries this
+                    // reply: where the copy went and why, in one line.
+                    Ok((placed, c)) => Reply::new(
+                        250,
+                        "2.0.0",
+                        format!(
+                            "stored in {} as UID {} (verdict {})",
+                            deliver::quarantine::folder_for(&c),
+                            placed.uid,
+                            c.verdict.as_str()
+                        ),
+                    ),
                     Err(e) => {
                         tracing::error!(queue_id = %job.id, account = %account, error = %e, "quarantine store failed");
                         Reply::new(451, "4.3.0", "quarantine store unavailable")
