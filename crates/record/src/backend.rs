@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::RecordError;
 use crate::quarantine::{FolderInfo, MessageMeta, MessageRow, Placed, Quarantine, ReleaseInfo, Swept};
+use crate::writer::Filing;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 type Res<'a, T> = BoxFuture<'a, Result<T, RecordError>>;
@@ -36,6 +37,9 @@ pub trait QuarantineStore: Send + Sync + 'static {
         bytes: &'a [u8],
         meta: &'a MessageMeta,
     ) -> Res<'a, Placed>;
+    /// Stores a copy where `filing` says, run where the store writes (for
+    /// the tee: classification and storage in one place, off the relay).
+    fn store_filed<'a>(&'a self, account: &'a str, bytes: Vec<u8>, filing: Filing) -> Res<'a, Placed>;
     fn set_flags<'a>(&'a self, folder_id: i64, flags: &'a [(i64, String)]) -> Res<'a, ()>;
     /// Copies to another folder: (destination UIDVALIDITY, (source UID, new UID) pairs).
     fn copy<'a>(&'a self, from: i64, uids: &'a [i64], to: i64) -> Res<'a, (i64, Vec<(i64, i64)>)>;
@@ -81,6 +85,9 @@ impl QuarantineStore for Quarantine {
     }
     fn set_flags<'a>(&'a self, folder_id: i64, flags: &'a [(i64, String)]) -> Res<'a, ()> {
         Box::pin(Quarantine::set_flags(self, folder_id, flags))
+    }
+    fn store_filed<'a>(&'a self, account: &'a str, bytes: Vec<u8>, filing: Filing) -> Res<'a, Placed> {
+        Box::pin(Quarantine::store_filed(self, account, bytes, filing))
     }
     fn copy<'a>(&'a self, from: i64, uids: &'a [i64], to: i64) -> Res<'a, (i64, Vec<(i64, i64)>)> {
         Box::pin(Quarantine::copy(self, from, uids, to))

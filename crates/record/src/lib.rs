@@ -1,6 +1,6 @@
 //! The record: sluice's database. It keeps submission users and the
 //! quarantine store's accounts, folders and message metadata; the event log
-//! and suppressions join it in later stages. SQLite (WAL) in the data
+//! and suppressions too (`outbound`). SQLite (WAL) in the data
 //! directory by default.
 
 mod backend;
@@ -22,6 +22,7 @@ pub use backend::{BoxFuture, QuarantineStore};
 pub use outbound::Outbound;
 pub use quarantine::Quarantine;
 pub use users::Users;
+pub use writer::Filing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

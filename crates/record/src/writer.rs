@@ -27,10 +27,28 @@ use tokio::sync::{mpsc, oneshot};
 use crate::RecordError;
 use crate::quarantine::{MessageMeta, Placed, Quarantine, hex};
 
+/// Decides, on the writer's thread, where a copy goes and what is known of
+/// it: the folder and the metadata (the tee classifies the bytes here, so a
+/// copy crosses threads once and all of its work runs at the writer's low
+/// priority).
+pub type Filing = Box<dyn FnOnce(&[u8]) -> (String, MessageMeta) + Send>;
+
+/// Where a stored copy goes.
+pub(crate) enum Destination {
+    Folder { folder: String, meta: MessageMeta },
+    Filing(Filing),
+}
+
 /// One `store` call waiting for the writer.
 pub(crate) struct StoreReq {
     pub(crate) account: String,
-    pub(crate) folder: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) to: Destination,
+    pub(crate) reply: oneshot::Sender<Result<Placed, String>>,
+}
+
+/// A request whose folder and metadata are known.
+pub(crate) struct Filed {
     pub(crate) bytes: Vec<u8>,
     pub(crate) meta: MessageMeta,
     pub(crate) reply: oneshot::Sender<Result<Placed, String>>,
@@ -56,17 +74,31 @@ impl Quarantine {
         bytes: &[u8],
         meta: &MessageMeta,
     ) -> Result<Placed, RecordError> {
+        let to = Destination::Folder { folder: folder.to_string(), meta: meta.clone() };
+        self.send_to_writer(account, bytes.to_vec(), to).await
+    }
+
+    /// Stores a copy where `filing`, run on the writer's thread, says.
+    pub async fn store_filed(
+        &self,
+        account: &str,
+        bytes: Vec<u8>,
+        filing: Filing,
+    ) -> Result<Placed, RecordError> {
+        self.send_to_writer(account, bytes, Destination::Filing(filing)).await
+    }
+
+    async fn send_to_writer(
+        &self,
+        account: &str,
+        bytes: Vec<u8>,
+        to: Destination,
+    ) -> Result<Placed, RecordError> {
         if let Some(rx) = self.writer_rx.lock().unwrap_or_else(|e| e.into_inner()).take() {
             self.start_writer(rx)?;
         }
         let (reply, answer) = oneshot::channel();
-        let req = StoreReq {
-            account: account.to_string(),
-            folder: folder.to_string(),
-            bytes: bytes.to_vec(),
-            meta: meta.clone(),
-            reply,
-        };
+        let req = StoreReq { account: account.to_string(), bytes, to, reply };
         let gone = || RecordError::Invalid("the store writer stopped".into());
         self.writer.send(req).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?.map_err(RecordError::Invalid)
@@ -114,13 +146,27 @@ impl Quarantine {
                     Err(_) => break,
                 }
             }
-            // A request whose folder cannot be had fails alone.
+            // A request whose filing panics, or whose folder cannot be had,
+            // fails alone.
             let mut ready = Vec::with_capacity(batch.len());
             for req in batch {
-                match self.folder_id(&req.account, &req.folder).await {
-                    Ok(id) => ready.push((id, req)),
+                let StoreReq { account, bytes, to, reply } = req;
+                let (folder, meta) = match to {
+                    Destination::Folder { folder, meta } => (folder, meta),
+                    Destination::Filing(filing) => {
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| filing(&bytes))) {
+                            Ok(filed) => filed,
+                            Err(_) => {
+                                let _ = reply.send(Err("filing the copy failed (a parser panicked)".into()));
+                                continue;
+                            }
+                        }
+                    }
+                };
+                match self.folder_id(&account, &folder).await {
+                    Ok(id) => ready.push((id, Filed { bytes, meta, reply })),
                     Err(e) => {
-                        let _ = req.reply.send(Err(e.to_string()));
+                        let _ = reply.send(Err(e.to_string()));
                     }
                 }
             }
@@ -146,7 +192,7 @@ impl Quarantine {
     async fn write_batch(
         &self,
         pool: &SqlitePool,
-        batch: &mut [(i64, StoreReq)],
+        batch: &mut [(i64, Filed)],
     ) -> Result<Vec<Placed>, RecordError> {
         let contents = batch.iter_mut().map(|(_, r)| std::mem::take(&mut r.bytes)).collect::<Vec<_>>();
         let sizes: Vec<i64> = contents.iter().map(|c| c.len() as i64).collect();
@@ -161,7 +207,7 @@ impl Quarantine {
     async fn write_rows(
         &self,
         conn: &mut SqliteConnection,
-        batch: &[(i64, StoreReq)],
+        batch: &[(i64, Filed)],
         hashes: &[String],
         contents: &[Vec<u8>],
         sizes: &[i64],
@@ -366,6 +412,31 @@ mod tests {
         let b = q.store("acme", "Human", b"alone", &meta(200)).await.unwrap();
         let h = q.blob_of(b.folder_id, b.uid).await.unwrap().unwrap();
         assert_eq!(q.read_blob(&h).await.unwrap(), b"alone");
+    }
+
+    #[tokio::test]
+    async fn a_filing_decides_the_folder_and_a_panicking_one_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let q = store.quarantine();
+        q.add_account("acme", "pw", &[]).await.unwrap();
+        let by_subject: crate::Filing = Box::new(|bytes: &[u8]| {
+            let folder = if bytes.starts_with(b"Subject: bounce") { "Bounces/Hard" } else { "Human" };
+            (folder.to_string(), MessageMeta { verdict: Some(folder.into()), ..meta(1) })
+        });
+        let panics: crate::Filing = Box::new(|_: &[u8]| panic!("a parser bug"));
+        let (a, b) = tokio::join!(
+            q.store_filed("acme", b"Subject: bounce\r\n\r\nx".to_vec(), by_subject),
+            q.store_filed("acme", b"Subject: boom\r\n\r\nx".to_vec(), panics),
+        );
+        let a = a.unwrap();
+        assert!(b.is_err(), "{b:?}");
+        assert_eq!(a.folder_id, q.folder_id("acme", "Bounces/Hard").await.unwrap());
+        let h = q.blob_of(a.folder_id, a.uid).await.unwrap().unwrap();
+        assert_eq!(q.read_blob(&h).await.unwrap(), b"Subject: bounce\r\n\r\nx");
+        assert_eq!(blob_rows(&store).await, 1, "nothing of the failed copy is stored");
+        // The writer is still there.
+        q.store("acme", "Human", b"after", &meta(1)).await.unwrap();
     }
 
     #[tokio::test]
