@@ -161,6 +161,31 @@ async fn parked_messages_go_together_when_destination_returns() {
     assert_eq!(h.transport.seen.lock().unwrap().len(), 7);
 }
 
+/// A running scheduler with a relay and a quarantine route, retries an hour
+/// apart; keep the third value alive for as long as it should run.
+fn start_tee(
+    relay: Arc<dyn Transport>,
+    store: Arc<dyn Transport>,
+    max_parallel: usize,
+) -> (Arc<Spool>, queue::Waker, (watch::Sender<bool>, tempfile::TempDir)) {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), true).unwrap();
+    let spool = Arc::new(spool);
+    let routes = Routes { relay: Some(relay), quarantine: Some(store), ..Default::default() };
+    let dsn = Arc::new(|_: &DsnInput<'_>| b"DSN\r\n".to_vec());
+    let cfg = SchedulerConfig {
+        retry_initial: Duration::from_secs(3600),
+        retry_max: Duration::from_secs(3600),
+        max_parallel,
+        hostname: "mx.test".into(),
+    };
+    let sched = Scheduler::new(spool.clone(), routes, dsn, cfg);
+    let waker = sched.waker();
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(sched.run(rx));
+    (spool, waker, (stop, dir))
+}
+
 /// A route that is slow and then fails: it must hold up nothing else.
 struct SlowFailing(Mutex<u32>);
 
@@ -181,23 +206,9 @@ impl Transport for SlowFailing {
 
 #[tokio::test]
 async fn tee_routes_run_independently_and_never_bounce_the_copy() {
-    let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(dir.path(), true).unwrap();
-    let spool = Arc::new(spool);
     let relay = Arc::new(Scripted::default());
     let store = Arc::new(SlowFailing(Mutex::new(0)));
-    let routes = Routes { relay: Some(relay.clone()), quarantine: Some(store.clone()), ..Default::default() };
-    let dsn = Arc::new(|_: &DsnInput<'_>| b"DSN\r\n".to_vec());
-    let cfg = SchedulerConfig {
-        retry_initial: Duration::from_secs(3600),
-        retry_max: Duration::from_secs(3600),
-        max_parallel: 4,
-        hostname: "mx.test".into(),
-    };
-    let sched = Scheduler::new(spool.clone(), routes, dsn, cfg);
-    let waker = sched.waker();
-    let (_stop, rx) = watch::channel(false);
-    tokio::spawn(sched.run(rx));
+    let (spool, waker, _running) = start_tee(relay.clone(), store.clone(), 4);
 
     let mut env = envelope("sender@x.test", &["r@y.test"]);
     env.rcpts.push(Recipient::routed("r@y.test", vocabulary::Route::Quarantine { account: "acme".into() }));
@@ -247,24 +258,10 @@ impl Transport for Gated {
 
 #[tokio::test]
 async fn a_stalled_store_holds_up_no_relay_and_every_copy_lands_later() {
-    let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(dir.path(), true).unwrap();
-    let spool = Arc::new(spool);
     let relay = Arc::new(Scripted::default());
     let (gate, open) = watch::channel(false);
     let store = Arc::new(Gated { open, copies: Mutex::default() });
-    let routes = Routes { relay: Some(relay.clone()), quarantine: Some(store.clone()), ..Default::default() };
-    let dsn = Arc::new(|_: &DsnInput<'_>| b"DSN\r\n".to_vec());
-    let cfg = SchedulerConfig {
-        retry_initial: Duration::from_secs(3600),
-        retry_max: Duration::from_secs(3600),
-        max_parallel: 2,
-        hostname: "mx.test".into(),
-    };
-    let sched = Scheduler::new(spool.clone(), routes, dsn, cfg);
-    let waker = sched.waker();
-    let (_stop, rx) = watch::channel(false);
-    tokio::spawn(sched.run(rx));
+    let (spool, waker, _running) = start_tee(relay.clone(), store.clone(), 2);
 
     // More messages than the copies' lane has places, and than the relay's
     // in-flight bound (2 slots x 16) would allow if stuck copies counted.

@@ -313,16 +313,22 @@ mod tests {
         MessageMeta { received_at: day * 86_400, ..Default::default() }
     }
 
+    /// A fresh store with one account, `acme`.
+    async fn acme() -> (tempfile::TempDir, Store, crate::Quarantine) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let q = store.quarantine().clone();
+        q.add_account("acme", "pw", &[]).await.unwrap();
+        (dir, store, q)
+    }
+
     async fn blob_rows(store: &Store) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM blobs").fetch_one(&store.quarantine().pool).await.unwrap()
     }
 
     #[tokio::test]
     async fn bytes_come_back_exactly_and_are_stored_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let q = store.quarantine();
-        q.add_account("acme", "pw", &[]).await.unwrap();
+        let (dir, store, q) = acme().await;
         // Bare LF, lone CR, NUL, 0xFF, a line that is just a dot, no final
         // CRLF; nothing empty, and big enough to need overflow pages.
         let odd = b"Subject: x\r\n\r\nline\nbare\rcr\0nul\xff\r\n.\r\nend".to_vec();
@@ -386,10 +392,7 @@ mod tests {
 
     #[tokio::test]
     async fn expunge_and_sweep_reclaim_bytes_no_message_uses() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let q = store.quarantine();
-        q.add_account("acme", "pw", &[]).await.unwrap();
+        let (_dir, store, q) = acme().await;
         let a = q.store("acme", "Human", b"shared", &meta(1)).await.unwrap();
         let (_, pairs) =
             q.copy(a.folder_id, &[a.uid], q.folder_id("acme", "Spam").await.unwrap()).await.unwrap();
@@ -416,10 +419,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_filing_decides_the_folder_and_a_panicking_one_fails_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let q = store.quarantine();
-        q.add_account("acme", "pw", &[]).await.unwrap();
+        let (_dir, store, q) = acme().await;
         let by_subject: crate::Filing = Box::new(|bytes: &[u8]| {
             let folder = if bytes.starts_with(b"Subject: bounce") { "Bounces/Hard" } else { "Human" };
             (folder.to_string(), MessageMeta { verdict: Some(folder.into()), ..meta(1) })
@@ -441,10 +441,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_batch_leaves_no_bytes_and_no_uids() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let q = store.quarantine();
-        q.add_account("acme", "pw", &[]).await.unwrap();
+        let (_dir, store, q) = acme().await;
         // Make the batch fail after its bytes were inserted (the messages
         // insert comes after the blobs insert).
         sqlx::query(
@@ -475,10 +472,7 @@ mod tests {
 
     #[tokio::test]
     async fn blob_files_of_earlier_versions_are_read_and_swept() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let q = store.quarantine();
-        q.add_account("acme", "pw", &[]).await.unwrap();
+        let (dir, store, q) = acme().await;
         // What a version before 0005 left: a file named by the hash, and a
         // row pointing at it.
         let old = b"stored by an earlier version\r\n".to_vec();
