@@ -167,10 +167,16 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
     // The file is part of the binary; a mistake in it fails every test at once.
     let file: RuleFile =
         toml::from_str(include_str!("../rules/reasons.toml")).expect("rules/reasons.toml parses");
+    // Word boundaries are ASCII ones: a Unicode `\b` makes the lazy DFA
+    // give up on any non-ASCII text and fall back to the much slower PikeVM
+    // (diagnostics are ASCII words; a boundary beside CJK text counts).
+    let ascii_boundaries = |p: &str| p.replace(r"\b", r"(?-u:\b)");
     let alternations: Vec<String> = file
         .rule
         .iter()
-        .map(|rule| rule.patterns.iter().map(|p| format!("(?:{p})")).collect::<Vec<_>>().join("|"))
+        .map(|rule| {
+            rule.patterns.iter().map(|p| format!("(?:{})", ascii_boundaries(p))).collect::<Vec<_>>().join("|")
+        })
         .collect();
     let groups = alternations
         .chunks(RULES_PER_GROUP)
@@ -178,6 +184,10 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
             RegexBuilder::new(&chunk.iter().map(|a| format!("(?:{a})")).collect::<Vec<_>>().join("|"))
                 .case_insensitive(true)
                 .size_limit(64 << 20)
+                // A group's lazy DFA has many states; with the default cache
+                // it gives up on long texts and falls back to the (slow)
+                // PikeVM.
+                .dfa_size_limit(16 << 20)
                 .build()
                 .expect("rules/reasons.toml patterns compile as groups")
         })
