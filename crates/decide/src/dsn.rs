@@ -86,19 +86,18 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
     // blank line between), or send only recipient fields: then the first
     // group is also a recipient's.
     let per_message: &[(String, String)] = groups.first().map_or(&[], Vec::as_slice);
-    let skip = usize::from(!names_recipient(per_message));
     let reporting_mta = get(per_message, "reporting-mta").map(strip_type);
     // The human-readable part often says more than Diagnostic-Code does.
     let human_text = text::first_text(msg);
     // Domino's prose names each recipient as the sender addressed it: that
     // address (when it lists one per recipient group) over Final-Recipient.
     let intended = text::intended_recipients(&human_text);
-    let named_groups = groups.iter().skip(skip).filter(|f| names_recipient(f)).count();
-    let intended = if intended.len() == named_groups { intended } else { Vec::new() };
+    let recipient_groups: Vec<&[(String, String)]> =
+        groups.iter().map(Vec::as_slice).filter(|f| names_recipient(f)).collect();
+    let intended = if intended.len() == recipient_groups.len() { intended } else { Vec::new() };
     let mut recipients = Vec::new();
     let mut actions = Vec::new();
-    for (i, f) in groups.iter().skip(skip).filter(|f| names_recipient(f)).enumerate() {
-        let f = f.as_slice();
+    for (i, f) in recipient_groups.into_iter().enumerate() {
         let valid = |a: &String| {
             a.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
         };
@@ -160,7 +159,7 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
         }
         actions.push(action.clone());
         recipients.push(RecipientReport {
-            hard: reason::is_hard(reason, status.as_deref(), action.as_deref()),
+            hard: false, // set by `classify`
             address,
             reason,
             status,
@@ -187,7 +186,6 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
     if verdict == Verdict::Delivered {
         for r in &mut recipients {
             r.reason = Reason::Delivered;
-            r.hard = false;
         }
     }
     Some(Classification {

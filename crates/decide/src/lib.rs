@@ -59,7 +59,8 @@ pub struct RecipientReport {
     pub remote_mta: Option<String>,
     /// A hard bounce: the address will never work (unknown user or host,
     /// moved, a domain that takes no mail). A suspended mailbox is soft; see
-    /// [`RecipientReport::is_address_failure`] for what to suppress.
+    /// [`RecipientReport::is_address_failure`] for what to suppress. Derived
+    /// from reason, status and action ([`reason::is_hard`]) by [`classify`].
     pub hard: bool,
     pub action: Option<String>,
 }
@@ -206,8 +207,11 @@ fn classify_at(raw: &[u8], depth: u8) -> Classification {
     {
         for r in c.recipients.iter_mut().filter(|r| vague_unknown(r)) {
             r.reason = Reason::Filtered;
-            r.hard = false;
         }
+    }
+    // Hard follows from what each entry says, whoever produced it.
+    for r in &mut c.recipients {
+        r.hard = reason::is_hard(r.reason, r.status.as_deref(), r.action.as_deref());
     }
     // The VERP token: the report was addressed to local+token@domain.
     if c.original.verp_token.is_none() {

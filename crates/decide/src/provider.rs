@@ -74,7 +74,7 @@ pub fn amazon_ses(body: &str) -> Option<Classification> {
                     reason::decide(diagnostic.as_deref(), status.as_deref(), action.as_deref(), None);
                 c.recipients.push(RecipientReport {
                     address: address.to_string(),
-                    hard: reason::is_hard(reason, status.as_deref(), action.as_deref()),
+                    hard: false, // set by `classify`
                     reason,
                     status,
                     reply_code,

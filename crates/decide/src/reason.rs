@@ -232,14 +232,14 @@ pub fn from_text(text: &str) -> Option<Reason> {
 /// when the message then expired in a queue.
 fn first_rule(text: &str) -> Option<(Reason, Flags)> {
     let text = &text[..floor_boundary(text, MAX_DIAGNOSTIC)];
-    RULES.groups.iter().enumerate().filter(|(_, group)| group.is_match(text)).find_map(|(n, _)| {
-        let start = n * RULES_PER_GROUP;
-        let end = (start + RULES_PER_GROUP).min(RULES.rules.len());
-        RULES.rules[start..end]
-            .iter()
-            .find(|(_, re, _)| re.is_match(text))
-            .map(|(reason, _, flags)| (*reason, *flags))
-    })
+    RULES
+        .groups
+        .iter()
+        .zip(RULES.rules.chunks(RULES_PER_GROUP))
+        .filter(|(group, _)| group.is_match(text))
+        .find_map(|(_, rules)| {
+            rules.iter().find(|(_, re, _)| re.is_match(text)).map(|(reason, _, flags)| (*reason, *flags))
+        })
 }
 
 /// Rules per group (see `Rules::groups`), measured on the fixtures.
@@ -322,7 +322,7 @@ fn says_expired(text: &str) -> bool {
     RULES.rules.iter().any(|(reason, re, _)| *reason == Reason::Expired && re.is_match(text))
 }
 
-fn floor_boundary(text: &str, max: usize) -> usize {
+pub(crate) fn floor_boundary(text: &str, max: usize) -> usize {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;

@@ -398,7 +398,7 @@ pub fn returned_headers(msg: &Message<'_>) -> Option<Original> {
 /// A guess at which product wrote the report, from its well-known wording.
 pub fn engine_hint(msg: &Message<'_>) -> Option<&'static str> {
     let body = msg.body_text(0).unwrap_or_default();
-    let t = &body[..floor(&body, 4096)];
+    let t = &body[..crate::reason::floor_boundary(&body, 4096)];
     let from = msg.header_raw("From").unwrap_or_default().to_ascii_lowercase();
     // One pass over the text for every wording; the first in list order wins.
     let found = HINTS.matches(t);
@@ -535,7 +535,7 @@ fn list_refusal(msg: &Message<'_>) -> Option<Classification> {
         return None;
     }
     let body = msg.body_text(0)?;
-    let head = &body[..floor(&body, 2000)];
+    let head = &body[..crate::reason::floor_boundary(&body, 2000)];
     let m = NOT_MEMBER.find(head)?;
     let line_end = head[m.end()..].find('\n').map_or(head.len(), |i| m.end() + i);
     let address = ADDRESS.find(&head[m.end()..line_end])?.as_str().trim_end_matches('.').to_string();
@@ -554,14 +554,6 @@ fn list_refusal(msg: &Message<'_>) -> Option<Classification> {
     })
 }
 
-fn floor(text: &str, max: usize) -> usize {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    end
-}
-
 /// A prose bounce: a daemon's notice that names failed recipients.
 pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     let from = msg.header_raw("From").unwrap_or_default();
@@ -578,6 +570,11 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     }
     let text = first_text(msg);
     let james = james_marks.then(|| james_notice(&text)).flatten();
+    // Java applications' own mail has JavaMail marks too: without the
+    // notice, only a daemon's or a telling header's mail goes on.
+    if !headers_say && !from_daemon && james.is_none() {
+        return None;
+    }
     let engine = if james.is_some() { Some("ApacheJames") } else { engine_hint(msg) };
     // A daemon's message without a telling subject still counts when its
     // prose is a known report or names a failure.
@@ -585,7 +582,7 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
         || engine.is_some()
         || FAILED_HEADING.is_match(&text)
         || text.to_ascii_uppercase().contains("RCPT TO");
-    if !looks_like_a_report || !from_daemon && !headers_say && james.is_none() {
+    if !looks_like_a_report {
         return None;
     }
     let mut addresses = match &james {
@@ -649,7 +646,7 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
                 reason = crate::Reason::Onhold;
             }
             RecipientReport {
-                hard: reason::is_hard(reason, status.as_deref(), Some(action)),
+                hard: false, // set by `classify`
                 address,
                 reason,
                 status,

@@ -111,11 +111,11 @@ impl OutboundTransport {
         per_recipient: bool,
     ) -> (Reply, String, Option<String>) {
         let idx = job.envelope.rcpts.iter().position(|r| r.address == rcpt).unwrap_or(0);
-        let mail_from = self.verp.address(job.id, idx as u16);
+        let token = self.verp.token(job.id, idx as u16);
+        let mail_from = self.verp.address_of(&token);
         // With List-Unsubscribe the bytes differ per recipient, and so does
         // the signature (RFC 8058 wants the headers signed).
         let (own, own_signature) = if per_recipient {
-            let token = self.verp.token(job.id, idx as u16);
             let mut bytes = self.unsubscribe_headers(&token, &mail_from).into_bytes();
             bytes.extend_from_slice(job.content);
             let sig = self.sign(job, bytes.clone()).await;

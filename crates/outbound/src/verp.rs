@@ -57,7 +57,12 @@ impl Verp {
 
     /// The return path for one recipient of one message.
     pub fn address(&self, message: QueueId, idx: u16) -> String {
-        format!("{}+{}@{}", self.local, self.token(message, idx), self.domain)
+        self.address_of(&self.token(message, idx))
+    }
+
+    /// The return path that carries `token`.
+    pub fn address_of(&self, token: &str) -> String {
+        format!("{}+{token}@{}", self.local, self.domain)
     }
 
     /// The (message, recipient index) a token names, if its signature holds.

@@ -306,7 +306,7 @@ impl AttemptCtx {
             }
         }
         // A copy runs only if its lane has a place now; otherwise it stays
-        // pending and the message queues for the lane (see `wait_for_copy`).
+        // pending and the message queues for the lane (`CopyLane::wait`).
         let mut copy_deferred = false;
         let groups: Vec<_> = groups
             .into_iter()
@@ -323,7 +323,7 @@ impl AttemptCtx {
                     }
                     _ => None,
                 };
-                Some((route, idx, std::sync::Mutex::new(place)))
+                Some((route, idx, place))
             })
             .collect();
         if !groups.iter().any(|(route, _, _)| **route == Route::Relay) {
@@ -335,7 +335,7 @@ impl AttemptCtx {
             self.wake_for_copy(self.copies.wait(id));
             return Some(id);
         }
-        let attempts = groups.iter().filter_map(|(route, idx, place)| {
+        let attempts = groups.into_iter().filter_map(|(route, idx, place)| {
             let transport = self.routes.get(route)?;
             let (entry, content, release) = (&entry, &content, &release);
             Some(async move {
@@ -349,16 +349,15 @@ impl AttemptCtx {
                     expires_at: entry.expires_at,
                 };
                 let result = transport.deliver(&job).await;
-                if **route == Route::Relay {
+                if *route == Route::Relay {
                     release();
                 }
                 // The copy's place goes back, and the next message waiting
                 // for one is woken, as soon as the copy is done.
-                let place = place.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(place) = place {
                     self.wake_for_copy(self.copies.hand_on(place));
                 }
-                (*route, idx, result)
+                (route, idx, result)
             })
         });
         let results = futures::future::join_all(attempts).await;
@@ -444,14 +443,9 @@ impl AttemptCtx {
         if wait_for_lane {
             next = now + COPY_FALLBACK_SECS;
         }
-        let finished = self.spool.finish_attempt(id, rcpts, next).await;
-        match finished {
-            Ok(false) if wait_for_lane => self.wake_for_copy(self.copies.wait(id)),
-            Ok(true) => self.wake_for_copy(self.copies.forget(id)),
-            _ => {}
-        }
-        match finished {
+        match self.spool.finish_attempt(id, rcpts, next).await {
             Ok(true) => {
+                self.wake_for_copy(self.copies.forget(id));
                 self.parked.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 if any_delivered {
                     self.release_parked();
@@ -459,6 +453,9 @@ impl AttemptCtx {
                 None
             }
             Ok(false) => {
+                if wait_for_lane {
+                    self.wake_for_copy(self.copies.wait(id));
+                }
                 {
                     let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
                     if connection_failed {

@@ -505,25 +505,21 @@ impl Quarantine {
 
     /// Deletes the files of blobs from earlier versions that no message
     /// refers to any more (after the commit that dropped the last reference:
-    /// a crash in between only leaves a file nothing reads). Returns how
-    /// many of `unused` had a file.
-    async fn remove_legacy_files(&self, unused: Vec<String>) -> u64 {
+    /// a crash in between only leaves a file nothing reads).
+    async fn remove_legacy_files(&self, unused: Vec<String>) {
         if unused.is_empty() {
-            return 0;
+            return;
         }
         let dir = self.legacy_blobs.clone();
-        tokio::task::spawn_blocking(move || {
+        let _ = tokio::task::spawn_blocking(move || {
             if !dir.is_dir() {
-                return 0;
+                return;
             }
-            unused
-                .iter()
-                .filter_map(|h| Self::legacy_path(&dir, h))
-                .filter(|p| std::fs::remove_file(p).is_ok())
-                .count() as u64
+            for path in unused.iter().filter_map(|h| Self::legacy_path(&dir, h)) {
+                let _ = std::fs::remove_file(path);
+            }
         })
-        .await
-        .unwrap_or(0)
+        .await;
     }
 
     /// The envelope a released message is re-injected with.

@@ -21,7 +21,6 @@
 
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::RecordError;
@@ -48,10 +47,10 @@ pub(crate) struct StoreReq {
 }
 
 /// A request whose folder and metadata are known.
-pub(crate) struct Filed {
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) meta: MessageMeta,
-    pub(crate) reply: oneshot::Sender<Result<Placed, String>>,
+struct Filed {
+    bytes: Vec<u8>,
+    meta: MessageMeta,
+    reply: oneshot::Sender<Result<Placed, String>>,
 }
 
 /// Stores gathered into one batch at most.
@@ -173,7 +172,7 @@ impl Quarantine {
             if ready.is_empty() {
                 continue;
             }
-            match self.write_batch(&pool, &mut ready).await {
+            match self.write_batch(&pool, &ready).await {
                 Ok(placed) => {
                     for ((_, req), p) in ready.into_iter().zip(placed) {
                         let _ = req.reply.send(Ok(p));
@@ -189,30 +188,15 @@ impl Quarantine {
         }
     }
 
+    /// Writes a batch in one transaction on the writer's connection, which
+    /// flushes its commit: bytes and rows together, one fsync.
     async fn write_batch(
         &self,
         pool: &SqlitePool,
-        batch: &mut [(i64, Filed)],
-    ) -> Result<Vec<Placed>, RecordError> {
-        let contents = batch.iter_mut().map(|(_, r)| std::mem::take(&mut r.bytes)).collect::<Vec<_>>();
-        let sizes: Vec<i64> = contents.iter().map(|c| c.len() as i64).collect();
-        // On the writer's own thread: nothing else waits on it.
-        let hashes: Vec<String> = contents.iter().map(|c| hex(&Sha256::digest(c))).collect();
-        let mut conn = pool.acquire().await?;
-        let placed = self.write_rows(&mut conn, batch, &hashes, &contents, &sizes).await?;
-        self.changed();
-        Ok(placed)
-    }
-
-    async fn write_rows(
-        &self,
-        conn: &mut SqliteConnection,
         batch: &[(i64, Filed)],
-        hashes: &[String],
-        contents: &[Vec<u8>],
-        sizes: &[i64],
     ) -> Result<Vec<Placed>, RecordError> {
-        let mut tx = conn.begin().await?;
+        let hashes: Vec<String> = batch.iter().map(|(_, r)| hex(&Sha256::digest(&r.bytes))).collect();
+        let mut tx = pool.begin().await?;
         // UIDs handed out in memory from each folder's UIDNEXT, written back once.
         let mut next: std::collections::BTreeMap<i64, (i64, i64)> = std::collections::BTreeMap::new();
         for (folder_id, _) in batch.iter() {
@@ -232,8 +216,12 @@ impl Quarantine {
         // Each distinct content once; what is already stored is left as it
         // is (same hash, same bytes).
         let mut seen = std::collections::HashSet::with_capacity(hashes.len());
-        let fresh: Vec<(&String, &Vec<u8>)> =
-            hashes.iter().zip(contents).filter(|(h, _)| seen.insert(h.as_str())).collect();
+        let fresh: Vec<(&String, &Vec<u8>)> = hashes
+            .iter()
+            .zip(batch)
+            .map(|(h, (_, r))| (h, &r.bytes))
+            .filter(|(h, _)| seen.insert(h.as_str()))
+            .collect();
         for chunk in fresh.chunks(ROWS_PER_INSERT) {
             let sql = format!(
                 "INSERT INTO blobs (hash, bytes) VALUES {} ON CONFLICT(hash) DO NOTHING",
@@ -248,13 +236,13 @@ impl Quarantine {
 
         let mut placed = Vec::with_capacity(batch.len());
         let mut rows = Vec::with_capacity(batch.len());
-        for (((folder_id, req), blob), size) in batch.iter().zip(hashes).zip(sizes) {
+        for ((folder_id, req), blob) in batch.iter().zip(&hashes) {
             let Some((uidnext, uidvalidity)) = next.get_mut(folder_id) else { continue };
             let uid = *uidnext;
             *uidnext += 1;
             let rcpts =
                 serde_json::to_string(&req.meta.rcpts).map_err(|e| RecordError::Invalid(e.to_string()))?;
-            rows.push((*folder_id, uid, blob, *size, &req.meta, rcpts));
+            rows.push((*folder_id, uid, blob, req.bytes.len() as i64, &req.meta, rcpts));
             placed.push(Placed { folder_id: *folder_id, uidvalidity: *uidvalidity, uid });
         }
         for chunk in rows.chunks(ROWS_PER_INSERT) {
@@ -290,6 +278,7 @@ impl Quarantine {
                 .await?;
         }
         tx.commit().await?;
+        self.changed();
         Ok(placed)
     }
 }

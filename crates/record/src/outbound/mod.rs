@@ -125,6 +125,10 @@ fn key_hash(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
 
+/// How much of an API key is kept in clear (`sk_` and 8 characters), to
+/// list and revoke it by.
+const KEY_PREFIX_LEN: usize = 11;
+
 impl Outbound {
     pub(crate) fn new(pool: SqlitePool) -> Self {
         let (tx, rx) = mpsc::channel(4096);
@@ -163,7 +167,7 @@ impl Outbound {
         let key = format!("sk_{}{}", random[0], random[1]);
         sqlx::query("INSERT INTO api_keys (tenant_id, prefix, key_hash, created_at) VALUES (?, ?, ?, ?)")
             .bind(tenant.id)
-            .bind(&key[..11])
+            .bind(&key[..KEY_PREFIX_LEN])
             .bind(key_hash(&key))
             .bind(now_ms())
             .execute(&self.pool)
@@ -193,7 +197,7 @@ impl Outbound {
              AND tenant_id = (SELECT id FROM tenants WHERE name = ?)",
         )
         .bind(now_ms())
-        .bind(&prefix[..prefix.len().min(11)])
+        .bind(&prefix[..prefix.len().min(KEY_PREFIX_LEN)])
         .bind(tenant)
         .execute(&self.pool)
         .await?;
