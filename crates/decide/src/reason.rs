@@ -265,7 +265,7 @@ pub fn decide(
     let stands = rule.is_some_and(|(_, flags)| flags.stands);
     let firm = rule.is_some_and(|(_, flags)| flags.firm);
     let command = command.or_else(|| diagnostic.and_then(crate::text::smtp_command));
-    let reply_code = || diagnostic.and_then(|d| crate::text::diagnostic_codes(d).0);
+    let reply_code = || diagnostic.and_then(crate::text::reply_code);
     // Without a status, a 4xx reply code says the failure was temporary.
     let status_or_reply =
         || status.or_else(|| reply_code().filter(|c| (400..500).contains(c)).map(|_| "4.0.0"));

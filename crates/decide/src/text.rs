@@ -130,10 +130,14 @@ pub fn rfc3463(s: &str) -> Option<String> {
 
 /// The SMTP reply code and RFC 3463 status mentioned in a diagnostic.
 pub fn diagnostic_codes(diag: &str) -> (Option<u16>, Option<String>) {
+    (reply_code(diag), rfc3463(diag))
+}
+
+/// The SMTP reply code of a diagnostic: the first that is not a success,
+/// else the first.
+pub fn reply_code(diag: &str) -> Option<u16> {
     let all = || REPLY_CODE.captures_iter(diag);
-    let code =
-        all().find(|c| !c[1].starts_with('2')).or_else(|| all().next()).and_then(|c| c[1].parse().ok());
-    (code, rfc3463(diag))
+    all().find(|c| !c[1].starts_with('2')).or_else(|| all().next()).and_then(|c| c[1].parse().ok())
 }
 
 /// Text before the copy of the original.
@@ -609,11 +613,13 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
         // James says what failed once, for every recipient.
         let diagnostic =
             james.as_ref().and_then(|j| j.diagnostic.clone()).or_else(|| diagnostic_for(text, address));
-        let context = diagnostic.clone().unwrap_or_else(|| text.chars().take(4000).collect());
-        let (reply_code, status) = diagnostic_codes(&context);
+        // Without a diagnostic, the text's first 4,000 characters (borrowed).
+        let opening = &text[..text.char_indices().nth(4000).map_or(text.len(), |(i, _)| i)];
+        let context = diagnostic.as_deref().unwrap_or(opening);
+        let (reply_code, status) = diagnostic_codes(context);
         let status = status.or_else(|| rfc3463(text));
         let command = command_for(text, address);
-        let reason = reason::decide(Some(&context), status.as_deref(), Some(action), command);
+        let reason = reason::decide(Some(context), status.as_deref(), Some(action), command);
         (diagnostic, reply_code, status, reason)
     };
     let recipients = addresses
