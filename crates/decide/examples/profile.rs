@@ -7,6 +7,7 @@ use std::time::Instant;
 fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut msgs = Vec::new();
+    let mut names = Vec::new();
     let mut stack = vec![root];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
@@ -14,7 +15,8 @@ fn main() {
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "eml") {
-                msgs.push(std::fs::read(p).unwrap_or_default());
+                msgs.push(std::fs::read(&p).unwrap_or_default());
+                names.push(p.display().to_string());
             }
         }
     }
@@ -28,6 +30,27 @@ fn main() {
             }
         }
         println!("classified {} messages", rounds as usize * msgs.len());
+        return;
+    }
+    // The costliest fixtures, each timed over many rounds.
+    if std::env::var_os("PROFILE_EACH").is_some() {
+        let mut each: Vec<(f64, &str, usize)> = msgs
+            .iter()
+            .zip(&names)
+            .map(|(m, name)| {
+                let start = Instant::now();
+                for _ in 0..200 {
+                    std::hint::black_box(decide::classify(m));
+                }
+                (start.elapsed().as_secs_f64() / 200.0 * 1e6, name.as_str(), m.len())
+            })
+            .collect();
+        let total: f64 = each.iter().map(|e| e.0).sum();
+        each.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (us, name, len) in each.iter().take(15) {
+            println!("{us:8.1} us {:5.1}% {len:7} B  {name}", us / total * 100.0);
+        }
+        println!("total {total:.0} us for {} fixtures", msgs.len());
         return;
     }
     for (name, f) in [

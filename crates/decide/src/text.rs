@@ -405,11 +405,14 @@ pub fn engine_hint(msg: &Message<'_>) -> Option<&'static str> {
     let t = &body[..crate::reason::floor_boundary(&body, 4096)];
     let from = msg.header_raw("From").unwrap_or_default().to_ascii_lowercase();
     // One pass over the text for every wording; the first in list order wins.
-    let found = HINTS.matches(t);
-    if let Some(i) = found.iter().find(|&i| i < ENGINE_HINTS.len()) {
+    let mut found = [false; ENGINE_HINTS.len() + 2];
+    for m in HINTS.find_overlapping_iter(t) {
+        found[m.pattern().as_usize()] = true;
+    }
+    if let Some(i) = found[..ENGINE_HINTS.len()].iter().position(|&f| f) {
         return Some(ENGINE_HINTS[i].1);
     }
-    let google_groups = found.matched(ENGINE_HINTS.len()) && found.matched(ENGINE_HINTS.len() + 1);
+    let google_groups = found[ENGINE_HINTS.len()] && found[ENGINE_HINTS.len() + 1];
     if from.contains("googlegroups.com") || google_groups {
         return Some("GoogleGroups");
     }
@@ -443,12 +446,14 @@ const ENGINE_HINTS: &[(&str, &str)] = &[
     ("this report relates to a message you sent", "MessagingServer"),
 ];
 
-/// [`ENGINE_HINTS`], then the two marks of a Google Groups notice.
-static HINTS: LazyLock<regex::RegexSet> = LazyLock::new(|| {
+/// [`ENGINE_HINTS`], then the two marks of a Google Groups notice: one
+/// Aho-Corasick pass (ASCII case folded) finds every wording in the text.
+static HINTS: LazyLock<aho_corasick::AhoCorasick> = LazyLock::new(|| {
     let extra = ["google groups", "groups.google.com"];
-    let patterns =
-        ENGINE_HINTS.iter().map(|(p, _)| *p).chain(extra).map(|p| format!("(?i){}", regex::escape(p)));
-    regex::RegexSet::new(patterns).expect("static regex set")
+    aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(ENGINE_HINTS.iter().map(|(p, _)| *p).chain(extra))
+        .expect("static patterns")
 });
 
 /// The message comes from a mailer daemon or postmaster.
