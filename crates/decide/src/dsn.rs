@@ -200,7 +200,7 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
 }
 
 /// An ARF feedback report (`multipart/report; report-type=feedback-report`).
-pub fn complaint(raw: &[u8], msg: &Message<'_>) -> Option<Classification> {
+pub fn complaint(msg: &Message<'_>) -> Option<Classification> {
     let is_arf = msg.parts.iter().any(|p| is_type(p, "message", "feedback-report"));
     // Some providers (Hotmail's JMRP among them) send complaints as a plain
     // message with the original attached.
@@ -222,10 +222,12 @@ pub fn complaint(raw: &[u8], msg: &Message<'_>) -> Option<Classification> {
         source_ip: None,
         autoreply_from: None,
     };
-    let report = mail_auth::report::Feedback::parse_rfc5322(raw).ok();
-    // mail-auth parses the standard fields; fall back to reading them here
-    // when a report deviates from RFC 5965 enough to make it give up.
+    // mail-auth parses the standard fields of the feedback-report part (the
+    // part already found here: its `parse_rfc5322` would parse the whole
+    // message again); fall back to reading them here when a report deviates
+    // from RFC 5965 enough to make it give up.
     let part = msg.parts.iter().find(|p| is_type(p, "message", "feedback-report"));
+    let report = part.and_then(|p| mail_auth::report::Feedback::parse_arf(p.contents()));
     let f = part
         .map(|p| fields(&String::from_utf8_lossy(p.contents()).replace("\r\n", "\n")))
         .unwrap_or_default();

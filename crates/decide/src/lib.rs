@@ -171,7 +171,7 @@ fn classify_at(raw: &[u8], depth: u8) -> Classification {
     let Some(msg) = parser().parse(raw) else {
         return Classification::human();
     };
-    let mut c = if let Some(c) = dsn::complaint(raw, &msg) {
+    let mut c = if let Some(c) = dsn::complaint(&msg) {
         c
     } else if let Some(c) = dsn::delivery_report(&msg) {
         c
