@@ -113,6 +113,10 @@ pub enum Wake {
     Flush,
 }
 
+/// Messages up to this size are read back on the scheduler's own thread
+/// (see `read_content`).
+const INLINE_READ_MAX: u64 = 64 * 1024;
+
 /// A message whose copy waits for the lane is also put on the timer this
 /// far ahead, in case its wake-up is lost.
 const COPY_FALLBACK_SECS: i64 = 30;
@@ -485,9 +489,16 @@ impl AttemptCtx {
         }
     }
 
+    /// The message's bytes from its spool segment. A small message was
+    /// written moments ago and is in the page cache: reading it here is a
+    /// copy, cheaper than the two thread switches of handing the read to
+    /// the blocking pool (which larger ones still take).
     async fn read_content(&self, entry: &Entry) -> std::io::Result<Vec<u8>> {
-        let spool = self.spool.clone();
         let loc = entry.content;
+        if loc.len <= INLINE_READ_MAX {
+            return self.spool.content(loc);
+        }
+        let spool = self.spool.clone();
         tokio::task::spawn_blocking(move || spool.content(loc)).await.map_err(std::io::Error::other)?
     }
 
