@@ -187,20 +187,32 @@ impl Outbound {
     }
 
     /// Revokes a tenant's keys that start with `prefix` (as `api_keys`
-    /// shows them). A running server stops accepting them within `KEY_TTL`.
+    /// shows them: at least 8 characters), or the one key given whole. A
+    /// running server stops accepting them within `KEY_TTL`.
     pub async fn revoke_api_key(&self, tenant: &str, prefix: &str) -> Result<u64, RecordError> {
-        if prefix.len() < 8 {
+        if prefix.len() < 8 || !prefix.is_ascii() {
             return Err(RecordError::Invalid("give at least 8 characters of the key".into()));
         }
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND prefix = ?
-             AND tenant_id = (SELECT id FROM tenants WHERE name = ?)",
-        )
-        .bind(now_ms())
-        .bind(&prefix[..prefix.len().min(KEY_PREFIX_LEN)])
-        .bind(tenant)
-        .execute(&self.pool)
-        .await?;
+        // Only the first KEY_PREFIX_LEN characters are kept in clear: a
+        // shorter prefix matches their start, a longer one is the whole key
+        // (matched by its hash, so a mistyped tail revokes nothing).
+        let q = if prefix.len() <= KEY_PREFIX_LEN {
+            sqlx::query(
+                "UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND substr(prefix, 1, ?) = ?
+                 AND tenant_id = (SELECT id FROM tenants WHERE name = ?)",
+            )
+            .bind(now_ms())
+            .bind(prefix.len() as i64)
+            .bind(prefix)
+        } else {
+            sqlx::query(
+                "UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND key_hash = ?
+                 AND tenant_id = (SELECT id FROM tenants WHERE name = ?)",
+            )
+            .bind(now_ms())
+            .bind(key_hash(prefix))
+        };
+        let done = q.bind(tenant).execute(&self.pool).await?;
         self.keys.lock().unwrap_or_else(|e| e.into_inner()).clear();
         Ok(done.rows_affected())
     }
@@ -404,5 +416,37 @@ mod tests {
         assert!(o.message(&t, "m2", None).await.unwrap().is_none(), "a conflicting send writes nothing");
         assert_eq!(o.idempotent(t.id, "k1").await.unwrap(), Some((vec![1], "{}".into())));
         assert!(o.tenant("bad name!").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn keys_are_revoked_by_any_prefix_of_eight_or_more_or_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let o = store.outbound();
+        let active = |o: &Outbound| {
+            let o = o.clone();
+            async move { o.api_keys("acme").await.unwrap().iter().filter(|k| k.2.is_none()).count() }
+        };
+        let (a, b, c) = (
+            o.create_api_key("acme").await.unwrap(),
+            o.create_api_key("acme").await.unwrap(),
+            o.create_api_key("acme").await.unwrap(),
+        );
+        // Too short, not ASCII (cut inside a character), another tenant's.
+        assert!(o.revoke_api_key("acme", "sk_1234").await.is_err());
+        assert!(o.revoke_api_key("acme", "sk_12345é").await.is_err());
+        assert!(o.revoke_api_key("acme", "sk_1234567é").await.is_err());
+        assert_eq!(o.revoke_api_key("other", &a[..11]).await.unwrap(), 0);
+        // Eight to eleven characters: the start of the shown prefix.
+        assert_eq!(o.revoke_api_key("acme", &a[..8]).await.unwrap(), 1);
+        assert_eq!(o.revoke_api_key("acme", &b[..10]).await.unwrap(), 1);
+        assert!(o.authenticate(&a).await.unwrap().is_none() && o.authenticate(&b).await.unwrap().is_none());
+        // Longer: the whole key, and only that key.
+        let mut wrong_tail = c.clone();
+        wrong_tail.pop();
+        assert_eq!(o.revoke_api_key("acme", &wrong_tail).await.unwrap(), 0);
+        assert_eq!(active(&o).await, 1);
+        assert_eq!(o.revoke_api_key("acme", &c).await.unwrap(), 1);
+        assert_eq!(active(&o).await, 0);
     }
 }
