@@ -240,14 +240,35 @@ fn load_config(common: &Common) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// Logs to stderr, for the commands that run and exit.
 fn init_logging(format: &str) {
+    use std::io::IsTerminal;
+    init_logging_to(format, std::io::stderr, std::io::stderr().is_terminal());
+}
+
+/// Logs to stderr for `serve`, from a thread of its own: a log line costs
+/// the session that logs it a queue push instead of a write(2) (there are
+/// two or three per message), and the lines that arrive together go out
+/// in one write. Nothing is dropped (a full queue makes the logger wait);
+/// the guard flushes what is queued when `serve` returns.
+fn init_server_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    init_logging_to(format, writer, ansi);
+    guard
+}
+
+fn init_logging_to<W>(format: &str, writer: W, ansi: bool)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     if format == "json" {
         builder.json().flatten_event(true).init();
     } else {
@@ -307,7 +328,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 cfg.outbound.smart_host = Some(v);
             }
             cfg.validate()?;
-            init_logging(&cfg.server.log_format);
+            let _log = init_server_logging(&cfg.server.log_format);
             runtime()?.block_on(serve::run(cfg))?;
             Ok(0)
         }
