@@ -43,6 +43,11 @@ pub fn envelope_recipients(msg: &Message<'_>) -> Vec<String> {
         .collect()
 }
 
+/// The Message-ID a reply names (`In-Reply-To`, without its brackets).
+pub fn in_reply_to(msg: &Message<'_>) -> Option<String> {
+    msg.header_raw("In-Reply-To").map(|v| v.trim().trim_matches(['<', '>']).to_string())
+}
+
 fn from_address(msg: &Message<'_>) -> Option<String> {
     msg.from().and_then(|a| a.first()).and_then(|a| a.address()).map(str::to_string)
 }
@@ -52,10 +57,7 @@ fn with(verdict: Verdict, msg: &Message<'_>) -> Classification {
         verdict,
         recipients: Vec::new(),
         feedback_type: None,
-        original: Original {
-            message_id: msg.header_raw("In-Reply-To").map(|v| v.trim().trim_matches(['<', '>']).to_string()),
-            ..Original::default()
-        },
+        original: Original { message_id: in_reply_to(msg), ..Original::default() },
         mta: None,
         source_ip: None,
         autoreply_from: None,

@@ -619,8 +619,9 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
         let diagnostic =
             james.as_ref().and_then(|j| j.diagnostic.clone()).or_else(|| diagnostic_for(text, address));
         // Without a diagnostic, the text's first 4,000 characters (borrowed).
-        let opening = &text[..text.char_indices().nth(4000).map_or(text.len(), |(i, _)| i)];
-        let context = diagnostic.as_deref().unwrap_or(opening);
+        let context = diagnostic
+            .as_deref()
+            .unwrap_or_else(|| &text[..text.char_indices().nth(4000).map_or(text.len(), |(i, _)| i)]);
         let (reply_code, status) = diagnostic_codes(context);
         let status = status.or_else(|| rfc3463(text));
         let command = command_for(text, address);
@@ -672,8 +673,7 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     // James writes its notice as a reply to the returned message
     // (JavaMail's `reply()`): In-Reply-To names it.
     if james.is_some() && original.message_id.is_none() {
-        original.message_id =
-            msg.header_raw("In-Reply-To").map(|v| v.trim().trim_matches(['<', '>']).to_string());
+        original.message_id = crate::human::in_reply_to(msg);
     }
     Some(Classification {
         verdict: if delayed { Verdict::Delay } else { Verdict::Bounce },

@@ -653,7 +653,7 @@ async fn drop_unused_blobs(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::Store;
 
     use super::*;
@@ -706,7 +706,8 @@ mod tests {
         assert!(q.uids(h.folder_id).await.unwrap().is_empty());
     }
 
-    async fn blob_rows(q: &Quarantine) -> i64 {
+    /// How many distinct contents the store holds.
+    pub(crate) async fn blob_rows(q: &Quarantine) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM blobs").fetch_one(&q.pool).await.unwrap()
     }
 }

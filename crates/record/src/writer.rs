@@ -311,6 +311,7 @@ fn lowest_priority() {
 #[cfg(test)]
 mod tests {
     use crate::Store;
+    use crate::quarantine::tests::blob_rows;
     use crate::quarantine::{MessageMeta, Swept};
 
     fn meta(day: i64) -> MessageMeta {
@@ -324,10 +325,6 @@ mod tests {
         let q = store.quarantine().clone();
         q.add_account("acme", "pw", &[]).await.unwrap();
         (dir, store, q)
-    }
-
-    async fn blob_rows(store: &Store) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM blobs").fetch_one(&store.quarantine().pool).await.unwrap()
     }
 
     #[tokio::test]
@@ -356,10 +353,10 @@ mod tests {
         );
         let (a, b, c, d, e) = (a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap(), e.unwrap());
         assert_eq!((a.uid, b.uid, d.uid), (1, 2, 3));
-        assert_eq!(blob_rows(&store).await, 3, "one row per distinct content");
+        assert_eq!(blob_rows(&store.quarantine()).await, 3, "one row per distinct content");
         // Stored again later: still one row.
         q.store("acme", "Delays", &odd, &m).await.unwrap();
-        assert_eq!(blob_rows(&store).await, 3);
+        assert_eq!(blob_rows(&store.quarantine()).await, 3);
 
         let hash = |p: &crate::quarantine::Placed| {
             let q = q.clone();
@@ -402,19 +399,19 @@ mod tests {
             q.copy(a.folder_id, &[a.uid], q.folder_id("acme", "Spam").await.unwrap()).await.unwrap();
         assert_eq!(pairs.len(), 1);
         q.store("acme", "Human", b"alone", &meta(1)).await.unwrap();
-        assert_eq!(blob_rows(&store).await, 2);
+        assert_eq!(blob_rows(&store.quarantine()).await, 2);
         // The copy still uses "shared": expunging the original keeps it.
         q.expunge(a.folder_id, &[a.uid]).await.unwrap();
-        assert_eq!(blob_rows(&store).await, 2);
+        assert_eq!(blob_rows(&store.quarantine()).await, 2);
         let spam = q.folder_id("acme", "Spam").await.unwrap();
         let h = q.blob_of(spam, pairs[0].1).await.unwrap().unwrap();
         assert_eq!(q.read_blob(&h).await.unwrap(), b"shared");
         q.expunge(spam, &[pairs[0].1]).await.unwrap();
-        assert_eq!(blob_rows(&store).await, 1);
+        assert_eq!(blob_rows(&store.quarantine()).await, 1);
         assert!(q.read_blob(&h).await.is_err());
         // Past retention the last message and its bytes go.
         assert_eq!(q.sweep(100 * 86_400).await.unwrap(), Swept { messages: 1, blobs: 1 });
-        assert_eq!(blob_rows(&store).await, 0);
+        assert_eq!(blob_rows(&store.quarantine()).await, 0);
         // The same bytes stored after they were swept are written anew.
         let b = q.store("acme", "Human", b"alone", &meta(200)).await.unwrap();
         let h = q.blob_of(b.folder_id, b.uid).await.unwrap().unwrap();
@@ -438,7 +435,7 @@ mod tests {
         assert_eq!(a.folder_id, q.folder_id("acme", "Bounces/Hard").await.unwrap());
         let h = q.blob_of(a.folder_id, a.uid).await.unwrap().unwrap();
         assert_eq!(q.read_blob(&h).await.unwrap(), b"Subject: bounce\r\n\r\nx");
-        assert_eq!(blob_rows(&store).await, 1, "nothing of the failed copy is stored");
+        assert_eq!(blob_rows(&store.quarantine()).await, 1, "nothing of the failed copy is stored");
         // The writer is still there.
         q.store("acme", "Human", b"after", &meta(1)).await.unwrap();
     }
@@ -460,13 +457,13 @@ mod tests {
             tokio::join!(q.store("acme", "Human", b"fine", &m), q.store("acme", "Human", b"fails", &m));
         // Both were in the batch: both fail, and nothing of either stays.
         assert!(a.is_err() && b.is_err(), "{a:?} {b:?}");
-        assert_eq!(blob_rows(&store).await, 0);
+        assert_eq!(blob_rows(&store.quarantine()).await, 0);
         let human = q.folder("acme", "Human").await.unwrap().unwrap();
         assert_eq!(human.uidnext, 1);
         sqlx::query("DROP TRIGGER boom").execute(&q.pool).await.unwrap();
         let p = q.store("acme", "Human", b"fine", &m).await.unwrap();
         assert_eq!(p.uid, 1);
-        assert_eq!(blob_rows(&store).await, 1);
+        assert_eq!(blob_rows(&store.quarantine()).await, 1);
         // Every connection is back to the pool's flush setting (NORMAL = 1).
         for _ in 0..4 {
             let s: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&q.pool).await.unwrap();
@@ -507,6 +504,6 @@ mod tests {
         // Both expire: the row's bytes and the old file go.
         assert_eq!(q.sweep(100 * 86_400).await.unwrap(), Swept { messages: 2, blobs: 2 });
         assert!(!path.exists());
-        assert_eq!(blob_rows(&store).await, 0);
+        assert_eq!(blob_rows(&store.quarantine()).await, 0);
     }
 }
