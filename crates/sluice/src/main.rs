@@ -4,6 +4,7 @@
 mod classify_cmd;
 mod config;
 mod control;
+mod logbuf;
 mod outbound_cmd;
 mod outbound_wiring;
 mod relay;
@@ -246,20 +247,17 @@ fn init_logging(format: &str) {
     init_logging_to(format, std::io::stderr, std::io::stderr().is_terminal());
 }
 
-/// Logs to stderr for `serve`, from a thread of its own: a log line costs
-/// the session that logs it a queue push instead of a write(2) (there are
-/// two or three per message), and the lines that arrive together go out
-/// in one write. Nothing is dropped (a full queue makes the logger wait);
-/// the guard flushes what is queued when `serve` returns.
-fn init_server_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs to stderr for `serve` through `logbuf`: a log line costs the
+/// session that logs it a copy into a buffer instead of a write(2) (there
+/// are two or three per message), and a thread of its own writes what has
+/// gathered every few milliseconds. Nothing is dropped; the guard writes
+/// out what is left when `serve` returns.
+fn init_server_logging(format: &str) -> anyhow::Result<logbuf::Guard> {
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    let (writer, guard) = logbuf::start(std::io::stderr()).context("starting the log writer")?;
     init_logging_to(format, writer, ansi);
-    guard
+    Ok(guard)
 }
 
 fn init_logging_to<W>(format: &str, writer: W, ansi: bool)
@@ -328,7 +326,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 cfg.outbound.smart_host = Some(v);
             }
             cfg.validate()?;
-            let _log = init_server_logging(&cfg.server.log_format);
+            let _log = init_server_logging(&cfg.server.log_format)?;
             runtime()?.block_on(serve::run(cfg))?;
             Ok(0)
         }
