@@ -84,7 +84,8 @@ def test_listening_line_and_text_logs(sluice_factory):
     with open(sl.tls_cert) as f:
         assert "BEGIN CERTIFICATE" in f.read()
     qid = send_raw(sl.smtp, simple_message(token()))
-    lines = [l for l in sl.log().splitlines() if "message accepted" in l]
+    log = sl.log_when(lambda t: "message accepted" in t, what="the accepted line")
+    lines = [l for l in log.splitlines() if "message accepted" in l]
     assert len(lines) == 1 and qid in lines[0], lines
 
 

@@ -194,6 +194,13 @@ class Sluice:
                     text.append(f.read())
         return "".join(text)
 
+    def log_when(self, predicate, timeout=10, what="log lines"):
+        """The log once `predicate(log)` holds: the server writes its log
+        from a buffer every few milliseconds, so a line can trail the
+        event it reports."""
+        return wait_until(lambda: (lambda text: text if predicate(text) else None)(self.log()),
+                          timeout, interval=0.02, what=what)
+
     def tail(self, n=40):
         lines = self.log(all_runs=False).splitlines()
         return "\n".join(lines[-n:])
