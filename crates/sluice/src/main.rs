@@ -20,6 +20,12 @@ use clap::{Args, Parser, Subcommand};
 
 use config::Config;
 
+/// mimalloc, not glibc's malloc: a message's buffers are allocated on one
+/// thread and freed on another (session, scheduler, store writer), which
+/// glibc answers with arena locking and consolidation.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
