@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One quick run for profiling the tee: smtp-source sends N 4 KiB messages
+# over 16 connections to a release sluice relaying to smtp-sink, with the
+# tee on (a store account for the domain) or off. Prints the accept rate,
+# the server's CPU during the run and after the copies drain, and CPU ticks
+# (1/100 s) and context switches per thread kind, from /proc.
+#
+#   bench/teeprof.sh on|off [N]      (env: BIN, DRAIN seconds, PERF=1 to
+#                                     record a perf profile of the run)
+#
+# Not a benchmark (one run, no peer): for comparing a change's per-thread
+# cost. bench/tee_throughput.sh gives the figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:?on or off}; N=${2:-10000}
+BIN=${BIN:-$PWD/target/release/sluice}
+[ -x "$BIN" ] || cargo build --release -p sluice
+command -v smtp-source >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y postfix >/dev/null
+D=/tmp/teeprof-$MODE
+pkill -f "smtp-sink -u root -c 127.0.0.1:25626" 2>/dev/null || true
+pkill -f "sluice serve --data /tmp/teeprof" 2>/dev/null || true
+sleep 0.5
+rm -rf "$D"; mkdir -p "$D"
+smtp-sink -u root -c 127.0.0.1:25626 1000 > "$D/sink.log" 2>&1 &
+SINK=$!
+if [ "$MODE" = on ]; then
+  echo bench > "$D/pw"
+  "$BIN" account add bench --password-file "$D/pw" --domain example.test --data "$D" >/dev/null
+fi
+"$BIN" serve --data "$D" --smtp 127.0.0.1:25625 --submission 127.0.0.1:25632 --imap 127.0.0.1:25633 \
+  --http 127.0.0.1:25634 --relay 127.0.0.1:25626 --accept-domain example.test --hostname bench.sluice.test \
+  > "$D/sluice.log" 2>&1 &
+S=$!
+sleep 1.5
+ticks() { awk '{print $14+$15}' "/proc/$S/stat"; }
+if [ -n "${PERF:-}" ]; then perf record -F 999 --call-graph=dwarf -p "$S" -o "$D/perf.data" 2>/dev/null & P=$!; fi
+t0=$(date +%s.%N); c0=$(ticks)
+smtp-source -c -l 4096 -m "$N" -s 16 -f a@example.org -t b@example.test 127.0.0.1:25625 >/dev/null 2>&1
+t1=$(date +%s.%N); c1=$(ticks)
+echo "$MODE accept $(echo "$N / ($t1 - $t0)" | bc -l | cut -c1-7)/s  sluice cpu $(echo "($c1-$c0)/100" | bc -l | cut -c1-5)s"
+sleep "${DRAIN:-2}"
+if [ -n "${PERF:-}" ]; then kill -INT "$P"; wait "$P" 2>/dev/null || true; fi
+c2=$(ticks); echo "cpu incl. drain $(echo "($c2-$c0)/100" | bc -l | cut -c1-5)s"
+for t in /proc/$S/task/*; do
+  echo "$(cat "$t/comm" | tr ' ' _) $(awk '{print $14+$15}' "$t/stat") $(awk '/^voluntary/{print $2}' "$t/status") $(awk '/^nonvoluntary/{print $2}' "$t/status")"
+done | awk '{cpu[$1]+=$2; v[$1]+=$3; iv[$1]+=$4; n[$1]++}
+  END {for (k in cpu) print k, n[k], "cpu_ticks", cpu[k], "vcs", v[k], "ivcs", iv[k]}' | sort
+kill "$S" "$SINK"; wait "$S" 2>/dev/null || true
+if [ "$MODE" = on ]; then echo "copies stored: $(sqlite3 "$D/sluice.db" 'select count(*) from messages' 2>/dev/null || echo '?')"; fi
