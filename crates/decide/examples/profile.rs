@@ -1,6 +1,7 @@
 //! Where classification time goes: MIME parsing alone vs the whole classifier,
 //! over the fixtures. `cargo run --release -p decide --example profile`;
-//! `PROFILE_ROUNDS=N` classifies every fixture N times and stops.
+//! `PROFILE_ROUNDS=N` classifies every fixture N times and stops;
+//! `PROFILE_FILE=path` times one message (e.g. a benchmark's filler mail).
 
 use std::time::Instant;
 
@@ -21,6 +22,18 @@ fn main() {
         }
     }
     decide::warm_up();
+    if let Some(path) = std::env::var_os("PROFILE_FILE") {
+        let msg = std::fs::read(&path).unwrap_or_default();
+        let rounds = 20_000;
+        let t = Instant::now();
+        for _ in 0..rounds {
+            std::hint::black_box(decide::classify(&msg));
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+        let c = decide::classify(&msg);
+        println!("{}: {us:.1} µs per message, verdict {}", path.to_string_lossy(), c.verdict.as_str());
+        return;
+    }
     // A fixed amount of work (for `perf stat -e instructions`, which a
     // shared, busy machine does not skew the way it skews wall time).
     if let Some(rounds) = std::env::var("PROFILE_ROUNDS").ok().and_then(|v| v.parse::<u32>().ok()) {
