@@ -72,6 +72,11 @@ impl Store {
             // a larger page cache per connection.
             .pragma("mmap_size", "1073741824")
             .pragma("cache_size", "-32768")
+            // Statement journals (a multi-row INSERT inside a transaction
+            // keeps one, to undo just that statement) and temporary sort
+            // trees in memory, not in temporary files: a stored copy's
+            // batch wrote its pages a second time to a file for nothing.
+            .pragma("temp_store", "memory")
             // Deleted content is overwritten with zeros, so the bytes of a
             // swept or expunged message do not linger in free pages.
             .pragma("secure_delete", "on");
