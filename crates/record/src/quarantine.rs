@@ -84,7 +84,8 @@ pub struct FolderInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRow {
     pub uid: i64,
-    pub blob: String,
+    /// Shared, so a session's view of a big folder copies no hashes.
+    pub blob: Arc<str>,
     pub size: i64,
     pub received_at: i64,
     /// Space-separated flags and keywords.
@@ -358,7 +359,7 @@ impl Quarantine {
             rows.into_iter()
                 .map(|(uid, blob, size, received_at, flags)| MessageRow {
                     uid,
-                    blob,
+                    blob: blob.into(),
                     size,
                     received_at,
                     flags,

@@ -79,7 +79,7 @@ impl Session {
         for chunk in indices.chunks(256) {
             let Some(sel) = &mut self.selected else { return };
             let raws = if needs_bytes {
-                let hashes = chunk.iter().map(|&i| sel.msgs[i].blob.clone()).collect();
+                let hashes = chunk.iter().map(|&i| sel.msgs[i].blob.to_string()).collect();
                 self.cfg.store.read_blobs(hashes).await
             } else {
                 Vec::new()

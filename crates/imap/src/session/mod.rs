@@ -35,7 +35,7 @@ const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 struct Msg {
     uid: u32,
-    blob: String,
+    blob: Arc<str>,
     size: i64,
     received_at: i64,
     /// Shared between messages with the same flags (copy on write), so a
