@@ -5,8 +5,12 @@
 # the server's CPU during the run and after the copies drain, and CPU ticks
 # (1/100 s) and context switches per thread kind, from /proc.
 #
-#   bench/teeprof.sh on|off [N]      (env: BIN, DRAIN seconds, PERF=1 to
-#                                     record a perf profile of the run)
+#   bench/teeprof.sh on|off [N]      (env: BIN, DRAIN seconds after an
+#                                     off run, PERF=1 to record a perf
+#                                     profile of the run)
+#
+# With the tee on (and sqlite3 installed) it also waits for the copies left
+# over when the burst ends and says how long filing them took.
 #
 # Not a benchmark (one run, no peer): for comparing a change's per-thread
 # cost. bench/tee_throughput.sh gives the figures.
@@ -38,7 +42,16 @@ t0=$(date +%s.%N); c0=$(ticks)
 smtp-source -c -l 4096 -m "$N" -s 16 -f a@example.org -t b@example.test 127.0.0.1:25625 >/dev/null 2>&1
 t1=$(date +%s.%N); c1=$(ticks)
 echo "$MODE accept $(echo "$N / ($t1 - $t0)" | bc -l | cut -c1-7)/s  sluice cpu $(echo "($c1-$c0)/100" | bc -l | cut -c1-5)s"
-sleep "${DRAIN:-2}"
+if [ "$MODE" = on ] && command -v sqlite3 >/dev/null; then
+  # How long the copies left over from the burst take to be filed.
+  filed() { sqlite3 "$D/sluice.db" 'select count(*) from messages' 2>/dev/null || echo 0; }
+  at_end=$(filed); t2=$t1
+  while [ "$(filed)" -lt "$N" ] && [ "$(echo "$(date +%s.%N) - $t1 < 120" | bc)" = 1 ]; do sleep 0.1; done
+  t2=$(date +%s.%N)
+  echo "copies filed: $at_end of $N when the burst ended, $(filed) after $(echo "$t2 - $t1" | bc -l | cut -c1-5)s more"
+else
+  sleep "${DRAIN:-2}"
+fi
 if [ -n "${PERF:-}" ]; then kill -INT "$P"; wait "$P" 2>/dev/null || true; fi
 c2=$(ticks); echo "cpu incl. drain $(echo "($c2-$c0)/100" | bc -l | cut -c1-5)s"
 for t in /proc/$S/task/*; do
@@ -46,4 +59,3 @@ for t in /proc/$S/task/*; do
 done | awk '{cpu[$1]+=$2; v[$1]+=$3; iv[$1]+=$4; n[$1]++}
   END {for (k in cpu) print k, n[k], "cpu_ticks", cpu[k], "vcs", v[k], "ivcs", iv[k]}' | sort
 kill "$S" "$SINK"; wait "$S" 2>/dev/null || true
-if [ "$MODE" = on ]; then echo "copies stored: $(sqlite3 "$D/sluice.db" 'select count(*) from messages' 2>/dev/null || echo '?')"; fi
