@@ -70,7 +70,7 @@ pub async fn file(
         let _ = tx.send(c);
         (folder, meta)
     });
-    let placed = store.store_filed(account, content.to_vec(), filing).await?;
+    let placed = store.store_filed(account, received_at, content.to_vec(), filing).await?;
     let c = rx.await.map_err(|_| record::RecordError::Invalid("the copy was stored unclassified".into()))?;
     Ok((placed, c))
 }

@@ -39,7 +39,13 @@ pub trait QuarantineStore: Send + Sync + 'static {
     ) -> Res<'a, Placed>;
     /// Stores a copy where `filing` says, run where the store writes (for
     /// the tee: classification and storage in one place, off the relay).
-    fn store_filed<'a>(&'a self, account: &'a str, bytes: Vec<u8>, filing: Filing) -> Res<'a, Placed>;
+    fn store_filed<'a>(
+        &'a self,
+        account: &'a str,
+        received_at: i64,
+        bytes: Vec<u8>,
+        filing: Filing,
+    ) -> Res<'a, Placed>;
     fn set_flags<'a>(&'a self, folder_id: i64, flags: &'a [(i64, String)]) -> Res<'a, ()>;
     /// Copies to another folder: (destination UIDVALIDITY, (source UID, new UID) pairs).
     fn copy<'a>(&'a self, from: i64, uids: &'a [i64], to: i64) -> Res<'a, (i64, Vec<(i64, i64)>)>;
@@ -86,8 +92,14 @@ impl QuarantineStore for Quarantine {
     fn set_flags<'a>(&'a self, folder_id: i64, flags: &'a [(i64, String)]) -> Res<'a, ()> {
         Box::pin(Quarantine::set_flags(self, folder_id, flags))
     }
-    fn store_filed<'a>(&'a self, account: &'a str, bytes: Vec<u8>, filing: Filing) -> Res<'a, Placed> {
-        Box::pin(Quarantine::store_filed(self, account, bytes, filing))
+    fn store_filed<'a>(
+        &'a self,
+        account: &'a str,
+        received_at: i64,
+        bytes: Vec<u8>,
+        filing: Filing,
+    ) -> Res<'a, Placed> {
+        Box::pin(Quarantine::store_filed(self, account, received_at, bytes, filing))
     }
     fn copy<'a>(&'a self, from: i64, uids: &'a [i64], to: i64) -> Res<'a, (i64, Vec<(i64, i64)>)> {
         Box::pin(Quarantine::copy(self, from, uids, to))

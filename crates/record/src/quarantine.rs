@@ -113,6 +113,11 @@ pub struct Quarantine {
     /// (account, folder) to folder id: folders are never deleted, so an id
     /// once known stays right (the tee path saves three queries a message).
     folder_ids: Arc<std::sync::RwLock<std::collections::HashMap<(String, String), i64>>>,
+    /// When the front line last accepted a message (copies give way to it).
+    pub(crate) front_line: crate::FrontLine,
+    /// What counts as a gap in the front line ([`crate::FRONT_LINE_GAP`];
+    /// the tests widen it so a busy machine cannot open one by accident).
+    pub(crate) front_line_gap: std::time::Duration,
     pub(crate) writer: mpsc::Sender<StoreReq>,
     /// How the writer opens its own connection.
     pub(crate) writer_opts: sqlx::sqlite::SqliteConnectOptions,
@@ -141,6 +146,8 @@ impl Quarantine {
             changes,
             listings: ListingCache::default(),
             folder_ids: Arc::default(),
+            front_line: crate::FrontLine::default(),
+            front_line_gap: crate::FRONT_LINE_GAP,
         }
     }
 

@@ -18,6 +18,20 @@
 //! its own connection (whose SQLite thread, started from there, inherits
 //! that priority). Storing copies is the analysis path: on a busy machine
 //! it takes what the relay leaves, and the copies wait in the spool.
+//!
+//! The idle class is not enough on its own: on a small machine a relay
+//! that is latency-bound (sessions waiting on fsyncs and round trips)
+//! still pays for every core a copy holds when one of its threads wakes.
+//! So copies also give way to the front line ([`FrontLine`]): while
+//! messages are being accepted, a batch waits, until there is a gap of
+//! [`FRONT_LINE_GAP`] or its oldest copy's message arrived
+//! [`COPY_LAG_MAX`] ago. A burst is relayed at full speed and its copies
+//! are filed after it; under load that never stops, copies run
+//! [`COPY_LAG_MAX`] behind and then flow as before.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -38,9 +52,48 @@ pub(crate) enum Destination {
     Filing(Filing),
 }
 
+/// A gap this long between accepted messages lets the copies' writer work.
+pub const FRONT_LINE_GAP: Duration = Duration::from_millis(2);
+
+/// A copy waits for a gap in the front line at most until its message
+/// arrived this long ago (seconds).
+pub const COPY_LAG_MAX: i64 = 10;
+
+/// When the front line (SMTP and API acceptance) last took a message.
+/// Cheap to mark: one relaxed store per accepted message.
+#[derive(Clone)]
+pub struct FrontLine(Arc<(Instant, AtomicU64)>);
+
+impl Default for FrontLine {
+    fn default() -> Self {
+        FrontLine(Arc::new((Instant::now(), AtomicU64::new(0))))
+    }
+}
+
+impl FrontLine {
+    /// A message is being accepted now.
+    pub fn busy(&self) {
+        let (epoch, last) = &*self.0;
+        // +1: zero means never.
+        last.store(epoch.elapsed().as_micros() as u64 + 1, Ordering::Relaxed);
+    }
+
+    /// How long since the last accepted message.
+    fn quiet_for(&self) -> Duration {
+        let (epoch, last) = &*self.0;
+        let last = last.load(Ordering::Relaxed);
+        if last == 0 {
+            return Duration::MAX;
+        }
+        Duration::from_micros((epoch.elapsed().as_micros() as u64 + 1).saturating_sub(last))
+    }
+}
+
 /// One `store` call waiting for the writer.
 pub(crate) struct StoreReq {
     pub(crate) account: String,
+    /// When the message arrived (Unix seconds): how long it may wait.
+    pub(crate) received_at: i64,
     pub(crate) bytes: Vec<u8>,
     pub(crate) to: Destination,
     pub(crate) reply: oneshot::Sender<Result<Placed, String>>,
@@ -74,22 +127,31 @@ impl Quarantine {
         meta: &MessageMeta,
     ) -> Result<Placed, RecordError> {
         let to = Destination::Folder { folder: folder.to_string(), meta: meta.clone() };
-        self.send_to_writer(account, bytes.to_vec(), to).await
+        self.send_to_writer(account, meta.received_at, bytes.to_vec(), to).await
     }
 
-    /// Stores a copy where `filing`, run on the writer's thread, says.
+    /// Stores a copy of a message that arrived at `received_at` (Unix
+    /// seconds) where `filing`, run on the writer's thread, says.
     pub async fn store_filed(
         &self,
         account: &str,
+        received_at: i64,
         bytes: Vec<u8>,
         filing: Filing,
     ) -> Result<Placed, RecordError> {
-        self.send_to_writer(account, bytes, Destination::Filing(filing)).await
+        self.send_to_writer(account, received_at, bytes, Destination::Filing(filing)).await
+    }
+
+    /// The front line's clock: mark it for every accepted message, and
+    /// copies give way to the relay.
+    pub fn front_line(&self) -> FrontLine {
+        self.front_line.clone()
     }
 
     async fn send_to_writer(
         &self,
         account: &str,
+        received_at: i64,
         bytes: Vec<u8>,
         to: Destination,
     ) -> Result<Placed, RecordError> {
@@ -97,7 +159,7 @@ impl Quarantine {
             self.start_writer(rx)?;
         }
         let (reply, answer) = oneshot::channel();
-        let req = StoreReq { account: account.to_string(), bytes, to, reply };
+        let req = StoreReq { account: account.to_string(), received_at, bytes, to, reply };
         let gone = || RecordError::Invalid("the store writer stopped".into());
         self.writer.send(req).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?.map_err(RecordError::Invalid)
@@ -139,17 +201,23 @@ impl Quarantine {
     async fn write_loop(self, pool: SqlitePool, mut rx: mpsc::Receiver<StoreReq>) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
-            while batch.len() < STORE_BATCH {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
+            loop {
+                while batch.len() < STORE_BATCH {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
                 }
+                if batch.len() >= STORE_BATCH || !self.must_give_way(&batch) {
+                    break;
+                }
+                tokio::time::sleep(self.front_line_gap).await;
             }
             // A request whose filing panics, or whose folder cannot be had,
             // fails alone.
             let mut ready = Vec::with_capacity(batch.len());
             for req in batch {
-                let StoreReq { account, bytes, to, reply } = req;
+                let StoreReq { account, bytes, to, reply, .. } = req;
                 let (folder, meta) = match to {
                     Destination::Folder { folder, meta } => (folder, meta),
                     Destination::Filing(filing) => {
@@ -186,6 +254,15 @@ impl Quarantine {
                 }
             }
         }
+    }
+
+    /// Whether `batch` waits: the front line is accepting messages (no gap
+    /// of [`FRONT_LINE_GAP`]) and none of the batch's messages arrived
+    /// [`COPY_LAG_MAX`] ago. Copies that arrive while it waits join it.
+    fn must_give_way(&self, batch: &[StoreReq]) -> bool {
+        let oldest = batch.iter().map(|r| r.received_at).min().unwrap_or(i64::MIN);
+        self.front_line.quiet_for() < self.front_line_gap
+            && chrono::Utc::now().timestamp() - oldest < COPY_LAG_MAX
     }
 
     /// Writes a batch in one transaction on the writer's connection, which
@@ -427,8 +504,8 @@ mod tests {
         });
         let panics: crate::Filing = Box::new(|_: &[u8]| panic!("a parser bug"));
         let (a, b) = tokio::join!(
-            q.store_filed("acme", b"Subject: bounce\r\n\r\nx".to_vec(), by_subject),
-            q.store_filed("acme", b"Subject: boom\r\n\r\nx".to_vec(), panics),
+            q.store_filed("acme", 86_400, b"Subject: bounce\r\n\r\nx".to_vec(), by_subject),
+            q.store_filed("acme", 86_400, b"Subject: boom\r\n\r\nx".to_vec(), panics),
         );
         let a = a.unwrap();
         assert!(b.is_err(), "{b:?}");
@@ -505,5 +582,71 @@ mod tests {
         assert_eq!(q.sweep(100 * 86_400).await.unwrap(), Swept { messages: 2, blobs: 2 });
         assert!(!path.exists());
         assert_eq!(blob_rows(&store.quarantine()).await, 0);
+    }
+
+    /// Marks the front line busy every 200 µs (a thread of its own, so no
+    /// timer granularity opens a gap) until dropped.
+    struct Busy(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+    impl Busy {
+        fn start(front: crate::FrontLine) -> Self {
+            front.busy();
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let done = stop.clone();
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    front.busy();
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            });
+            Busy(stop)
+        }
+    }
+
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn copies_give_way_to_a_busy_front_line_but_not_past_their_lag() {
+        let (_dir, _store, mut q) = acme().await;
+        // Set before the writer starts (with the first store): a marker
+        // every 200 µs keeps a 2 ms gap shut only on a quiet machine.
+        q.front_line_gap = std::time::Duration::from_millis(250);
+        // A quiet front line: a fresh copy is stored at once.
+        let t = std::time::Instant::now();
+        q.store("acme", "Human", b"quiet", &MessageMeta { received_at: now(), ..Default::default() })
+            .await
+            .unwrap();
+        assert!(t.elapsed() < std::time::Duration::from_millis(900), "{:?}", t.elapsed());
+
+        // A busy one: a fresh copy waits for the first gap.
+        let busy = Busy::start(q.front_line());
+        let (q2, t) = (q.clone(), std::time::Instant::now());
+        let fresh = tokio::spawn(async move {
+            let m = MessageMeta { received_at: now(), ..Default::default() };
+            q2.store("acme", "Human", b"fresh", &m).await.unwrap();
+            t.elapsed()
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert!(!fresh.is_finished(), "a fresh copy went ahead of a busy front line");
+        // One whose message is about to reach the lag goes even so.
+        let t = std::time::Instant::now();
+        let m = MessageMeta { received_at: now() - crate::COPY_LAG_MAX + 1, ..Default::default() };
+        q.store("acme", "Human", b"old", &m).await.unwrap();
+        assert!(t.elapsed() < std::time::Duration::from_millis(2500), "{:?}", t.elapsed());
+        // The fresh one went in the old one's batch (a batch goes whole),
+        // having waited for it.
+        drop(busy);
+        let waited = fresh.await.unwrap();
+        assert!(waited >= std::time::Duration::from_millis(1500), "{waited:?}");
+        let human = q.folder_id("acme", "Human").await.unwrap();
+        assert_eq!(q.messages(human).await.unwrap().len(), 3);
     }
 }

@@ -28,11 +28,14 @@ struct SpoolSink {
     /// Submission by a tenant's user takes the outbound path.
     outbox: Arc<outbound::Outbox>,
     hostname: String,
+    /// Marked for every message: the tee's copies give way to the front line.
+    front_line: record::FrontLine,
 }
 
 impl Sink for SpoolSink {
     fn accept(&self, msg: Accepted) -> BoxFuture<'_, Result<(), Reply>> {
         Box::pin(async move {
+            self.front_line.busy();
             if let Some(user) = &msg.envelope.auth_user {
                 let tenant = self.outbox.record.user_tenant(user).await.map_err(|e| {
                     tracing::error!(error = %e, "user tenant lookup failed");
@@ -211,6 +214,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         bounce_domain: bounce_domain.clone(),
         outbox: outbox.clone(),
         hostname: cfg.server.hostname.clone(),
+        front_line: store.quarantine().front_line(),
     });
     let auth: Arc<dyn Authenticator> = Arc::new(UsersAuth(store.users()));
     let mut accept_domains: HashSet<String> =
