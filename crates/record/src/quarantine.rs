@@ -115,9 +115,6 @@ pub struct Quarantine {
     folder_ids: Arc<std::sync::RwLock<std::collections::HashMap<(String, String), i64>>>,
     /// When the front line last accepted a message (copies give way to it).
     pub(crate) front_line: crate::FrontLine,
-    /// What counts as a gap in the front line ([`crate::FRONT_LINE_GAP`];
-    /// the tests widen it so a busy machine cannot open one by accident).
-    pub(crate) front_line_gap: std::time::Duration,
     pub(crate) writer: mpsc::Sender<StoreReq>,
     /// How the writer opens its own connection.
     pub(crate) writer_opts: sqlx::sqlite::SqliteConnectOptions,
@@ -147,7 +144,6 @@ impl Quarantine {
             listings: ListingCache::default(),
             folder_ids: Arc::default(),
             front_line: crate::FrontLine::default(),
-            front_line_gap: crate::FRONT_LINE_GAP,
         }
     }
 

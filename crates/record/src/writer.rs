@@ -22,16 +22,15 @@
 //! The idle class is not enough on its own: on a small machine a relay
 //! that is latency-bound (sessions waiting on fsyncs and round trips)
 //! still pays for every core a copy holds when one of its threads wakes.
-//! So copies also give way to the front line ([`FrontLine`]): while
-//! messages are being accepted, a batch waits, until there is a gap of
-//! [`FRONT_LINE_GAP`] or its oldest copy's message arrived
-//! [`COPY_LAG_MAX`] ago. A burst is relayed at full speed and its copies
+//! So copies also give way to the front line ([`FrontLine`]): while a
+//! message is being accepted, a batch waits, until none is or its oldest
+//! copy's message arrived [`COPY_LAG_MAX`] ago. A burst is relayed at full speed and its copies
 //! are filed after it; under load that never stops, copies run
 //! [`COPY_LAG_MAX`] behind and then flow as before.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -52,40 +51,38 @@ pub(crate) enum Destination {
     Filing(Filing),
 }
 
-/// A gap this long between accepted messages lets the copies' writer work.
-pub const FRONT_LINE_GAP: Duration = Duration::from_millis(2);
+/// How often a batch that gives way looks again.
+const GIVE_WAY_POLL: Duration = Duration::from_millis(1);
 
-/// A copy waits for a gap in the front line at most until its message
-/// arrived this long ago (seconds).
+/// A copy waits for the front line at most until its message arrived this
+/// long ago (seconds).
 pub const COPY_LAG_MAX: i64 = 10;
 
-/// When the front line (SMTP and API acceptance) last took a message.
-/// Cheap to mark: one relaxed store per accepted message.
-#[derive(Clone)]
-pub struct FrontLine(Arc<(Instant, AtomicU64)>);
+/// How many messages the front line (SMTP acceptance) is taking right now:
+/// from the end of their data to their 250, spool fsync included. Cheap:
+/// two relaxed atomic adds per message.
+#[derive(Clone, Default)]
+pub struct FrontLine(Arc<AtomicUsize>);
 
-impl Default for FrontLine {
-    fn default() -> Self {
-        FrontLine(Arc::new((Instant::now(), AtomicU64::new(0))))
+/// One message being accepted; the front line is quiet again when the last
+/// of these is dropped.
+pub struct Accepting(Arc<AtomicUsize>);
+
+impl FrontLine {
+    /// A message is being accepted until the guard is dropped.
+    pub fn accepting(&self) -> Accepting {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Accepting(self.0.clone())
+    }
+
+    fn busy(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
     }
 }
 
-impl FrontLine {
-    /// A message is being accepted now.
-    pub fn busy(&self) {
-        let (epoch, last) = &*self.0;
-        // +1: zero means never.
-        last.store(epoch.elapsed().as_micros() as u64 + 1, Ordering::Relaxed);
-    }
-
-    /// How long since the last accepted message.
-    fn quiet_for(&self) -> Duration {
-        let (epoch, last) = &*self.0;
-        let last = last.load(Ordering::Relaxed);
-        if last == 0 {
-            return Duration::MAX;
-        }
-        Duration::from_micros((epoch.elapsed().as_micros() as u64 + 1).saturating_sub(last))
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -211,7 +208,7 @@ impl Quarantine {
                 if batch.len() >= STORE_BATCH || !self.must_give_way(&batch) {
                     break;
                 }
-                tokio::time::sleep(self.front_line_gap).await;
+                tokio::time::sleep(GIVE_WAY_POLL).await;
             }
             // A request whose filing panics, or whose folder cannot be had,
             // fails alone.
@@ -256,13 +253,12 @@ impl Quarantine {
         }
     }
 
-    /// Whether `batch` waits: the front line is accepting messages (no gap
-    /// of [`FRONT_LINE_GAP`]) and none of the batch's messages arrived
-    /// [`COPY_LAG_MAX`] ago. Copies that arrive while it waits join it.
+    /// Whether `batch` waits: the front line is accepting a message and
+    /// none of the batch's messages arrived [`COPY_LAG_MAX`] ago. Copies
+    /// that arrive while it waits join it.
     fn must_give_way(&self, batch: &[StoreReq]) -> bool {
         let oldest = batch.iter().map(|r| r.received_at).min().unwrap_or(i64::MIN);
-        self.front_line.quiet_for() < self.front_line_gap
-            && chrono::Utc::now().timestamp() - oldest < COPY_LAG_MAX
+        self.front_line.busy() && chrono::Utc::now().timestamp() - oldest < COPY_LAG_MAX
     }
 
     /// Writes a batch in one transaction on the writer's connection, which
@@ -584,41 +580,13 @@ mod tests {
         assert_eq!(blob_rows(&store.quarantine()).await, 0);
     }
 
-    /// Marks the front line busy every 200 µs (a thread of its own, so no
-    /// timer granularity opens a gap) until dropped.
-    struct Busy(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-    impl Busy {
-        fn start(front: crate::FrontLine) -> Self {
-            front.busy();
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let done = stop.clone();
-            std::thread::spawn(move || {
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    front.busy();
-                    std::thread::sleep(std::time::Duration::from_micros(200));
-                }
-            });
-            Busy(stop)
-        }
-    }
-
-    impl Drop for Busy {
-        fn drop(&mut self) {
-            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
     fn now() -> i64 {
         chrono::Utc::now().timestamp()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn copies_give_way_to_a_busy_front_line_but_not_past_their_lag() {
-        let (_dir, _store, mut q) = acme().await;
-        // Set before the writer starts (with the first store): a marker
-        // every 200 µs keeps a 2 ms gap shut only on a quiet machine.
-        q.front_line_gap = std::time::Duration::from_millis(250);
+        let (_dir, _store, q) = acme().await;
         // A quiet front line: a fresh copy is stored at once.
         let t = std::time::Instant::now();
         q.store("acme", "Human", b"quiet", &MessageMeta { received_at: now(), ..Default::default() })
@@ -627,7 +595,8 @@ mod tests {
         assert!(t.elapsed() < std::time::Duration::from_millis(900), "{:?}", t.elapsed());
 
         // A busy one: a fresh copy waits for the first gap.
-        let busy = Busy::start(q.front_line());
+        // A message is being accepted until `busy` is dropped.
+        let busy = q.front_line().accepting();
         let (q2, t) = (q.clone(), std::time::Instant::now());
         let fresh = tokio::spawn(async move {
             let m = MessageMeta { received_at: now(), ..Default::default() };

@@ -35,7 +35,8 @@ struct SpoolSink {
 impl Sink for SpoolSink {
     fn accept(&self, msg: Accepted) -> BoxFuture<'_, Result<(), Reply>> {
         Box::pin(async move {
-            self.front_line.busy();
+            // Until the 250 (or the refusal): the tee's copies wait meanwhile.
+            let _accepting = self.front_line.accepting();
             if let Some(user) = &msg.envelope.auth_user {
                 let tenant = self.outbox.record.user_tenant(user).await.map_err(|e| {
                     tracing::error!(error = %e, "user tenant lookup failed");
