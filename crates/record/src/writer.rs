@@ -24,9 +24,10 @@
 //! still pays for every core a copy holds when one of its threads wakes.
 //! So copies also give way to the front line ([`FrontLine`]): while a
 //! message is being accepted, a batch waits, until none is or its oldest
-//! copy's message arrived [`COPY_LAG_MAX`] ago. A burst is relayed at full speed and its copies
-//! are filed after it; under load that never stops, copies run
-//! [`COPY_LAG_MAX`] behind and then flow as before.
+//! copy's message arrived [`COPY_LAG_MAX`] ago. A burst is relayed at
+//! full speed and its copies are filed in its gaps and after it; under
+//! load that never stops, copies run [`COPY_LAG_MAX`] behind and then
+//! flow as before.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -139,8 +140,8 @@ impl Quarantine {
         self.send_to_writer(account, received_at, bytes, Destination::Filing(filing)).await
     }
 
-    /// The front line's clock: mark it for every accepted message, and
-    /// copies give way to the relay.
+    /// The front line's count of messages being accepted: hold an
+    /// [`Accepting`] for each, and copies give way to the relay.
     pub fn front_line(&self) -> FrontLine {
         self.front_line.clone()
     }
@@ -594,8 +595,8 @@ mod tests {
             .unwrap();
         assert!(t.elapsed() < std::time::Duration::from_millis(900), "{:?}", t.elapsed());
 
-        // A busy one: a fresh copy waits for the first gap.
-        // A message is being accepted until `busy` is dropped.
+        // A busy one (a message is being accepted until `busy` is dropped):
+        // a fresh copy waits.
         let busy = q.front_line().accepting();
         let (q2, t) = (q.clone(), std::time::Instant::now());
         let fresh = tokio::spawn(async move {
