@@ -67,13 +67,13 @@ pub struct FrontLine(Arc<AtomicUsize>);
 
 /// One message being accepted; the front line is quiet again when the last
 /// of these is dropped.
-pub struct Accepting(Arc<AtomicUsize>);
+pub struct Accepting<'a>(&'a AtomicUsize);
 
 impl FrontLine {
     /// A message is being accepted until the guard is dropped.
-    pub fn accepting(&self) -> Accepting {
+    pub fn accepting(&self) -> Accepting<'_> {
         self.0.fetch_add(1, Ordering::Relaxed);
-        Accepting(self.0.clone())
+        Accepting(&self.0)
     }
 
     fn busy(&self) -> bool {
@@ -81,7 +81,7 @@ impl FrontLine {
     }
 }
 
-impl Drop for Accepting {
+impl Drop for Accepting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -597,7 +597,8 @@ mod tests {
 
         // A busy one (a message is being accepted until `busy` is dropped):
         // a fresh copy waits.
-        let busy = q.front_line().accepting();
+        let front = q.front_line();
+        let busy = front.accepting();
         let (q2, t) = (q.clone(), std::time::Instant::now());
         let fresh = tokio::spawn(async move {
             let m = MessageMeta { received_at: now(), ..Default::default() };

@@ -28,7 +28,7 @@ struct SpoolSink {
     /// Submission by a tenant's user takes the outbound path.
     outbox: Arc<outbound::Outbox>,
     hostname: String,
-    /// Marked for every message: the tee's copies give way to the front line.
+    /// Held for every message being accepted: the tee's copies give way meanwhile.
     front_line: record::FrontLine,
 }
 
