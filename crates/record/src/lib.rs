@@ -22,7 +22,7 @@ pub use backend::{BoxFuture, QuarantineStore};
 pub use outbound::Outbound;
 pub use quarantine::Quarantine;
 pub use users::Users;
-pub use writer::{Accepting, COPY_LAG_MAX, Filing, FrontLine};
+pub use writer::{Accepting, COPY_LAG_MAX, CROWD_HOLD, Filing, FrontLine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
