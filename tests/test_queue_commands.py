@@ -42,6 +42,11 @@ def test_queue_commands_on_a_running_server(sink_factory, sluice_factory):
         assert set(r) >= {"address", "status", "attempts", "last_reply"}
         assert r["attempts"] == 1
 
+    # summary: the relay's backlog, from the oldest message on
+    summary = sl.queue("summary")["summary"]
+    assert [(b["route"], b["messages"], b["recipients"], b["held"]) for b in summary] == [("relay", 3, 6, 0)], summary
+    assert summary[0]["oldest_received_at"] == min(e["received_at"] for e in entries)
+
     # show
     shown = sl.queue("show", ids[0])["entry"]
     assert shown["id"] == ids[0] and shown["recipients"] == e0["recipients"]
@@ -53,6 +58,11 @@ def test_queue_commands_on_a_running_server(sink_factory, sluice_factory):
     assert sl.queue("show", ids[1])["entry"]["held"] is True
     assert "done" in sl.queue("delete", ids[2])
     assert sorted(e["id"] for e in sl.queue_entries()) == sorted(ids[:2])
+    summary = sl.queue("summary")["summary"]
+    assert [(b["route"], b["messages"], b["recipients"], b["held"]) for b in summary] == [("relay", 2, 4, 1)], summary
+    text = sl.cli("queue", "summary", "--data", sl.data).stdout.decode()
+    assert text.splitlines()[0].split() == ["route", "messages", "recipients", "held", "oldest"], text
+    assert text.splitlines()[1].split()[:4] == ["relay", "2", "4", "1"] and " ago)" in text, text
 
     # flush with the downstream back: only the unheld message goes
     sink.start()
@@ -69,6 +79,8 @@ def test_queue_commands_on_a_running_server(sink_factory, sluice_factory):
     msgs = sink.wait_for(2, timeout=15)
     assert any(toks[1].encode() in m.content for m in msgs)
     sl.wait_queue_empty(10)
+    assert sl.queue("summary") == {"summary": []}
+    assert sl.cli("queue", "summary", "--data", sl.data).stdout.decode().strip() == "nothing pending"
     time.sleep(0.5)
     assert not any(toks[2].encode() in m.content for m in sink.messages()), "deleted mail never goes"
     assert len(sink.messages()) == 2
@@ -84,6 +96,8 @@ def test_queue_commands_on_a_stopped_server(sluice_factory):
     assert sorted(e["id"] for e in entries) == sorted(ids)
     assert all(e["recipients"][0]["status"] == "scheduled" for e in entries), entries
     assert sl.queue("show", ids[0])["entry"]["id"] == ids[0]
+    summary = sl.queue("summary")["summary"]
+    assert [(b["route"], b["messages"], b["recipients"]) for b in summary] == [("relay", 2, 2)], summary
 
     # Changes made while stopped persist.
     assert "done" in sl.queue("hold", ids[0])

@@ -99,6 +99,9 @@ def test_mail_is_teed_even_while_the_downstream_is_down(sink_factory, sluice_fac
     assert len(entries) == 1
     routes = {r["route"]: r["status"] for r in entries[0]["recipients"]}
     assert routes["quarantine:acme"] == "delivered" and routes["relay"] in ("deferred", "scheduled"), routes
+    # The backlog is the relay's only: the copy is not behind.
+    summary = sl.queue("summary")["summary"]
+    assert [(b["route"], b["messages"]) for b in summary] == [("relay", 1)], summary
     # ...and the original still goes out when the downstream returns.
     sink.start()
     sink.wait_for(1, timeout=20)

@@ -22,6 +22,7 @@ use crate::release::Reinjector;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     List,
+    Summary,
     Show {
         id: String,
     },
@@ -47,6 +48,7 @@ pub enum Request {
 #[serde(rename_all = "snake_case")]
 pub enum Response {
     Entries(Vec<EntryView>),
+    Summary(Vec<RouteBacklog>),
     Entry(Box<EntryView>),
     Done(String),
     Error(String),
@@ -113,6 +115,48 @@ impl From<&Entry> for EntryView {
     }
 }
 
+/// What one route has pending: how many messages and recipients wait for
+/// it, and since when. For the quarantine routes this is how far the
+/// copies are behind (they give way to the front line, see
+/// `record::FrontLine`, and wait in the spool meanwhile).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteBacklog {
+    /// `relay`, `quarantine:ACCOUNT`, ...
+    pub route: String,
+    pub messages: usize,
+    pub recipients: usize,
+    /// Of those messages, how many are held.
+    pub held: usize,
+    /// When the oldest of them was received (Unix seconds).
+    pub oldest_received_at: i64,
+}
+
+/// The backlog per route, in route order, of the recipients not yet
+/// delivered, failed or expired.
+pub fn backlog(entries: &[EntryView]) -> Vec<RouteBacklog> {
+    let mut routes: std::collections::BTreeMap<&str, RouteBacklog> = std::collections::BTreeMap::new();
+    for e in entries {
+        let mut counted: Vec<&str> = Vec::new();
+        for r in e.recipients.iter().filter(|r| !is_terminal(&r.status)) {
+            let b = routes.entry(&r.route).or_insert_with(|| RouteBacklog {
+                route: r.route.clone(),
+                messages: 0,
+                recipients: 0,
+                held: 0,
+                oldest_received_at: e.received_at,
+            });
+            b.recipients += 1;
+            if !counted.contains(&r.route.as_str()) {
+                counted.push(&r.route);
+                b.messages += 1;
+                b.held += usize::from(e.held);
+                b.oldest_received_at = b.oldest_received_at.min(e.received_at);
+            }
+        }
+    }
+    routes.into_values().collect()
+}
+
 pub fn socket_path(spool_dir: &Path) -> PathBuf {
     spool_dir.join("control.sock")
 }
@@ -123,6 +167,10 @@ pub async fn handle(spool: &Spool, waker: Option<&Waker>, reinjector: &Reinjecto
     let result: Result<Response, String> = async {
         Ok(match req {
             Request::List => Response::Entries(spool.list().iter().map(EntryView::from).collect()),
+            Request::Summary => {
+                let entries: Vec<EntryView> = spool.list().iter().map(EntryView::from).collect();
+                Response::Summary(backlog(&entries))
+            }
             Request::Show { id } => {
                 let id = parse(&id)?;
                 let e = spool.get(id).ok_or(format!("no such message {id}"))?;
@@ -213,7 +261,7 @@ pub async fn request(cfg: &Config, req: Request) -> anyhow::Result<Response> {
     if !spool_dir.exists() {
         bail!("no spool at {} (is --data right?)", spool_dir.display());
     }
-    let read_only = matches!(req, Request::List | Request::Show { .. });
+    let read_only = matches!(req, Request::List | Request::Summary | Request::Show { .. });
     let opened = if read_only { Spool::open_read_only(&spool_dir) } else { Spool::open(&spool_dir, true) };
     let (spool, _) = opened.with_context(|| {
         format!("the spool is in use but its control socket does not answer: {}", spool_dir.display())
@@ -259,6 +307,26 @@ pub fn print(resp: &Response, json: bool) -> i32 {
             }
             0
         }
+        Response::Summary(routes) => {
+            if routes.is_empty() {
+                println!("nothing pending");
+                return 0;
+            }
+            let now = chrono::Utc::now().timestamp();
+            println!("{:<32} {:>9} {:>10} {:>6}  oldest", "route", "messages", "recipients", "held");
+            for b in routes {
+                println!(
+                    "{:<32} {:>9} {:>10} {:>6}  {} ({} ago)",
+                    b.route,
+                    b.messages,
+                    b.recipients,
+                    b.held,
+                    fmt_time(b.oldest_received_at),
+                    fmt_age(now - b.oldest_received_at)
+                );
+            }
+            0
+        }
         Response::Entry(e) => {
             println!("id:          {}", e.id);
             println!("from:        <{}>", e.from);
@@ -292,6 +360,88 @@ fn is_terminal(status: &str) -> bool {
     matches!(status, "delivered" | "failed" | "expired")
 }
 
+/// `42s`, `3m05s`, `2h07m`, `3d04h`.
+fn fmt_age(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
 fn fmt_time(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0).map(|d| d.to_rfc3339()).unwrap_or_else(|| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rcpt(route: &str, status: &str) -> RcptView {
+        RcptView {
+            address: "x@sluice.test".into(),
+            route: route.into(),
+            status: status.into(),
+            attempts: 1,
+            last_reply: None,
+        }
+    }
+
+    fn entry(received_at: i64, held: bool, recipients: Vec<RcptView>) -> EntryView {
+        EntryView {
+            id: String::new(),
+            from: String::new(),
+            received_at,
+            size: 1,
+            held,
+            next_attempt: 0,
+            expires_at: 0,
+            peer: String::new(),
+            recipients,
+        }
+    }
+
+    #[test]
+    fn the_backlog_counts_pending_recipients_per_route_and_the_oldest_message() {
+        let entries = vec![
+            // Relayed (done); its copy waits.
+            entry(200, false, vec![rcpt("relay", "delivered"), rcpt("quarantine:acme", "scheduled")]),
+            // Two relay recipients still to go, held; its copy is filed.
+            entry(
+                100,
+                true,
+                vec![
+                    rcpt("relay", "deferred"),
+                    rcpt("relay", "scheduled"),
+                    rcpt("quarantine:acme", "delivered"),
+                ],
+            ),
+            // Both routes wait; one relay recipient has failed for good.
+            entry(
+                300,
+                false,
+                vec![rcpt("relay", "failed"), rcpt("relay", "deferred"), rcpt("quarantine:acme", "deferred")],
+            ),
+        ];
+        let b = |route: &str, messages, recipients, held, oldest_received_at| RouteBacklog {
+            route: route.into(),
+            messages,
+            recipients,
+            held,
+            oldest_received_at,
+        };
+        assert_eq!(backlog(&entries), vec![b("quarantine:acme", 2, 2, 0, 200), b("relay", 2, 3, 1, 100)]);
+        assert!(backlog(&[]).is_empty());
+    }
+
+    #[test]
+    fn ages_read_at_a_glance() {
+        assert_eq!(fmt_age(-5), "0s");
+        assert_eq!(fmt_age(42), "42s");
+        assert_eq!(fmt_age(185), "3m05s");
+        assert_eq!(fmt_age(2 * 3600 + 7 * 60 + 9), "2h07m");
+        assert_eq!(fmt_age(3 * 86400 + 4 * 3600), "3d04h");
+    }
 }

@@ -227,6 +227,9 @@ enum QuarantineCommand {
 enum QueueCommand {
     /// One line per queued message.
     List,
+    /// What is pending per route (the relay, each account's quarantine
+    /// copies): messages, recipients, and how long the oldest has waited.
+    Summary,
     /// Everything about one message.
     Show { id: String },
     /// Attempt everything waiting, now.
@@ -419,6 +422,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let cfg = load_config(&common)?;
             let req = match command {
                 QueueCommand::List => control::Request::List,
+                QueueCommand::Summary => control::Request::Summary,
                 QueueCommand::Show { id } => control::Request::Show { id },
                 QueueCommand::Flush => control::Request::Flush,
                 QueueCommand::Hold { id } => control::Request::Hold { id },
