@@ -147,6 +147,36 @@ def test_imaplib_session_over_starttls(store, sink):
     m.logout()
 
 
+def test_fetch_over_several_chunks_pairs_each_uid_with_its_own_bytes(store):
+    # A FETCH reads blobs 256 messages at a time, the next chunk while the
+    # last one's responses go out: 300 messages cross a chunk boundary.
+    import smtplib
+    n = 300
+    with smtplib.SMTP(*store.smtp) as c:
+        for i in range(n):
+            c.sendmail("ann@src.test", ["desk@sluice.test"],
+                       f"From: ann@src.test\r\nSubject: note {i}\r\nX-Seq: {i}\r\n\r\nHello {i}\r\n")
+    wait_until(lambda: len(stored(store.data)) == n, 60, what=f"{n} copies filed")
+    m = login(store)
+    typ, data = m.select("Human", readonly=True)
+    assert (typ, data) == ("OK", [str(n).encode()])
+    typ, data = m.uid("FETCH", "1:*", "(UID BODY.PEEK[HEADER.FIELDS (x-seq)])")
+    assert typ == "OK"
+    got = {}
+    for item in data:
+        if isinstance(item, tuple):
+            uid = int(item[0].split(b"UID ")[1].split()[0])
+            got[uid] = item[1]
+    assert sorted(got) == list(range(1, n + 1))
+    assert sorted(int(v.split(b":")[1]) for v in got.values()) == list(range(n))
+    # Each UID's field is the one in its own full bytes, across the boundary.
+    for uid in (1, 255, 256, 257, 299, 300):
+        typ, full = m.uid("FETCH", str(uid), "(BODY.PEEK[])")
+        seq = next(ln for ln in full[0][1].split(b"\r\n") if ln.startswith(b"X-Seq:"))
+        assert got[uid] == seq + b"\r\n\r\n", (uid, got[uid], seq)
+    m.logout()
+
+
 def test_accounts_see_only_their_own_folders(store, tmp_path):
     sl = store
     pw = tmp_path / "pw2"

@@ -64,20 +64,17 @@ fn section_bytes(e: &Entity<'_>, raw: &[u8], section: Option<&Section<'_>>) -> V
             Some(p) => e.locate(&p.0.as_ref().iter().map(|n| n.get()).collect::<Vec<_>>()),
         }
     };
-    let pick = |p: &Option<Part>, names: &[String], keep: bool| -> Vec<u8> {
+    let pick = |p: &Option<Part>, names: &[AString<'_>], keep: bool| -> Vec<u8> {
         let Some(ent) = part(p) else { return Vec::new() };
         let target = if p.is_some() { ent.as_message() } else { ent };
         let mut v = Vec::new();
         for (name, block) in field_blocks(target.header) {
-            if names.contains(&name) == keep {
+            if names.iter().any(|n| n.as_ref().trim_ascii().eq_ignore_ascii_case(name)) == keep {
                 v.extend_from_slice(block);
             }
         }
         v.extend_from_slice(b"\r\n");
         v
-    };
-    let names = |fields: &[AString<'_>]| -> Vec<String> {
-        fields.iter().map(|f| String::from_utf8_lossy(f.as_ref()).to_ascii_lowercase()).collect()
     };
     match section {
         None => raw.to_vec(),
@@ -90,8 +87,8 @@ fn section_bytes(e: &Entity<'_>, raw: &[u8], section: Option<&Section<'_>>) -> V
             .map(|x| if p.is_some() { x.as_message().body } else { x.body })
             .unwrap_or_default()
             .to_vec(),
-        Some(Section::HeaderFields(p, f)) => pick(p, &names(f.as_ref()), true),
-        Some(Section::HeaderFieldsNot(p, f)) => pick(p, &names(f.as_ref()), false),
+        Some(Section::HeaderFields(p, f)) => pick(p, f.as_ref(), true),
+        Some(Section::HeaderFieldsNot(p, f)) => pick(p, f.as_ref(), false),
         Some(Section::Mime(p)) => part(&Some(p.clone())).map(|x| x.header).unwrap_or_default().to_vec(),
     }
 }
@@ -134,6 +131,25 @@ pub fn internal_date(ts: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_fields_pick_whole_fields_by_name_in_any_case() {
+        use imap_codec::imap_types::core::Vec1;
+        let raw: &[u8] = b"Subject: a\r\n  folded\r\nfrom : x@y\r\nno colon here\r\nX-Seq: 7\r\n\r\nbody\r\n";
+        let e = Entity::top(raw);
+        assert_eq!(e.body, b"body\r\n");
+        let names = |n: &[&'static str]| -> Vec1<AString<'static>> {
+            Vec1::unvalidated(n.iter().map(|s| AString::try_from(*s).unwrap()).collect())
+        };
+        let fields = Section::HeaderFields(None, names(&["SUBJECT", "From"]));
+        assert_eq!(section_bytes(&e, raw, Some(&fields)), b"Subject: a\r\n  folded\r\nfrom : x@y\r\n\r\n");
+        let not = Section::HeaderFieldsNot(None, names(&["subject", "x-seq"]));
+        assert_eq!(section_bytes(&e, raw, Some(&not)), b"from : x@y\r\nno colon here\r\n\r\n");
+        let none = Section::HeaderFields(None, names(&["Date"]));
+        assert_eq!(section_bytes(&e, raw, Some(&none)), b"\r\n");
+        let header = Section::Header(None);
+        assert_eq!(section_bytes(&e, raw, Some(&header)), &raw[..raw.len() - 6]);
+    }
 
     #[test]
     fn internal_date_is_rfc3501() {

@@ -29,10 +29,20 @@ impl<'a> Entity<'a> {
         parse(raw, 0, ("text", "plain"))
     }
 
-    /// Only the top level (header and body, no parts): enough for ENVELOPE
-    /// and the sections that name no part, and much cheaper.
+    /// Only the header and the body: enough for ENVELOPE, RFC822.* and the
+    /// sections that name no part, and much cheaper. The content type is
+    /// not read (`ctype` and `subtype` are empty) and there are no parts.
     pub fn top(raw: &'a [u8]) -> Self {
-        parse(raw, MAX_DEPTH, ("text", "plain"))
+        let (header, body) = raw.split_at(header_end(raw));
+        Entity {
+            header,
+            body,
+            ctype: String::new(),
+            subtype: String::new(),
+            params: Vec::new(),
+            parts: Vec::new(),
+            message: None,
+        }
     }
 
     pub fn is_multipart(&self) -> bool {
@@ -356,14 +366,14 @@ pub fn fields(header: &[u8]) -> impl Iterator<Item = (&str, &[u8])> {
     })
 }
 
-/// The whole fields of a header block with their lower-cased names.
-pub fn field_blocks(header: &[u8]) -> Vec<(String, &[u8])> {
-    raw_fields(header)
-        .map(|field| {
-            let name = field.iter().position(|&b| b == b':').map_or(&b""[..], |c| &field[..c]);
-            (String::from_utf8_lossy(name).trim().to_ascii_lowercase(), field)
-        })
-        .collect()
+/// The whole fields of a header block, each with its name (as received,
+/// trimmed; empty for a line without a colon). Compare names with
+/// `eq_ignore_ascii_case`: nothing is allocated per field.
+pub fn field_blocks(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    raw_fields(header).map(|field| {
+        let name = field.iter().position(|&b| b == b':').map_or(&b""[..], |c| field[..c].trim_ascii());
+        (name, field)
+    })
 }
 
 fn unfold(v: &[u8]) -> String {

@@ -412,7 +412,20 @@ impl Quarantine {
             .unwrap_or_default();
             found.extend(files);
         }
-        hashes.iter().map(|h| found.get(h).cloned()).collect()
+        // Each blob moves out at its last use; only a content asked for
+        // more than once is copied.
+        let mut uses: HashMap<&str, usize> = HashMap::with_capacity(found.len());
+        for h in &hashes {
+            *uses.entry(h.as_str()).or_default() += 1;
+        }
+        hashes
+            .iter()
+            .map(|h| {
+                let left = uses.get_mut(h.as_str())?;
+                *left -= 1;
+                if *left == 0 { found.remove(h) } else { found.get(h).cloned() }
+            })
+            .collect()
     }
 
     /// Replaces the flags of some messages: `(uid, space-separated flags)`.

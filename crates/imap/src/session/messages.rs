@@ -75,16 +75,24 @@ impl Session {
         });
         let indices = self.resolve(set, uid);
         let mut seen_updates = Vec::new();
-        // In chunks: one blocking read for a chunk's blobs, then its responses.
-        for chunk in indices.chunks(256) {
-            let Some(sel) = &mut self.selected else { return };
-            let raws = if needs_bytes {
-                let hashes = chunk.iter().map(|&i| sel.msgs[i].blob.to_string()).collect();
-                self.cfg.store.read_blobs(hashes).await
-            } else {
-                Vec::new()
+        // In chunks: a chunk's blobs are read in one query, the next chunk's
+        // while this one's responses are made and sent (the database's
+        // thread and this one each take about half of a big FETCH).
+        let chunks: Vec<&[usize]> = indices.chunks(256).collect();
+        let read_ahead = |sel: &Selected, chunk: Option<&&[usize]>| {
+            let hashes: Vec<String> = chunk?.iter().map(|&i| sel.msgs[i].blob.to_string()).collect();
+            let store = self.cfg.store.clone();
+            needs_bytes.then(|| tokio::spawn(async move { store.read_blobs(hashes).await }))
+        };
+        let Some(sel) = &self.selected else { return };
+        let mut next = read_ahead(sel, chunks.first());
+        for (n, chunk) in chunks.iter().enumerate() {
+            let raws = match next.take() {
+                Some(read) => read.await.unwrap_or_default(),
+                None => Vec::new(),
             };
             let Some(sel) = &mut self.selected else { return };
+            next = read_ahead(sel, chunks.get(n + 1));
             let read_only = sel.read_only;
             let mut out = Out::default();
             for (k, &idx) in chunk.iter().enumerate() {
