@@ -36,6 +36,9 @@ fi
   --http 127.0.0.1:25634 --relay 127.0.0.1:25626 --accept-domain example.test --hostname bench.sluice.test \
   > "$D/sluice.log" 2>&1 &
 S=$!
+# The server and the sink go with the script, however it ends (a reader
+# that stops early, `| head`, kills it with SIGPIPE).
+trap 'kill "$S" "$SINK" 2>/dev/null || true' EXIT
 sleep 1.5
 # CPU ticks and context switches per thread kind, now.
 threads() {
