@@ -11,7 +11,8 @@ connections (throughput). Prints medians over repeats of p50/p99 and msgs/s.
 
     bench/tee_latency.py [--n 1000] [--repeats 3] [--conc 8] [--sample FILE]
 
-Needs aiosmtpd (scripts/install-test-deps.sh installs it) and a release build.
+Needs aiosmtpd (scripts/install-test-deps.sh installs it) and a release build
+(or BIN=path to measure that binary).
 """
 
 import argparse
@@ -31,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiosmtpd.controller import Controller
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "sluice")
+BIN = os.environ.get("BIN") or os.path.join(ROOT, "target", "release", "sluice")
 DEFAULT_SAMPLE = os.path.join(ROOT, "crates", "decide", "tests", "fixtures", "bounces", "lhost-postfix-05.eml")
 
 dot_sent = {}
