@@ -227,17 +227,8 @@ fn encode_word(name: &str) -> String {
 }
 
 fn parse<'a>(raw: &'a [u8], depth: usize, default: (&str, &str)) -> Entity<'a> {
-    let split = header_end(raw);
-    let (header, body) = raw.split_at(split);
-    let mut e = Entity {
-        header,
-        body,
-        ctype: default.0.into(),
-        subtype: default.1.into(),
-        params: Vec::new(),
-        parts: Vec::new(),
-        message: None,
-    };
+    let mut e = Entity { ctype: default.0.into(), subtype: default.1.into(), ..Entity::top(raw) };
+    let body = e.body;
     if let Some(ct) = e.field("Content-Type") {
         let (kind, params) = split_params(&ct);
         if let Some((t, s)) = kind.split_once('/') {

@@ -89,9 +89,6 @@ impl QuarantineStore for Quarantine {
     ) -> Res<'a, Placed> {
         Box::pin(Quarantine::store(self, account, folder, bytes, meta))
     }
-    fn set_flags<'a>(&'a self, folder_id: i64, flags: &'a [(i64, String)]) -> Res<'a, ()> {
-        Box::pin(Quarantine::set_flags(self, folder_id, flags))
-    }
     fn store_filed<'a>(
         &'a self,
         account: &'a str,
@@ -100,6 +97,9 @@ impl QuarantineStore for Quarantine {
         filing: Filing,
     ) -> Res<'a, Placed> {
         Box::pin(Quarantine::store_filed(self, account, received_at, bytes, filing))
+    }
+    fn set_flags<'a>(&'a self, folder_id: i64, flags: &'a [(i64, String)]) -> Res<'a, ()> {
+        Box::pin(Quarantine::set_flags(self, folder_id, flags))
     }
     fn copy<'a>(&'a self, from: i64, uids: &'a [i64], to: i64) -> Res<'a, (i64, Vec<(i64, i64)>)> {
         Box::pin(Quarantine::copy(self, from, uids, to))

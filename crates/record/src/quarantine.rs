@@ -113,7 +113,7 @@ pub struct Quarantine {
     /// (account, folder) to folder id: folders are never deleted, so an id
     /// once known stays right (the tee path saves three queries a message).
     folder_ids: Arc<std::sync::RwLock<std::collections::HashMap<(String, String), i64>>>,
-    /// How many messages the front line is accepting (copies give way to it).
+    /// Whether the front line is busy accepting mail (copies give way to it).
     pub(crate) front_line: crate::FrontLine,
     pub(crate) writer: mpsc::Sender<StoreReq>,
     /// How the writer opens its own connection.

@@ -80,9 +80,12 @@ impl Session {
         // thread and this one each take about half of a big FETCH).
         let chunks: Vec<&[usize]> = indices.chunks(256).collect();
         let read_ahead = |sel: &Selected, chunk: Option<&&[usize]>| {
+            if !needs_bytes {
+                return None;
+            }
             let hashes: Vec<String> = chunk?.iter().map(|&i| sel.msgs[i].blob.to_string()).collect();
             let store = self.cfg.store.clone();
-            needs_bytes.then(|| tokio::spawn(async move { store.read_blobs(hashes).await }))
+            Some(tokio::spawn(async move { store.read_blobs(hashes).await }))
         };
         let Some(sel) = &self.selected else { return };
         let mut next = read_ahead(sel, chunks.first());
