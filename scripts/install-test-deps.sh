@@ -6,7 +6,8 @@
 #   - postfix  : only for its test programs /usr/sbin/smtp-sink and smtp-source;
 #                the postfix mail service itself is never configured or left
 #                running (nothing of ours listens on port 25).
-#   - swaks    : the SMTP swiss-army knife, driven by a few tests.
+#   - swaks    : the SMTP swiss-army knife, driven by a few tests, with its
+#                TLS module (libnet-ssleay-perl) for STARTTLS.
 #   - isync    : mbsync, the terminal IMAP client that syncs a store account
 #                to a Maildir in the IMAP tests.
 #   - aiosmtpd : the downstream SMTP peer of the suite (tests/peers/sink.py).
@@ -38,6 +39,10 @@ fi
 need_apt=()
 [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ] || need_apt+=(postfix)
 command -v swaks >/dev/null 2>&1 || need_apt+=(swaks)
+# swaks' STARTTLS needs Net::SSLeay, only a Recommends of the swaks package
+# (and --no-install-recommends skips it): without it swaks says "TLS not
+# available" and the submission tests fail.
+perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need_apt+=(libnet-ssleay-perl)
 command -v mbsync >/dev/null 2>&1 || need_apt+=(isync)
 if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
     need_apt+=(python3-pip)

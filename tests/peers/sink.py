@@ -143,6 +143,9 @@ def main():
     ap.add_argument("--tls-cert", help="offer STARTTLS with this PEM certificate (and --tls-key); require it")
     ap.add_argument("--tls-key")
     ap.add_argument("--auth", help="USER:PASSWORD: require AUTH (PLAIN/LOGIN, only after STARTTLS)")
+    ap.add_argument("--strict", action="store_true",
+                    help="aiosmtpd's own limits: lines of at most 1001 octets with CRLF "
+                         "(longer ones, and bare-LF content, get '500 Line too long')")
     args = ap.parse_args()
 
     tls_context = None
@@ -165,10 +168,13 @@ def main():
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
+    smtp_class = SMTP if args.strict else SinkSMTP
+
     def factory():
-        return SinkSMTP(
+        extra = {} if args.strict else {"store": store}
+        return smtp_class(
             handler,
-            store=store,
+            **extra,
             hostname=args.hostname,
             enable_SMTPUTF8=True,
             decode_data=False,

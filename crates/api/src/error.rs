@@ -43,6 +43,19 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The disk is full (507, RFC 4918): nothing was accepted; the client
+    /// may retry once space is freed.
+    pub fn storage_full(e: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %e, "api: refused, the disk is full");
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            "the server's storage is full; nothing was accepted, try again later",
+        )
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_client_error() {
@@ -58,6 +71,7 @@ impl From<record::RecordError> for ApiError {
         match e {
             record::RecordError::Invalid(m) => ApiError::bad_request(m),
             record::RecordError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            e if e.is_storage_full() => ApiError::storage_full(e),
             e => ApiError::unavailable(e),
         }
     }

@@ -84,6 +84,7 @@ async fn submit(state: &AppState, tenant: i64, draft: Draft) -> Result<Sent, Api
     state.outbox.send(tenant, draft).await.map_err(|e| match e {
         SendError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
         SendError::Unavailable(m) => ApiError::unavailable(m),
+        SendError::StorageFull(m) => ApiError::storage_full(m),
     })
 }
 

@@ -60,6 +60,10 @@ pub struct Limits {
     pub data_timeout: Duration,
     pub max_line_length: usize,
     pub max_bad_commands: u32,
+    /// Refuse content with bare LF or bare CR line ends at the end of DATA
+    /// (like Postfix's `smtpd_forbid_bare_newline`) instead of accepting it
+    /// and normalizing it on the wire.
+    pub reject_bare_newlines: bool,
 }
 
 impl Default for Limits {
@@ -73,6 +77,7 @@ impl Default for Limits {
             data_timeout: Duration::from_secs(600),
             max_line_length: 2048,
             max_bad_commands: 20,
+            reject_bare_newlines: false,
         }
     }
 }
@@ -91,5 +96,17 @@ pub struct SessionConfig {
 impl SessionConfig {
     pub fn accepts(&self, domain: &str) -> bool {
         self.accept_domains.contains(domain)
+    }
+
+    /// A recipient anyone may send to: an accepted domain, or this host's
+    /// own `postmaster` (RFC 5321 §4.5.1) and `abuse` (RFC 2142).
+    pub fn accepts_rcpt(&self, address: &str) -> bool {
+        let domain = vocabulary::domain_of(address);
+        if self.accepts(&domain) {
+            return true;
+        }
+        let Some((local, _)) = address.rsplit_once('@') else { return false };
+        domain.eq_ignore_ascii_case(&self.hostname)
+            && (local.eq_ignore_ascii_case("postmaster") || local.eq_ignore_ascii_case("abuse"))
     }
 }

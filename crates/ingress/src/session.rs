@@ -10,7 +10,7 @@ use std::sync::Arc;
 use base64::Engine;
 use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, Request};
 use tokio::sync::watch;
-use vocabulary::{Envelope, QueueId, Recipient, Reply, domain_of};
+use vocabulary::{Envelope, LineFaults, QueueId, Recipient, Reply};
 
 use crate::conn::{Conn, ReadError};
 use crate::framing::{DotReader, Frame, LineFramer, trim_eol};
@@ -453,7 +453,7 @@ impl Session {
             self.conn.reply(&reply(452, "4.5.3", "Too many recipients"));
             return Next::Continue;
         }
-        if !authenticated && !postmaster && !self.cfg.accepts(&domain_of(&to.address)) {
+        if !authenticated && !postmaster && !self.cfg.accepts_rcpt(&to.address) {
             tracing::info!(peer = %self.peer, rcpt = %to.address, "relay denied");
             return self.bad(reply(550, "5.7.1", "Relaying denied"));
         }
@@ -576,6 +576,15 @@ impl Session {
 
     /// Hands a complete message to the sink and answers with its verdict.
     async fn commit(&mut self, tx: Transaction, content: Vec<u8>) {
+        let line_faults = LineFaults::of(&content);
+        if line_faults.bare_newlines() && self.cfg.limits.reject_bare_newlines {
+            tracing::warn!(peer = %self.peer, from = %tx.mail_from, bare_lf = line_faults.bare_lf,
+                bare_cr = line_faults.bare_cr, "message refused: bare LF or CR line ends");
+            let text =
+                "Message refused: bare LF or CR line ends; every line must end in CRLF (RFC 5321 2.3.8)";
+            self.conn.reply(&reply(550, "5.6.0", text));
+            return;
+        }
         let id = QueueId::generate();
         let received_at = chrono::Utc::now();
         let envelope = Envelope {
@@ -587,6 +596,7 @@ impl Session {
             peer: self.peer.clone(),
             auth_user: self.auth_user.clone(),
             received_at: received_at.timestamp(),
+            line_faults,
         };
         let trace = self.trace_header(id, &envelope, received_at);
         let size = content.len();
@@ -602,12 +612,15 @@ impl Session {
                     peer = %self.peer,
                     tls = self.conn.tls_version.as_deref().unwrap_or("none"),
                     auth = self.auth_user.as_deref().unwrap_or(""),
+                    bare_lf = line_faults.bare_lf,
+                    bare_cr = line_faults.bare_cr,
+                    long_lines = line_faults.long_lines,
                     "message accepted"
                 );
                 self.conn.reply(&reply(250, "2.0.0", &format!("Ok: queued as {id}")));
             }
             Err(r) => {
-                tracing::error!(peer = %self.peer, reply = %r, "message not accepted");
+                tracing::warn!(peer = %self.peer, reply = %r, "message not accepted");
                 self.conn.reply(&r);
             }
         }

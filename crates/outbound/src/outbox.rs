@@ -57,6 +57,8 @@ pub enum SendError {
     Conflict(String),
     /// The record or the spool failed: try again later.
     Unavailable(String),
+    /// The disk is full: nothing was accepted; try again once space is freed.
+    StorageFull(String),
 }
 
 pub struct Outbox {
@@ -166,22 +168,35 @@ impl Outbox {
         let spooled = !queued.is_empty();
         if spooled {
             let received_at = now_ms / 1000;
+            // Submitted mail is ours to send: stored with CRLF lines, so the
+            // DKIM signature covers exactly what goes on the wire.
+            let line_faults = vocabulary::LineFaults::of(&draft.content);
+            let content = match vocabulary::lines::normalize(&draft.content) {
+                std::borrow::Cow::Owned(fixed) => fixed,
+                std::borrow::Cow::Borrowed(_) => draft.content,
+            };
             let envelope = Envelope {
                 mail_from: draft.from,
                 rcpts: queued,
                 smtputf8: draft.smtputf8,
-                eight_bit: draft.content.iter().any(|&b| b >= 0x80),
+                eight_bit: content.iter().any(|&b| b >= 0x80),
                 helo: String::new(),
                 peer: "api".into(),
                 auth_user: None,
                 received_at,
+                line_faults,
             };
             self.spool
-                .enqueue(id, envelope, draft.trace, draft.content, received_at + self.max_age)
+                .enqueue(id, envelope, draft.trace, content, received_at + self.max_age)
                 .await
                 .map_err(|e| {
-                    tracing::error!(message = %id, error = %e, "spool write failed");
-                    SendError::Unavailable(format!("queue: {e}"))
+                    if e.is_storage_full() {
+                        tracing::warn!(message = %id, error = %e, "send refused: the disk is full");
+                        SendError::StorageFull(format!("queue: {e}"))
+                    } else {
+                        tracing::error!(message = %id, error = %e, "spool write failed");
+                        SendError::Unavailable(format!("queue: {e}"))
+                    }
                 })?;
         }
         if let Err(e) = self.record.accept(record).await {
@@ -285,7 +300,11 @@ pub fn complete_headers(
 
 fn unavailable(e: RecordError) -> SendError {
     tracing::error!(error = %e, "outbound record");
-    SendError::Unavailable(e.to_string())
+    if e.is_storage_full() {
+        SendError::StorageFull(e.to_string())
+    } else {
+        SendError::Unavailable(e.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -309,6 +328,7 @@ mod tests {
             peer: "api".into(),
             auth_user: None,
             received_at: 1_700_000_000,
+            line_faults: Default::default(),
         };
         let content =
             b"From: app@acme.test\r\nSubject: lost\r\nMessage-ID: <m1@acme.test>\r\n\r\nhi\r\n".to_vec();

@@ -13,4 +13,4 @@ pub use scheduler::{
     AttemptOutcome, AttemptResult, BoxFuture, DsnBuilder, DsnInput, Job, Routes, Scheduler, SchedulerConfig,
     Transport, Waker, now_secs,
 };
-pub use spool::{Entry, Recovery, Spool, SpoolError, is_locked};
+pub use spool::{Entry, Recovery, Spool, SpoolError, is_locked, is_storage_full};

@@ -60,7 +60,17 @@ struct Request {
     parts: Vec<Vec<u8>>,
     /// Must be on disk before `done` fires; otherwise synced within LAZY_SYNC.
     durable: bool,
+    /// An outcome (a new state, a done record): it may use the reserve at
+    /// the end of the segment, so a full disk never stops the records that
+    /// let segments go and free space.
+    outcome: bool,
     done: oneshot::Sender<io::Result<Location>>,
+}
+
+impl Request {
+    fn bytes(&self) -> u64 {
+        (HEADER_LEN + self.parts.iter().map(Vec::len).sum::<usize>()) as u64
+    }
 }
 
 /// Handle to the segment log: appends go through the writer thread; reads use
@@ -183,27 +193,39 @@ impl SegmentLog {
         }
     }
 
-    /// Appends one record; resolves once it is durable on disk. The returned
+    /// Appends one record of new content; resolves once it is durable on
+    /// disk, or fails with `StorageFull` when the disk is full. The returned
     /// segment is pinned until the caller calls [`SegmentLog::unpin`].
     pub async fn append(&self, kind: u8, parts: Vec<Vec<u8>>) -> io::Result<Location> {
-        self.submit(kind, parts, true).await
+        self.submit(kind, parts, true, false).await
     }
 
-    /// Appends a record whose loss in a crash is harmless (it would only
+    /// Appends an outcome record, durably; it may use the segment's reserve.
+    pub async fn append_outcome(&self, kind: u8, parts: Vec<Vec<u8>>) -> io::Result<Location> {
+        self.submit(kind, parts, true, true).await
+    }
+
+    /// Appends an outcome whose loss in a crash is harmless (it would only
     /// repeat work); resolves once written, and it is synced within 100 ms
     /// or with the next durable record.
     pub async fn append_lazy(&self, kind: u8, parts: Vec<Vec<u8>>) -> io::Result<Location> {
-        self.submit(kind, parts, false).await
+        self.submit(kind, parts, false, true).await
     }
 
-    async fn submit(&self, kind: u8, parts: Vec<Vec<u8>>, durable: bool) -> io::Result<Location> {
+    async fn submit(
+        &self,
+        kind: u8,
+        parts: Vec<Vec<u8>>,
+        durable: bool,
+        outcome: bool,
+    ) -> io::Result<Location> {
         let (done, wait) = oneshot::channel();
         {
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
             let Some(tx) = tx.as_ref() else {
                 return Err(io::Error::other("spool is closed or read-only"));
             };
-            tx.send(Request { kind, parts, durable, done })
+            tx.send(Request { kind, parts, durable, outcome, done })
                 .map_err(|_| io::Error::other("spool writer stopped"))?;
         }
         wait.await.map_err(|_| io::Error::other("spool writer stopped"))?
@@ -293,17 +315,46 @@ const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 const LAZY_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
 const SPARE: &str = "spare.tmp";
 
-/// Creates `path` filled with `SEGMENT_BYTES` zeros, synced.
+/// The end of every segment kept for outcome records: when the disk is full
+/// and no new segment can be made, new mail is refused (`StorageFull`) but
+/// the records that finish messages, and so free whole segments, still fit.
+const RESERVE: u64 = 1024 * 1024;
+
+/// Creates `path` filled with `SEGMENT_BYTES` zeros, synced. A fill that
+/// fails (the disk is full) leaves no partial file eating the space.
 fn zero_filled(path: &Path, fsync: bool) -> io::Result<()> {
-    let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(path)?;
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..SEGMENT_BYTES / zeros.len() as u64 {
-        f.write_all(&zeros)?;
+    let fill = || -> io::Result<()> {
+        let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(path)?;
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..SEGMENT_BYTES / zeros.len() as u64 {
+            f.write_all(&zeros)?;
+        }
+        if fsync {
+            f.sync_all()?;
+        }
+        Ok(())
+    };
+    fill().inspect_err(|_| {
+        let _ = fs::remove_file(path);
+    })
+}
+
+/// Whether the filesystem of `dir` has room for another segment (checked
+/// before a fill is tried, so a full disk costs a syscall, not a write).
+fn room_for_segment(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return true };
+    // SAFETY: statvfs writes into the zeroed struct we own; `path` is a
+    // valid NUL-terminated string for the duration of the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return true;
     }
-    if fsync {
-        f.sync_all()?;
-    }
-    Ok(())
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) > SEGMENT_BYTES + RESERVE
+}
+
+fn storage_full() -> io::Error {
+    io::Error::new(io::ErrorKind::StorageFull, "no space left for a new spool segment")
 }
 
 /// The single owner of the active segment.
@@ -420,12 +471,56 @@ impl Writer {
     }
 
     /// Writes the batch, syncs once if any record in it must be durable, and
-    /// returns one result per request.
+    /// returns one result per request. A batch that would reach into the
+    /// reserve goes to a new segment; when none can be made (the disk is
+    /// full), its outcomes go into the reserve and its new mail is refused.
     fn write_batch(&mut self, batch: &[Request], buf: &mut Vec<u8>) -> Vec<io::Result<Location>> {
-        if self.size >= SEGMENT_BYTES
+        let bytes: u64 = batch.iter().map(Request::bytes).sum();
+        if self.size > 0
+            && self.size + bytes > SEGMENT_BYTES - RESERVE
             && let Err(e) = self.roll()
         {
-            return batch.iter().map(|_| Err(io::Error::new(e.kind(), e.to_string()))).collect();
+            if e.kind() != io::ErrorKind::StorageFull {
+                tracing::error!(error = %e, "cannot start a new spool segment");
+            }
+            return self.write_into_reserve(batch, buf, &e);
+        }
+        let all: Vec<&Request> = batch.iter().collect();
+        self.write_records(&all, buf)
+    }
+
+    /// The disk is full: outcomes that fit in the segment's reserve are
+    /// written, everything else fails with `e`.
+    fn write_into_reserve(
+        &mut self,
+        batch: &[Request],
+        buf: &mut Vec<u8>,
+        e: &io::Error,
+    ) -> Vec<io::Result<Location>> {
+        let mut room = SEGMENT_BYTES.saturating_sub(self.size);
+        let fits: Vec<bool> = batch
+            .iter()
+            .map(|r| {
+                let ok = r.outcome && r.bytes() <= room;
+                if ok {
+                    room -= r.bytes();
+                }
+                ok
+            })
+            .collect();
+        let chosen: Vec<&Request> = batch.iter().zip(&fits).filter(|(_, ok)| **ok).map(|(r, _)| r).collect();
+        let mut written = self.write_records(&chosen, buf).into_iter();
+        fits.iter()
+            .map(|ok| match ok {
+                true => written.next().unwrap_or_else(|| Err(io::Error::other("spool write lost"))),
+                false => Err(io::Error::new(e.kind(), e.to_string())),
+            })
+            .collect()
+    }
+
+    fn write_records(&mut self, batch: &[&Request], buf: &mut Vec<u8>) -> Vec<io::Result<Location>> {
+        if batch.is_empty() {
+            return Vec::new();
         }
         buf.clear();
         let mut locations = Vec::with_capacity(batch.len());
@@ -471,7 +566,9 @@ impl Writer {
         self.sync();
         match self.spare.take().map(|h| h.join()) {
             Some(Ok(Ok(()))) => {}
-            // The background fill failed or panicked: fill it here.
+            // The background fill failed (a full disk) or panicked: fill it
+            // here, once there is room again.
+            _ if !room_for_segment(&self.dir) => return Err(storage_full()),
             _ => zero_filled(&self.dir.join(SPARE), self.fsync)?,
         }
         self.install(self.id + 1)

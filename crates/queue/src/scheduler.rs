@@ -33,6 +33,9 @@ pub struct SchedulerConfig {
     pub max_parallel: usize,
     /// Our hostname, for DSNs.
     pub hostname: String,
+    /// How long a dead letter stays held before it is deleted (logged and
+    /// counted); `None` keeps it until an operator acts.
+    pub held_retention: Option<Duration>,
 }
 
 /// One delivery attempt's input: the message and the recipients still
@@ -121,6 +124,13 @@ const INLINE_READ_MAX: u64 = 64 * 1024;
 /// far ahead, in case its wake-up is lost.
 const COPY_FALLBACK_SECS: i64 = 30;
 
+/// A message due this long with no timer and no attempt is stranded.
+const STRANDED_AFTER_SECS: i64 = 5;
+
+/// A finished message whose done record could not be written (a full disk)
+/// tries again this soon: writing it is what frees the space.
+const RECORD_RETRY_SECS: i64 = 2;
+
 /// Handle to wake the scheduler.
 #[derive(Clone)]
 pub struct Waker(mpsc::UnboundedSender<Wake>);
@@ -143,6 +153,7 @@ pub struct Scheduler {
     waker: Waker,
     parked: Arc<Mutex<HashSet<QueueId>>>,
     copies: Arc<CopyLane>,
+    dead_letters_expired: std::sync::atomic::AtomicU64,
 }
 
 pub fn now_secs() -> i64 {
@@ -161,6 +172,7 @@ impl Scheduler {
             waker: Waker(tx),
             parked: Arc::default(),
             copies: Arc::default(),
+            dead_letters_expired: Default::default(),
         }
     }
 
@@ -230,19 +242,17 @@ impl Scheduler {
                         if let Err(e) = self.spool.collect_garbage() {
                             tracing::warn!(error = %e, "spool garbage collection failed");
                         }
+                        self.expire_dead_letters().await;
+                    }
+                    if gc_countdown.is_multiple_of(8) {
+                        while let Ok(wake) = self.rx.try_recv() {
+                            self.on_wake(wake, &mut timers);
+                        }
+                        self.rescue_stranded(&mut timers);
                     }
                 }
                 wake = self.rx.recv() => match wake {
-                    Some(Wake::Now(id)) => {
-                        let at = self.spool.get(id).map_or(0, |e| e.next_attempt);
-                        timers.push(Reverse((at, id)));
-                    }
-                    Some(Wake::Flush) => {
-                        for id in self.spool.flush() {
-                            timers.push(Reverse((0, id)));
-                        }
-                        self.parked.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                    }
+                    Some(wake) => self.on_wake(wake, &mut timers),
                     None => break,
                 },
             }
@@ -250,6 +260,64 @@ impl Scheduler {
         // Let attempts in flight finish (their results are recorded).
         let _ =
             tokio::time::timeout(Duration::from_secs(30), inflight.acquire_many(inflight_max as u32)).await;
+    }
+
+    fn on_wake(&self, wake: Wake, timers: &mut BinaryHeap<Reverse<(i64, QueueId)>>) {
+        match wake {
+            Wake::Now(id) => {
+                let at = self.spool.get(id).map_or(0, |e| e.next_attempt);
+                timers.push(Reverse((at, id)));
+            }
+            Wake::Flush => {
+                for id in self.spool.flush() {
+                    timers.push(Reverse((0, id)));
+                }
+                self.parked.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+        }
+    }
+
+    /// The invariant behind "nothing stranded": a message that is due, not
+    /// held and not being attempted has a timer. One that has none has
+    /// been forgotten: said at WARN, and attempted now.
+    fn rescue_stranded(&self, timers: &mut BinaryHeap<Reverse<(i64, QueueId)>>) {
+        let now = now_secs();
+        let timed: HashSet<QueueId> = timers.iter().map(|Reverse((_, id))| *id).collect();
+        for entry in self.spool.list() {
+            let due_since = now - entry.next_attempt.max(entry.envelope.received_at);
+            if entry.held || entry.in_flight || due_since < STRANDED_AFTER_SECS {
+                continue;
+            }
+            if !timed.contains(&entry.id) {
+                tracing::warn!(queue_id = %entry.id, due_since, "message due but not attempted; attempting it now");
+                timers.push(Reverse((0, entry.id)));
+            }
+        }
+    }
+
+    /// Lets dead letters go once held longer than the hold retention:
+    /// logged at WARN and counted, never silently.
+    async fn expire_dead_letters(&self) {
+        let Some(keep) = self.cfg.held_retention else { return };
+        let cutoff = now_secs() - keep.as_secs() as i64;
+        for entry in self.spool.dead_letters_before(cutoff) {
+            match self.spool.remove(entry.id).await {
+                Ok(()) => {
+                    let total =
+                        self.dead_letters_expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    let rcpts: Vec<&str> = entry
+                        .envelope
+                        .rcpts
+                        .iter()
+                        .filter(|r| matches!(r.status, RcptStatus::Held { .. }))
+                        .map(|r| r.address.as_str())
+                        .collect();
+                    tracing::warn!(queue_id = %entry.id, from = %entry.envelope.mail_from, ?rcpts, held_at = entry.held_at,
+                        expired_total = total, "dead letter expired after its hold retention; deleted");
+                }
+                Err(e) => tracing::error!(queue_id = %entry.id, error = %e, "cannot expire dead letter"),
+            }
+        }
     }
 
     fn attempt_context(&self) -> Arc<AttemptCtx> {
@@ -292,6 +360,19 @@ impl AttemptCtx {
         let permit = std::sync::Mutex::new(Some(permit));
         let release = || drop(permit.lock().unwrap_or_else(|e| e.into_inner()).take());
         let id = entry.id;
+        if entry.is_done() {
+            // Finished, but its done record could not be written (a full
+            // disk): write it now, never attempt it again.
+            release();
+            let settled = Settled {
+                rcpts: entry.envelope.rcpts.clone(),
+                attempted: Vec::new(),
+                any_delivered: false,
+                connection_failed: false,
+                remote: String::new(),
+            };
+            return self.record(&entry, settled, false, now_secs()).await;
+        }
         let content = match self.read_content(&entry).await {
             Ok(c) => c,
             Err(e) => {
@@ -372,110 +453,92 @@ impl AttemptCtx {
             self.spool.reschedule(id, now + self.cfg.retry_max.as_secs().max(1) as i64);
             return Some(id);
         }
-        let expired = now >= entry.expires_at;
-        let mut rcpts = entry.envelope.rcpts.clone();
-        let mut any_delivered = false;
-        let mut connection_failed = false;
-        let mut remote = String::new();
-        let mut attempted: Vec<usize> = Vec::new();
-        for (route, idx, result) in &results {
-            let relay = **route == Route::Relay;
-            if relay {
-                connection_failed = matches!(result.outcome, AttemptOutcome::Failed(_));
-                remote = result.remote.clone();
-            }
-            for (n, &i) in idx.iter().enumerate() {
-                attempted.push(i);
-                let reply = match &result.outcome {
-                    AttemptOutcome::PerRecipient(replies) => replies
-                        .get(n)
-                        .cloned()
-                        .unwrap_or_else(|| Reply::new(451, "4.3.0", "no reply for this recipient")),
-                    AttemptOutcome::Failed(reply) => reply.clone(),
-                };
-                let status = if reply.is_positive() {
-                    any_delivered |= relay;
-                    RcptStatus::Delivered { reply: reply.clone() }
-                } else if reply.is_permanent() {
-                    RcptStatus::Failed { reply: reply.clone() }
-                } else if expired {
-                    RcptStatus::Expired { reply: reply.clone() }
-                } else {
-                    RcptStatus::TempFail { reply: reply.clone() }
-                };
-                let r = with_status(rcpts[i].clone(), status);
-                tracing::info!(
-                    target: "sluice::delivery",
-                    queue_id = %id,
-                    rcpt = %r.address,
-                    route = ?r.route,
-                    status = r.status.name(),
-                    attempt = r.attempts,
-                    remote = %result.remote,
-                    tls = result.tls.as_deref().unwrap_or("none"),
-                    reply = %reply,
-                    "delivery attempt"
-                );
-                rcpts[i] = r;
-            }
-        }
-        // DSNs report the relayed original only; a quarantine copy that could
-        // not be stored is logged, never bounced to the sender.
-        let failed_now: Vec<&Recipient> = attempted
+        let mut settled = settle(&entry, &results, now >= entry.expires_at);
+        self.report(&entry, &content, &mut settled).await;
+        self.record(&entry, settled, copy_deferred, now).await
+    }
+
+    /// Queues the DSN for relayed recipients that failed or expired. When
+    /// it cannot be queued, they are retried instead (and the DSN with them),
+    /// never dropped.
+    async fn report(&self, entry: &Entry, content: &[u8], s: &mut Settled) {
+        let failed: Vec<usize> = s
+            .attempted
             .iter()
-            .map(|&i| &rcpts[i])
-            .filter(|r| r.route == Route::Relay)
-            .filter(|r| matches!(r.status, RcptStatus::Failed { .. } | RcptStatus::Expired { .. }))
+            .copied()
+            .filter(|&i| s.rcpts[i].route == Route::Relay)
+            .filter(|&i| matches!(s.rcpts[i].status, RcptStatus::Failed { .. } | RcptStatus::Expired { .. }))
             .collect();
-        if !failed_now.is_empty() && !entry.envelope.is_null_sender() {
-            let dsn = (self.dsn)(&DsnInput {
-                id,
-                envelope: &entry.envelope,
-                failed: failed_now,
-                original: &content,
-                remote: &remote,
-            });
-            self.enqueue_dsn(&entry, dsn).await;
+        if failed.is_empty() || entry.envelope.is_null_sender() {
+            return;
         }
-        let attempts = entry.pending().map(|(i, _)| rcpts[i].attempts).max().unwrap_or(1);
+        let dsn = (self.dsn)(&DsnInput {
+            id: entry.id,
+            envelope: &entry.envelope,
+            failed: failed.iter().map(|&i| &s.rcpts[i]).collect(),
+            original: content,
+            remote: &s.remote,
+        });
+        if !self.enqueue_dsn(entry, dsn).await {
+            for i in failed {
+                let r = &mut s.rcpts[i];
+                if let RcptStatus::Failed { reply } | RcptStatus::Expired { reply } = &r.status {
+                    r.status = RcptStatus::TempFail { reply: reply.clone() };
+                }
+            }
+        }
+    }
+
+    /// Writes the attempt's outcome and decides what comes next: done,
+    /// retried after a backoff, waiting for the copies' lane, or held as a
+    /// dead letter. Returns the id when the message stays queued.
+    async fn record(&self, entry: &Entry, s: Settled, copy_deferred: bool, now: i64) -> Option<QueueId> {
+        let id = entry.id;
+        let attempts = entry.pending().map(|(i, _)| s.rcpts[i].attempts).max().unwrap_or(1);
         let mut next = now + self.backoff(attempts);
         // A deferred copy waits for the lane, not for a retry delay (the
         // timer is then only a fallback should a wake-up be missed); unless
         // the original itself must be retried: the copy goes along then.
         let wait_for_lane =
-            copy_deferred && !rcpts.iter().any(|r| r.route == Route::Relay && !r.status.is_terminal());
+            copy_deferred && !s.rcpts.iter().any(|r| r.route == Route::Relay && !r.status.is_terminal());
         if wait_for_lane {
             next = now + COPY_FALLBACK_SECS;
         }
-        match self.spool.finish_attempt(id, rcpts, next).await {
+        let hold = s.attempted.iter().any(|&i| matches!(s.rcpts[i].status, RcptStatus::Held { .. }));
+        let done = s.rcpts.iter().all(|r| r.status.is_terminal());
+        match self.spool.finish_attempt(id, s.rcpts, next, hold).await {
             Ok(true) => {
                 self.wake_for_copy(self.copies.forget(id));
                 self.parked.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                if any_delivered {
+                if s.any_delivered {
                     self.release_parked();
                 }
                 None
             }
             Ok(false) => {
-                if wait_for_lane {
+                if wait_for_lane && !hold {
                     self.wake_for_copy(self.copies.wait(id));
                 }
                 {
                     let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
-                    if connection_failed {
+                    if s.connection_failed {
                         parked.insert(id);
                     } else {
                         parked.remove(&id);
                     }
                 }
-                if any_delivered {
+                if s.any_delivered {
                     self.release_parked();
                 }
                 Some(id)
             }
             Err(e) => {
-                tracing::error!(%id, error = %e, "cannot record delivery result; will retry");
-                self.spool.reschedule(id, next);
+                // The outcome stays in memory; its record is written again
+                // soon when it finished the message (so the segments it
+                // frees go), else with the next attempt.
+                let at = if done { now + RECORD_RETRY_SECS } else { next };
+                tracing::error!(%id, error = %e, retry_in = at - now, "cannot record delivery result; will retry");
+                self.spool.reschedule(id, at);
                 Some(id)
             }
         }
@@ -515,7 +578,8 @@ impl AttemptCtx {
         }
     }
 
-    async fn enqueue_dsn(&self, entry: &Entry, dsn: Vec<u8>) {
+    /// Queues a DSN for `entry`'s sender; false when it could not be made durable.
+    async fn enqueue_dsn(&self, entry: &Entry, dsn: Vec<u8>) -> bool {
         let envelope = Envelope {
             mail_from: String::new(),
             rcpts: vec![Recipient::new(entry.envelope.mail_from.clone())],
@@ -525,6 +589,7 @@ impl AttemptCtx {
             peer: "local".into(),
             auth_user: None,
             received_at: now_secs(),
+            line_faults: Default::default(),
         };
         match self
             .spool
@@ -540,8 +605,95 @@ impl AttemptCtx {
             Ok(dsn_id) => {
                 tracing::info!(queue_id = %entry.id, dsn_id = %dsn_id, to = %entry.envelope.mail_from, "DSN queued");
                 self.waker.now(dsn_id);
+                true
             }
-            Err(e) => tracing::error!(queue_id = %entry.id, error = %e, "cannot queue DSN"),
+            Err(e) => {
+                tracing::error!(queue_id = %entry.id, error = %e, "cannot queue DSN; the failed recipients will be retried");
+                false
+            }
         }
+    }
+}
+
+/// What one attempt made of a message's recipients.
+struct Settled {
+    rcpts: Vec<Recipient>,
+    /// Indexes of the recipients this attempt tried.
+    attempted: Vec<usize>,
+    any_delivered: bool,
+    connection_failed: bool,
+    remote: String,
+}
+
+/// Each attempted recipient's new state from its route's reply, logged.
+fn settle(entry: &Entry, results: &[(&Route, Vec<usize>, AttemptResult)], expired: bool) -> Settled {
+    let mut s = Settled {
+        rcpts: entry.envelope.rcpts.clone(),
+        attempted: Vec::new(),
+        any_delivered: false,
+        connection_failed: false,
+        remote: String::new(),
+    };
+    for (route, idx, result) in results {
+        let relay = **route == Route::Relay;
+        if relay {
+            s.connection_failed = matches!(result.outcome, AttemptOutcome::Failed(_));
+            s.remote = result.remote.clone();
+        }
+        for (n, &i) in idx.iter().enumerate() {
+            s.attempted.push(i);
+            let reply = match &result.outcome {
+                AttemptOutcome::PerRecipient(replies) => replies
+                    .get(n)
+                    .cloned()
+                    .unwrap_or_else(|| Reply::new(451, "4.3.0", "no reply for this recipient")),
+                AttemptOutcome::Failed(reply) => reply.clone(),
+            };
+            let status = status_of(reply, route, entry.envelope.is_null_sender(), expired);
+            s.any_delivered |= relay && matches!(status, RcptStatus::Delivered { .. });
+            let r = with_status(s.rcpts[i].clone(), status);
+            log_attempt(entry.id, &r, result);
+            s.rcpts[i] = r;
+        }
+    }
+    s
+}
+
+/// A recipient's state after a reply. A permanent refusal that nobody can
+/// be told about (the relayed original of a `<>` sender, a store copy) is a
+/// dead letter, held, never dropped.
+fn status_of(reply: Reply, route: &Route, null_sender: bool, expired: bool) -> RcptStatus {
+    let untold = matches!(route, Route::Quarantine { .. }) || (*route == Route::Relay && null_sender);
+    if reply.is_positive() {
+        RcptStatus::Delivered { reply }
+    } else if reply.is_permanent() && untold {
+        RcptStatus::Held { reply }
+    } else if reply.is_permanent() {
+        RcptStatus::Failed { reply }
+    } else if expired {
+        RcptStatus::Expired { reply }
+    } else {
+        RcptStatus::TempFail { reply }
+    }
+}
+
+fn log_attempt(id: QueueId, r: &Recipient, result: &AttemptResult) {
+    let reply = r.status.reply().map(ToString::to_string).unwrap_or_default();
+    let tls = result.tls.as_deref().unwrap_or("none");
+    let (rcpt, route, status, attempt) = (&r.address, &r.route, r.status.name(), r.attempts);
+    match r.status {
+        // Every message that will not arrive is said at WARN.
+        RcptStatus::Failed { .. } | RcptStatus::Expired { .. } | RcptStatus::Held { .. } => tracing::warn!(
+            target: "sluice::delivery", queue_id = %id, %rcpt, ?route, status, attempt,
+            remote = %result.remote, tls, %reply, "delivery attempt"
+        ),
+        _ => tracing::info!(
+            target: "sluice::delivery", queue_id = %id, %rcpt, ?route, status, attempt,
+            remote = %result.remote, tls, %reply, "delivery attempt"
+        ),
+    }
+    if matches!(r.status, RcptStatus::Held { .. }) {
+        tracing::warn!(queue_id = %id, %rcpt, %reply,
+            "dead letter held: refused for good and no DSN is possible; `sluice queue release` retries it");
     }
 }

@@ -31,6 +31,21 @@ pub enum SpoolError {
     Locked(PathBuf),
 }
 
+impl SpoolError {
+    /// The disk (or the quota) is full: answered `452 4.3.1` / HTTP 507,
+    /// and over once space is freed.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, SpoolError::Io(e) if is_storage_full(e))
+    }
+}
+
+/// ENOSPC or EDQUOT.
+pub fn is_storage_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull
+        || e.kind() == io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
 /// What is stored with the content: the envelope and our trace header.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredMeta {
@@ -46,6 +61,13 @@ struct StoredMeta {
 struct StoredUpdate {
     rcpts: Vec<Recipient>,
     held: bool,
+    /// When it was held (Unix seconds; 0 when not held).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    held_at: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// One queued message as the scheduler and the queue commands see it.
@@ -57,6 +79,8 @@ pub struct Entry {
     pub content: Location,
     pub expires_at: i64,
     pub held: bool,
+    /// When it was held (Unix seconds; 0 when not held).
+    pub held_at: i64,
     /// A delivery attempt is running right now.
     pub in_flight: bool,
     /// Unix seconds of the next scheduled attempt (0 = as soon as possible).
@@ -71,6 +95,12 @@ impl Entry {
 
     pub fn is_done(&self) -> bool {
         self.envelope.rcpts.iter().all(|r| r.status.is_terminal())
+    }
+
+    /// A dead letter: held because a recipient was refused for good where
+    /// nobody could be told (see `RcptStatus::Held`).
+    pub fn is_dead_letter(&self) -> bool {
+        self.held && self.envelope.rcpts.iter().any(|r| matches!(r.status, RcptStatus::Held { .. }))
     }
 
     pub fn size(&self) -> u64 {
@@ -242,6 +272,7 @@ impl Spool {
             content: content_loc,
             expires_at,
             held: false,
+            held_at: 0,
             in_flight: false,
             next_attempt: 0,
             segments: Vec::new(),
@@ -276,10 +307,12 @@ impl Spool {
     }
 
     /// Marks a message in flight if it may be attempted now; returns a copy.
+    /// A message whose recipients are all terminal is claimed too: its done
+    /// record could not be written (a full disk) and is due again.
     pub fn claim(&self, id: QueueId) -> Option<Entry> {
         let mut state = self.state();
         let entry = state.entries.get_mut(&id)?;
-        if entry.in_flight || entry.held || entry.is_done() {
+        if entry.in_flight || entry.held {
             return None;
         }
         entry.in_flight = true;
@@ -288,24 +321,33 @@ impl Spool {
 
     /// Ends an attempt: stores the recipients' new states durably, or removes
     /// the message when every recipient is terminal. Returns true when done.
+    /// With `hold`, the message is held (a dead letter) instead of retried.
     pub async fn finish_attempt(
         &self,
         id: QueueId,
         rcpts: Vec<Recipient>,
         next_attempt: i64,
+        hold: bool,
     ) -> Result<bool, SpoolError> {
         let done = rcpts.iter().all(|r| r.status.is_terminal());
-        let held = {
+        let (held, held_at) = {
             let mut state = self.state();
             let entry = state.entries.get_mut(&id).ok_or(SpoolError::NotFound(id))?;
             entry.envelope.rcpts = rcpts.clone();
             entry.next_attempt = next_attempt;
-            entry.held
+            if hold && !entry.held {
+                entry.held = true;
+                entry.held_at = chrono::Utc::now().timestamp();
+            }
+            (entry.held, entry.held_at)
         };
         // Outcomes are written lazily: losing one in a crash only repeats an
         // attempt (a rare duplicate), never loses mail.
-        let result =
-            if done { self.bury(id, false).await } else { self.write_update(id, rcpts, held, false).await };
+        let result = if done {
+            self.bury(id, false).await
+        } else {
+            self.write_update(id, StoredUpdate { rcpts, held, held_at }, false).await
+        };
         if let Some(entry) = self.state().entries.get_mut(&id) {
             entry.in_flight = false;
         }
@@ -320,17 +362,11 @@ impl Spool {
         }
     }
 
-    async fn write_update(
-        &self,
-        id: QueueId,
-        rcpts: Vec<Recipient>,
-        held: bool,
-        durable: bool,
-    ) -> Result<(), SpoolError> {
-        let json = serde_json::to_vec(&StoredUpdate { rcpts, held }).map_err(io::Error::other)?;
+    async fn write_update(&self, id: QueueId, update: StoredUpdate, durable: bool) -> Result<(), SpoolError> {
+        let json = serde_json::to_vec(&update).map_err(io::Error::other)?;
         let parts = vec![id_bytes(id).to_vec(), json];
         let loc = if durable {
-            self.log.append(KIND_UPDATE, parts).await?
+            self.log.append_outcome(KIND_UPDATE, parts).await?
         } else {
             self.log.append_lazy(KIND_UPDATE, parts).await?
         };
@@ -347,16 +383,27 @@ impl Spool {
 
     /// Sets or clears the hold flag. A held message is never attempted.
     pub async fn set_held(&self, id: QueueId, held: bool) -> Result<(), SpoolError> {
-        let rcpts = {
+        let update = {
             let mut state = self.state();
             let entry = state.entries.get_mut(&id).ok_or(SpoolError::NotFound(id))?;
+            if held && !entry.held {
+                entry.held_at = chrono::Utc::now().timestamp();
+            }
             entry.held = held;
             if !held {
                 entry.next_attempt = 0;
+                entry.held_at = 0;
             }
-            entry.envelope.rcpts.clone()
+            StoredUpdate { rcpts: entry.envelope.rcpts.clone(), held, held_at: entry.held_at }
         };
-        self.write_update(id, rcpts, held, true).await
+        self.write_update(id, update, true).await
+    }
+
+    /// Dead letters held since before `cutoff` (Unix seconds): what the hold
+    /// retention lets go.
+    pub fn dead_letters_before(&self, cutoff: i64) -> Vec<Entry> {
+        let state = self.state();
+        state.entries.values().filter(|e| e.is_dead_letter() && e.held_at < cutoff).cloned().collect()
     }
 
     /// Makes one waiting message due now (an attempt in flight is left alone).
@@ -391,7 +438,7 @@ impl Spool {
         }
         let parts = vec![id_bytes(id).to_vec()];
         let done = if durable {
-            self.log.append(KIND_DONE, parts).await?
+            self.log.append_outcome(KIND_DONE, parts).await?
         } else {
             self.log.append_lazy(KIND_DONE, parts).await?
         };
@@ -497,6 +544,7 @@ fn apply_replayed(state: &mut State, rec: log::Replayed) {
                     content,
                     expires_at: meta.expires_at,
                     held: false,
+                    held_at: 0,
                     in_flight: false,
                     next_attempt: 0,
                     segments: vec![seg],
@@ -512,6 +560,7 @@ fn apply_replayed(state: &mut State, rec: log::Replayed) {
             if let Some(entry) = state.entries.get_mut(&id) {
                 entry.envelope.rcpts = update.rcpts;
                 entry.held = update.held;
+                entry.held_at = update.held_at;
                 if !entry.segments.contains(&seg) {
                     entry.segments.push(seg);
                 }
@@ -547,6 +596,7 @@ mod tests {
             peer: "127.0.0.1:1".into(),
             auth_user: None,
             received_at: 0,
+            line_faults: Default::default(),
         }
     }
 
@@ -575,7 +625,7 @@ mod tests {
             let entry = spool.claim(a).unwrap();
             let mut rcpts = entry.envelope.rcpts.clone();
             rcpts[0].status = RcptStatus::Delivered { reply: vocabulary::Reply::new(250, "2.0.0", "ok") };
-            assert!(!spool.finish_attempt(a, rcpts, 5).await.unwrap());
+            assert!(!spool.finish_attempt(a, rcpts, 5, false).await.unwrap());
             spool.set_held(a, true).await.unwrap();
             spool.remove(b).await.unwrap();
             // Locked while open.

@@ -11,7 +11,7 @@ use queue::{
     Transport,
 };
 use tokio::sync::watch;
-use vocabulary::{Envelope, QueueId, Recipient, Reply};
+use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Reply};
 
 /// Answers attempts from a script; when the script is empty, accepts.
 #[derive(Default)]
@@ -43,6 +43,7 @@ fn envelope(from: &str, rcpts: &[&str]) -> Envelope {
         peer: "127.0.0.1:9".into(),
         auth_user: None,
         received_at: queue::now_secs(),
+        line_faults: Default::default(),
     }
 }
 
@@ -66,6 +67,7 @@ fn start(script: Vec<AttemptOutcome>, retry_secs: u64) -> Harness {
         retry_max: Duration::from_secs(retry_secs * 2),
         max_parallel: 8,
         hostname: "mx.test".into(),
+        held_retention: None,
     };
     let routes = Routes { relay: Some(transport.clone()), ..Default::default() };
     let sched = Scheduler::new(spool.clone(), routes, dsn, cfg);
@@ -125,24 +127,40 @@ async fn permanent_failure_sends_one_dsn_from_null_sender() {
 }
 
 #[tokio::test]
-async fn no_dsn_for_null_sender_and_expiry_reports() {
+async fn no_dsn_for_null_sender_it_is_held_and_expiry_reports() {
     let h = start(
         vec![
             AttemptOutcome::PerRecipient(vec![Reply::new(550, "5.1.1", "no such user")]),
             AttemptOutcome::Failed(Reply::new(451, "4.4.1", "connection refused")),
+            AttemptOutcome::PerRecipient(vec![Reply::new(250, "2.0.0", "ok")]),
         ],
         1,
     );
-    h.send(envelope("", &["bad@y.test"]), 3600).await;
-    h.wait_empty(5).await;
+    // Refused for good, and nobody to tell: a dead letter, held with the reply.
+    let dead = h.send(envelope("", &["bad@y.test"]), 3600).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let entry = h.spool.get(dead).expect("a refused <> message is kept");
+    assert!(entry.held && entry.is_dead_letter(), "{entry:?}");
+    assert!(matches!(&entry.envelope.rcpts[0].status, RcptStatus::Held { reply } if reply.code == 550));
     // Already expired: the temporary failure becomes final and yields a DSN.
     h.send(envelope("s@x.test", &["r@y.test"]), -1).await;
+    for _ in 0..100 {
+        if h.spool.ids() == vec![dead] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.spool.ids(), vec![dead]);
+    {
+        let seen = h.transport.seen.lock().unwrap();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(seen[2], (String::new(), vec!["s@x.test".to_string()]), "one DSN for the expired one");
+    }
+    // Released once the downstream is fixed: retried, delivered, gone.
+    h.spool.set_held(dead, false).await.unwrap();
+    h.waker.now(dead);
     h.wait_empty(5).await;
-    let seen = h.transport.seen.lock().unwrap();
-    let dsns = seen.iter().filter(|(from, _)| from.is_empty() && seen.len() > 2).count();
-    assert_eq!(seen.len(), 3, "{seen:?}");
-    assert_eq!(dsns, 2, "the <> message itself and one DSN for the expired one: {seen:?}");
-    assert_eq!(seen[2].1, vec!["s@x.test".to_string()]);
+    assert_eq!(h.transport.seen.lock().unwrap().len(), 4);
 }
 
 #[tokio::test]
@@ -178,6 +196,7 @@ fn start_tee(
         retry_max: Duration::from_secs(3600),
         max_parallel,
         hostname: "mx.test".into(),
+        held_retention: None,
     };
     let sched = Scheduler::new(spool.clone(), routes, dsn, cfg);
     let waker = sched.waker();
@@ -220,14 +239,17 @@ async fn tee_routes_run_independently_and_never_bounce_the_copy() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(relay.seen.lock().unwrap().len(), 1);
     assert_eq!(relay.seen.lock().unwrap()[0].1, vec!["r@y.test".to_string()]);
-    // The copy failed for good: the message is done, and no DSN went out.
+    // The copy failed for good: no DSN went out, and the copy is kept, held
+    // (a dead letter an operator can release), never silently dropped.
+    let mut held = false;
     for _ in 0..60 {
-        if spool.ids().is_empty() {
+        held = spool.get(id).is_some_and(|e| e.is_dead_letter());
+        if held {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(spool.ids().is_empty());
+    assert!(held, "{:?}", spool.get(id));
     assert_eq!(*store.0.lock().unwrap(), 1);
     assert_eq!(relay.seen.lock().unwrap().len(), 1, "no DSN for a failed quarantine copy");
 }

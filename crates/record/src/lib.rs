@@ -36,6 +36,23 @@ pub enum RecordError {
     Hash(String),
 }
 
+impl RecordError {
+    /// The database could not grow: the disk (or the quota) is full
+    /// (SQLITE_FULL, or an IO error saying so).
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            RecordError::Db(sqlx::Error::Database(d)) => {
+                d.code().is_some_and(|c| c == "13" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 13))
+                    || d.message().contains("database or disk is full")
+            }
+            RecordError::Db(sqlx::Error::Io(e)) => {
+                e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Schema steps, applied in order; each runs once (tracked in `schema_version`).
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_users.sql"),

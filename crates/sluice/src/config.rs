@@ -52,6 +52,10 @@ pub struct ServerConfig {
     pub accept_domains: Vec<String>,
     /// `text` (human-readable key=value) or `json` (one JSON object per line).
     pub log_format: String,
+    /// Where mail to `postmaster` and `abuse` goes when no relay is set: a
+    /// store account (its copies land in that account's folders). Without
+    /// either, such mail waits in the queue, visible, until one is set.
+    pub postmaster: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +65,7 @@ impl Default for ServerConfig {
             hostname: default_hostname(),
             accept_domains: Vec::new(),
             log_format: "text".into(),
+            postmaster: None,
         }
     }
 }
@@ -90,6 +95,19 @@ pub struct SmtpConfig {
     pub max_bad_commands: u32,
     /// Seconds sessions get to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// What a bare LF or bare CR line end in DATA gets: `normalize` (accept;
+    /// the spool and the store keep the exact bytes, the relay and outbound
+    /// send CRLF, as Postfix does) or `reject` (550 5.6.0 at the end of
+    /// DATA, like Postfix's `smtpd_forbid_bare_newline`).
+    pub bare_newlines: BareNewlines,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BareNewlines {
+    #[default]
+    Normalize,
+    Reject,
 }
 
 impl Default for SmtpConfig {
@@ -107,6 +125,7 @@ impl Default for SmtpConfig {
             max_line_length: l.max_line_length,
             max_bad_commands: l.max_bad_commands,
             shutdown_grace_secs: 30,
+            bare_newlines: BareNewlines::Normalize,
         }
     }
 }
@@ -169,6 +188,10 @@ pub struct QueueConfig {
     pub max_parallel: usize,
     /// fsync the spool before acknowledging. Turn off only to measure it.
     pub fsync: bool,
+    /// Seconds a dead letter (refused for good, no DSN possible) stays held
+    /// before it is deleted, logged at WARN and counted (default 30 days);
+    /// 0 keeps it until an operator releases or deletes it.
+    pub held_retention_secs: u64,
 }
 
 impl Default for QueueConfig {
@@ -178,6 +201,7 @@ impl Default for QueueConfig {
             retry_max_secs: 900,
             max_age_secs: 5 * 24 * 3600,
             max_parallel: 64,
+            held_retention_secs: 30 * 24 * 3600,
             fsync: true,
         }
     }

@@ -13,7 +13,7 @@ use queue::{Entry, Spool, Waker};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use vocabulary::{QueueId, RcptStatus};
+use vocabulary::QueueId;
 
 use crate::config::Config;
 use crate::release::Reinjector;
@@ -71,9 +71,20 @@ pub struct EntryView {
     pub received_at: i64,
     pub size: u64,
     pub held: bool,
+    /// Held because a recipient was refused for good and no DSN was
+    /// possible (see `held` recipients' `last_reply`).
+    #[serde(default)]
+    pub dead_letter: bool,
+    /// When it was held (Unix seconds; 0 when not held).
+    #[serde(default)]
+    pub held_at: i64,
     pub next_attempt: i64,
     pub expires_at: i64,
     pub peer: String,
+    /// Bare LF/CR line ends and over-long lines as received (the relay
+    /// sends them normalized; the store keeps them exactly).
+    #[serde(default, skip_serializing_if = "vocabulary::LineFaults::is_clean")]
+    pub line_faults: vocabulary::LineFaults,
     pub recipients: Vec<RcptView>,
 }
 
@@ -85,9 +96,12 @@ impl From<&Entry> for EntryView {
             received_at: e.envelope.received_at,
             size: e.size(),
             held: e.held,
+            dead_letter: e.is_dead_letter(),
+            held_at: e.held_at,
             next_attempt: e.next_attempt,
             expires_at: e.expires_at,
             peer: e.envelope.peer.clone(),
+            line_faults: e.envelope.line_faults,
             recipients: e
                 .envelope
                 .rcpts
@@ -102,13 +116,7 @@ impl From<&Entry> for EntryView {
                     },
                     status: r.status.name().to_string(),
                     attempts: r.attempts,
-                    last_reply: match &r.status {
-                        RcptStatus::Scheduled => None,
-                        RcptStatus::TempFail { reply }
-                        | RcptStatus::Delivered { reply }
-                        | RcptStatus::Failed { reply }
-                        | RcptStatus::Expired { reply } => Some(reply.to_string()),
-                    },
+                    last_reply: r.status.reply().map(ToString::to_string),
                 })
                 .collect(),
         }
@@ -298,7 +306,13 @@ pub fn print(resp: &Response, json: bool) -> i32 {
                     e.id,
                     e.size,
                     fmt_time(e.received_at),
-                    if e.held { "HELD " } else { "" },
+                    if e.dead_letter {
+                        "DEAD-LETTER "
+                    } else if e.held {
+                        "HELD "
+                    } else {
+                        ""
+                    },
                     e.peer,
                     e.from,
                     pending,
@@ -333,6 +347,20 @@ pub fn print(resp: &Response, json: bool) -> i32 {
             println!("received:    {} from {}", fmt_time(e.received_at), e.peer);
             println!("size:        {}", e.size);
             println!("held:        {}", e.held);
+            if e.dead_letter {
+                println!(
+                    "dead letter: since {}: refused for good and no DSN is possible; `sluice queue release {}` retries it",
+                    fmt_time(e.held_at),
+                    e.id
+                );
+            }
+            if !e.line_faults.is_clean() {
+                let f = e.line_faults;
+                println!(
+                    "lines:       {} bare LF, {} bare CR, {} over 998 octets (sent normalized)",
+                    f.bare_lf, f.bare_cr, f.long_lines
+                );
+            }
             println!("expires:     {}", fmt_time(e.expires_at));
             for r in &e.recipients {
                 println!(
@@ -396,9 +424,12 @@ mod tests {
             received_at,
             size: 1,
             held,
+            dead_letter: false,
+            held_at: 0,
             next_attempt: 0,
             expires_at: 0,
             peer: String::new(),
+            line_faults: Default::default(),
             recipients,
         }
     }

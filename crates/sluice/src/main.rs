@@ -7,6 +7,7 @@ mod control;
 mod logbuf;
 mod outbound_cmd;
 mod outbound_wiring;
+mod postmaster;
 mod relay;
 mod release;
 mod serve;

@@ -144,6 +144,10 @@ pub async fn submit(
             tracing::info!(id = %sent.id, tenant, "submission accepted for the outbound path");
             Ok(())
         }
+        Err(outbound::SendError::StorageFull(e)) => {
+            tracing::warn!(error = %e, "outbound submission refused: the disk is full");
+            Err(crate::serve::storage_full_reply())
+        }
         Err(e) => {
             tracing::error!(error = ?e, "outbound submission failed");
             Err(Reply::new(451, "4.3.0", "Temporary local problem, please try again later"))

@@ -15,7 +15,10 @@ pub struct RelayTransport {
 impl Transport for RelayTransport {
     fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult> {
         Box::pin(async move {
-            let content: [&[u8]; 2] = [job.trace.as_bytes(), job.content];
+            // What a strict downstream accepts: CRLF line ends, no line over
+            // 998 octets (the spool keeps the bytes exactly as received).
+            let body = vocabulary::lines::normalize(job.content);
+            let content: [&[u8]; 2] = [job.trace.as_bytes(), &body];
             let msg = OutboundMessage {
                 mail_from: &job.envelope.mail_from,
                 rcpts: &job.rcpts,

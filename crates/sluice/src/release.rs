@@ -49,6 +49,7 @@ impl Reinjector {
             peer: "quarantine".into(),
             auth_user: None,
             received_at: now.timestamp(),
+            line_faults: Default::default(),
         };
         let trace = format!(
             "Received: from quarantine (released by {account})\r\n\tby {} with local id {id};\r\n\t{}\r\n",

@@ -30,6 +30,8 @@ struct SpoolSink {
     hostname: String,
     /// Held for every message being accepted: the tee's copies give way meanwhile.
     front_line: record::FrontLine,
+    /// postmaster and abuse: to a person, never to the feedback route.
+    roles: crate::postmaster::Roles,
 }
 
 impl Sink for SpoolSink {
@@ -49,6 +51,9 @@ impl Sink for SpoolSink {
             let expires = msg.envelope.received_at + self.max_age;
             let mut envelope = msg.envelope;
             for r in envelope.rcpts.iter_mut() {
+                if self.roles.route(r) {
+                    continue;
+                }
                 if r.route == vocabulary::Route::Relay
                     && vocabulary::domain_of(&r.address) == self.bounce_domain
                 {
@@ -58,6 +63,11 @@ impl Sink for SpoolSink {
             self.accounts.tee(&mut envelope);
             let id =
                 self.spool.enqueue(msg.id, envelope, msg.trace, msg.content, expires).await.map_err(|e| {
+                    if e.is_storage_full() {
+                        // ingress logs the 452 at WARN with the peer.
+                        tracing::debug!(error = %e, "spool full");
+                        return storage_full_reply();
+                    }
                     tracing::error!(error = %e, "spool write failed");
                     Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
                 })?;
@@ -67,6 +77,11 @@ impl Sink for SpoolSink {
             Ok(())
         })
     }
+}
+
+/// RFC 3463 4.3.1: the reply to every message refused for a full disk.
+pub fn storage_full_reply() -> Reply {
+    Reply::new(452, "4.3.1", "Insufficient system storage, please try again later")
 }
 
 struct UsersAuth(record::Users);
@@ -186,6 +201,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             retry_max: Duration::from_secs(cfg.queue.retry_max_secs),
             max_parallel: cfg.queue.max_parallel,
             hostname: cfg.server.hostname.clone(),
+            held_retention: (cfg.queue.held_retention_secs > 0)
+                .then(|| Duration::from_secs(cfg.queue.held_retention_secs)),
         },
     );
     let waker = Some(scheduler.waker());
@@ -200,6 +217,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         data_timeout: Duration::from_secs(cfg.smtp.data_timeout_secs),
         max_line_length: cfg.smtp.max_line_length,
         max_bad_commands: cfg.smtp.max_bad_commands,
+        reject_bare_newlines: cfg.smtp.bare_newlines == crate::config::BareNewlines::Reject,
     };
     let outbox = Arc::new(outbound::Outbox {
         record: record.clone(),
@@ -216,6 +234,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         outbox: outbox.clone(),
         hostname: cfg.server.hostname.clone(),
         front_line: store.quarantine().front_line(),
+        roles: crate::postmaster::Roles::new(
+            &cfg.server.hostname,
+            cfg.server.accept_domains.iter().cloned().chain([bounce_domain.clone()]),
+            cfg.relay.host.is_some(),
+            cfg.server.postmaster.as_deref(),
+        ),
     });
     let auth: Arc<dyn Authenticator> = Arc::new(UsersAuth(store.users()));
     let mut accept_domains: HashSet<String> =

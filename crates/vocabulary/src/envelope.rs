@@ -60,11 +60,30 @@ pub enum RcptStatus {
     Expired {
         reply: Reply,
     },
+    /// A dead letter: refused for good where nobody can be told (the sender
+    /// is `<>`, or it is a store copy), so it is kept, held, with the
+    /// refusal, until an operator releases it (`sluice queue release`) or
+    /// its hold retention runs out.
+    Held {
+        reply: Reply,
+    },
 }
 
 impl RcptStatus {
     pub fn is_terminal(&self) -> bool {
         matches!(self, RcptStatus::Delivered { .. } | RcptStatus::Failed { .. } | RcptStatus::Expired { .. })
+    }
+
+    /// The last reply that led to this state (none before any attempt).
+    pub fn reply(&self) -> Option<&Reply> {
+        match self {
+            RcptStatus::Scheduled => None,
+            RcptStatus::TempFail { reply }
+            | RcptStatus::Delivered { reply }
+            | RcptStatus::Failed { reply }
+            | RcptStatus::Expired { reply }
+            | RcptStatus::Held { reply } => Some(reply),
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -74,6 +93,7 @@ impl RcptStatus {
             RcptStatus::Delivered { .. } => "delivered",
             RcptStatus::Failed { .. } => "failed",
             RcptStatus::Expired { .. } => "expired",
+            RcptStatus::Held { .. } => "held",
         }
     }
 }
@@ -159,6 +179,10 @@ pub struct Envelope {
     pub auth_user: Option<String>,
     /// Arrival time, seconds since the Unix epoch.
     pub received_at: i64,
+    /// Bare LF/CR line ends and over-long lines in the content as received
+    /// (kept exactly in the spool and the store; normalized on the wire).
+    #[serde(default, skip_serializing_if = "crate::LineFaults::is_clean")]
+    pub line_faults: crate::LineFaults,
 }
 
 impl Envelope {

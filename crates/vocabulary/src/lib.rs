@@ -3,7 +3,9 @@
 //! including the pure `decide` crate, can speak them.
 
 mod envelope;
+pub mod lines;
 mod reply;
 
 pub use envelope::{Envelope, QueueId, RcptStatus, Recipient, Route, domain_of};
+pub use lines::LineFaults;
 pub use reply::{Reply, Severity};
