@@ -4,6 +4,7 @@
 import glob
 import os
 import shutil
+import smtplib
 import socket
 import subprocess
 import tempfile
@@ -110,3 +111,21 @@ def test_postfix_disconnect_at_rcpt_defers(smtp_sink, sluice_factory):
     assert e["recipients"][0]["last_reply"][0] == "4", e
     time.sleep(1)
     assert sl.running
+
+
+def test_dsn_parameters_are_passed_to_a_downstream_that_offers_dsn(smtp_sink, sluice_factory):
+    """RFC 3461: RET/ENVID and NOTIFY/ORCPT given to sluice reach a
+    downstream that announces DSN (smtp-sink does), xtext encoded."""
+    addr, dump = smtp_sink()
+    sl = sluice_factory(relay=addr)
+    t = token()
+    with smtplib.SMTP(*sl.smtp, timeout=10) as c:
+        c.ehlo("client.test")
+        assert c.has_extn("dsn"), "sluice announces DSN"
+        c.sendmail("sender@src.test", ["r@sluice.test"], simple_message(t),
+                   mail_options=["RET=HDRS", "ENVID=QQ+2B314159"],
+                   rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;R+40orig.test"])
+    got = wait_until(lambda: [d for d in dumps(dump) if t.encode() in d], 20, what="the dump")
+    d = got[0]
+    assert b"X-Mail-Args: <sender@src.test> RET=HDRS ENVID=QQ+2B314159" in d, d[:600]
+    assert b"X-Rcpt-Args: <r@sluice.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;R@orig.test" in d, d[:600]

@@ -43,6 +43,10 @@ pub struct DsnRequest<'a> {
     pub arrival: DateTime<Utc>,
     pub recipients: Vec<DsnRecipient<'a>>,
     pub original: &'a [u8],
+    /// The sender's ENVID (RFC 3461), returned as `Original-Envelope-Id`.
+    pub envid: Option<&'a str>,
+    /// RET=HDRS: return the original's headers only, whatever its size.
+    pub headers_only: bool,
 }
 
 /// Originals up to this size are returned whole; larger ones by headers only.
@@ -91,6 +95,9 @@ pub fn build(req: &DsnRequest<'_>) -> Vec<u8> {
 
     // Part 2: for machines.
     out.push_str(&format!("--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"));
+    if let Some(envid) = req.envid {
+        field(&mut out, format!("Original-Envelope-Id: {envid}"));
+    }
     field(&mut out, format!("Reporting-MTA: dns; {}", req.reporting_mta));
     field(&mut out, format!("X-Sluice-Queue-ID: {}", req.queue_id));
     field(&mut out, format!("Arrival-Date: {}", req.arrival.to_rfc2822()));
@@ -115,7 +122,7 @@ pub fn build(req: &DsnRequest<'_>) -> Vec<u8> {
 
     // Part 3: the original.
     let mut bytes = out.into_bytes();
-    if req.original.len() <= RETURN_WHOLE_LIMIT {
+    if req.original.len() <= RETURN_WHOLE_LIMIT && !req.headers_only {
         bytes.extend_from_slice(format!("--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").as_bytes());
         bytes.extend_from_slice(req.original);
     } else {
@@ -166,6 +173,8 @@ mod tests {
             queue_id: "0123",
             original_sender: "a@x.test",
             arrival: Utc::now(),
+            envid: None,
+            headers_only: false,
             recipients: vec![DsnRecipient {
                 address: "bad@y.test",
                 orcpt: Some("bad@y.test"),
@@ -204,9 +213,30 @@ mod tests {
             arrival: Utc::now(),
             recipients: vec![],
             original: &original,
+            envid: None,
+            headers_only: false,
         });
         let text = String::from_utf8_lossy(&dsn);
         assert!(text.contains("text/rfc822-headers\r\n\r\nSubject: big\r\n\r\n"));
         assert!(dsn.len() < 10_000);
+    }
+
+    #[test]
+    fn ret_hdrs_and_envid_are_honoured() {
+        let original = b"Subject: small\r\n\r\nsecret body\r\n";
+        let dsn = build(&DsnRequest {
+            reporting_mta: "mx.test",
+            queue_id: "2",
+            original_sender: "a@x.test",
+            arrival: Utc::now(),
+            recipients: vec![],
+            original,
+            envid: Some("QQ314159"),
+            headers_only: true,
+        });
+        let text = String::from_utf8_lossy(&dsn);
+        assert!(text.contains("Original-Envelope-Id: QQ314159\r\n"), "{text}");
+        assert!(text.contains("text/rfc822-headers\r\n\r\nSubject: small\r\n\r\n"));
+        assert!(!text.contains("secret body"));
     }
 }

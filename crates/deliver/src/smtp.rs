@@ -130,6 +130,43 @@ pub struct OutboundMessage<'a> {
     pub eight_bit: bool,
     /// Sent concatenated, byte for byte (e.g. our trace header, then the original).
     pub content: &'a [&'a [u8]],
+    /// The sender's DSN requests (RFC 3461), passed on when the server
+    /// offers DSN.
+    pub dsn: Option<DsnParams<'a>>,
+}
+
+/// RET/ENVID of the MAIL command and NOTIFY/ORCPT of each RCPT, in the
+/// order of `OutboundMessage::rcpts`.
+#[derive(Default)]
+pub struct DsnParams<'a> {
+    pub ret: Option<vocabulary::dsn::Ret>,
+    pub envid: Option<&'a str>,
+    pub rcpts: Vec<(Option<vocabulary::dsn::Notify>, Option<&'a str>)>,
+}
+
+impl DsnParams<'_> {
+    fn mail(&self) -> String {
+        let mut out = String::new();
+        if let Some(ret) = self.ret {
+            out.push_str(&format!(" RET={}", ret.as_str()));
+        }
+        if let Some(envid) = self.envid {
+            out.push_str(&format!(" ENVID={}", vocabulary::dsn::xtext(envid)));
+        }
+        out
+    }
+
+    fn rcpt(&self, i: usize) -> String {
+        let mut out = String::new();
+        let Some((notify, orcpt)) = self.rcpts.get(i) else { return out };
+        if let Some(n) = notify {
+            out.push_str(&format!(" NOTIFY={}", n.param()));
+        }
+        if let Some(o) = orcpt {
+            out.push_str(&format!(" ORCPT=rfc822;{}", vocabulary::dsn::xtext(o)));
+        }
+        out
+    }
 }
 
 pub struct Attempt {
@@ -596,12 +633,19 @@ impl Client {
         if conn.caps.size.is_some() {
             mail.push_str(&format!(" SIZE={size}"));
         }
+        let dsn = msg.dsn.as_ref().filter(|_| conn.caps.dsn);
+        if let Some(d) = dsn {
+            mail.push_str(&d.mail());
+        }
         mail.push_str("\r\n");
         let chunking = conn.caps.chunking;
         let pipelining = conn.caps.pipelining;
 
         let mut envelope_cmds = vec![mail];
-        envelope_cmds.extend(msg.rcpts.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
+        envelope_cmds.extend(msg.rcpts.iter().enumerate().map(|(i, r)| {
+            let params = dsn.map(|d| d.rcpt(i)).unwrap_or_default();
+            format!("RCPT TO:<{r}>{params}\r\n")
+        }));
         if !chunking {
             envelope_cmds.push("DATA\r\n".into());
         }

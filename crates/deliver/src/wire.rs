@@ -11,6 +11,8 @@ pub struct Caps {
     pub eight_bit: bool,
     pub smtputf8: bool,
     pub starttls: bool,
+    /// RFC 3461 DSN.
+    pub dsn: bool,
     pub size: Option<usize>,
     /// AUTH mechanisms offered, upper-cased.
     pub auth: Vec<String>,
@@ -29,6 +31,7 @@ impl Caps {
                 "8BITMIME" => caps.eight_bit = true,
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "STARTTLS" => caps.starttls = true,
+                "DSN" => caps.dsn = true,
                 "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0),
                 "AUTH" => caps.auth.extend(words.map(str::to_ascii_uppercase)),
                 // The pre-RFC 4954 form some servers still send beside AUTH.

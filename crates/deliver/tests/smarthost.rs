@@ -199,6 +199,7 @@ async fn send(client: &Client, dest: &Destination) -> Attempt {
         smtputf8: false,
         eight_bit: false,
         content: &[b"Subject: hi\r\n\r\nhello\r\n"],
+        dsn: None,
     };
     client.send(dest, &msg).await
 }

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, Request};
+use smtp_proto::{
+    MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8, Request,
+};
 use tokio::sync::watch;
 use vocabulary::{Envelope, LineFaults, QueueId, Recipient, Reply};
 
@@ -42,6 +44,9 @@ struct Transaction {
     smtputf8: bool,
     eight_bit: bool,
     rcpts: Vec<Recipient>,
+    /// RFC 3461 RET and ENVID.
+    dsn_ret: Option<vocabulary::dsn::Ret>,
+    dsn_envid: Option<String>,
     /// BDAT chunks received so far.
     content: Vec<u8>,
     bdat_seen: bool,
@@ -278,6 +283,7 @@ impl Session {
             "SMTPUTF8".into(),
             "ENHANCEDSTATUSCODES".into(),
             "CHUNKING".into(),
+            "DSN".into(),
         ];
         if self.cfg.tls.is_some() && !self.conn.is_tls() {
             caps.push("STARTTLS".into());
@@ -423,10 +429,22 @@ impl Session {
         if !from.address.is_empty() && !valid_address(&from.address) {
             return self.bad(reply(501, "5.1.7", "Bad sender address syntax"));
         }
+        let dsn_ret = if from.flags & MAIL_RET_HDRS != 0 {
+            Some(vocabulary::dsn::Ret::Hdrs)
+        } else if from.flags & MAIL_RET_FULL != 0 {
+            Some(vocabulary::dsn::Ret::Full)
+        } else {
+            None
+        };
+        if from.env_id.as_ref().is_some_and(|e| e.len() > 100 || e.chars().any(char::is_control)) {
+            return self.bad(reply(501, "5.5.4", "Invalid ENVID"));
+        }
         self.tx = Some(Transaction {
             mail_from: from.address,
             smtputf8,
             eight_bit: from.flags & (MAIL_BODY_8BITMIME | MAIL_BODY_BINARYMIME) != 0,
+            dsn_ret,
+            dsn_envid: from.env_id,
             rcpts: Vec::new(),
             content: Vec::new(),
             bdat_seen: false,
@@ -459,6 +477,7 @@ impl Session {
         }
         let mut r = Recipient::new(to.address);
         r.orcpt = to.orcpt;
+        r.notify = notify_of(to.flags);
         tx.rcpts.push(r);
         self.conn.reply(&reply(250, "2.1.5", "Ok"));
         Next::Continue
@@ -597,6 +616,8 @@ impl Session {
             auth_user: self.auth_user.clone(),
             received_at: received_at.timestamp(),
             line_faults,
+            dsn_ret: tx.dsn_ret,
+            dsn_envid: tx.dsn_envid,
         };
         let trace = self.trace_header(id, &envelope, received_at);
         let size = content.len();
@@ -656,6 +677,20 @@ impl Session {
             at.to_rfc2822()
         )
     }
+}
+
+/// RCPT's NOTIFY (RFC 3461 §4.1), when given.
+fn notify_of(flags: u64) -> Option<vocabulary::dsn::Notify> {
+    use smtp_proto::{RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS};
+    if flags & RCPT_NOTIFY_NEVER != 0 {
+        return Some(vocabulary::dsn::Notify::NEVER);
+    }
+    let notify = vocabulary::dsn::Notify {
+        success: flags & RCPT_NOTIFY_SUCCESS != 0,
+        failure: flags & RCPT_NOTIFY_FAILURE != 0,
+        delay: flags & RCPT_NOTIFY_DELAY != 0,
+    };
+    (notify != vocabulary::dsn::Notify::NEVER).then_some(notify)
 }
 
 fn is_bare_postmaster(line: &[u8]) -> bool {

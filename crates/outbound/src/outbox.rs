@@ -185,6 +185,8 @@ impl Outbox {
                 auth_user: None,
                 received_at,
                 line_faults,
+                dsn_ret: None,
+                dsn_envid: None,
             };
             self.spool
                 .enqueue(id, envelope, draft.trace, content, received_at + self.max_age)
@@ -329,6 +331,8 @@ mod tests {
             auth_user: None,
             received_at: 1_700_000_000,
             line_faults: Default::default(),
+            dsn_ret: None,
+            dsn_envid: None,
         };
         let content =
             b"From: app@acme.test\r\nSubject: lost\r\nMessage-ID: <m1@acme.test>\r\n\r\nhi\r\n".to_vec();

@@ -140,6 +140,7 @@ impl OutboundTransport {
                     smtputf8: job.envelope.smtputf8,
                     eight_bit: job.envelope.eight_bit,
                     content: &content,
+                    dsn: None,
                 };
                 let mut last = (Reply::new(451, "4.4.4", "no host to deliver to"), String::new(), None);
                 for host in hosts {

@@ -468,6 +468,8 @@ impl AttemptCtx {
             .copied()
             .filter(|&i| s.rcpts[i].route == Route::Relay)
             .filter(|&i| matches!(s.rcpts[i].status, RcptStatus::Failed { .. } | RcptStatus::Expired { .. }))
+            // NOTIFY=NEVER (or SUCCESS/DELAY only): the sender asked for none.
+            .filter(|&i| vocabulary::dsn::Notify::wants_failure(s.rcpts[i].notify))
             .collect();
         if failed.is_empty() || entry.envelope.is_null_sender() {
             return;
@@ -590,6 +592,8 @@ impl AttemptCtx {
             auth_user: None,
             received_at: now_secs(),
             line_faults: Default::default(),
+            dsn_ret: None,
+            dsn_envid: None,
         };
         match self
             .spool

@@ -597,6 +597,8 @@ mod tests {
             auth_user: None,
             received_at: 0,
             line_faults: Default::default(),
+            dsn_ret: None,
+            dsn_envid: None,
         }
     }
 

@@ -44,6 +44,8 @@ fn envelope(from: &str, rcpts: &[&str]) -> Envelope {
         auth_user: None,
         received_at: queue::now_secs(),
         line_faults: Default::default(),
+        dsn_ret: None,
+        dsn_envid: None,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use deliver::smtp::{Client, Destination, OutboundMessage, Outcome};
+use deliver::smtp::{Client, Destination, DsnParams, OutboundMessage, Outcome};
 use queue::{AttemptOutcome, AttemptResult, BoxFuture, DsnBuilder, DsnInput, Job, Transport};
 use vocabulary::RcptStatus;
 
@@ -25,6 +25,7 @@ impl Transport for RelayTransport {
                 smtputf8: job.envelope.smtputf8,
                 eight_bit: job.envelope.eight_bit,
                 content: &content,
+                dsn: Some(dsn_params(job)),
             };
             let attempt = self.client.send(&self.dest, &msg).await;
             AttemptResult {
@@ -37,6 +38,20 @@ impl Transport for RelayTransport {
             }
         })
     }
+}
+
+/// The sender's RFC 3461 requests, for a downstream that offers DSN.
+fn dsn_params<'a>(job: &'a Job<'a>) -> DsnParams<'a> {
+    let env = job.envelope;
+    let rcpts = job
+        .rcpts
+        .iter()
+        .map(|a| {
+            let r = env.rcpts.iter().find(|r| r.route == vocabulary::Route::Relay && r.address == *a);
+            (r.and_then(|r| r.notify), r.and_then(|r| r.orcpt.as_deref()))
+        })
+        .collect();
+    DsnParams { ret: env.dsn_ret, envid: env.dsn_envid.as_deref(), rcpts }
 }
 
 /// DSNs for recipients that failed or expired, reported by `hostname`.
@@ -73,6 +88,8 @@ pub fn dsn_builder(hostname: String) -> DsnBuilder {
             arrival: chrono::DateTime::from_timestamp(input.envelope.received_at, 0).unwrap_or_default(),
             recipients,
             original: input.original,
+            envid: input.envelope.dsn_envid.as_deref(),
+            headers_only: input.envelope.dsn_ret == Some(vocabulary::dsn::Ret::Hdrs),
         })
     })
 }

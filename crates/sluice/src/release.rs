@@ -50,6 +50,8 @@ impl Reinjector {
             auth_user: None,
             received_at: now.timestamp(),
             line_faults: Default::default(),
+            dsn_ret: None,
+            dsn_envid: None,
         };
         let trace = format!(
             "Received: from quarantine (released by {account})\r\n\tby {} with local id {id};\r\n\t{}\r\n",

@@ -128,9 +128,12 @@ pub enum Route {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
     pub address: String,
-    /// DSN ORCPT parameter, kept for the report.
+    /// DSN ORCPT parameter (the address, xtext decoded), kept for the report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orcpt: Option<String>,
+    /// DSN NOTIFY parameter (RFC 3461); `None` when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::dsn::Notify>,
     pub status: RcptStatus,
     #[serde(default)]
     pub attempts: u32,
@@ -147,6 +150,7 @@ impl Recipient {
         Recipient {
             address: address.into(),
             orcpt: None,
+            notify: None,
             status: RcptStatus::Scheduled,
             attempts: 0,
             route: Route::Relay,
@@ -183,6 +187,11 @@ pub struct Envelope {
     /// (kept exactly in the spool and the store; normalized on the wire).
     #[serde(default, skip_serializing_if = "crate::LineFaults::is_clean")]
     pub line_faults: crate::LineFaults,
+    /// DSN RET and ENVID parameters of MAIL (RFC 3461), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsn_ret: Option<crate::dsn::Ret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsn_envid: Option<String>,
 }
 
 impl Envelope {

@@ -2,6 +2,7 @@
 //! replies. Kept free of IO and of heavy dependencies so that every crate,
 //! including the pure `decide` crate, can speak them.
 
+pub mod dsn;
 mod envelope;
 pub mod lines;
 mod reply;
