@@ -52,6 +52,7 @@ pub async fn one_click(
             smtp: None,
             detail: None,
             suppress: Some(Suppress { reason: "unsubscribed (one-click)".into(), expires_at: None }),
+            source: None,
         })
         .await?;
     tracing::info!(tenant, address = %address, "unsubscribed by one-click link");

@@ -117,8 +117,15 @@ impl FeedbackTransport {
             tracing::info!(%queue_id, to = rcpt, verdict = class.verdict.as_str(), "feedback matched no message");
         }
         let n = targets.len();
-        for (t, report) in targets {
-            self.record.record(event(t, kind, class, report)).await.map_err(|e| e.to_string())?;
+        for (i, (t, report)) in targets.into_iter().enumerate() {
+            // A report attached before a crash, whose spool outcome was
+            // lost, is seen again: attached once.
+            let source = format!("feedback:{queue_id}:{i}");
+            if self.record.recorded(&source).await.map_err(|e| e.to_string())? {
+                tracing::info!(%queue_id, source, "feedback already attached (repeated after a restart)");
+                continue;
+            }
+            self.record.record(event(t, kind, class, report, source)).await.map_err(|e| e.to_string())?;
         }
         Ok(n)
     }
@@ -138,7 +145,13 @@ fn event_of(v: Verdict) -> Option<EventType> {
     })
 }
 
-fn event(t: Attach, kind: EventType, class: &Classification, report: Option<&RecipientReport>) -> NewEvent {
+fn event(
+    t: Attach,
+    kind: EventType,
+    class: &Classification,
+    report: Option<&RecipientReport>,
+    source: String,
+) -> NewEvent {
     let reason = match kind {
         EventType::Complained => Some(class.feedback_type.clone().unwrap_or_else(|| "abuse".into())),
         EventType::Unsubscribed => Some("unsubscribe".into()),
@@ -178,6 +191,7 @@ fn event(t: Attach, kind: EventType, class: &Classification, report: Option<&Rec
             "autoreply_from": class.autoreply_from,
         })),
         suppress,
+        source: Some(source),
     }
 }
 
@@ -196,7 +210,7 @@ mod tests {
         let mut r = RecipientReport::bare("kijitora@example.test", reason);
         (r.hard, r.status, r.action) = (hard, Some(status.into()), Some(action.into()));
         let t = Attach { tenant: 1, message: "m".into(), idx: 0, address: r.address.clone() };
-        event(t, EventType::Bounced, &class, Some(&r)).suppress.is_some()
+        event(t, EventType::Bounced, &class, Some(&r), String::new()).suppress.is_some()
     }
 
     #[test]

@@ -111,6 +111,9 @@ impl OutboundTransport {
         per_recipient: bool,
     ) -> (Reply, String, Option<String>) {
         let idx = job.envelope.rcpts.iter().position(|r| r.address == rcpt).unwrap_or(0);
+        if let Some(done) = self.done_before(job, idx).await {
+            return done;
+        }
         let token = self.verp.token(job.id, idx as u16);
         let mail_from = self.verp.address_of(&token);
         // With List-Unsubscribe the bytes differ per recipient, and so does
@@ -165,6 +168,23 @@ impl OutboundTransport {
         (reply, remote, tls)
     }
 
+    /// For a message recovered after a restart: the outcome an earlier run
+    /// already recorded for this recipient (sent, refused), so it is
+    /// neither sent nor recorded twice.
+    async fn done_before(&self, job: &Job<'_>, idx: usize) -> Option<(Reply, String, Option<String>)> {
+        if !job.recovered {
+            return None;
+        }
+        let status = self.record.recipient_status(&job.id.to_string(), idx as i64).await.ok().flatten()?;
+        let reply = match status.as_str() {
+            "queued" | "deferred" => return None,
+            "rejected" | "failed" => Reply::new(550, "5.0.0", format!("already {status} before a restart")),
+            _ => Reply::new(250, "2.0.0", format!("already {status} before a restart")),
+        };
+        tracing::info!(queue_id = %job.id, idx, status, "outbound recipient already done before a restart; not sent again");
+        Some((reply, String::new(), None))
+    }
+
     async fn note(
         &self,
         job: &Job<'_>,
@@ -213,6 +233,7 @@ impl OutboundTransport {
             }),
             detail: None,
             suppress,
+            source: None,
         };
         if let Err(e) = self.record.record(event).await {
             tracing::error!(error = %e, "recording an outbound attempt");

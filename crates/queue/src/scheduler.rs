@@ -50,6 +50,10 @@ pub struct Job<'a> {
     /// When the message expires (seconds since the epoch): a temporary
     /// failure after this is final.
     pub expires_at: i64,
+    /// Accepted before the last start: an earlier run may have done this
+    /// work and lost its outcome in a crash, so a route that records what
+    /// it did checks before doing it twice.
+    pub recovered: bool,
 }
 
 /// The result of one attempt.
@@ -432,6 +436,7 @@ impl AttemptCtx {
                     trace: &entry.trace,
                     content,
                     expires_at: entry.expires_at,
+                    recovered: entry.recovered,
                 };
                 let result = transport.deliver(&job).await;
                 if *route == Route::Relay {

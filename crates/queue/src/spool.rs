@@ -85,6 +85,9 @@ pub struct Entry {
     pub in_flight: bool,
     /// Unix seconds of the next scheduled attempt (0 = as soon as possible).
     pub next_attempt: i64,
+    /// Read back from the spool at start: accepted before a restart (or a
+    /// crash), so work for it may have been done and its outcome lost.
+    pub recovered: bool,
     segments: Vec<SegmentId>,
 }
 
@@ -275,6 +278,7 @@ impl Spool {
             held_at: 0,
             in_flight: false,
             next_attempt: 0,
+            recovered: false,
             segments: Vec::new(),
         };
         entry.touch(loc.segment, refs);
@@ -547,6 +551,7 @@ fn apply_replayed(state: &mut State, rec: log::Replayed) {
                     held_at: 0,
                     in_flight: false,
                     next_attempt: 0,
+                    recovered: true,
                     segments: vec![seg],
                 },
             );

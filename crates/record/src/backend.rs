@@ -51,6 +51,8 @@ pub trait QuarantineStore: Send + Sync + 'static {
     fn copy<'a>(&'a self, from: i64, uids: &'a [i64], to: i64) -> Res<'a, (i64, Vec<(i64, i64)>)>;
     fn expunge<'a>(&'a self, folder_id: i64, uids: &'a [i64]) -> Res<'a, u64>;
     fn release_info(&self, folder_id: i64, uid: i64) -> Res<'_, Option<ReleaseInfo>>;
+    /// Where `account`'s copy of spool message `queue_id` was filed, if it was.
+    fn filed_from<'a>(&'a self, account: &'a str, queue_id: &'a str) -> Res<'a, Option<(String, i64)>>;
     /// Deletes what is past its retention at `as_of` (Unix seconds).
     fn sweep(&self, as_of: i64) -> Res<'_, Swept>;
 }
@@ -109,6 +111,9 @@ impl QuarantineStore for Quarantine {
     }
     fn release_info(&self, folder_id: i64, uid: i64) -> Res<'_, Option<ReleaseInfo>> {
         Box::pin(Quarantine::release_info(self, folder_id, uid))
+    }
+    fn filed_from<'a>(&'a self, account: &'a str, queue_id: &'a str) -> Res<'a, Option<(String, i64)>> {
+        Box::pin(Quarantine::filed_from(self, account, queue_id))
     }
     fn sweep(&self, as_of: i64) -> Res<'_, Swept> {
         Box::pin(Quarantine::sweep(self, as_of))

@@ -61,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_outbound.sql"),
     include_str!("../migrations/0005_blobs.sql"),
     include_str!("../migrations/0006_drop_received_index.sql"),
+    include_str!("../migrations/0007_idempotency.sql"),
 ];
 
 /// A handle to the database.

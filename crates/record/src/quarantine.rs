@@ -539,6 +539,24 @@ impl Quarantine {
         .await;
     }
 
+    /// Where the copy filed from spool message `queue_id` for `account`
+    /// lies (folder, UID), if it was filed: a copy repeated after a crash
+    /// is not filed twice.
+    pub async fn filed_from(
+        &self,
+        account: &str,
+        queue_id: &str,
+    ) -> Result<Option<(String, i64)>, RecordError> {
+        Ok(sqlx::query_as(
+            "SELECT f.name, m.uid FROM messages m JOIN folders f ON f.id = m.folder_id
+             JOIN accounts a ON a.id = f.account_id WHERE m.queue_id = ? AND a.name = ? LIMIT 1",
+        )
+        .bind(queue_id)
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// The envelope a released message is re-injected with.
     pub async fn release_info(&self, folder_id: i64, uid: i64) -> Result<Option<ReleaseInfo>, RecordError> {
         let row: Option<(Option<String>, String, String)> =

@@ -56,6 +56,16 @@ impl Accounts {
     }
 }
 
+/// For a message recovered after a restart, the copy an earlier run filed
+/// (its outcome lost in a crash): reported stored, not filed twice.
+async fn filed_before(store: &dyn record::QuarantineStore, job: &Job<'_>, account: &str) -> Option<Reply> {
+    if !job.recovered {
+        return None;
+    }
+    let (folder, uid) = store.filed_from(account, &job.id.to_string()).await.ok().flatten()?;
+    Some(Reply::new(250, "2.0.0", format!("stored in {folder} as UID {uid} before a restart")))
+}
+
 /// The quarantine route: classify and store the exact bytes received.
 pub struct QuarantineTransport {
     pub store: Arc<dyn record::QuarantineStore>,
@@ -79,6 +89,10 @@ impl Transport for QuarantineTransport {
                     rcpts: relay_rcpts.clone(),
                     queue_id: job.id.to_string(),
                 };
+                if let Some(reply) = filed_before(self.store.as_ref(), job, account).await {
+                    replies.push(reply);
+                    continue;
+                }
                 let reply = match deliver::quarantine::file(
                     self.store.as_ref(),
                     account,

@@ -348,6 +348,7 @@ mod tests {
             detail: None,
             suppress: (kind == EventType::Bounced)
                 .then(|| Suppress { reason: "userunknown".into(), expires_at: Some(5_000) }),
+            source: None,
         }
     }
 

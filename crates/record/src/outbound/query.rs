@@ -320,6 +320,25 @@ impl Outbound {
             .await?)
     }
 
+    /// A recipient's status in the record (`queued`, `delivered`, ...).
+    pub async fn recipient_status(&self, message: &str, idx: i64) -> Result<Option<String>, RecordError> {
+        Ok(sqlx::query_scalar("SELECT status FROM out_recipients WHERE message = ? AND idx = ?")
+            .bind(message)
+            .bind(idx)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Whether an event from `source` is recorded (work repeated after a
+    /// crash is not recorded twice).
+    pub async fn recorded(&self, source: &str) -> Result<bool, RecordError> {
+        Ok(sqlx::query_scalar::<_, i64>("SELECT 1 FROM events WHERE source = ? LIMIT 1")
+            .bind(source)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
     /// The message that carried this Message-ID, and the index of `address`
     /// among its recipients (for bounces that come back without a token).
     pub async fn by_message_id(

@@ -66,6 +66,9 @@ pub struct NewEvent {
     pub smtp: Option<SmtpResponse>,
     pub detail: Option<serde_json::Value>,
     pub suppress: Option<Suppress>,
+    /// What produced it, when it could be produced twice (work repeated
+    /// after a crash): `Outbound::recorded` finds it.
+    pub source: Option<String>,
 }
 
 pub(super) enum Op {
@@ -259,6 +262,7 @@ async fn write(
         smtp: None,
         detail: None,
         suppress: None,
+        source: None,
     });
     let asked: Vec<(usize, &NewEvent)> = batch
         .iter()
@@ -270,10 +274,10 @@ async fn write(
         .collect();
     let all: Vec<NewEvent> = first_events.chain(asked.iter().map(|(_, e)| (*e).clone())).collect();
     let mut ids = Vec::with_capacity(all.len());
-    for chunk in all.chunks(ROWS_PER_STATEMENT / 14) {
+    for chunk in all.chunks(ROWS_PER_STATEMENT / 15) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (tenant_id, message, idx, address, type, at, reason, smtp_code, smtp_status,
-                                 smtp_text, remote, tls, detail) ",
+                                 smtp_text, remote, tls, detail, source) ",
         );
         q.push_values(chunk, |mut b, e| {
             let smtp = e.smtp.clone().unwrap_or_default();
@@ -289,7 +293,8 @@ async fn write(
                 .push_bind(smtp.text)
                 .push_bind(smtp.remote)
                 .push_bind(smtp.tls)
-                .push_bind(e.detail.as_ref().map(|d| d.to_string()));
+                .push_bind(e.detail.as_ref().map(|d| d.to_string()))
+                .push_bind(e.source.clone());
         });
         q.push(" RETURNING id");
         let mut got: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
