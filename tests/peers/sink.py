@@ -25,7 +25,10 @@ optional:
                                                 # substring of the address wins
      "data": "554 5.6.0 rejected",              # reply to every end of DATA
      "data_from": "author@",                    # ... only when MAIL FROM contains this
-     "data_delay": 0.5}                         # seconds to wait before it
+     "data_delay": 0.5,                         # seconds to wait before it
+     "mail_delay": 30,                          # seconds to wait before MAIL's reply
+     "drop_data": true}                         # close the connection instead of
+                                                # answering the end of DATA
 
 On start it prints "sink listening <port>" on stdout. SIGTERM/SIGINT stop it.
 """
@@ -97,6 +100,9 @@ class Handler:
         self.store = store
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        delay = self.store.control().get("mail_delay")
+        if delay:
+            await asyncio.sleep(float(delay))
         reply = self.store.control().get("mail")
         if reply:
             return reply
@@ -119,6 +125,10 @@ class Handler:
             await asyncio.sleep(float(delay))
         if ctl.get("data") and ctl.get("data_from", "") in (envelope.mail_from or ""):
             return ctl["data"]
+        if ctl.get("drop_data"):
+            # The client sent the whole message and waits for the verdict.
+            server.transport.abort()
+            return "421 dropped"
         meta = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": list(envelope.rcpt_tos),
