@@ -60,10 +60,10 @@ struct Request {
     parts: Vec<Vec<u8>>,
     /// Must be on disk before `done` fires; otherwise synced within LAZY_SYNC.
     durable: bool,
-    /// An outcome (a new state, a done record): it may use the reserve at
-    /// the end of the segment, so a full disk never stops the records that
-    /// let segments go and free space.
-    outcome: bool,
+    /// A done record: it may use the reserve at the end of the segment, so
+    /// a full disk never stops the records that let segments go and free
+    /// space.
+    reserve: bool,
     done: oneshot::Sender<io::Result<Location>>,
 }
 
@@ -193,23 +193,25 @@ impl SegmentLog {
         }
     }
 
-    /// Appends one record of new content; resolves once it is durable on
-    /// disk, or fails with `StorageFull` when the disk is full. The returned
-    /// segment is pinned until the caller calls [`SegmentLog::unpin`].
+    /// Appends one record; resolves once it is durable on disk, or fails
+    /// with `StorageFull` when the disk is full. The returned segment is
+    /// pinned until the caller calls [`SegmentLog::unpin`].
     pub async fn append(&self, kind: u8, parts: Vec<Vec<u8>>) -> io::Result<Location> {
         self.submit(kind, parts, true, false).await
     }
 
-    /// Appends an outcome record, durably; it may use the segment's reserve.
-    pub async fn append_outcome(&self, kind: u8, parts: Vec<Vec<u8>>) -> io::Result<Location> {
-        self.submit(kind, parts, true, true).await
-    }
-
-    /// Appends an outcome whose loss in a crash is harmless (it would only
+    /// Appends a record whose loss in a crash is harmless (it would only
     /// repeat work); resolves once written, and it is synced within 100 ms
     /// or with the next durable record.
     pub async fn append_lazy(&self, kind: u8, parts: Vec<Vec<u8>>) -> io::Result<Location> {
-        self.submit(kind, parts, false, true).await
+        self.submit(kind, parts, false, false).await
+    }
+
+    /// Appends a record that finishes a message (`durable` or lazily): it
+    /// may use the segment's reserve, so it is written even when the disk
+    /// is full, and the segments it lets go free the space.
+    pub async fn append_final(&self, kind: u8, parts: Vec<Vec<u8>>, durable: bool) -> io::Result<Location> {
+        self.submit(kind, parts, durable, true).await
     }
 
     async fn submit(
@@ -217,7 +219,7 @@ impl SegmentLog {
         kind: u8,
         parts: Vec<Vec<u8>>,
         durable: bool,
-        outcome: bool,
+        reserve: bool,
     ) -> io::Result<Location> {
         let (done, wait) = oneshot::channel();
         {
@@ -225,7 +227,7 @@ impl SegmentLog {
             let Some(tx) = tx.as_ref() else {
                 return Err(io::Error::other("spool is closed or read-only"));
             };
-            tx.send(Request { kind, parts, durable, outcome, done })
+            tx.send(Request { kind, parts, durable, reserve, done })
                 .map_err(|_| io::Error::other("spool writer stopped"))?;
         }
         wait.await.map_err(|_| io::Error::other("spool writer stopped"))?
@@ -315,9 +317,10 @@ const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 const LAZY_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
 const SPARE: &str = "spare.tmp";
 
-/// The end of every segment kept for outcome records: when the disk is full
-/// and no new segment can be made, new mail is refused (`StorageFull`) but
-/// the records that finish messages, and so free whole segments, still fit.
+/// The end of every segment kept for done records: when the disk is full
+/// and no new segment can be made, everything else is refused
+/// (`StorageFull`) but the records that finish messages, and so free whole
+/// segments, still fit (40,000 of them).
 const RESERVE: u64 = 1024 * 1024;
 
 /// Creates `path` filled with `SEGMENT_BYTES` zeros, synced. A fill that
@@ -339,8 +342,9 @@ fn zero_filled(path: &Path, fsync: bool) -> io::Result<()> {
     })
 }
 
-/// Whether the filesystem of `dir` has room for another segment (checked
-/// before a fill is tried, so a full disk costs a syscall, not a write).
+/// Whether the filesystem of `dir` has room for another segment, and room
+/// left after it (checked before a fill is tried, so a full disk costs a
+/// syscall, not a write).
 fn room_for_segment(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return true };
@@ -350,7 +354,10 @@ fn room_for_segment(dir: &Path) -> bool {
     if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
         return true;
     }
-    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) > SEGMENT_BYTES + RESERVE
+    // Room for the segment and half as much again: the spool never takes
+    // the last of the disk from the store, which needs some to file the
+    // copies of what the spool holds (and so to let its segments go).
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) > SEGMENT_BYTES + SEGMENT_BYTES / 2 + RESERVE
 }
 
 fn storage_full() -> io::Error {
@@ -473,7 +480,7 @@ impl Writer {
     /// Writes the batch, syncs once if any record in it must be durable, and
     /// returns one result per request. A batch that would reach into the
     /// reserve goes to a new segment; when none can be made (the disk is
-    /// full), its outcomes go into the reserve and its new mail is refused.
+    /// full), its done records go into the reserve and the rest is refused.
     fn write_batch(&mut self, batch: &[Request], buf: &mut Vec<u8>) -> Vec<io::Result<Location>> {
         let bytes: u64 = batch.iter().map(Request::bytes).sum();
         if self.size > 0
@@ -489,8 +496,8 @@ impl Writer {
         self.write_records(&all, buf)
     }
 
-    /// The disk is full: outcomes that fit in the segment's reserve are
-    /// written, everything else fails with `e`.
+    /// The disk is full: done records that fit in the segment's reserve
+    /// are written, everything else fails with `e`.
     fn write_into_reserve(
         &mut self,
         batch: &[Request],
@@ -501,7 +508,7 @@ impl Writer {
         let fits: Vec<bool> = batch
             .iter()
             .map(|r| {
-                let ok = r.outcome && r.bytes() <= room;
+                let ok = r.reserve && r.bytes() <= room;
                 if ok {
                     room -= r.bytes();
                 }

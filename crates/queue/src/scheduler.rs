@@ -133,7 +133,30 @@ const STRANDED_AFTER_SECS: i64 = 5;
 
 /// A finished message whose done record could not be written (a full disk)
 /// tries again this soon: writing it is what frees the space.
-const RECORD_RETRY_SECS: i64 = 2;
+const RECORD_RETRY_SECS: i64 = 5;
+
+/// One WARN per this many seconds while outcomes wait for disk space (not
+/// one per message).
+const DISK_FULL_WARN_EVERY: i64 = 10;
+
+fn disk_full_warning(now: i64) {
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    if now - last >= DISK_FULL_WARN_EVERY
+        && LAST
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::warn!(
+            "the disk is full: delivery outcomes wait to be recorded and are retried; new mail is refused (452) until space is freed"
+        );
+    }
+}
 
 /// Handle to wake the scheduler.
 #[derive(Clone)]
@@ -544,7 +567,12 @@ impl AttemptCtx {
                 // soon when it finished the message (so the segments it
                 // frees go), else with the next attempt.
                 let at = if done { now + RECORD_RETRY_SECS } else { next };
-                tracing::error!(%id, error = %e, retry_in = at - now, "cannot record delivery result; will retry");
+                if e.is_storage_full() {
+                    disk_full_warning(now);
+                    tracing::debug!(%id, retry_in = at - now, "outcome not recorded: the disk is full");
+                } else {
+                    tracing::error!(%id, error = %e, retry_in = at - now, "cannot record delivery result; will retry");
+                }
                 self.spool.reschedule(id, at);
                 Some(id)
             }

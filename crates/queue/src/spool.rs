@@ -334,21 +334,27 @@ impl Spool {
         hold: bool,
     ) -> Result<bool, SpoolError> {
         let done = rcpts.iter().all(|r| r.status.is_terminal());
-        let (held, held_at) = {
+        let (held, held_at, changed) = {
             let mut state = self.state();
             let entry = state.entries.get_mut(&id).ok_or(SpoolError::NotFound(id))?;
+            let changed = entry.envelope.rcpts.len() != rcpts.len()
+                || entry.envelope.rcpts.iter().zip(&rcpts).any(|(a, b)| a.status.name() != b.status.name());
             entry.envelope.rcpts = rcpts.clone();
             entry.next_attempt = next_attempt;
             if hold && !entry.held {
                 entry.held = true;
                 entry.held_at = chrono::Utc::now().timestamp();
             }
-            (entry.held, entry.held_at)
+            (entry.held, entry.held_at, changed)
         };
         // Outcomes are written lazily: losing one in a crash only repeats an
-        // attempt (a rare duplicate), never loses mail.
+        // attempt (a rare duplicate), never loses mail. A retry that changed
+        // no recipient's state (deferred again) writes nothing: a long
+        // outage must not fill the disk with the same news.
         let result = if done {
             self.bury(id, false).await
+        } else if !changed && !hold {
+            Ok(())
         } else {
             self.write_update(id, StoredUpdate { rcpts, held, held_at }, false).await
         };
@@ -370,7 +376,7 @@ impl Spool {
         let json = serde_json::to_vec(&update).map_err(io::Error::other)?;
         let parts = vec![id_bytes(id).to_vec(), json];
         let loc = if durable {
-            self.log.append_outcome(KIND_UPDATE, parts).await?
+            self.log.append(KIND_UPDATE, parts).await?
         } else {
             self.log.append_lazy(KIND_UPDATE, parts).await?
         };
@@ -441,11 +447,7 @@ impl Spool {
             return Err(SpoolError::NotFound(id));
         }
         let parts = vec![id_bytes(id).to_vec()];
-        let done = if durable {
-            self.log.append_outcome(KIND_DONE, parts).await?
-        } else {
-            self.log.append_lazy(KIND_DONE, parts).await?
-        };
+        let done = self.log.append_final(KIND_DONE, parts, durable).await?;
         let freed: Vec<SegmentId> = {
             let mut state = self.state();
             let Some(entry) = state.entries.remove(&id) else {

@@ -328,3 +328,16 @@ async fn a_stalled_store_holds_up_no_relay_and_every_copy_lands_later() {
     assert_eq!(copies, ids);
     assert_eq!(relay.seen.lock().unwrap().len(), n);
 }
+
+#[tokio::test]
+async fn a_message_nobody_woke_the_scheduler_for_is_rescued_not_stranded() {
+    let h = start(vec![AttemptOutcome::PerRecipient(vec![Reply::new(250, "2.0.0", "ok")])], 3600);
+    // In the spool, durable, but the wake-up is lost: only the scheduler's
+    // own check can find it.
+    let id = QueueId::generate();
+    let mut env = envelope("a@x.test", &["r@y.test"]);
+    env.received_at = queue::now_secs() - 10;
+    h.spool.enqueue(id, env, String::new(), b"body\r\n".to_vec(), queue::now_secs() + 3600).await.unwrap();
+    h.wait_empty(8).await;
+    assert_eq!(h.transport.seen.lock().unwrap().len(), 1);
+}

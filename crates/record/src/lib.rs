@@ -36,11 +36,33 @@ pub enum RecordError {
     Hash(String),
 }
 
+/// Says at WARN, at most every 10 s, that the database's disk is full
+/// (a full disk fails every write; one line per write would bury the log).
+pub fn warn_disk_full(what: &str, error: &dyn std::fmt::Display) {
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let now = chrono::Utc::now().timestamp();
+    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    if now - last >= 10
+        && LAST
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::warn!(%error, "the disk is full: {what} wait and are retried until space is freed");
+    }
+}
+
 impl RecordError {
     /// The database could not grow: the disk (or the quota) is full
     /// (SQLITE_FULL, or an IO error saying so).
     pub fn is_storage_full(&self) -> bool {
         match self {
+            // The store's writer hands errors on as text.
+            RecordError::Invalid(m) => m.contains("database or disk is full"),
             RecordError::Db(sqlx::Error::Database(d)) => {
                 d.code().is_some_and(|c| c == "13" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 13))
                     || d.message().contains("database or disk is full")

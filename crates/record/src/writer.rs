@@ -306,6 +306,12 @@ impl Quarantine {
                         let _ = req.reply.send(Ok(p));
                     }
                 }
+                Err(e) if e.is_storage_full() => {
+                    crate::warn_disk_full("copies for the store", &e);
+                    for (_, req) in ready {
+                        let _ = req.reply.send(Err(e.to_string()));
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, messages = ready.len(), "quarantine store batch failed");
                     for (_, req) in ready {
@@ -325,14 +331,30 @@ impl Quarantine {
     }
 
     /// Writes a batch in one transaction on the writer's connection, which
-    /// flushes its commit: bytes and rows together, one fsync.
+    /// flushes its commit: bytes and rows together, one fsync. A connection
+    /// whose batch failed (a full disk) is closed, never reused: SQLite may
+    /// leave its transaction open, and every later batch would then only
+    /// nest a savepoint in it and never be committed.
     async fn write_batch(
         &self,
         pool: &SqlitePool,
         batch: &[(i64, Filed)],
     ) -> Result<Vec<Placed>, RecordError> {
+        let mut conn = pool.acquire().await?;
+        let written = self.write_batch_on(&mut conn, batch).await;
+        if written.is_err() {
+            conn.close_on_drop();
+        }
+        written
+    }
+
+    async fn write_batch_on(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        batch: &[(i64, Filed)],
+    ) -> Result<Vec<Placed>, RecordError> {
         let hashes: Vec<String> = batch.iter().map(|(_, r)| hex(&Sha256::digest(&r.bytes))).collect();
-        let mut tx = pool.begin().await?;
+        let mut tx = sqlx::Connection::begin(conn).await?;
         // UIDs handed out in memory from each folder's UIDNEXT, written back once.
         let mut next: std::collections::BTreeMap<i64, (i64, i64)> = std::collections::BTreeMap::new();
         for (folder_id, _) in batch.iter() {

@@ -437,7 +437,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Dkim { command } => outbound_cmd::dkim(command),
         Command::Suppress { command } => runtime()?.block_on(outbound_cmd::suppress(command)),
         Command::Track { target, tenant, json, common } => {
-            runtime()?.block_on(outbound_cmd::track(target, tenant, json, common))
+            let cfg = load_config(&common)?;
+            let code = runtime()?.block_on(outbound_cmd::track(target.clone(), tenant, json, common))?;
+            // Not in the outbound record: a queue id may still be in the
+            // spool (a deferred original, a dead letter).
+            if code != 0 && target.parse::<vocabulary::QueueId>().is_ok() {
+                let req = control::Request::Show { id: target };
+                if let Ok(resp @ control::Response::Entry(_)) =
+                    runtime()?.block_on(control::request(&cfg, req))
+                {
+                    if !json {
+                        println!("in the queue:");
+                    }
+                    return Ok(control::print(&resp, json));
+                }
+            }
+            Ok(code)
         }
         Command::Classify { format, eval, files } => classify_cmd::run(format, eval, files),
     }

@@ -114,7 +114,11 @@ impl Transport for QuarantineTransport {
                         ),
                     ),
                     Err(e) => {
-                        tracing::error!(queue_id = %job.id, account = %account, error = %e, "quarantine store failed");
+                        if e.is_storage_full() {
+                            tracing::debug!(queue_id = %job.id, account = %account, "quarantine store full");
+                        } else {
+                            tracing::error!(queue_id = %job.id, account = %account, error = %e, "quarantine store failed");
+                        }
                         Reply::new(451, "4.3.0", "quarantine store unavailable")
                     }
                 };

@@ -95,6 +95,12 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Op>) {
         };
         let mut results = Vec::with_capacity(batch.len());
         let written = write(&mut conn, &batch, &mut results).await;
+        if written.is_err() {
+            // SQLite may leave a failed transaction open (a full disk): a
+            // connection reused in that state would only nest savepoints
+            // in it, never commit.
+            conn.close_on_drop();
+        }
         if let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await {
             tracing::warn!(error = %e, "outbound record: resetting synchronous");
             conn.close_on_drop();
