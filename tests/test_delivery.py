@@ -142,27 +142,31 @@ def test_permanent_failure_sends_a_dsn_to_the_sender(sink, sluice_factory):
 
 
 def test_no_dsn_for_the_null_sender(sink, sluice_factory):
+    """Refused for good, from <>: no DSN, and not dropped either: a dead
+    letter, held with the reply (issue 15)."""
     sl = sluice_factory(relay=sink.addr, config=FAST_RETRY)
     sink.control(rcpt=[{"match": "nobody@", "reply": "550 5.1.1 No such user"}])
     send_raw(sl.smtp, simple_message(token()), mail_from="", rcpts=["nobody@sluice.test"])
-    wait_until(lambda: "delivery attempt" in sl.log() and "failed" in sl.log(), 20,
-               what="the failed attempt in the log")
-    sl.wait_queue_empty(15)
-    time.sleep(2)
+    [e] = wait_until(lambda: [e for e in sl.queue_entries() if e["dead_letter"]] or None, 20,
+                     what="the refused message held as a dead letter")
+    assert e["recipients"][0]["status"] == "held" and "550 5.1.1" in e["recipients"][0]["last_reply"]
+    time.sleep(1)
     assert sink.messages() == [], "no DSN may go to <>"
-    assert sl.queue_entries() == []
     assert "DSN queued" not in sl.log()
 
 
 def test_dsn_that_bounces_does_not_loop(sink, sluice_factory):
-    """The DSN to a sender that itself is refused: no DSN about the DSN."""
+    """The DSN to a sender that itself is refused: no DSN about the DSN; the
+    refused DSN is held as a dead letter, not dropped."""
     sl = sluice_factory(relay=sink.addr, config=FAST_RETRY)
     sink.control(rcpt=[{"match": "nobody@", "reply": "550 5.1.1 No such user"},
                        {"match": "gone@", "reply": "550 5.1.1 Sender gone too"}])
     send_raw(sl.smtp, simple_message(token()), mail_from="gone@src.test", rcpts=["nobody@sluice.test"])
-    wait_until(lambda: sl.log().count("delivery attempt") >= 2, 20, what="two attempts (original, DSN)")
-    sl.wait_queue_empty(15)
-    time.sleep(2)
+    [e] = wait_until(lambda: [e for e in sl.queue_entries() if e["dead_letter"]] or None, 20,
+                     what="the refused DSN held as a dead letter")
+    assert e["from"] == "" and e["recipients"][0]["address"] == "gone@src.test"
+    time.sleep(1)
+    assert len(sl.queue_entries()) == 1, "the original is done; only its DSN is held"
     assert sink.messages() == []
     assert sl.log().count("DSN queued") == 1
 
