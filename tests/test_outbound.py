@@ -271,7 +271,7 @@ def test_forged_token_is_not_attached_and_message_id_matching(outbound):
     mid = message(sl, key, sent["id"])["message_id"]
     dsn = fixture("bounces", "lhost-postfix-05.eml",
                   {"kijitora@example.org": "frank@dest.test", "FFFFFFFF.0000000@example.co.jp": mid})
-    feed(sl, f"postmaster@{BOUNCE_DOMAIN}", dsn)
+    feed(sl, f"returns@{BOUNCE_DOMAIN}", dsn)
     r = wait_status(sl, key, sent["id"], "frank@dest.test", "bounced")
     assert r["reason"] == "userunknown"
 

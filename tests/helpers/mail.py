@@ -67,3 +67,24 @@ def assert_relayed_exactly(received, sent, hostname=HOSTNAME):
             f"  sent:    {sent[max(0, n - 40):n + 40]!r}\n"
             f"  relayed: {rest[max(0, n - 40):n + 40]!r}")
     return trace
+
+
+def wire_normalized(content):
+    """What the relay sends for `content` (issue 15): every bare CR or bare
+    LF becomes CRLF (RFC 5321 2.3.8), and a line over 998 octets is broken
+    by inserting CRLF SP, as Postfix's smtp_line_length_limit does."""
+    out, line, i, n = bytearray(), 0, 0, len(content)
+    while i < n:
+        b = content[i]
+        if b in (13, 10):
+            out += b"\r\n"
+            line = 0
+            i += 2 if b == 13 and i + 1 < n and content[i + 1] == 10 else 1
+            continue
+        if line == 998:
+            out += b"\r\n "
+            line = 1
+        out.append(b)
+        line += 1
+        i += 1
+    return bytes(out)
