@@ -59,7 +59,9 @@ def test_every_accepted_copy_is_filed_exactly_once_under_kills(sink, sluice_fact
         return dict(db(sl, "SELECT blob, count(*) FROM messages GROUP BY blob"))
     wait_until(lambda: want <= set(filed()), 90, interval=1, what="every accepted copy in the store")
     sl.wait_queue_empty(60)
-    twice = {m: n for m, n in filed().items() if n > 1}
+    # Once per accepted message (a client that resent a message whose 250
+    # it lost made two accepted messages with the same bytes: two copies).
+    twice = dict(db(sl, "SELECT queue_id, count(*) FROM messages GROUP BY queue_id HAVING count(*) > 1"))
     print(f"\ntee under kills: {len(accepted)} accepted, {kills} kills, {len(twice)} filed twice")
     assert not twice, f"copies filed more than once: {list(twice.items())[:5]}"
     assert not no_stranded(sl)
@@ -114,7 +116,10 @@ def test_every_verp_bounce_is_attached_exactly_once_under_kills(sink, sluice_fac
 
     def bounce(i):
         m = by_rcpt[f"r{i}@dest.test"]
+        # Like every MTA's DSN, it has its own Message-ID: a bounce resent
+        # because its 250 was lost in a kill is the same report.
         dsn = (f"From: MAILER-DAEMON@dest.test\r\nTo: {m.mail_from}\r\nSubject: Undelivered Mail\r\n"
+               f"Message-ID: <dsn{i}@mx.dest.test>\r\n"
                f"MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; "
                f"boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--b\r\n"
                f"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.dest.test\r\n\r\n"

@@ -30,6 +30,9 @@ impl Transport for FeedbackTransport {
     fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult> {
         Box::pin(async move {
             let content = job.content.to_vec();
+            // The report's own Message-ID: a sender that resends a report
+            // whose 250 it never saw sends the same one (RFC 5322 3.6.4).
+            let report_id = own_message_id(job.content);
             let class = match tokio::task::spawn_blocking(move || decide::classify(&content)).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -39,7 +42,7 @@ impl Transport for FeedbackTransport {
             };
             let mut replies = Vec::with_capacity(job.rcpts.len());
             for rcpt in &job.rcpts {
-                replies.push(match self.attach_all(job.id, rcpt, &class).await {
+                replies.push(match self.attach_all(job.id, report_id.as_deref(), rcpt, &class).await {
                     Ok(n) => Reply::new(
                         250,
                         "2.0.0",
@@ -73,6 +76,7 @@ impl FeedbackTransport {
     async fn attach_all(
         &self,
         queue_id: QueueId,
+        report_id: Option<&str>,
         rcpt: &str,
         class: &Classification,
     ) -> Result<usize, String> {
@@ -117,18 +121,54 @@ impl FeedbackTransport {
             tracing::info!(%queue_id, to = rcpt, verdict = class.verdict.as_str(), "feedback matched no message");
         }
         let n = targets.len();
-        for (i, (t, report)) in targets.into_iter().enumerate() {
-            // A report attached before a crash, whose spool outcome was
-            // lost, is seen again: attached once.
-            let source = format!("feedback:{queue_id}:{i}");
+        for (t, report) in targets {
+            // A report attached before a crash (its spool outcome lost), or
+            // sent again by a peer that missed our 250, is attached once.
+            let source = match report_id {
+                Some(mid) => format!("feedback:{mid}:{}:{}", t.message, t.idx),
+                None => format!("feedback:{queue_id}:{}:{}", t.message, t.idx),
+            };
+            // Two copies of one report can be attempted at once: the check
+            // and the write are one step per source.
+            let _one_at_a_time = stripe(&source).lock().await;
             if self.record.recorded(&source).await.map_err(|e| e.to_string())? {
-                tracing::info!(%queue_id, source, "feedback already attached (repeated after a restart)");
+                tracing::info!(%queue_id, source, "feedback already attached (a resend, or repeated after a restart)");
                 continue;
             }
             self.record.record(event(t, kind, class, report, source)).await.map_err(|e| e.to_string())?;
         }
         Ok(n)
     }
+}
+
+/// One of 64 locks, chosen by `source`: reports about different
+/// recipients are attached in parallel, the same one never twice at once.
+fn stripe(source: &str) -> &'static tokio::sync::Mutex<()> {
+    use std::hash::{Hash, Hasher};
+    static STRIPES: std::sync::LazyLock<Vec<tokio::sync::Mutex<()>>> =
+        std::sync::LazyLock::new(|| (0..64).map(|_| tokio::sync::Mutex::new(())).collect());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    source.hash(&mut h);
+    &STRIPES[(h.finish() % 64) as usize]
+}
+
+/// The Message-ID field of a message's own header section, if any.
+fn own_message_id(content: &[u8]) -> Option<String> {
+    let end = content.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(content.len().min(64 * 1024));
+    let head = String::from_utf8_lossy(&content[..end]);
+    let mut lines = head.split("\r\n").peekable();
+    while let Some(line) = lines.next() {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        if !name.trim().eq_ignore_ascii_case("message-id") {
+            continue;
+        }
+        let mut value = value.trim().to_string();
+        while let Some(more) = lines.next_if(|l| l.starts_with([' ', '\t'])) {
+            value.push_str(more.trim());
+        }
+        return (!value.is_empty()).then_some(value);
+    }
+    None
 }
 
 /// The event a verdict records; `None` for mail that says nothing about a
@@ -211,6 +251,13 @@ mod tests {
         (r.hard, r.status, r.action) = (hard, Some(status.into()), Some(action.into()));
         let t = Attach { tenant: 1, message: "m".into(), idx: 0, address: r.address.clone() };
         event(t, EventType::Bounced, &class, Some(&r), String::new()).suppress.is_some()
+    }
+
+    #[test]
+    fn the_report_s_own_message_id_names_a_resend() {
+        let m = b"From: a@b\r\nMessage-ID:\r\n <r1@mx.example>\r\nSubject: x\r\n\r\nMessage-ID: <body@x>\r\n";
+        assert_eq!(own_message_id(m).as_deref(), Some("<r1@mx.example>"));
+        assert_eq!(own_message_id(b"Subject: x\r\n\r\nMessage-ID: <body@x>\r\n"), None);
     }
 
     #[test]
