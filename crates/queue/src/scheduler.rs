@@ -309,15 +309,15 @@ impl Scheduler {
     /// been forgotten: said at WARN, and attempted now.
     fn rescue_stranded(&self, timers: &mut BinaryHeap<Reverse<(i64, QueueId)>>) {
         let now = now_secs();
+        let due = self.spool.idle_due_before(now - STRANDED_AFTER_SECS + 1);
+        if due.is_empty() {
+            return;
+        }
         let timed: HashSet<QueueId> = timers.iter().map(|Reverse((_, id))| *id).collect();
-        for entry in self.spool.list() {
-            let due_since = now - entry.next_attempt.max(entry.envelope.received_at);
-            if entry.held || entry.in_flight || due_since < STRANDED_AFTER_SECS {
-                continue;
-            }
-            if !timed.contains(&entry.id) {
-                tracing::warn!(queue_id = %entry.id, due_since, "message due but not attempted; attempting it now");
-                timers.push(Reverse((0, entry.id)));
+        for (id, since) in due {
+            if !timed.contains(&id) {
+                tracing::warn!(queue_id = %id, due_since = now - since, "message due but not attempted; attempting it now");
+                timers.push(Reverse((0, id)));
             }
         }
     }

@@ -409,6 +409,20 @@ impl Spool {
         self.write_update(id, update, true).await
     }
 
+    /// Messages neither held nor in flight that have been due since before
+    /// `cutoff` (Unix seconds), with that time: read under the lock, no
+    /// entry copied (the scheduler asks every 2 s, whatever the queue's size).
+    pub fn idle_due_before(&self, cutoff: i64) -> Vec<(QueueId, i64)> {
+        let state = self.state();
+        state
+            .entries
+            .values()
+            .filter(|e| !e.held && !e.in_flight)
+            .map(|e| (e.id, e.next_attempt.max(e.envelope.received_at)))
+            .filter(|(_, due)| *due < cutoff)
+            .collect()
+    }
+
     /// Dead letters held since before `cutoff` (Unix seconds): what the hold
     /// retention lets go.
     pub fn dead_letters_before(&self, cutoff: i64) -> Vec<Entry> {
