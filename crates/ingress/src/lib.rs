@@ -106,7 +106,6 @@ impl SessionConfig {
             return true;
         }
         let Some((local, _)) = address.rsplit_once('@') else { return false };
-        domain.eq_ignore_ascii_case(&self.hostname)
-            && (local.eq_ignore_ascii_case("postmaster") || local.eq_ignore_ascii_case("abuse"))
+        domain.eq_ignore_ascii_case(&self.hostname) && vocabulary::is_role_local(local)
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use vocabulary::{Recipient, Route, domain_of};
+use vocabulary::{Recipient, Route, domain_of, is_role_local};
 
 /// Where role mail goes, decided once at start.
 pub struct Roles {
@@ -56,8 +56,7 @@ impl Roles {
             return true;
         }
         let Some((local, _)) = address.rsplit_once('@') else { return false };
-        (local.eq_ignore_ascii_case("postmaster") || local.eq_ignore_ascii_case("abuse"))
-            && self.domains.contains(&domain_of(address))
+        is_role_local(local) && self.domains.contains(&domain_of(address))
     }
 
     /// Routes a role recipient to its person; returns false (and leaves it
@@ -66,16 +65,18 @@ impl Roles {
         if !self.is_role(&r.address) {
             return false;
         }
-        if r.address.eq_ignore_ascii_case("postmaster") {
-            // A downstream may not take a bare `postmaster`: name the host.
-            r.address = format!("postmaster@{}", self.hostname);
-        }
-        r.route = match &self.target {
-            Target::Relay | Target::Waiting => Route::Relay,
-            Target::Account(account) => Route::Quarantine { account: account.clone() },
-        };
-        if let Target::Account(account) = &self.target {
-            r.address = account.clone();
+        match &self.target {
+            Target::Relay | Target::Waiting => {
+                r.route = Route::Relay;
+                if r.address.eq_ignore_ascii_case("postmaster") {
+                    // A downstream may not take a bare `postmaster`: name the host.
+                    r.address = format!("postmaster@{}", self.hostname);
+                }
+            }
+            // A store copy's recipient is the account it is filed for.
+            Target::Account(account) => {
+                *r = Recipient::routed(account.clone(), Route::Quarantine { account: account.clone() })
+            }
         }
         true
     }

@@ -200,6 +200,12 @@ impl Envelope {
     }
 }
 
+/// A role mailbox every host of ours answers: `postmaster` (RFC 5321
+/// §4.5.1) and `abuse` (RFC 2142), given the local part.
+pub fn is_role_local(local: &str) -> bool {
+    local.eq_ignore_ascii_case("postmaster") || local.eq_ignore_ascii_case("abuse")
+}
+
 /// The domain part of an address, lower-cased; empty when there is no `@`.
 pub fn domain_of(address: &str) -> String {
     address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default()

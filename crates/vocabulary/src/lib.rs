@@ -7,6 +7,6 @@ mod envelope;
 pub mod lines;
 mod reply;
 
-pub use envelope::{Envelope, QueueId, RcptStatus, Recipient, Route, domain_of};
+pub use envelope::{Envelope, QueueId, RcptStatus, Recipient, Route, domain_of, is_role_local};
 pub use lines::LineFaults;
 pub use reply::{Reply, Severity};
