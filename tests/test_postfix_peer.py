@@ -129,3 +129,9 @@ def test_dsn_parameters_are_passed_to_a_downstream_that_offers_dsn(smtp_sink, sl
     d = got[0]
     assert b"X-Mail-Args: <sender@src.test> RET=HDRS ENVID=QQ+2B314159" in d, d[:600]
     assert b"X-Rcpt-Args: <r@sluice.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;R@orig.test" in d, d[:600]
+    # The downstream took NOTIFY=SUCCESS on: reporting success is its job
+    # now, so sluice sends no "relayed" DSN of its own.
+    sl.wait_queue_empty(15)
+    time.sleep(1.5)
+    assert not [x for x in dumps(dump) if b"Successful Mail Delivery Report" in x]
+    assert "DSN queued" not in sl.log()

@@ -14,6 +14,9 @@ pub enum DsnAction {
     Failed,
     Delayed,
     Delivered,
+    /// Handed to a downstream that does not offer DSN: no further news
+    /// will come (RFC 3464 §2.3.3).
+    Relayed,
 }
 
 impl DsnAction {
@@ -22,6 +25,7 @@ impl DsnAction {
             DsnAction::Failed => "failed",
             DsnAction::Delayed => "delayed",
             DsnAction::Delivered => "delivered",
+            DsnAction::Relayed => "relayed",
         }
     }
 }
@@ -58,9 +62,24 @@ const MAX_FIELD: usize = 900;
 pub fn build(req: &DsnRequest<'_>) -> Vec<u8> {
     let now = Utc::now();
     let boundary = format!("{}/{}", req.queue_id, req.reporting_mta);
-    let any_failed = req.recipients.iter().any(|r| r.action == DsnAction::Failed);
-    let subject =
-        if any_failed { "Undelivered Mail Returned to Sender" } else { "Delayed Mail (still being retried)" };
+    let has = |a: DsnAction| req.recipients.iter().any(|r| r.action == a);
+    let any_failed = has(DsnAction::Failed);
+    let (subject, explanation) = if any_failed {
+        (
+            "Undelivered Mail Returned to Sender",
+            "Your message could not be delivered to one or more recipients.\r\nIt is attached below.\r\n\r\n",
+        )
+    } else if has(DsnAction::Delayed) {
+        (
+            "Delayed Mail (still being retried)",
+            "Your message has not been delivered yet; delivery will be retried.\r\n\r\n",
+        )
+    } else {
+        (
+            "Successful Mail Delivery Report",
+            "Your message was handed on to the recipients' mail system, as you asked to be told.\r\n\r\n",
+        )
+    };
     let mut out = String::new();
     let field = |out: &mut String, line: String| {
         out.push_str(&clean(&line));
@@ -81,12 +100,7 @@ pub fn build(req: &DsnRequest<'_>) -> Vec<u8> {
     // Part 1: for people.
     out.push_str(&format!("--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
     out.push_str(&format!("This is the mail system at host {}.\r\n\r\n", req.reporting_mta));
-    if any_failed {
-        out.push_str("Your message could not be delivered to one or more recipients.\r\n");
-        out.push_str("It is attached below.\r\n\r\n");
-    } else {
-        out.push_str("Your message has not been delivered yet; delivery will be retried.\r\n\r\n");
-    }
+    out.push_str(explanation);
     for r in &req.recipients {
         let why = r.diagnostic.map(|d| d.to_string()).unwrap_or_else(|| r.status.clone());
         field(&mut out, format!("<{}>: {}", r.address, why.replace('\n', " ")));
@@ -122,7 +136,9 @@ pub fn build(req: &DsnRequest<'_>) -> Vec<u8> {
 
     // Part 3: the original.
     let mut bytes = out.into_bytes();
-    if req.original.len() <= RETURN_WHOLE_LIMIT && !req.headers_only {
+    // RET applies to failures; any other report returns the headers only
+    // (RFC 3461 §4.3).
+    if req.original.len() <= RETURN_WHOLE_LIMIT && !req.headers_only && any_failed {
         bytes.extend_from_slice(format!("--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").as_bytes());
         bytes.extend_from_slice(req.original);
     } else {
@@ -238,5 +254,39 @@ mod tests {
         assert!(text.contains("Original-Envelope-Id: QQ314159\r\n"), "{text}");
         assert!(text.contains("text/rfc822-headers\r\n\r\nSubject: small\r\n\r\n"));
         assert!(!text.contains("secret body"));
+    }
+
+    #[test]
+    fn success_and_delay_reports_return_headers_only() {
+        let original = b"Subject: small\r\n\r\nsecret body\r\n";
+        let reply = Reply::new(250, "2.0.0", "queued as 77");
+        let report = |action| {
+            let dsn = build(&DsnRequest {
+                reporting_mta: "mx.test",
+                queue_id: "3",
+                original_sender: "a@x.test",
+                arrival: Utc::now(),
+                recipients: vec![DsnRecipient {
+                    address: "b@y.test",
+                    orcpt: None,
+                    action,
+                    status: "2.0.0".into(),
+                    diagnostic: Some(&reply),
+                    remote_mta: None,
+                }],
+                original,
+                envid: None,
+                headers_only: false,
+            });
+            String::from_utf8(dsn).unwrap()
+        };
+        let relayed = report(DsnAction::Relayed);
+        assert!(relayed.contains("Subject: Successful Mail Delivery Report\r\n"), "{relayed}");
+        assert!(relayed.contains("Action: relayed\r\nStatus: 2.0.0\r\n"));
+        assert!(relayed.contains("text/rfc822-headers\r\n\r\nSubject: small\r\n\r\n"));
+        assert!(!relayed.contains("secret body"), "no content without a failure (RFC 3461 4.3)");
+        let delayed = report(DsnAction::Delayed);
+        assert!(delayed.contains("Subject: Delayed Mail (still being retried)\r\n"));
+        assert!(!delayed.contains("secret body"));
     }
 }

@@ -172,6 +172,9 @@ impl DsnParams<'_> {
 pub struct Attempt {
     pub remote: String,
     pub tls: Option<String>,
+    /// The downstream offered DSN (RFC 3461), so the sender's requests were
+    /// passed on and it reports from here on.
+    pub dsn: bool,
     pub outcome: Outcome,
 }
 
@@ -567,13 +570,14 @@ impl Client {
                         return Attempt {
                             remote: format!("{}:{}", dest.host, dest.port),
                             tls: None,
+                            dsn: false,
                             outcome: Outcome::Failed(reply),
                         };
                     }
                 },
             };
             let result = self.transaction(&mut conn, msg, reused && !fresh_retry).await;
-            let (remote, tls) = (conn.remote.clone(), conn.tls.clone());
+            let (remote, tls, dsn) = (conn.remote.clone(), conn.tls.clone(), conn.caps.dsn);
             match result {
                 TxResult::StaleConnection => {
                     drop(conn);
@@ -585,13 +589,13 @@ impl Client {
                 TxResult::Done(replies) => {
                     conn.messages += 1;
                     self.checkin(&pool, conn, permit);
-                    return Attempt { remote, tls, outcome: Outcome::PerRecipient(replies) };
+                    return Attempt { remote, tls, dsn, outcome: Outcome::PerRecipient(replies) };
                 }
                 TxResult::Failed(reply) => {
                     drop(conn);
                     drop(permit);
                     pool.returned.notify_one();
-                    return Attempt { remote, tls, outcome: Outcome::Failed(reply) };
+                    return Attempt { remote, tls, dsn, outcome: Outcome::Failed(reply) };
                 }
             }
         }

@@ -57,6 +57,7 @@ impl Transport for FeedbackTransport {
             AttemptResult {
                 remote: "feedback".into(),
                 tls: None,
+                downstream_dsn: false,
                 outcome: AttemptOutcome::PerRecipient(replies),
             }
         })
@@ -67,6 +68,7 @@ fn done(job: &Job<'_>, reply: Reply) -> AttemptResult {
     AttemptResult {
         remote: "feedback".into(),
         tls: None,
+        downstream_dsn: false,
         outcome: AttemptOutcome::PerRecipient(vec![reply; job.rcpts.len()]),
     }
 }

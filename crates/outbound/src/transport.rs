@@ -66,6 +66,7 @@ impl Transport for OutboundTransport {
             AttemptResult {
                 remote: remote.to_string(),
                 tls,
+                downstream_dsn: false,
                 outcome: AttemptOutcome::PerRecipient(
                     results.iter().map(|(reply, _, _)| reply.clone()).collect(),
                 ),

@@ -36,6 +36,9 @@ pub struct SchedulerConfig {
     /// How long a dead letter stays held before it is deleted (logged and
     /// counted); `None` keeps it until an operator acts.
     pub held_retention: Option<Duration>,
+    /// How long a relayed recipient that asked for NOTIFY=DELAY waits before
+    /// its (single) delay DSN; `None` sends none.
+    pub delay_warning: Option<Duration>,
 }
 
 /// One delivery attempt's input: the message and the recipients still
@@ -67,6 +70,9 @@ pub enum AttemptOutcome {
 pub struct AttemptResult {
     pub remote: String,
     pub tls: Option<String>,
+    /// The downstream took the sender's DSN requests (RFC 3461): success
+    /// and delay are its to report, not ours.
+    pub downstream_dsn: bool,
     pub outcome: AttemptOutcome,
 }
 
@@ -102,13 +108,15 @@ impl Routes {
 pub struct DsnInput<'a> {
     pub id: QueueId,
     pub envelope: &'a Envelope,
-    /// The recipients that failed or expired in this attempt.
-    pub failed: Vec<&'a Recipient>,
+    /// The recipients to report, each by its state after this attempt:
+    /// failed or expired, still deferred (a delay DSN), or delivered to a
+    /// downstream without DSN (a "relayed" success DSN).
+    pub recipients: Vec<&'a Recipient>,
     pub original: &'a [u8],
     pub remote: &'a str,
 }
 
-/// Builds a DSN message (RFC 3464) for recipients that will not be delivered.
+/// Builds a DSN message (RFC 3464) for the recipients the sender asked to hear about.
 pub type DsnBuilder = Arc<dyn Fn(&DsnInput<'_>) -> Vec<u8> + Send + Sync>;
 
 /// Commands from the queue CLI and from ingress.
@@ -397,6 +405,7 @@ impl AttemptCtx {
                 any_delivered: false,
                 connection_failed: false,
                 remote: String::new(),
+                downstream_dsn: false,
             };
             return self.record(&entry, settled, false, now_secs()).await;
         }
@@ -486,35 +495,54 @@ impl AttemptCtx {
         self.record(&entry, settled, copy_deferred, now).await
     }
 
-    /// Queues the DSN for relayed recipients that failed or expired. When
-    /// it cannot be queued, they are retried instead (and the DSN with them),
-    /// never dropped.
+    /// Queues the DSN for the relayed recipients the sender asked to hear
+    /// about (RFC 3461): failed or expired (unless NOTIFY said otherwise),
+    /// delivered to a downstream that could not take the request on
+    /// (NOTIFY=SUCCESS, "relayed"), deferred past the warning time
+    /// (NOTIFY=DELAY, once). When it cannot be queued, failed recipients are
+    /// retried instead (and the DSN with them), never dropped.
     async fn report(&self, entry: &Entry, content: &[u8], s: &mut Settled) {
-        let failed: Vec<usize> = s
+        let age = now_secs() - entry.envelope.received_at;
+        let delay_due = self.cfg.delay_warning.is_some_and(|d| age >= d.as_secs() as i64);
+        let wanted: Vec<usize> = s
             .attempted
             .iter()
             .copied()
             .filter(|&i| s.rcpts[i].route == Route::Relay)
-            .filter(|&i| matches!(s.rcpts[i].status, RcptStatus::Failed { .. } | RcptStatus::Expired { .. }))
-            // NOTIFY=NEVER (or SUCCESS/DELAY only): the sender asked for none.
-            .filter(|&i| vocabulary::dsn::Notify::wants_failure(s.rcpts[i].notify))
+            .filter(|&i| {
+                let r = &s.rcpts[i];
+                let notify = r.notify.unwrap_or_default();
+                match r.status {
+                    RcptStatus::Failed { .. } | RcptStatus::Expired { .. } => {
+                        vocabulary::dsn::Notify::wants_failure(r.notify)
+                    }
+                    RcptStatus::Delivered { .. } => notify.success && !s.downstream_dsn,
+                    RcptStatus::TempFail { .. } => notify.delay && delay_due && !r.delay_reported,
+                    _ => false,
+                }
+            })
             .collect();
-        if failed.is_empty() || entry.envelope.is_null_sender() {
+        if wanted.is_empty() || entry.envelope.is_null_sender() {
             return;
         }
         let dsn = (self.dsn)(&DsnInput {
             id: entry.id,
             envelope: &entry.envelope,
-            failed: failed.iter().map(|&i| &s.rcpts[i]).collect(),
+            recipients: wanted.iter().map(|&i| &s.rcpts[i]).collect(),
             original: content,
             remote: &s.remote,
         });
-        if !self.enqueue_dsn(entry, dsn).await {
-            for i in failed {
-                let r = &mut s.rcpts[i];
-                if let RcptStatus::Failed { reply } | RcptStatus::Expired { reply } = &r.status {
+        let queued = self.enqueue_dsn(entry, dsn).await;
+        for i in wanted {
+            let r = &mut s.rcpts[i];
+            match &r.status {
+                RcptStatus::Failed { reply } | RcptStatus::Expired { reply } if !queued => {
                     r.status = RcptStatus::TempFail { reply: reply.clone() };
                 }
+                RcptStatus::TempFail { .. } => r.delay_reported = queued,
+                RcptStatus::Delivered { .. } if !queued => tracing::warn!(queue_id = %entry.id,
+                    rcpt = %r.address, "delivered, but the success DSN the sender asked for could not be queued"),
+                _ => {}
             }
         }
     }
@@ -660,6 +688,8 @@ struct Settled {
     any_delivered: bool,
     connection_failed: bool,
     remote: String,
+    /// The relay's downstream took the sender's DSN requests.
+    downstream_dsn: bool,
 }
 
 /// Each attempted recipient's new state from its route's reply, logged.
@@ -670,12 +700,14 @@ fn settle(entry: &Entry, results: &[(&Route, Vec<usize>, AttemptResult)], expire
         any_delivered: false,
         connection_failed: false,
         remote: String::new(),
+        downstream_dsn: false,
     };
     for (route, idx, result) in results {
         let relay = **route == Route::Relay;
         if relay {
             s.connection_failed = matches!(result.outcome, AttemptOutcome::Failed(_));
             s.remote = result.remote.clone();
+            s.downstream_dsn = result.downstream_dsn;
         }
         for (n, &i) in idx.iter().enumerate() {
             s.attempted.push(i);

@@ -337,8 +337,11 @@ impl Spool {
         let (held, held_at, changed) = {
             let mut state = self.state();
             let entry = state.entries.get_mut(&id).ok_or(SpoolError::NotFound(id))?;
-            let changed = entry.envelope.rcpts.len() != rcpts.len()
-                || entry.envelope.rcpts.iter().zip(&rcpts).any(|(a, b)| a.status.name() != b.status.name());
+            let changed =
+                entry.envelope.rcpts.len() != rcpts.len()
+                    || entry.envelope.rcpts.iter().zip(&rcpts).any(|(a, b)| {
+                        a.status.name() != b.status.name() || a.delay_reported != b.delay_reported
+                    });
             entry.envelope.rcpts = rcpts.clone();
             entry.next_attempt = next_attempt;
             if hold && !entry.held {

@@ -29,7 +29,9 @@ impl Transport for Scripted {
         let outcome = self.script.lock().unwrap().pop_front().unwrap_or_else(|| {
             AttemptOutcome::PerRecipient(job.rcpts.iter().map(|_| Reply::new(250, "2.0.0", "ok")).collect())
         });
-        Box::pin(async move { AttemptResult { remote: "sink:25".into(), tls: None, outcome } })
+        Box::pin(async move {
+            AttemptResult { remote: "sink:25".into(), tls: None, downstream_dsn: false, outcome }
+        })
     }
 }
 
@@ -63,13 +65,14 @@ fn start(script: Vec<AttemptOutcome>, retry_secs: u64) -> Harness {
     let spool = Arc::new(spool);
     let transport = Arc::new(Scripted { script: Mutex::new(script.into()), ..Default::default() });
     let dsn =
-        Arc::new(|i: &DsnInput<'_>| format!("DSN for {} failed rcpts\r\n", i.failed.len()).into_bytes());
+        Arc::new(|i: &DsnInput<'_>| format!("DSN for {} failed rcpts\r\n", i.recipients.len()).into_bytes());
     let cfg = SchedulerConfig {
         retry_initial: Duration::from_secs(retry_secs),
         retry_max: Duration::from_secs(retry_secs * 2),
         max_parallel: 8,
         hostname: "mx.test".into(),
         held_retention: None,
+        delay_warning: None,
     };
     let routes = Routes { relay: Some(transport.clone()), ..Default::default() };
     let sched = Scheduler::new(spool.clone(), routes, dsn, cfg);
@@ -199,6 +202,7 @@ fn start_tee(
         max_parallel,
         hostname: "mx.test".into(),
         held_retention: None,
+        delay_warning: None,
     };
     let sched = Scheduler::new(spool.clone(), routes, dsn, cfg);
     let waker = sched.waker();
@@ -219,6 +223,7 @@ impl Transport for SlowFailing {
             AttemptResult {
                 remote: "store".into(),
                 tls: None,
+                downstream_dsn: false,
                 outcome: AttemptOutcome::PerRecipient(vec![Reply::new(550, "5.3.0", "store is broken"); n]),
             }
         })
@@ -271,6 +276,7 @@ impl Transport for Gated {
             AttemptResult {
                 remote: "store".into(),
                 tls: None,
+                downstream_dsn: false,
                 outcome: AttemptOutcome::PerRecipient(vec![
                     Reply::new(250, "2.0.0", "stored");
                     job.rcpts.len()

@@ -192,6 +192,9 @@ pub struct QueueConfig {
     /// before it is deleted, logged at WARN and counted (default 30 days);
     /// 0 keeps it until an operator releases or deletes it.
     pub held_retention_secs: u64,
+    /// How long a relayed recipient that asked for `NOTIFY=DELAY` waits
+    /// before its one delay DSN (default 4 hours, as Sendmail); 0 sends none.
+    pub delay_warning_secs: u64,
 }
 
 impl Default for QueueConfig {
@@ -202,6 +205,7 @@ impl Default for QueueConfig {
             max_age_secs: 5 * 24 * 3600,
             max_parallel: 64,
             held_retention_secs: 30 * 24 * 3600,
+            delay_warning_secs: 4 * 3600,
             fsync: true,
         }
     }

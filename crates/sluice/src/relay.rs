@@ -31,6 +31,7 @@ impl Transport for RelayTransport {
             AttemptResult {
                 remote: attempt.remote,
                 tls: attempt.tls,
+                downstream_dsn: attempt.dsn,
                 outcome: match attempt.outcome {
                     Outcome::PerRecipient(replies) => AttemptOutcome::PerRecipient(replies),
                     Outcome::Failed(reply) => AttemptOutcome::Failed(reply),
@@ -54,27 +55,30 @@ fn dsn_params<'a>(job: &'a Job<'a>) -> DsnParams<'a> {
     DsnParams { ret: env.dsn_ret, envid: env.dsn_envid.as_deref(), rcpts }
 }
 
-/// DSNs for recipients that failed or expired, reported by `hostname`.
+/// DSNs reported by `hostname`: each recipient's action follows its state
+/// (failed or expired, delayed, or relayed to a downstream without DSN).
 pub fn dsn_builder(hostname: String) -> DsnBuilder {
     Arc::new(move |input: &DsnInput<'_>| {
         use deliver::dsn::{DsnAction, DsnRecipient, DsnRequest, build};
         let recipients = input
-            .failed
+            .recipients
             .iter()
             .map(|r| {
-                let reply = match &r.status {
-                    RcptStatus::Failed { reply } | RcptStatus::Expired { reply } => Some(reply),
-                    _ => None,
+                let reply = r.status.reply();
+                let (action, fallback) = match &r.status {
+                    RcptStatus::Expired { .. } => (DsnAction::Failed, "4.4.7"),
+                    RcptStatus::TempFail { .. } => (DsnAction::Delayed, "4.0.0"),
+                    RcptStatus::Delivered { .. } => (DsnAction::Relayed, "2.0.0"),
+                    _ => (DsnAction::Failed, "5.0.0"),
                 };
-                let status = match (&r.status, reply.and_then(|r| r.status.clone())) {
-                    (RcptStatus::Expired { .. }, _) => "4.4.7".to_string(),
-                    (_, Some(s)) => s,
-                    (_, None) => "5.0.0".to_string(),
+                let status = match (action, reply.and_then(|r| r.status.clone())) {
+                    (_, Some(s)) if !matches!(r.status, RcptStatus::Expired { .. }) => s,
+                    _ => fallback.to_string(),
                 };
                 DsnRecipient {
                     address: &r.address,
                     orcpt: r.orcpt.as_deref(),
-                    action: DsnAction::Failed,
+                    action,
                     status,
                     diagnostic: reply,
                     remote_mta: Some(input.remote),

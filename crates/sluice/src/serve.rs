@@ -203,6 +203,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             hostname: cfg.server.hostname.clone(),
             held_retention: (cfg.queue.held_retention_secs > 0)
                 .then(|| Duration::from_secs(cfg.queue.held_retention_secs)),
+            delay_warning: (cfg.queue.delay_warning_secs > 0)
+                .then(|| Duration::from_secs(cfg.queue.delay_warning_secs)),
         },
     );
     let waker = Some(scheduler.waker());

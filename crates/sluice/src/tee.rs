@@ -127,6 +127,7 @@ impl Transport for QuarantineTransport {
             AttemptResult {
                 remote: "quarantine".into(),
                 tls: None,
+                downstream_dsn: false,
                 outcome: AttemptOutcome::PerRecipient(replies),
             }
         })

@@ -139,6 +139,9 @@ pub struct Recipient {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "is_relay")]
     pub route: Route,
+    /// A delay DSN (NOTIFY=DELAY) was sent for this recipient: one is enough.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delay_reported: bool,
 }
 
 fn is_relay(r: &Route) -> bool {
@@ -154,6 +157,7 @@ impl Recipient {
             status: RcptStatus::Scheduled,
             attempts: 0,
             route: Route::Relay,
+            delay_reported: false,
         }
     }
 
