@@ -5,6 +5,9 @@
 # table, sluice's peak RSS per run, and the memory of 5,000 idle connections.
 #
 #   bench/smtp.sh [REPEATS]        (env: N, N1, CONCS, RCPTS, HARNESS)
+#   BEFORE=/path/to/old/sluice bench/smtp.sh [REPEATS]
+#       also runs an older build as ext:before in the same run, for a
+#       before/after comparison with the same Postfix figures beside it.
 #
 # Every target is on 127.0.0.1; every run is bounded in count and time.
 set -euo pipefail
@@ -21,12 +24,15 @@ mkdir -p "$(dirname "$OUT")"
 
 cargo build --release -p sluice
 BIN=$ROOT/target/release/sluice
-export SUT_CMD="exec $BIN serve --data \$SUT_DIR --smtp 127.0.0.1:\$SUT_PORT --submission 127.0.0.1:\$((SUT_PORT+7)) --imap 127.0.0.1:\$((SUT_PORT+8)) --http 127.0.0.1:\$((SUT_PORT+9)) \
-  --relay 127.0.0.1:\$SINK_PORT --accept-domain example.test --hostname bench.sluice.test"
+sut_cmd() { echo "exec $1 serve --data \$SUT_DIR --smtp 127.0.0.1:\$SUT_PORT --submission 127.0.0.1:\$((SUT_PORT+7)) --imap 127.0.0.1:\$((SUT_PORT+8)) --http 127.0.0.1:\$((SUT_PORT+9)) \
+  --relay 127.0.0.1:\$SINK_PORT --accept-domain example.test --hostname bench.sluice.test"; }
 
 # Alternate peers within each repeat so drift on the shared machine hits all alike.
 for r in $(seq 1 "$REPEATS"); do
-  OUT=$OUT REPEATS=1 "$HARNESS" ext:sluice postfix sink-direct
+  if [ -n "${BEFORE:-}" ]; then
+    SUT_CMD=$(sut_cmd "$BEFORE") OUT=$OUT REPEATS=1 "$HARNESS" ext:before
+  fi
+  SUT_CMD=$(sut_cmd "$BIN") OUT=$OUT REPEATS=1 "$HARNESS" ext:sluice postfix sink-direct
 done
 echo
 echo "## medians ($REPEATS repeats) from $OUT"
