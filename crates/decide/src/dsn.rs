@@ -143,6 +143,24 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
             (None, _) => human_text.clone(),
         };
         let command = text::command_for(&human_text, &address);
+        crate::explain::note(|| {
+            let from = match (&diagnostic, &prose) {
+                (Some(_), _) => "Diagnostic-Code",
+                (None, Some(_)) => "the human-readable part about this address",
+                (None, None) => "the whole human-readable part",
+            };
+            format!(
+                "recipient {address} (Final-Recipient); action {}; status {} ({}); diagnostic from {from}; command {}",
+                action.as_deref().unwrap_or("none"),
+                status.as_deref().unwrap_or("none"),
+                if status_in_text.is_some() && status == status_in_text {
+                    "from the diagnostic"
+                } else {
+                    "Status field"
+                },
+                command.unwrap_or("not said"),
+            )
+        });
         let mut reason = reason::decide(Some(&context), status.as_deref(), action.as_deref(), command);
         // "Diagnostic-Code: X-Unix; ..." is a local delivery program's exit:
         // when nothing more is said, the mailer failed.

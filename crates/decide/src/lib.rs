@@ -8,6 +8,7 @@
 
 mod dsn;
 pub mod eval;
+mod explain;
 mod human;
 mod provider;
 mod reason;
@@ -16,6 +17,7 @@ pub mod verp;
 
 use serde::Serialize;
 
+pub use explain::explain;
 pub use reason::{Reason, warm_up};
 
 /// The kind of message.
@@ -171,19 +173,24 @@ fn classify_at(raw: &[u8], depth: u8) -> Classification {
     let Some(msg) = parser().parse(raw) else {
         return Classification::human();
     };
-    let mut c = if let Some(c) = dsn::complaint(&msg) {
-        c
+    let mark = explain::mark();
+    let (mut c, parser) = if let Some(c) = dsn::complaint(&msg) {
+        (c, "feedback report (RFC 5965 ARF)")
     } else if let Some(c) = dsn::delivery_report(&msg) {
-        c
+        (c, "delivery status notification (RFC 3464)")
     } else if let Some(c) = msg.body_text(0).and_then(|b| provider::amazon_ses(&b)) {
-        c
+        (c, "Amazon SES notification (JSON)")
     } else if let Some(c) = text::bounce(&msg) {
-        c
+        (c, "non-standard bounce (an MTA's or provider's own format, or prose)")
     } else if let Some(c) = (depth == 0).then(|| wrapped_report(&msg)).flatten() {
-        c
+        (c, "a daemon's notice wrapping the report it received")
     } else {
-        human::classify(&msg)
+        (human::classify(&msg), "no report found: the human/auto-reply rules")
     };
+    explain::note_at(mark, || {
+        let mta = c.mta.as_deref().map(|m| format!(", format {m}")).unwrap_or_default();
+        format!("{}parser: {parser}{mta}; verdict {}", "  ".repeat(depth.into()), c.verdict.as_str())
+    });
     // A filtering appliance's "unknown user" is its verdict on the message
     // (unless a precise status, 5.1.x, says it is the address).
     let vague_unknown = |r: &RecipientReport| {
@@ -194,12 +201,25 @@ fn classify_at(raw: &[u8], depth: u8) -> Classification {
         && reason::by_filter_appliance(&String::from_utf8_lossy(raw))
     {
         for r in c.recipients.iter_mut().filter(|r| vague_unknown(r)) {
+            explain::note(|| {
+                format!("{}: userunknown -> filtered: written by a content-filtering appliance", r.address)
+            });
             r.reason = Reason::Filtered;
         }
     }
     // Hard follows from what each entry says, whoever produced it.
     for r in &mut c.recipients {
         r.hard = reason::is_hard(r.reason, r.status.as_deref(), r.action.as_deref());
+        explain::note(|| {
+            let status = r.status.as_deref().unwrap_or("none");
+            let hard = if r.hard { "hard" } else { "soft" };
+            format!(
+                "=> {}: {} {status} {hard} (suppress: {})",
+                r.address,
+                r.reason.as_str(),
+                r.is_address_failure()
+            )
+        });
     }
     // The VERP token: the report was addressed to local+token@domain.
     if c.original.verp_token.is_none() {

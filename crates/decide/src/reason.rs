@@ -141,6 +141,10 @@ struct Rule {
     /// and the command it answered (a provider's own code).
     #[serde(default)]
     firm: bool,
+    /// Where the wording comes from (a provider's documentation, an MTA's
+    /// source, an RFC); shown by `sluice classify --explain`.
+    #[serde(default)]
+    source: Option<String>,
 }
 
 struct Rules {
@@ -161,6 +165,9 @@ struct Rules {
 struct Flags {
     stands: bool,
     firm: bool,
+    /// The rule's place in the file (from 1) and its source, for `--explain`.
+    number: usize,
+    source: Option<&'static str>,
 }
 
 static RULES: LazyLock<Rules> = LazyLock::new(|| {
@@ -196,13 +203,16 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
         .rule
         .into_iter()
         .zip(alternations)
-        .map(|(rule, alternation)| {
+        .enumerate()
+        .map(|(i, (rule, alternation))| {
             let re = RegexBuilder::new(&alternation)
                 .case_insensitive(true)
                 .size_limit(32 << 20)
                 .build()
                 .expect("rules/reasons.toml patterns compile");
-            (rule.reason, re, Flags { stands: rule.stands, firm: rule.firm })
+            // Leaked once: the rules live as long as the process.
+            let source = rule.source.map(|s| &*Box::leak(s.into_boxed_str()));
+            (rule.reason, re, Flags { stands: rule.stands, firm: rule.firm, number: i + 1, source })
         })
         .collect();
     let filter = (!file.filter.signatures.is_empty()).then(|| {
@@ -261,6 +271,9 @@ pub fn decide(
 ) -> Reason {
     // The rules run once; their flags say how the match weighs.
     let rule = diagnostic.and_then(first_rule);
+    if let (Some((reason, flags)), Some(text)) = (rule, diagnostic) {
+        crate::explain::note(|| explain_rule(reason, flags, text));
+    }
     let r = decide_text(rule, status, action);
     let stands = rule.is_some_and(|(_, flags)| flags.stands);
     let firm = rule.is_some_and(|(_, flags)| flags.firm);
@@ -269,22 +282,22 @@ pub fn decide(
     // Without a status, a 4xx reply code says the failure was temporary.
     let status_or_reply =
         || status.or_else(|| reply_code().filter(|c| (400..500).contains(c)).map(|_| "4.0.0"));
-    match (r, command) {
-        // A refusal of the connection or the greeting is a refusal of the
-        // sending host, whatever the message or address.
-        (Reason::Rejected | Reason::Undefined, Some("HELO" | "CONN")) => Reason::Blocked,
-        // ...unless a precise status (5.1.1) says it is the address.
-        (Reason::Userunknown, Some("DATA")) if !firm && !status.is_some_and(|s| s.starts_with("5.1.")) => {
-            Reason::Filtered
+    let (adjusted, why) = match (r, command) {
+        (Reason::Rejected | Reason::Undefined, Some("HELO" | "CONN")) => {
+            (Reason::Blocked, "a refusal of the connection or greeting refuses the sending host")
         }
-        (Reason::Userunknown | Reason::Undefined | Reason::Securityerror, Some("MAIL")) => Reason::Rejected,
-        // "550 5.7.1 User unknown": the status says policy, so the unknown
-        // user is a filter's verdict on the message (unless the reply is
-        // 553, "mailbox name not allowed", about the address).
+        (Reason::Userunknown, Some("DATA")) if !firm && !status.is_some_and(|s| s.starts_with("5.1.")) => {
+            (Reason::Filtered, "an unknown user after DATA is a content filter speaking")
+        }
+        (Reason::Userunknown | Reason::Undefined | Reason::Securityerror, Some("MAIL")) => {
+            (Reason::Rejected, "a refusal at MAIL FROM is about the sender")
+        }
+        // "550 5.7.1 User unknown": unless the reply is 553 ("mailbox name
+        // not allowed", about the address).
         (Reason::Userunknown, _)
             if !firm && status.is_some_and(|s| s.starts_with("5.7.")) && reply_code() != Some(553) =>
         {
-            Reason::Filtered
+            (Reason::Filtered, "the 5.7.x status says policy: the unknown user is a filter's verdict")
         }
         // A final failure with a temporary status: it sat in a queue until
         // it expired, retried against a network fault (unless the rule that
@@ -294,25 +307,50 @@ pub fn decide(
                 && (failed_temporarily(action, status_or_reply())
                     || diagnostic.is_some_and(says_expired)) =>
         {
-            Reason::Expired
+            (Reason::Expired, "a network fault retried until the queue gave up")
         }
         // ...or held with no cause named at all ("temporary failure"),
         // unless the report says it gave up on it.
         (Reason::Undefined | Reason::Systemerror, _) if !stands && failed_temporarily(action, status) => {
             if diagnostic.is_some_and(says_expired) {
-                Reason::Expired
+                (Reason::Expired, "failed with a temporary status, and the text says it expired")
             } else {
-                Reason::Onhold
+                (Reason::Onhold, "failed with a temporary status and no cause named")
             }
         }
-        // Some reports say so outright ("Action: expired").
         (Reason::Undefined | Reason::Systemerror | Reason::Networkerror, _)
             if action.is_some_and(|a| a.eq_ignore_ascii_case("expired")) =>
         {
-            Reason::Expired
+            (Reason::Expired, "the report says Action: expired")
         }
-        (r, _) => r,
+        (r, _) => (r, ""),
+    };
+    if adjusted != r {
+        crate::explain::note(|| {
+            let cmd = command.map(|c| format!(" (failed command {c})")).unwrap_or_default();
+            format!("{} -> {}{cmd}: {why}", r.as_str(), adjusted.as_str())
+        });
     }
+    adjusted
+}
+
+fn explain_rule(reason: Reason, flags: Flags, text: &str) -> String {
+    let text = &text[..floor_boundary(text, MAX_DIAGNOSTIC)];
+    let matched = RULES
+        .rules
+        .get(flags.number - 1)
+        .and_then(|(_, re, _)| re.find(text))
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let mut how = String::new();
+    if flags.firm {
+        how.push_str(", firm");
+    }
+    if flags.stands {
+        how.push_str(", stands");
+    }
+    let source = flags.source.map(|s| format!("; source: {s}")).unwrap_or_default();
+    format!("rule #{} ({}{how}) matched {matched:?}{source}", flags.number, reason.as_str())
 }
 
 /// The text says the message expired in a queue (any "expired" rule
@@ -339,12 +377,13 @@ fn decide_text(rule: Option<(Reason, Flags)>, status: Option<&str>, action: Opti
     // 5.2.3: the message is over the recipient's own limit, whatever the
     // wording ("message size exceeds ...").
     if status == Some("5.2.3") {
+        crate::explain::note(|| "status 5.2.3 -> exceedlimit (over the recipient's own size limit)".into());
         return Reason::Exceedlimit;
     }
     let from_status = status.and_then(from_status);
     let from_text = rule.map(|(reason, _)| reason);
     let firm = rule.is_some_and(|(_, flags)| flags.firm);
-    match (from_text, from_status) {
+    let (reason, why) = match (from_text, from_status) {
         // A specific status outranks vague wording ("rejected", "denied").
         // ...and settles user-versus-host, which prose often blurs.
         (Some(t), Some(s))
@@ -353,18 +392,30 @@ fn decide_text(rule: Option<(Reason, Flags)>, status: Option<&str>, action: Opti
                     || matches!(t, Reason::Userunknown | Reason::Hostunknown)
                         && status.is_some_and(|s| s.starts_with("5.1."))) =>
         {
-            s
+            (s, "the specific status outranks the rule's wording")
         }
-        (Some(t), _) => t,
-        (None, Some(s)) => s,
+        (Some(t), _) => (t, "the rule's wording decides"),
+        (None, Some(s)) => (s, "no rule matched; the status decides"),
         (None, None) => {
             match (action.map(str::to_ascii_lowercase).as_deref(), status.and_then(|s| s.chars().next())) {
-                (Some("delivered" | "relayed" | "expanded"), _) | (_, Some('2')) => Reason::Delivered,
-                (Some("delayed"), _) => Reason::Expired,
-                _ => Reason::Undefined,
+                (Some("delivered" | "relayed" | "expanded"), _) | (_, Some('2')) => (
+                    Reason::Delivered,
+                    "no rule or status cause; the action or a 2.x.x status says delivered",
+                ),
+                (Some("delayed"), _) => (Reason::Expired, "no rule or status cause; Action: delayed"),
+                _ => (Reason::Undefined, "no rule matched and the status names no cause"),
             }
         }
-    }
+    };
+    crate::explain::note(|| {
+        let status = match (status, from_status) {
+            (Some(st), Some(r)) => format!("status {st} (RFC 3463) means {}", r.as_str()),
+            (Some(st), None) => format!("status {st} names no single cause"),
+            (None, _) => "no status".into(),
+        };
+        format!("{status}; {why}: {}", reason.as_str())
+    });
+    reason
 }
 
 /// Words that say little about the cause.

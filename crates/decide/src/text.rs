@@ -625,6 +625,14 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
         let (reply_code, status) = diagnostic_codes(context);
         let status = status.or_else(|| rfc3463(text));
         let command = command_for(text, address);
+        crate::explain::note(|| {
+            let from = if diagnostic.is_some() { "the lines about this address" } else { "the whole text" };
+            format!(
+                "recipient {address} (found in the text); action {action}; status {}; diagnostic from {from}; command {}",
+                status.as_deref().unwrap_or("none"),
+                command.unwrap_or("not said")
+            )
+        });
         let reason = reason::decide(Some(context), status.as_deref(), Some(action), command);
         (diagnostic, reply_code, status, reason)
     };

@@ -112,6 +112,14 @@ enum Command {
         /// Evaluate against a corpus folder with labels.jsonl instead.
         #[arg(long)]
         eval: Option<PathBuf>,
+        /// Before each message's line, say how it was decided: the format
+        /// parser, each recipient's status source, the rule and its source,
+        /// every adjustment (lines starting with `#`).
+        #[arg(long)]
+        explain: bool,
+        /// Threads for many files (default: every core).
+        #[arg(long)]
+        jobs: Option<usize>,
         /// Message files; `-` reads standard input.
         files: Vec<String>,
     },
@@ -454,7 +462,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(code)
         }
-        Command::Classify { format, eval, files } => classify_cmd::run(format, eval, files),
+        Command::Classify { format, eval, explain, jobs, files } => {
+            classify_cmd::run(classify_cmd::Options { format, eval, explain, jobs, files })
+        }
     }
 }
 
