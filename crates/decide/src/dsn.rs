@@ -162,6 +162,7 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
             )
         });
         let mut reason = reason::decide(Some(&context), status.as_deref(), action.as_deref(), command);
+        let first = reason;
         // "Diagnostic-Code: X-Unix; ..." is a local delivery program's exit:
         // when nothing more is said, the mailer failed.
         let unix = get(f, "diagnostic-code")
@@ -174,6 +175,16 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
         // (undefined is for a report that says nothing).
         if reason == Reason::Undefined && about.is_some() {
             reason = Reason::Onhold;
+        }
+        if reason != first {
+            crate::explain::note(|| {
+                let why = if unix {
+                    "an X-Unix diagnostic: the local mailer failed"
+                } else {
+                    "a diagnostic that names no known cause"
+                };
+                format!("{address}: {} -> {}: {why}", first.as_str(), reason.as_str())
+            });
         }
         actions.push(action.clone());
         recipients.push(RecipientReport {

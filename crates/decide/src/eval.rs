@@ -27,8 +27,24 @@ pub struct LabelRow {
     pub recipient: Option<String>,
     #[serde(default)]
     pub confidence: Option<String>,
-    #[serde(default)]
+    /// The other library's reason where the labels disagree: a reason, or
+    /// the whole alternative label (`{"reason": ..., "status": ...}`).
+    #[serde(default, deserialize_with = "alternative_reason")]
     pub go_alt: Option<String>,
+}
+
+fn alternative_reason<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Alt {
+        Reason(String),
+        Label { reason: Option<String> },
+    }
+    Ok(match Option::<Alt>::deserialize(d)? {
+        Some(Alt::Reason(r)) => Some(r),
+        Some(Alt::Label { reason }) => reason,
+        None => None,
+    })
 }
 
 impl LabelRow {
@@ -157,6 +173,15 @@ mod tests {
         assert!(!is_rfc3463("5.0.910"));
         assert!(!is_rfc3463(""));
         assert!(!is_rfc3463("5.9.1"));
+    }
+
+    #[test]
+    fn go_alt_may_be_a_whole_label() {
+        let row: LabelRow = serde_json::from_str(
+            r#"{"file":"a","reason":"blocked","go_alt":{"reason":"rejected","status":"5.7.1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(row.go_alt.as_deref(), Some("rejected"));
     }
 
     #[test]

@@ -640,6 +640,7 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
         .into_iter()
         .map(|address| {
             let (mut diagnostic, mut reply_code, mut status, mut reason) = assess(&text, &address);
+            let first = reason;
             // A gateway's notice that only says delivery failed, with the
             // downstream report attached as the returned message: that
             // report's word on the address.
@@ -664,6 +665,11 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
             // known cause: held, undecided (undefined is for no word at all).
             if reason == crate::Reason::Undefined && diagnostic.is_some() {
                 reason = crate::Reason::Onhold;
+            }
+            if reason != first {
+                crate::explain::note(|| {
+                    format!("{address}: {} -> {}: {}", first.as_str(), reason.as_str(), "what the report's format says beyond the rules (inner report, Google Groups, a pipe, or a diagnostic naming no known cause: onhold)")
+                });
             }
             RecipientReport {
                 hard: false, // set by `classify`

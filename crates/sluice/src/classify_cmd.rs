@@ -113,11 +113,14 @@ fn line_for(file: &str, c: &decide::Classification) -> serde_json::Value {
 fn evaluate(dir: &Path) -> anyhow::Result<i32> {
     let labels = std::fs::read_to_string(dir.join("labels.jsonl"))
         .with_context(|| format!("reading {}", dir.join("labels.jsonl").display()))?;
-    let rows: Vec<decide::eval::LabelRow> = labels
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let mut rows: Vec<decide::eval::LabelRow> = Vec::new();
+    for (n, line) in labels.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        match serde_json::from_str(line) {
+            Ok(row) => rows.push(row),
+            // Said, never silently dropped: a row left out changes the figures.
+            Err(e) => eprintln!("labels.jsonl line {}: not a label row ({e}); left out", n + 1),
+        }
+    }
     let mut results = BTreeMap::new();
     for row in &rows {
         if results.contains_key(&row.file) {
