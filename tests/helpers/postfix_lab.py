@@ -1,0 +1,119 @@
+"""Private Postfix instances on loopback, for bounces whose cause is known by
+construction (issue 16, item 3): a sending Postfix ("A") hands mail to a
+receiving Postfix ("B") that refuses it in Postfix's own words, or to a
+closed port; A's (or B's) DSNs go to a capture sink.
+
+Each instance has its own config, queue and data directories under a
+temporary directory and listens on its own 127.0.0.1 port; it runs as the
+system's `postfix` user (installed by scripts/install-test-deps.sh), never
+touching the system instance's queue or ports.
+"""
+
+import os
+import shutil
+import subprocess
+import textwrap
+
+from helpers.procs import wait_until
+
+# Only the services a relay-and-bounce flow needs; no chroot (the instance's
+# paths live outside /var/spool/postfix).
+MASTER_CF = """\
+{port}    inet  n - n - - smtpd
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+virtual   unix  - n n - - virtual
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+
+class Postfix:
+    """One private Postfix instance: `main` is extra main.cf text, `files`
+    maps file names (in its config directory) to their contents."""
+
+    def __init__(self, root, name, port, main, files=None):
+        self.dir = os.path.join(root, name)
+        self.conf = os.path.join(self.dir, "conf")
+        self.port = port
+        for sub in ("conf", "queue", "data", "mail"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        for sub in ("data", "mail"):
+            shutil.chown(os.path.join(self.dir, sub), "postfix", "postfix")
+        for fname, text in (files or {}).items():
+            with open(os.path.join(self.conf, fname), "w") as f:
+                f.write(text)
+        base = f"""\
+            compatibility_level = 3.6
+            queue_directory = {self.dir}/queue
+            data_directory = {self.dir}/data
+            maillog_file = {self.dir}/maillog
+            maillog_file_prefixes = {self.dir}
+            mail_owner = postfix
+            setgid_group = postdrop
+            inet_interfaces = 127.0.0.1
+            inet_protocols = ipv4
+            myhostname = {name}.lab.test
+            mydomain = lab.test
+            myorigin = $myhostname
+            mydestination =
+            alias_maps =
+            alias_database =
+            local_recipient_maps =
+            smtp_dns_support_level = disabled
+            smtpd_banner = $myhostname ESMTP Postfix
+            biff = no
+            queue_run_delay = 1s
+            minimal_backoff_time = 1s
+            maximal_backoff_time = 2s
+            """
+        main = textwrap.dedent(main)
+        overridden = {line.split("=", 1)[0].strip() for line in main.splitlines() if "=" in line}
+        base = [line for line in textwrap.dedent(base).splitlines() if line.split("=", 1)[0].strip() not in overridden]
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write("\n".join(base) + "\n" + main)
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.write(MASTER_CF.format(port=f"127.0.0.1:{port}"))
+
+    def postfix(self, *args):
+        return subprocess.run(["postfix", "-c", self.conf, *args], capture_output=True, text=True, timeout=60)
+
+    def start(self):
+        p = self.postfix("start")
+        if p.returncode != 0:
+            raise RuntimeError(f"postfix {self.dir} did not start: {p.stdout}{p.stderr}\n{self.log()}")
+        wait_until(lambda: self._listening() or None, 20, what=f"postfix {self.dir} listening")
+
+    def _listening(self):
+        import socket
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def stop(self):
+        self.postfix("stop")
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir, "maillog")) as f:
+                return f.read()
+        except OSError:
+            return ""
