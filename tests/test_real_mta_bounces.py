@@ -41,6 +41,11 @@ CAUSES = {
                                         "bounce"),
     "TLS required, not offered": ("s@sender.test", "x@tls.test", "small", "failedstarttls", "4.7.4", False,
                                   "bounce"),
+    "sending host blocked": ("s@sender.test", "ok@blocked.test", "small", "blocked", "5.7.1", False, "bounce"),
+    "receiving system full until expiry": ("s@sender.test", "ok@storage.test", "small", "systemfull", "4.3.1",
+                                           False, "bounce"),
+    "destination host does not exist": ("s@sender.test", "x@nxdomain.test", "small", "hostunknown", "5.4.4", True,
+                                        "bounce"),
 }
 
 
@@ -48,8 +53,10 @@ def lab(root, sink_port):
     """B, then A, both started; returns (a, b)."""
     pw = pwd.getpwnam("postfix")
     b_port, a_port, closed = free_port(), free_port(), free_port()
+    b_blocking, b_full = free_port(), free_port()
     b = Postfix(root, "mtab", b_port, main=f"""\
-        virtual_mailbox_domains = dest.test, tls.test
+        virtual_mailbox_domains = dest.test, tls.test, blocked.test, storage.test
+        blocking_client_restrictions = check_client_access cidr:{root}/mtab/conf/clients
         virtual_mailbox_maps = texthash:{root}/mtab/conf/mailboxes
         virtual_mailbox_base = {root}/mtab/mail
         virtual_uid_maps = static:{pw.pw_uid}
@@ -62,11 +69,17 @@ def lab(root, sink_port):
         header_checks = regexp:{root}/mtab/conf/header_checks
         transport_maps = texthash:{root}/mtab/conf/transport
         """, files={
-        "mailboxes": "full@dest.test full\nok@dest.test ok\nx@tls.test tls\n",
+        "mailboxes": "full@dest.test full\nok@dest.test ok\nx@tls.test tls\n"
+                     "ok@blocked.test ok\nok@storage.test ok\n",
+        "clients": "127.0.0.0/8 REJECT\n",
         "senders": "refused.test REJECT\n",
         "header_checks": "/^Subject: .*FORBIDDEN/ REJECT\n",
         "transport": f"sender.test smtp:[127.0.0.1]:{sink_port}\n",
-    })
+    }, listeners=[
+        # This client is refused; this one has less free disk than it needs.
+        (b_blocking, "-o smtpd_client_restrictions=$blocking_client_restrictions"),
+        (b_full, "-o queue_minfree=1000000000000000"),
+    ])
     # A mailbox already at its limit.
     full = os.path.join(b.dir, "mail", "full")
     with open(full, "wb") as f:
@@ -83,9 +96,12 @@ def lab(root, sink_port):
         """, files={
         "transport": "".join(f"{d} smtp:[127.0.0.1]:{p}\n" for d, p in [
             ("dest.test", b_port), ("other.test", b_port), ("down.test", closed),
+            ("blocked.test", b_blocking), ("storage.test", b_full),
             ("sender.test", sink_port), ("refused.test", sink_port)])
         # The same B by another name, so that its TLS policy is its own.
-        + f"tls.test smtp:[localhost]:{b_port}\n",
+        + f"tls.test smtp:[localhost]:{b_port}\n"
+        # A name that does not exist (.invalid, RFC 2606).
+        + "nxdomain.test smtp:[no-such-host.invalid]:25\n",
         "tls_policy": f"[localhost]:{b_port} encrypt\n",
     })
     b.start()

@@ -46,9 +46,10 @@ postlog   unix-dgram n - n - 1 postlogd
 
 class Postfix:
     """One private Postfix instance: `main` is extra main.cf text, `files`
-    maps file names (in its config directory) to their contents."""
+    maps file names (in its config directory) to their contents, and
+    `listeners` adds (port, "-o name=value ...") smtpd services."""
 
-    def __init__(self, root, name, port, main, files=None):
+    def __init__(self, root, name, port, main, files=None, listeners=()):
         self.dir = os.path.join(root, name)
         self.conf = os.path.join(self.dir, "conf")
         self.port = port
@@ -90,6 +91,9 @@ class Postfix:
             f.write("\n".join(base) + "\n" + main)
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
             f.write(MASTER_CF.format(port=f"127.0.0.1:{port}"))
+            # More smtpd listeners, each with its own -o overrides.
+            for extra_port, opts in listeners:
+                f.write(f"127.0.0.1:{extra_port} inet n - n - - smtpd {opts}\n")
 
     def postfix(self, *args):
         return subprocess.run(["postfix", "-c", self.conf, *args], capture_output=True, text=True, timeout=60)
