@@ -44,6 +44,10 @@ CAUSES = {
     "sending host blocked": ("s@sender.test", "ok@blocked.test", "small", "blocked", "5.7.1", False, "bounce"),
     "receiving system full until expiry": ("s@sender.test", "ok@storage.test", "small", "systemfull", "4.3.1",
                                            False, "bounce"),
+    # Accepted for a local domain, then local(8) finds no such user and B
+    # bounces it itself.
+    "unknown local user after acceptance": ("s@sender.test", "no-such-user-x7@local.test", "small", "userunknown", "5.1.1",
+                                            True, "bounce"),
     "destination host does not exist": ("s@sender.test", "x@nxdomain.test", "small", "hostunknown", "5.4.4", True,
                                         "bounce"),
 }
@@ -55,6 +59,7 @@ def lab(root, sink_port):
     b_port, a_port, closed = free_port(), free_port(), free_port()
     b_blocking, b_full = free_port(), free_port()
     b = Postfix(root, "mtab", b_port, main=f"""\
+        mydestination = local.test
         virtual_mailbox_domains = dest.test, tls.test, blocked.test, storage.test
         blocking_client_restrictions = check_client_access cidr:{root}/mtab/conf/clients
         virtual_mailbox_maps = texthash:{root}/mtab/conf/mailboxes
@@ -95,7 +100,7 @@ def lab(root, sink_port):
         delay_warning_time = 4s
         """, files={
         "transport": "".join(f"{d} smtp:[127.0.0.1]:{p}\n" for d, p in [
-            ("dest.test", b_port), ("other.test", b_port), ("down.test", closed),
+            ("dest.test", b_port), ("local.test", b_port), ("other.test", b_port), ("down.test", closed),
             ("blocked.test", b_blocking), ("storage.test", b_full),
             ("sender.test", sink_port), ("refused.test", sink_port)])
         # The same B by another name, so that its TLS policy is its own.
@@ -155,9 +160,15 @@ def test_postfix_bounces_are_classified_by_their_cause(sink, postfix_lab, tmp_pa
 
     got = wait_until(finals, 90, interval=1,
                      what=f"a DSN for every cause\nA:\n{a.log()[-3000:]}\nB:\n{b.log()[-3000:]}")
-    delays = [m for m in reports() if b"Action: delayed" in m.content]
-    assert any(sent["connection refused until expiry"].encode() in m.content for m in delays), \
-        "a delay DSN came before the final one"
+    delays = [m for m in reports() if b"Action: delayed" in m.content
+              and sent["connection refused until expiry"].encode() in m.content]
+    assert delays, "a delay DSN came before the final one"
+    delay = tmp_path / "delay.eml"
+    delay.write_bytes(delays[0].content)
+    out = subprocess.run([sluice_bin(), "classify", str(delay)], capture_output=True, timeout=30)
+    c = json.loads(out.stdout)
+    assert c["verdict"] == "delay", c
+    assert [r["address"] for r in c["recipients"]] == ["x@down.test"], c
 
     wrong = []
     for cause, m in got.items():

@@ -38,6 +38,7 @@ error     unix  - - n - - error
 retry     unix  - - n - - error
 discard   unix  - - n - - discard
 virtual   unix  - n n - - virtual
+local     unix  - n n - - local
 anvil     unix  - - n - 1 anvil
 scache    unix  - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
@@ -80,6 +81,7 @@ class Postfix:
             smtp_dns_support_level = disabled
             smtpd_banner = $myhostname ESMTP Postfix
             biff = no
+            notify_classes =
             queue_run_delay = 1s
             minimal_backoff_time = 1s
             maximal_backoff_time = 2s
