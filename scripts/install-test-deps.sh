@@ -3,9 +3,11 @@
 # missing. Idempotent: a second run installs nothing. Works as root on a fresh
 # Debian machine (or with sudo available).
 #
-#   - postfix  : only for its test programs /usr/sbin/smtp-sink and smtp-source;
-#                the postfix mail service itself is never configured or left
-#                running (nothing of ours listens on port 25).
+#   - postfix  : its test programs /usr/sbin/smtp-sink and smtp-source, and
+#                private instances (own config, queue and ports on loopback,
+#                tests/helpers/postfix_lab.py) that bounce mail for known
+#                causes; the system postfix service is never configured or
+#                left running (nothing of ours listens on port 25).
 #   - swaks    : the SMTP swiss-army knife, driven by a few tests, with its
 #                TLS module (libnet-ssleay-perl) for STARTTLS.
 #   - isync    : mbsync, the terminal IMAP client that syncs a store account
