@@ -150,6 +150,8 @@ struct Rule {
 struct Rules {
     /// One automaton per rule (its patterns as alternatives), in file order.
     rules: Vec<(Reason, Regex, Flags)>,
+    /// Each rule's source, in the same order (for `--explain` only).
+    sources: Vec<Option<String>>,
     /// The same rules in groups, in file order, each group one alternation:
     /// one pass over the text says whether any rule of the group matches,
     /// and only then are its rules tried one by one. (One RegexSet of all
@@ -165,9 +167,8 @@ struct Rules {
 struct Flags {
     stands: bool,
     firm: bool,
-    /// The rule's place in the file (from 1) and its source, for `--explain`.
+    /// The rule's place in the file (from 1), for `--explain`.
     number: usize,
-    source: Option<&'static str>,
 }
 
 static RULES: LazyLock<Rules> = LazyLock::new(|| {
@@ -199,6 +200,7 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
                 .expect("rules/reasons.toml patterns compile as groups")
         })
         .collect();
+    let sources = file.rule.iter().map(|rule| rule.source.clone()).collect();
     let rules = file
         .rule
         .into_iter()
@@ -210,9 +212,7 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
                 .size_limit(32 << 20)
                 .build()
                 .expect("rules/reasons.toml patterns compile");
-            // Leaked once: the rules live as long as the process.
-            let source = rule.source.map(|s| &*Box::leak(s.into_boxed_str()));
-            (rule.reason, re, Flags { stands: rule.stands, firm: rule.firm, number: i + 1, source })
+            (rule.reason, re, Flags { stands: rule.stands, firm: rule.firm, number: i + 1 })
         })
         .collect();
     let filter = (!file.filter.signatures.is_empty()).then(|| {
@@ -220,7 +220,7 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
             file.filter.signatures.iter().map(|p| format!("(?:{p})")).collect::<Vec<_>>().join("|");
         RegexBuilder::new(&alternation).case_insensitive(true).build().expect("filter signatures compile")
     });
-    Rules { rules, groups, status: file.status, filter }
+    Rules { rules, sources, groups, status: file.status, filter }
 });
 
 /// The report (or the Received trail of its returned message) was written
@@ -349,7 +349,12 @@ fn explain_rule(reason: Reason, flags: Flags, text: &str) -> String {
     if flags.stands {
         how.push_str(", stands");
     }
-    let source = flags.source.map(|s| format!("; source: {s}")).unwrap_or_default();
+    let source = RULES
+        .sources
+        .get(flags.number - 1)
+        .and_then(Option::as_deref)
+        .map(|s| format!("; source: {s}"))
+        .unwrap_or_default();
     format!("rule #{} ({}{how}) matched {matched:?}{source}", flags.number, reason.as_str())
 }
 

@@ -71,10 +71,11 @@ pub fn dsn_builder(hostname: String) -> DsnBuilder {
                     RcptStatus::Delivered { .. } => (DsnAction::Relayed, "2.0.0"),
                     _ => (DsnAction::Failed, "5.0.0"),
                 };
-                let status = match (action, reply.and_then(|r| r.status.clone())) {
-                    (_, Some(s)) if !matches!(r.status, RcptStatus::Expired { .. }) => s,
-                    _ => fallback.to_string(),
-                };
+                // An expiry reports 4.4.7 whatever the last reply said.
+                let status = reply
+                    .and_then(|r| r.status.clone())
+                    .filter(|_| !matches!(r.status, RcptStatus::Expired { .. }))
+                    .unwrap_or_else(|| fallback.to_string());
                 DsnRecipient {
                     address: &r.address,
                     orcpt: r.orcpt.as_deref(),
