@@ -91,7 +91,7 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
     let human_text = text::first_text(msg);
     // Domino's prose names each recipient as the sender addressed it: that
     // address (when it lists one per recipient group) over Final-Recipient.
-    let intended = text::intended_recipients(&human_text);
+    let intended = crate::recipients::intended_recipients(&human_text);
     let recipient_groups: Vec<&[(String, String)]> =
         groups.iter().map(Vec::as_slice).filter(|f| names_recipient(f)).collect();
     let intended = if intended.len() == recipient_groups.len() { intended } else { Vec::new() };
@@ -112,7 +112,9 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
                 named
                     .iter()
                     .any(Option::is_some)
-                    .then(|| text::failed_addresses(msg, &human_text).get(recipients.len()).cloned())
+                    .then(|| {
+                        crate::recipients::failed_addresses(msg, &human_text).get(recipients.len()).cloned()
+                    })
                     .flatten()
             })
         else {

@@ -12,6 +12,7 @@ mod explain;
 mod human;
 mod provider;
 mod reason;
+mod recipients;
 mod text;
 pub mod verp;
 

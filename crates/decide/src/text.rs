@@ -10,16 +10,13 @@ use std::sync::LazyLock;
 use mail_parser::{Message, PartType};
 use regex::Regex;
 
+use crate::recipients::{ADDRESS, DAEMON, failed_addresses, is_address_line};
 use crate::{Classification, Original, RecipientReport, Verdict, reason};
 
 static STATUS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b([245])\.([0-7])\.(\d{1,3})\b").expect("static regex"));
 static REPLY_CODE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?:^|[\s:\(\[#'])([245][0-5][0-9])(?:[\s\-,]|$)").expect("static regex"));
-static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
-        .expect("static regex")
-});
 /// Lines that start the copy of the original message.
 static MARKER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
@@ -32,9 +29,6 @@ static BOUNCE_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
         r"(?i)undeliver|delivery (?:status notification|failure|failed|has failed|problem|report|notification)|returned mail|mail delivery (?:failed|failure|system|subsystem)|failure notice|non[- ]?delivery|nondeliverable|could not (?:be )?deliver|delivery unsuccessful|mail system error|message not delivered|returned to sender|rejected:|permanent error|mail could not be delivered|unable to deliver|delivery notification|warning: could not send|problem delivering|message delivery has failed|delayed mail|delivery delay",
     )
     .expect("static regex")
-});
-static DAEMON: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)mailer[-_]?daemon|postmaster|\bno-?reply@|mail delivery (?:system|subsystem)|mail administrator|^mdaemon|nobody@|bounce").expect("static regex")
 });
 static DELAY: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)will (?:continue|keep) (?:trying|to try|retrying)|still (?:trying|being retried)|has been delayed|delivery (?:is )?delayed|not (?:yet )?been delivered|warning: message .* still undelivered|delayed mail|\(delay\)|temporar(?:y|ily) (?:failure|unable)|will be retried")
@@ -206,7 +200,7 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
     let same = lines[at].trim();
     // Text on the address line after the address itself ("<a@b>: 550 ...").
     if let Some(idx) = same.to_ascii_lowercase().find(&lower) {
-        let rest = same[idx + lower.len()..].trim_start_matches(['>', ':', '.', ' ', ',']).trim();
+        let rest = same[idx + lower.len()..].trim_start_matches(['>', ':', '.', ' ', ',', '\'']).trim();
         // Sendmail's "550 <a@b>... User unknown": the reply code leads.
         let code = same[..idx].trim_end_matches(['<', ' ']);
         // "User's mailbox is full: <a@b>": the label is the diagnostic
@@ -269,122 +263,6 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
     }
     let joined = out.join(" ");
     (!joined.is_empty()).then(|| joined.chars().take(1000).collect())
-}
-
-/// A line that is (mostly) just an address: how most reports list failures.
-fn is_address_line(t: &str) -> bool {
-    let Some(m) = ADDRESS.find(t) else { return false };
-    // (A list bullet before the address is no label.)
-    let before = t[..m.start()]
-        .trim_matches(|c: char| matches!(c, '<' | '>' | '"' | '*' | '\u{2022}') || c.is_whitespace());
-    let after = t[m.end()..].trim_start_matches(['>', '"']);
-    let after_trim = after.trim();
-    // "Unknown user: a@b", "Recipient address: a@b", "Failed recipient: a@b"
-    let labelled = before.ends_with(':') && before.len() < 48 && {
-        let l = before.to_ascii_lowercase();
-        ["user", "recipient", "address", "failed", "invalid", "unknown", "delivered to"]
-            .iter()
-            .any(|w| l.contains(w))
-    };
-    // Sendmail: "554 <a@b>... Host unknown".
-    let reply_code = before.len() == 3
-        && before.bytes().all(|b| b.is_ascii_digit())
-        && matches!(before.as_bytes()[0], b'4' | b'5')
-        && after_trim.starts_with("...");
-    (before.is_empty() || labelled || reply_code)
-        && (after_trim.is_empty()
-            || (after_trim.starts_with('<') && after_trim.contains(m.as_str()))
-            || after_trim.starts_with(':')
-            || after_trim.starts_with("...")
-            || after_trim.starts_with("<mailto:")
-            || after_trim.starts_with('(')
-            || after_trim.starts_with('[')
-            || after_trim.starts_with(';')
-            || after_trim.starts_with("on ")
-            || after_trim.starts_with(','))
-}
-
-/// Lotus/HCL Domino's delivery failure report lists each recipient under
-/// "was not delivered to:" as the originator addressed it (the report's
-/// Intended Recipient); its `Final-Recipient` is where the router last sent
-/// the message, after a directory lookup or a forwarding address.
-pub fn intended_recipients(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut lines = text.lines().map(str::trim);
-    while let Some(line) = lines.next() {
-        if !line.eq_ignore_ascii_case("was not delivered to:") {
-            continue;
-        }
-        // The addresses on lines of their own, after a blank line.
-        for t in lines.by_ref().skip_while(|t| t.is_empty()) {
-            match ADDRESS.find(t).filter(|_| is_address_line(t)) {
-                Some(m) => out.push(m.as_str().trim_end_matches('.').to_string()),
-                None => break,
-            }
-        }
-    }
-    out
-}
-
-fn addresses_of(header: Option<&str>) -> Vec<String> {
-    header.map(|h| ADDRESS.find_iter(h).map(|m| m.as_str().to_string()).collect()).unwrap_or_default()
-}
-
-/// Recipients the prose reports as failed, in order, without duplicates.
-pub fn failed_addresses(msg: &Message<'_>, text: &str) -> Vec<String> {
-    let mut found: Vec<String> = addresses_of(msg.header_raw("X-Failed-Recipients"));
-    let ignore: Vec<String> = [msg.header_raw("To"), msg.header_raw("From")]
-        .into_iter()
-        .flat_map(addresses_of)
-        .map(|a| a.to_ascii_lowercase())
-        .collect();
-    // A listed postmaster address is the failed recipient only when the
-    // report lists nothing else (mail sent to postmaster@ that bounced).
-    let mut daemons: Vec<String> = Vec::new();
-    let mut push = |found: &mut Vec<String>, a: &str| {
-        let a = a.trim_end_matches('.').to_string();
-        let l = a.to_ascii_lowercase();
-        if ignore.contains(&l) {
-            return;
-        }
-        if DAEMON.is_match(&l) {
-            if !daemons.contains(&a) {
-                daemons.push(a);
-            }
-            return;
-        }
-        if !found.iter().any(|f| f.eq_ignore_ascii_case(&a)) {
-            found.push(a);
-        }
-    };
-    for line in text.lines() {
-        let t = line.trim();
-        if let Some(i) = t.to_ascii_uppercase().find("RCPT TO:") {
-            if let Some(m) = ADDRESS.find(&t[i..]) {
-                push(&mut found, m.as_str());
-            }
-            continue;
-        }
-        if is_address_line(t)
-            && let Some(m) = ADDRESS.find(t)
-        {
-            push(&mut found, m.as_str());
-        }
-    }
-    if found.is_empty() {
-        // Last resort: addresses next to failure words.
-        for line in text.lines() {
-            if FAILED_HEADING.is_match(line)
-                && let Some(m) = ADDRESS.find(line)
-            {
-                push(&mut found, m.as_str());
-            }
-        }
-    }
-    if found.is_empty() {
-        found = daemons;
-    }
-    found
 }
 
 /// Headers of the returned original, from the text below the marker.
@@ -568,11 +446,16 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     let from = msg.header_raw("From").unwrap_or_default();
     let subject = msg.subject().unwrap_or_default();
     let return_path_null = msg.header_raw("Return-Path").is_some_and(|r| r.trim() == "<>");
+    // RFC 3834: a notice a program wrote (reports say auto-generated or,
+    // some MTAs, auto-replied), not a person.
+    let auto_submitted =
+        msg.header_raw("Auto-Submitted").is_some_and(|v| !v.trim().eq_ignore_ascii_case("no"));
     let failed_header = msg.header_raw("X-Failed-Recipients").is_some();
     let from_daemon = DAEMON.is_match(from);
     let bounce_subject = BOUNCE_SUBJECT.is_match(subject);
     // Cheap header checks first: most mail is no report and stops here.
-    let headers_say = failed_header || (bounce_subject && (from_daemon || return_path_null));
+    let headers_say =
+        failed_header || (bounce_subject && (from_daemon || return_path_null || auto_submitted));
     let james_marks = james_marks(msg);
     if !headers_say && !from_daemon && !james_marks {
         return list_refusal(msg);
@@ -636,6 +519,7 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
         let reason = reason::decide(Some(context), status.as_deref(), Some(action), command);
         (diagnostic, reply_code, status, reason)
     };
+    let single = addresses.len() == 1;
     let recipients = addresses
         .into_iter()
         .map(|address| {
@@ -660,6 +544,15 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
             // failed without the program saying why: the mailer failed.
             if reason == crate::Reason::Undefined && PIPE.is_match(&text) {
                 reason = crate::Reason::Mailererror;
+            }
+            // The lines after the address name no cause, but the report's
+            // prose above them does (Netscape/Sun's reason comes first,
+            // then "The following recipients did not receive this message").
+            if reason == crate::Reason::Undefined && diagnostic.is_some() {
+                let whole = reason::decide(Some(&text), status.as_deref(), Some(action), None);
+                if whole != crate::Reason::Undefined && single {
+                    reason = whole;
+                }
             }
             // The report says something about the address that names no
             // known cause: held, undecided (undefined is for no word at all).
@@ -717,13 +610,5 @@ mod tests {
             Some("5.2.2".into())
         );
         assert_eq!(rfc3463("550 5.1.0 <a@b.c> sender rejected"), Some("5.1.0".into()));
-        assert!(is_address_line("  kijitora@example.ed.jp"));
-        assert!(is_address_line("<kijitora@example.ne.jp>:"));
-        assert!(is_address_line("kijitora@example.com<mailto:kijitora@example.com>"));
-        assert!(!is_address_line("Please contact admin@example.com for help"));
-        assert!(is_address_line("   * kijitora@example.com"));
-        assert!(is_address_line("kijitora@example.co.jp [User unknown]"));
-        assert!(is_address_line("554 <kuroneko@example.or.jp>... 550 Host unknown"));
-        assert!(!is_address_line("250 <kuroneko@example.or.jp> sender ok"));
     }
 }
