@@ -33,6 +33,17 @@ fn strip_type(v: &str) -> String {
     v.trim_start_matches('<').trim_end_matches('>').trim().to_string()
 }
 
+/// The address of a recipient field: `rfc822;a@b`, also when a writer
+/// adds a comment or a display name (`a@b (Ann)`, `Ann <a@b>`) or a final
+/// dot.
+fn recipient_of(v: &str) -> String {
+    let v = strip_type(v);
+    match crate::recipients::ADDRESS.find(&v) {
+        Some(m) => m.as_str().trim_end_matches('.').to_string(),
+        None => v,
+    }
+}
+
 fn is_type(part: &MessagePart<'_>, ctype: &str, subtype: &str) -> bool {
     part.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case(ctype)
@@ -105,7 +116,7 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
         let Some(address) = intended
             .get(i)
             .cloned()
-            .or_else(|| named.iter().flatten().map(|a| strip_type(a)).find(valid))
+            .or_else(|| named.iter().flatten().map(|a| recipient_of(a)).find(valid))
             .or_else(|| {
                 // A mangled Final-Recipient ("@mx.example.org"): the prose lists
                 // the failed address.

@@ -109,6 +109,17 @@ fn addresses_of(header: Option<&str>) -> Vec<String> {
     header.map(|h| ADDRESS.find_iter(h).map(|m| m.as_str().to_string()).collect()).unwrap_or_default()
 }
 
+/// A transcript's reply line that accepts the command: `<<< 250 ...`,
+/// `<-- 250 ...`, `250 2.1.5 Ok` (after a time stamp too).
+fn accepted_reply(line: &str) -> bool {
+    let t = line.trim_start_matches(|c: char| c == '<' || c == '-' || c.is_whitespace());
+    let t = t.rsplit_once("<-- ").map_or(t, |(_, r)| r);
+    t.len() >= 4
+        && t.starts_with('2')
+        && t.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+        && matches!(t.as_bytes()[3], b' ' | b'-')
+}
+
 /// Recipients the prose reports as failed, in order, without duplicates.
 pub(crate) fn failed_addresses(msg: &Message<'_>, text: &str) -> Vec<String> {
     let mut found: Vec<String> = addresses_of(msg.header_raw("X-Failed-Recipients"));
@@ -136,11 +147,18 @@ pub(crate) fn failed_addresses(msg: &Message<'_>, text: &str) -> Vec<String> {
             found.push(a);
         }
     };
-    for line in text.lines() {
-        let t = line.trim();
-        if let Some(i) = t.to_ascii_uppercase().find("RCPT TO:") {
-            if let Some(m) = ADDRESS.find(&t[i..]) {
-                push(&mut found, m.as_str());
+    // In a session transcript, a recipient the server accepted (the next
+    // line's reply is 2xx) failed only if nothing else did (at DATA).
+    let mut accepted: Vec<String> = Vec::new();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    for (i, t) in lines.iter().enumerate() {
+        if let Some(at) = t.to_ascii_uppercase().find("RCPT TO:") {
+            if let Some(m) = ADDRESS.find(&t[at..]) {
+                if lines.get(i + 1).is_some_and(|next| accepted_reply(next)) {
+                    push(&mut accepted, m.as_str());
+                } else {
+                    push(&mut found, m.as_str());
+                }
             }
             continue;
         }
@@ -149,6 +167,10 @@ pub(crate) fn failed_addresses(msg: &Message<'_>, text: &str) -> Vec<String> {
         {
             push(&mut found, m.as_str());
         }
+    }
+    // (Accepted at RCPT and listed again as failed: failed.)
+    if found.is_empty() {
+        found = accepted;
     }
     if found.is_empty() {
         // Last resort: addresses next to failure words.
@@ -187,5 +209,9 @@ mod tests {
         assert!(is_address_line("Ann Example <ann@example.net>: host mx said: 550 unknown"));
         assert!(!is_address_line("From: Bob <bob@example.org>"));
         assert!(!is_address_line("Please write to Ann Example <ann@example.net> for help"));
+        assert!(accepted_reply("<<< 250 2.1.5 Ok"));
+        assert!(accepted_reply("Thu 2007-03-15 01:23:46: <-- 250 OK"));
+        assert!(!accepted_reply("<<< 550 5.1.1 unknown"));
+        assert!(!accepted_reply("2007-03-15 is the date"));
     }
 }
