@@ -8,6 +8,11 @@
 #                tests/helpers/postfix_lab.py) that bounce mail for known
 #                causes; the system postfix service is never configured or
 #                left running (nothing of ours listens on port 25).
+#   - exim4    : Debian's exim4-daemon-light, unpacked (not installed: it
+#                conflicts with postfix as the system MTA) into
+#                /opt/sluice-test/exim4, with its library (libidn12) and the
+#                Debian-exim user; private instances bounce mail in Exim's
+#                own words (tests/helpers/exim_lab.py).
 #   - swaks    : the SMTP swiss-army knife, driven by a few tests, with its
 #                TLS module (libnet-ssleay-perl) for STARTTLS.
 #   - isync    : mbsync, the terminal IMAP client that syncs a store account
@@ -73,6 +78,30 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     trap - EXIT
 else
     say "Debian packages already present: postfix (smtp-sink, smtp-source), swaks"
+fi
+
+# ---- Exim, unpacked beside Postfix -------------------------------------------
+EXIM_ROOT="${SLUICE_EXIM_ROOT:-/opt/sluice-test/exim4}"
+if [ ! -x "$EXIM_ROOT/usr/sbin/exim4" ]; then
+    say "unpacking Debian's exim4-daemon-light into $EXIM_ROOT"
+    dl="$(mktemp -d)"
+    chmod 755 "$dl"   # apt's _apt user downloads into it
+    (cd "$dl" && $SUDO apt-get download exim4-daemon-light exim4-base) || {
+        $SUDO apt-get update && (cd "$dl" && $SUDO apt-get download exim4-daemon-light exim4-base)
+    }
+    $SUDO mkdir -p "$EXIM_ROOT"
+    for deb in "$dl"/*.deb; do $SUDO dpkg -x "$deb" "$EXIM_ROOT"; done
+    rm -rf "$dl"
+fi
+# Its shared libraries (exim4-daemon-light's Depends besides what Postfix
+# already brought): libidn12 is the one a minimal Debian lacks.
+if ldd "$EXIM_ROOT/usr/sbin/exim4" | grep -q "not found"; then
+    say "installing exim4's libraries: libidn12 libgnutls-dane0 libnsl2 libdb5.3"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        libidn12 libgnutls-dane0 libnsl2 libdb5.3
+fi
+if ! id Debian-exim >/dev/null 2>&1; then
+    $SUDO useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
 fi
 
 # Whatever happened before us: the system postfix service must not be running

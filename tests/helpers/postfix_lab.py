@@ -10,10 +10,13 @@ touching the system instance's queue or ports.
 """
 
 import os
+import pwd
 import shutil
 import subprocess
 import textwrap
 
+from helpers.net import free_port
+from helpers.mta_lab import listening
 from helpers.procs import wait_until
 
 # Only the services a relay-and-bounce flow needs; no chroot (the instance's
@@ -104,15 +107,7 @@ class Postfix:
         p = self.postfix("start")
         if p.returncode != 0:
             raise RuntimeError(f"postfix {self.dir} did not start: {p.stdout}{p.stderr}\n{self.log()}")
-        wait_until(lambda: self._listening() or None, 20, what=f"postfix {self.dir} listening")
-
-    def _listening(self):
-        import socket
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return True
-        except OSError:
-            return False
+        wait_until(lambda: listening(self.port) or None, 20, what=f"postfix {self.dir} listening")
 
     def stop(self):
         self.postfix("stop")
@@ -123,3 +118,50 @@ class Postfix:
                 return f.read()
         except OSError:
             return ""
+
+
+def receiver(root, sink_port):
+    """The receiving Postfix ("B") that refuses mail in Postfix's words,
+    started. Its virtual domains: dest.test (nobody@ unknown, full@ at its
+    quota, ok@), tls.test, blocked.test, storage.test; local.test is local(8)
+    with no users; other.test is not its to relay; senders at refused.test
+    are refused; a Subject with FORBIDDEN is content refused; mail over
+    40,000 bytes is too big; sender.test goes to the capture sink. Besides its
+    main port, two listeners: "blocking" refuses every client, "full" has
+    less free disk than any message needs. Returns (b, ports)."""
+    pw = pwd.getpwnam("postfix")
+    ports = {"main": free_port(), "blocking": free_port(), "full": free_port()}
+    b = Postfix(root, "mtab", ports["main"], main=f"""\
+        mydestination = local.test
+        virtual_mailbox_domains = dest.test, tls.test, blocked.test, storage.test
+        blocking_client_restrictions = check_client_access cidr:{root}/mtab/conf/clients
+        virtual_mailbox_maps = texthash:{root}/mtab/conf/mailboxes
+        virtual_mailbox_base = {root}/mtab/mail
+        virtual_uid_maps = static:{pw.pw_uid}
+        virtual_gid_maps = static:{pw.pw_gid}
+        virtual_mailbox_limit = 60000
+        message_size_limit = 40000
+        mynetworks = 192.0.2.0/24
+        smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+        smtpd_sender_restrictions = check_sender_access texthash:{root}/mtab/conf/senders
+        header_checks = regexp:{root}/mtab/conf/header_checks
+        transport_maps = texthash:{root}/mtab/conf/transport
+        """, files={
+        "mailboxes": "full@dest.test full\nok@dest.test ok\nx@tls.test tls\n"
+                     "ok@blocked.test ok\nok@storage.test ok\n",
+        "clients": "127.0.0.0/8 REJECT\n",
+        "senders": "refused.test REJECT\n",
+        "header_checks": "/^Subject: .*FORBIDDEN/ REJECT\n",
+        "transport": f"sender.test smtp:[127.0.0.1]:{sink_port}\n",
+    }, listeners=[
+        # This client is refused; this one has less free disk than it needs.
+        (ports["blocking"], "-o smtpd_client_restrictions=$blocking_client_restrictions"),
+        (ports["full"], "-o queue_minfree=1000000000000000"),
+    ])
+    # A mailbox already at its limit.
+    full = os.path.join(b.dir, "mail", "full")
+    with open(full, "wb") as f:
+        f.write(b"From x@y.test Thu Jan  1 00:00:00 2026\n" + b"x" * 59_990 + b"\n\n")
+    os.chown(full, pw.pw_uid, pw.pw_gid)
+    b.start()
+    return b, ports

@@ -1,0 +1,107 @@
+"""What the real-MTA ground-truth tests share (issue 16, item 3): each sends
+one message per cause through an MTA of its own, collects the reports that
+come back to the capture sink, and has `sluice classify` name each cause."""
+
+import contextlib
+import json
+import os
+import shutil
+import smtplib
+import socket
+import subprocess
+import tempfile
+
+from helpers.mail import simple_message, token
+from helpers.procs import sluice_bin
+
+
+def listening(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def message(kind, t):
+    """A small message, a big one (in lines RFC 5322 allows: Exim refuses
+    longer ones itself), or one whose subject a content check refuses."""
+    subject = f"FORBIDDEN {t}" if kind == "forbidden" else t
+    body = (b"x" * 76 + b"\r\n") * 800 if kind == "big" else b"hello\r\n"
+    return simple_message(subject, body=body)
+
+
+def send_causes(port, causes):
+    """One message per cause through the MTA on `port`; returns {cause: token}."""
+    sent = {}
+    for cause, (sender, rcpt, kind, *_) in causes.items():
+        t = token()
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
+            c.sendmail(sender, [rcpt], message(kind, t))
+        sent[cause] = t
+    return sent
+
+
+def reports(sink):
+    """What came back with a null sender: bounces and delay notices."""
+    return [m for m in sink.messages() if m.mail_from == ""]
+
+
+def finals(sink, sent, final_mark):
+    """{cause: its final report} once every cause has one (`final_mark` is
+    the bytes a final report has and a delay notice has not), else None."""
+    got = {}
+    for m in reports(sink):
+        for cause, t in sent.items():
+            if t.encode() in m.content and final_mark in m.content:
+                got[cause] = m
+    return got if len(got) == len(sent) else None
+
+
+def classify(path):
+    """`sluice classify --explain`: (the JSON line, the explanation lines)."""
+    out = subprocess.run([sluice_bin(), "classify", "--explain", str(path)], capture_output=True, timeout=30)
+    lines = out.stdout.decode().splitlines()
+    return json.loads(lines[-1]), lines[:-1]
+
+
+def wrong_verdicts(got, causes, tmp_path):
+    """Each report classified; the causes whose (verdict, reason, status,
+    hard) differ from the table, with sluice's explanation."""
+    wrong = []
+    for cause, m in got.items():
+        _, rcpt, _, reason, status, hard, verdict = causes[cause]
+        path = tmp_path / f"{cause.replace(' ', '-').replace(',', '')}.eml"
+        path.write_bytes(m.content)
+        c, why = classify(path)
+        entry = next((r for r in c["recipients"] if r["address"].lower() == rcpt), None)
+        seen = (c["verdict"], entry and entry["reason"], entry and entry["status"], entry and entry["hard"])
+        if seen != (verdict, reason, status, hard):
+            wrong.append(f"{cause}: expected {(verdict, reason, status, hard)}, got {seen}\n" + "\n".join(why))
+    return wrong
+
+
+@contextlib.contextmanager
+def lab_dir(prefix):
+    """A temporary directory the MTAs' own users can reach (pytest's
+    tmp_path is root's alone), and a list of the MTAs to stop at the end."""
+    root = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(root, 0o755)
+    mtas = []
+    try:
+        yield root, mtas
+    finally:
+        for mta in reversed(mtas):
+            mta.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def check_delay(sink, sent, is_delay, tmp_path, cause="connection refused until expiry", rcpt="x@down.test"):
+    """A delay notice came for `cause` before its final report, and sluice
+    calls it a delay naming its recipient."""
+    delays = [m for m in reports(sink) if is_delay(m.content) and sent[cause].encode() in m.content]
+    assert delays, f"a delay notice came for {cause!r} before the final report"
+    (tmp_path / "delay.eml").write_bytes(delays[0].content)
+    c, why = classify(tmp_path / "delay.eml")
+    assert c["verdict"] == "delay", (c, why)
+    assert [r["address"] for r in c["recipients"]] == [rcpt], (c, why)

@@ -1,0 +1,91 @@
+"""Ground truth from a real MTA, Exim this time (issue 16, item 3): a private
+Exim on loopback relays mail to the receiving Postfix of the Postfix lab
+(helpers/postfix_lab.receiver), to a closed port, to a host that does not
+exist, or delivers it itself to a file over quota; Exim bounces and delays
+each in its own words and format, and `sluice classify` must name each
+cause: reason, status, recipient and hard/soft.
+
+    E (Exim) --smtp--> B (receiving Postfix: unknown user, size limit,
+                          relay and sender rules, header_checks, a
+                          refusing listener, a listener out of disk)
+             --smtp--> a closed port; a name in .invalid (RFC 2606)
+             --appendfile--> a 2 KB quota
+    E's reports --------> the capture sink (aiosmtpd)
+"""
+
+import os
+
+import pytest
+
+from helpers.exim_lab import EXIM, Exim
+from helpers.mta_lab import check_delay, finals, lab_dir, reports, send_causes, wrong_verdicts
+from helpers.net import free_port
+from helpers.postfix_lab import receiver
+from helpers.procs import wait_until
+
+# cause: (sender, recipient, message kind, reason, status, hard, verdict)
+CAUSES = {
+    "unknown user": ("s@sender.test", "nobody@dest.test", "small", "userunknown", "5.1.1", True, "bounce"),
+    "message too big": ("s@sender.test", "ok@dest.test", "big", "mesgtoobig", "5.3.4", False, "bounce"),
+    "relay denied": ("s@sender.test", "x@other.test", "small", "norelaying", "5.7.1", False, "bounce"),
+    "sender rejected": ("s@refused.test", "ok@dest.test", "small", "rejected", "5.7.1", False, "bounce"),
+    "content refused by header_checks": ("s@sender.test", "ok@dest.test", "forbidden", "spamdetected", "5.7.1",
+                                         False, "bounce"),
+    "sending host blocked": ("s@sender.test", "ok@blocked.test", "small", "blocked", "5.7.1", False, "bounce"),
+    # Exim's final report keeps the last error only as "retry timeout
+    # exceeded" with Status 5.0.0 (the TLS failure is not named in it).
+    "connection refused until expiry": ("s@sender.test", "x@down.test", "small", "expired", "5.0.0", False,
+                                        "bounce"),
+    "TLS required, not offered, until expiry": ("s@sender.test", "x@tls.test", "small", "expired", "5.0.0", False,
+                                                "bounce"),
+    "receiving system full until expiry": ("s@sender.test", "ok@storage.test", "small", "systemfull", "4.3.1",
+                                           False, "bounce"),
+    "destination host does not exist": ("s@sender.test", "x@gone.test", "small", "hostunknown", "5.0.0", True,
+                                        "bounce"),
+    "mailbox over quota until expiry": ("s@sender.test", "full@quota.test", "big", "mailboxfull", "5.0.0", False,
+                                        "bounce"),
+}
+
+
+@pytest.fixture
+def exim_lab(sink):
+    if not os.access(EXIM, os.X_OK):
+        pytest.fail(f"no Exim at {EXIM}: scripts/install-test-deps.sh unpacks it there")
+    with lab_dir("sluice-eximlab-") as (root, mtas):
+        b, ports = receiver(root, sink.port)
+        mtas.append(b)
+        e = Exim(root, "mtae", free_port(), local="quota.test", routes=[
+            ("dest.test : other.test", "127.0.0.1", ports["main"], False),
+            ("blocked.test", "127.0.0.1", ports["blocking"], False),
+            ("storage.test", "127.0.0.1", ports["full"], False),
+            ("tls.test", "127.0.0.1", ports["main"], True),
+            ("down.test", "127.0.0.1", free_port(), False),
+            ("gone.test", "no-such-host.invalid", 25, False),
+            ("sender.test : refused.test", "127.0.0.1", sink.port, False),
+        ])
+        mtas.append(e)
+        e.start()
+        yield e, b
+
+
+def test_exim_bounces_are_classified_by_their_cause(sink, exim_lab, tmp_path):
+    e, b = exim_lab
+    sent = send_causes(e.port, CAUSES)
+    # Exim's bounce says "Mail delivery failed" in its subject; its delay
+    # warning says "Warning: message ... delayed".
+    final = b"Mail delivery failed"
+    dump = os.environ.get("SLUICE_EXIM_DUMP")  # a folder for the reports
+    try:
+        got = wait_until(lambda: finals(sink, sent, final), 120, interval=1, what="a bounce for every cause")
+    except AssertionError as err:
+        log = "\n".join(line for line in e.log().splitlines() if "queue run" not in line)
+        raise AssertionError(f"{err}\nE:\n{log[-8000:]}") from None
+    finally:
+        if dump:
+            os.makedirs(dump, exist_ok=True)
+            for i, m in enumerate(reports(sink)):
+                with open(os.path.join(dump, f"{i}.eml"), "wb") as f:
+                    f.write(m.content)
+    check_delay(sink, sent, lambda content: final not in content, tmp_path)
+    wrong = wrong_verdicts(got, CAUSES, tmp_path)
+    assert not wrong, "\n\n".join(wrong)
