@@ -8,11 +8,11 @@
 #                tests/helpers/postfix_lab.py) that bounce mail for known
 #                causes; the system postfix service is never configured or
 #                left running (nothing of ours listens on port 25).
-#   - exim4    : Debian's exim4-daemon-light, unpacked (not installed: it
-#                conflicts with postfix as the system MTA) into
-#                /opt/sluice-test/exim4, with its library (libidn12) and the
-#                Debian-exim user; private instances bounce mail in Exim's
-#                own words (tests/helpers/exim_lab.py).
+#   - exim4, opensmtpd : Debian's packages unpacked (not installed: they
+#                conflict with postfix as the system MTA) under
+#                /opt/sluice-test, with their libraries and system users;
+#                private instances bounce mail in each MTA's own words
+#                (tests/helpers/exim_lab.py, opensmtpd_lab.py).
 #   - swaks    : the SMTP swiss-army knife, driven by a few tests, with its
 #                TLS module (libnet-ssleay-perl) for STARTTLS.
 #   - isync    : mbsync, the terminal IMAP client that syncs a store account
@@ -80,29 +80,49 @@ else
     say "Debian packages already present: postfix (smtp-sink, smtp-source), swaks"
 fi
 
-# ---- Exim, unpacked beside Postfix -------------------------------------------
-EXIM_ROOT="${SLUICE_EXIM_ROOT:-/opt/sluice-test/exim4}"
-if [ ! -x "$EXIM_ROOT/usr/sbin/exim4" ]; then
-    say "unpacking Debian's exim4-daemon-light into $EXIM_ROOT"
+# ---- Exim and OpenSMTPD, unpacked beside Postfix ---------------------------
+# Both conflict with postfix as the system MTA: their packages are unpacked
+# (dpkg -x), never installed, and run privately by the tests.
+unpack_debs() {  # ROOT PACKAGE...
+    local root="$1" dl
+    shift
+    say "unpacking Debian's $* into $root"
     dl="$(mktemp -d)"
     chmod 755 "$dl"   # apt's _apt user downloads into it
-    (cd "$dl" && $SUDO apt-get download exim4-daemon-light exim4-base) || {
-        $SUDO apt-get update && (cd "$dl" && $SUDO apt-get download exim4-daemon-light exim4-base)
+    (cd "$dl" && $SUDO apt-get download "$@") || {
+        $SUDO apt-get update && (cd "$dl" && $SUDO apt-get download "$@")
     }
-    $SUDO mkdir -p "$EXIM_ROOT"
-    for deb in "$dl"/*.deb; do $SUDO dpkg -x "$deb" "$EXIM_ROOT"; done
+    $SUDO mkdir -p "$root"
+    for deb in "$dl"/*.deb; do $SUDO dpkg -x "$deb" "$root"; done
     rm -rf "$dl"
-fi
-# Its shared libraries (exim4-daemon-light's Depends besides what Postfix
-# already brought): libidn12 is the one a minimal Debian lacks.
-if ldd "$EXIM_ROOT/usr/sbin/exim4" | grep -q "not found"; then
-    say "installing exim4's libraries: libidn12 libgnutls-dane0 libnsl2 libdb5.3"
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libidn12 libgnutls-dane0 libnsl2 libdb5.3
-fi
-if ! id Debian-exim >/dev/null 2>&1; then
-    $SUDO useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
-fi
+}
+need_libs() {  # BINARY PACKAGE...: install the packages if BINARY lacks a library
+    local bin="$1"
+    shift
+    if ldd "$bin" | grep -q "not found"; then
+        say "installing the libraries of $bin: $*"
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+    fi
+}
+system_user() {  # NAME HOME
+    id "$1" >/dev/null 2>&1 || $SUDO useradd --system --no-create-home --home-dir "$2" --shell /usr/sbin/nologin "$1"
+}
+
+EXIM_ROOT="${SLUICE_EXIM_ROOT:-/opt/sluice-test/exim4}"
+[ -x "$EXIM_ROOT/usr/sbin/exim4" ] || unpack_debs "$EXIM_ROOT" exim4-daemon-light exim4-base
+# (exim4-daemon-light's Depends beyond what Postfix brought; libidn12 is the
+# one a minimal Debian lacks.)
+need_libs "$EXIM_ROOT/usr/sbin/exim4" libidn12 libgnutls-dane0 libnsl2 libdb5.3
+system_user Debian-exim /nonexistent
+
+# OpenSMTPD's paths are compiled in: the tests bind-mount private ones over
+# these mount points inside a mount namespace of their own (unshare -m).
+OPENSMTPD_ROOT="${SLUICE_OPENSMTPD_ROOT:-/opt/sluice-test/opensmtpd}"
+[ -x "$OPENSMTPD_ROOT/usr/sbin/smtpd" ] || unpack_debs "$OPENSMTPD_ROOT" opensmtpd
+need_libs "$OPENSMTPD_ROOT/usr/sbin/smtpd" libevent-2.1-7 libssl3 libpam0g libdb5.3 zlib1g
+system_user opensmtpd /var/lib/opensmtpd/empty
+system_user opensmtpq /var/lib/opensmtpd/empty
+$SUDO mkdir -p /var/spool/smtpd /var/lib/opensmtpd/empty /usr/libexec/opensmtpd
 
 # Whatever happened before us: the system postfix service must not be running
 # (we only use its test programs, and it would sit on port 25).

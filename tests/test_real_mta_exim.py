@@ -18,7 +18,7 @@ import os
 import pytest
 
 from helpers.exim_lab import EXIM, Exim
-from helpers.mta_lab import check_delay, finals, lab_dir, reports, send_causes, wrong_verdicts
+from helpers.mta_lab import check_delay, dump_reports, finals, lab_dir, send_causes, wrong_verdicts
 from helpers.net import free_port
 from helpers.postfix_lab import receiver
 from helpers.procs import wait_until
@@ -82,10 +82,7 @@ def test_exim_bounces_are_classified_by_their_cause(sink, exim_lab, tmp_path):
         raise AssertionError(f"{err}\nE:\n{log[-8000:]}") from None
     finally:
         if dump:
-            os.makedirs(dump, exist_ok=True)
-            for i, m in enumerate(reports(sink)):
-                with open(os.path.join(dump, f"{i}.eml"), "wb") as f:
-                    f.write(m.content)
+            dump_reports(sink, dump)
     check_delay(sink, sent, lambda content: final not in content, tmp_path)
     wrong = wrong_verdicts(got, CAUSES, tmp_path)
     assert not wrong, "\n\n".join(wrong)

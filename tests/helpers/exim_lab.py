@@ -18,10 +18,8 @@ DNS records.
 
 import os
 import shutil
-import subprocess
 
-from helpers.mta_lab import listening
-from helpers.procs import wait_until
+from helpers.mta_lab import Foreground
 
 EXIM_ROOT = os.environ.get("SLUICE_EXIM_ROOT", "/opt/sluice-test/exim4")
 EXIM = os.path.join(EXIM_ROOT, "usr/sbin/exim4")
@@ -41,7 +39,7 @@ r_{name}:
 """
 
 
-class Exim:
+class Exim(Foreground):
     """One Exim daemon: `routes` is a list of (domain, host, port, tls_required)."""
 
     def __init__(self, root, name, port, routes, local=None, give_up=15, delay_warning="4s:1h"):
@@ -112,28 +110,10 @@ to_file:
 begin retry
 * * F,{give_up}s,2s
 """)
-        self.proc = None
+        self.out = os.path.join(self.dir, "exim.out")
 
     def start(self):
-        self.proc = subprocess.Popen(
-            [EXIM, "-C", self.conf, "-bdf", "-q1s"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(lambda: self._listening() or None, 20, what=f"exim {self.dir} listening\n{self.log()}")
-
-    def _listening(self):
-        if self.proc and self.proc.poll() is not None:
-            raise RuntimeError(f"exim exited: {self.proc.stdout.read().decode(errors='replace')}\n{self.log()}")
-        return listening(self.port)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        self.run([EXIM, "-C", self.conf, "-bdf", "-q1s"])
 
     def log(self):
         out = []

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 
 from helpers.mail import simple_message, token
-from helpers.procs import sluice_bin
+from helpers.procs import sluice_bin, wait_until
 
 
 def listening(port):
@@ -21,6 +21,45 @@ def listening(port):
             return True
     except OSError:
         return False
+
+
+class Foreground:
+    """An MTA daemon the test runs in the foreground: started, awaited on its
+    port (failing with its log if it exits), stopped. Subclasses set `dir`,
+    `port`, `out` (a file for its output) and `log()`."""
+
+    proc = None
+
+    def run(self, args):
+        with open(self.out, "wb") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        wait_until(lambda: self._listening() or None, 20, what=f"{args[0]} in {self.dir} listening\n{self.log()}")
+
+    def _listening(self):
+        if self.proc.poll() is not None:
+            with open(self.out, errors="replace") as f:
+                raise RuntimeError(f"{self.proc.args} exited:\n{f.read()}\n{self.log()}")
+        return listening(self.port)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.running():
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def dump_reports(source, folder):
+    """Every report `source` holds, as numbered .eml files in `folder` (for
+    a look at an MTA's own format)."""
+    os.makedirs(folder, exist_ok=True)
+    for i, m in enumerate(reports(source)):
+        with open(os.path.join(folder, f"{i}.eml"), "wb") as f:
+            f.write(m.content)
 
 
 def message(kind, t):

@@ -145,6 +145,22 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
         // When Diagnostic-Code is absent, the human text about this address
         // is the diagnostic.
         let prose = text::diagnostic_for(&human_text, &address);
+        // Without Diagnostic-Code, the prose about this address quotes the
+        // remote's reply (OpenSMTPD: "a@b: 550 5.1.1 ..."): its status is
+        // more precise than a generic x.0.0 field of the same class.
+        let (prose_code, prose_status) = match (&diagnostic, &prose) {
+            (None, Some(p)) => diagnostic_codes(p),
+            _ => (None, None),
+        };
+        if let (Some(s), Some(st)) = (&prose_status, &status)
+            && st.ends_with(".0.0")
+            && !s.ends_with(".0.0")
+            && s.get(..1) == st.get(..1)
+        {
+            crate::explain::note(|| format!("{address}: status {st} -> {s}: the reply quoted in the prose"));
+            status = Some(s.clone());
+        }
+        let code_in_text = code_in_text.or(prose_code);
         let about = diagnostic.clone().or_else(|| prose.clone());
         // The prose often names the SMTP command that failed ("in reply to
         // end of DATA command") where Diagnostic-Code does not.

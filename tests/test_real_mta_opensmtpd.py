@@ -1,0 +1,100 @@
+"""Ground truth from a real MTA, OpenSMTPD this time (issue 16, item 3): a
+private OpenSMTPD 6.8 on loopback relays mail to the receiving Postfix of the
+Postfix lab (helpers/postfix_lab.receiver) or to a host that does not exist;
+it bounces and delays each in its own words and format, and `sluice
+classify` must name each cause: reason, status, recipient and hard/soft.
+
+Not here: a closed port and TLS required but not offered. OpenSMTPD keeps
+such mail in its connector's own retry loop (minutes of backoff per
+destination, every destination here being 127.0.0.1) and neither expires it
+nor reports it within a test's time; the Postfix and Exim labs cover both.
+
+    O (OpenSMTPD) --smtp--> B (receiving Postfix)
+                  --smtp--> a name in .invalid (RFC 2606)
+    O's reports ----------> O's own Maildir
+"""
+
+import os
+
+import pytest
+
+from helpers.mta_lab import check_delay, classify, dump_reports, finals, lab_dir, reports, send_causes, wrong_verdicts
+from helpers.net import free_port
+from helpers.opensmtpd_lab import Mailbox, OpenSMTPD, available
+from helpers.postfix_lab import receiver
+from helpers.procs import wait_until
+
+# cause: (sender, recipient, message kind, reason, status, hard, verdict)
+CAUSES = {
+    "unknown user": ("s@sender.test", "nobody@dest.test", "small", "userunknown", "5.1.1", True, "bounce"),
+    # OpenSMTPD refuses it itself against B's SIZE, with no status code.
+    "message too big": ("s@sender.test", "ok@dest.test", "big", "mesgtoobig", "5.0.0", False, "bounce"),
+    "relay denied": ("s@sender.test", "x@other.test", "small", "norelaying", "5.7.1", False, "bounce"),
+    "sender rejected": ("s@refused.test", "ok@dest.test", "small", "rejected", "5.7.1", False, "bounce"),
+    "content refused by header_checks": ("s@sender.test", "ok@dest.test", "forbidden", "spamdetected", "5.7.1",
+                                         False, "bounce"),
+    "sending host blocked": ("s@sender.test", "ok@blocked.test", "small", "blocked", "5.7.1", False, "bounce"),
+}
+# OpenSMTPD 6.8 reports an envelope it gives up on ("Envelope expired") in a
+# notice with Action: delayed, Status 4.4.7: a delay whose cause is expiry.
+EXPIRING = {
+    "receiving system full until expiry": ("s@sender.test", "ok@storage.test", "small"),
+    "destination host does not exist": ("s@sender.test", "x@gone.test", "small"),
+}
+
+
+@pytest.fixture
+def opensmtpd_lab(sink):
+    if not available():
+        pytest.fail("no OpenSMTPD (or unshare/nsenter): scripts/install-test-deps.sh unpacks it")
+    with lab_dir("sluice-osdlab-") as (root, mtas):
+        b, ports = receiver(root, sink.port)
+        mtas.append(b)
+        o = OpenSMTPD(root, "mtao", free_port(), routes=[
+            ("dest.test other.test", "127.0.0.1", ports["main"], False),
+            ("blocked.test", "127.0.0.1", ports["blocking"], False),
+            ("storage.test", "127.0.0.1", ports["full"], False),
+            ("gone.test", "no-such-host.invalid", 25, False),
+        ], mailbox_domains="sender.test refused.test")
+        mtas.append(o)
+        o.start()
+        yield o, b
+
+
+def test_opensmtpd_bounces_are_classified_by_their_cause(opensmtpd_lab, tmp_path):
+    o, b = opensmtpd_lab
+    sent = send_causes(o.port, CAUSES)
+    expiring = send_causes(o.port, EXPIRING)
+    mailbox = Mailbox(o)
+    dump = os.environ.get("SLUICE_OPENSMTPD_DUMP")  # a folder for the reports
+
+    def expired():
+        found = {cause: m for m in reports(mailbox) for cause, t in expiring.items()
+                 if t.encode() in m.content and b"Envelope expired" in m.content}
+        return found if len(found) == len(expiring) else None
+
+    def done():
+        o.kick()
+        got = finals(mailbox, sent, b"Action: failed")
+        return got and expired() and got
+
+    try:
+        got = wait_until(done, 120, interval=1, what="a report for every cause")
+    except AssertionError as err:
+        log = "\n".join(line for line in o.log().splitlines() if not line.startswith("debug:"))
+        raise AssertionError(f"{err}\nO:\n{log[-8000:]}") from None
+    finally:
+        if dump:
+            dump_reports(mailbox, dump)
+    wrong = wrong_verdicts(got, CAUSES, tmp_path)
+    assert not wrong, "\n\n".join(wrong)
+    # The first notice for the full system is a delay naming its recipient...
+    check_delay(mailbox, expiring, lambda c: b"Action: delayed" in c and b"Envelope expired" not in c, tmp_path,
+                cause="receiving system full until expiry", rcpt="ok@storage.test")
+    # ...and so is the expiry, its cause named.
+    for cause, m in expired().items():
+        rcpt = EXPIRING[cause][1]
+        (tmp_path / "expired.eml").write_bytes(m.content)
+        c, why = classify(tmp_path / "expired.eml")
+        seen = [(r["address"], r["reason"], r["status"], r["hard"]) for r in c["recipients"]]
+        assert (c["verdict"], seen) == ("delay", [(rcpt, "expired", "4.4.7", False)]), (cause, c, why)
