@@ -8,11 +8,12 @@
 #                tests/helpers/postfix_lab.py) that bounce mail for known
 #                causes; the system postfix service is never configured or
 #                left running (nothing of ours listens on port 25).
-#   - exim4, opensmtpd : Debian's packages unpacked (not installed: they
+#   - exim4, opensmtpd, sendmail : Debian's packages unpacked (not installed: they
 #                conflict with postfix as the system MTA) under
 #                /opt/sluice-test, with their libraries and system users;
 #                private instances bounce mail in each MTA's own words
-#                (tests/helpers/exim_lab.py, opensmtpd_lab.py).
+#                (tests/helpers/exim_lab.py, opensmtpd_lab.py,
+#                sendmail_lab.py); m4 builds Sendmail's configuration.
 #   - swaks    : the SMTP swiss-army knife, driven by a few tests, with its
 #                TLS module (libnet-ssleay-perl) for STARTTLS.
 #   - isync    : mbsync, the terminal IMAP client that syncs a store account
@@ -123,6 +124,13 @@ need_libs "$OPENSMTPD_ROOT/usr/sbin/smtpd" libevent-2.1-7 libssl3 libpam0g libdb
 system_user opensmtpd /var/lib/opensmtpd/empty
 system_user opensmtpq /var/lib/opensmtpd/empty
 $SUDO mkdir -p /var/spool/smtpd /var/lib/opensmtpd/empty /usr/libexec/opensmtpd
+
+# Sendmail: the daemon and makemap (sendmail-bin) and the cf macros its
+# sendmail.cf is built from with m4 (sendmail-cf).
+SENDMAIL_ROOT="${SLUICE_SENDMAIL_ROOT:-/opt/sluice-test/sendmail}"
+[ -x "$SENDMAIL_ROOT/usr/libexec/sendmail/sendmail" ] || unpack_debs "$SENDMAIL_ROOT" sendmail-bin sendmail-cf
+need_libs "$SENDMAIL_ROOT/usr/libexec/sendmail/sendmail" libwrap0 libldap-2.5-0 liblockfile1 libsasl2-2 libnsl2 libdb5.3
+command -v m4 >/dev/null 2>&1 || $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends m4
 
 # Whatever happened before us: the system postfix service must not be running
 # (we only use its test programs, and it would sit on port 25).

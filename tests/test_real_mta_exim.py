@@ -20,18 +20,12 @@ import pytest
 from helpers.exim_lab import EXIM, Exim
 from helpers.mta_lab import check_delay, dump_reports, finals, lab_dir, send_causes, wrong_verdicts
 from helpers.net import free_port
-from helpers.postfix_lab import receiver
+from helpers.postfix_lab import B_REFUSALS, receiver
 from helpers.procs import wait_until
 
 # cause: (sender, recipient, message kind, reason, status, hard, verdict)
 CAUSES = {
-    "unknown user": ("s@sender.test", "nobody@dest.test", "small", "userunknown", "5.1.1", True, "bounce"),
-    "message too big": ("s@sender.test", "ok@dest.test", "big", "mesgtoobig", "5.3.4", False, "bounce"),
-    "relay denied": ("s@sender.test", "x@other.test", "small", "norelaying", "5.7.1", False, "bounce"),
-    "sender rejected": ("s@refused.test", "ok@dest.test", "small", "rejected", "5.7.1", False, "bounce"),
-    "content refused by header_checks": ("s@sender.test", "ok@dest.test", "forbidden", "spamdetected", "5.7.1",
-                                         False, "bounce"),
-    "sending host blocked": ("s@sender.test", "ok@blocked.test", "small", "blocked", "5.7.1", False, "bounce"),
+    **B_REFUSALS,
     # Exim's final report keeps the last error only as "retry timeout
     # exceeded" with Status 5.0.0 (the TLS failure is not named in it).
     "connection refused until expiry": ("s@sender.test", "x@down.test", "small", "expired", "5.0.0", False,

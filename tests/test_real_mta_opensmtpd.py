@@ -21,19 +21,14 @@ import pytest
 from helpers.mta_lab import check_delay, classify, dump_reports, finals, lab_dir, reports, send_causes, wrong_verdicts
 from helpers.net import free_port
 from helpers.opensmtpd_lab import Mailbox, OpenSMTPD, available
-from helpers.postfix_lab import receiver
+from helpers.postfix_lab import B_REFUSALS, receiver
 from helpers.procs import wait_until
 
 # cause: (sender, recipient, message kind, reason, status, hard, verdict)
 CAUSES = {
-    "unknown user": ("s@sender.test", "nobody@dest.test", "small", "userunknown", "5.1.1", True, "bounce"),
+    **B_REFUSALS,
     # OpenSMTPD refuses it itself against B's SIZE, with no status code.
     "message too big": ("s@sender.test", "ok@dest.test", "big", "mesgtoobig", "5.0.0", False, "bounce"),
-    "relay denied": ("s@sender.test", "x@other.test", "small", "norelaying", "5.7.1", False, "bounce"),
-    "sender rejected": ("s@refused.test", "ok@dest.test", "small", "rejected", "5.7.1", False, "bounce"),
-    "content refused by header_checks": ("s@sender.test", "ok@dest.test", "forbidden", "spamdetected", "5.7.1",
-                                         False, "bounce"),
-    "sending host blocked": ("s@sender.test", "ok@blocked.test", "small", "blocked", "5.7.1", False, "bounce"),
 }
 # OpenSMTPD 6.8 reports an envelope it gives up on ("Envelope expired") in a
 # notice with Action: delayed, Status 4.4.7: a delay whose cause is expiry.

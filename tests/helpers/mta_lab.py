@@ -26,7 +26,8 @@ def listening(port):
 class Foreground:
     """An MTA daemon the test runs in the foreground: started, awaited on its
     port (failing with its log if it exits), stopped. Subclasses set `dir`,
-    `port`, `out` (a file for its output) and `log()`."""
+    `port` and `out` (a file for its output, the log unless they say
+    otherwise)."""
 
     proc = None
 
@@ -40,6 +41,13 @@ class Foreground:
             with open(self.out, errors="replace") as f:
                 raise RuntimeError(f"{self.proc.args} exited:\n{f.read()}\n{self.log()}")
         return listening(self.port)
+
+    def log(self):
+        try:
+            with open(self.out, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -121,10 +129,13 @@ def wrong_verdicts(got, causes, tmp_path):
 
 
 @contextlib.contextmanager
-def lab_dir(prefix):
+def lab_dir(prefix, base=None):
     """A temporary directory the MTAs' own users can reach (pytest's
-    tmp_path is root's alone), and a list of the MTAs to stop at the end."""
-    root = tempfile.mkdtemp(prefix=prefix)
+    tmp_path is root's alone), under `base` if given, and a list of the
+    MTAs to stop at the end."""
+    if base:
+        os.makedirs(base, mode=0o755, exist_ok=True)
+    root = tempfile.mkdtemp(prefix=prefix, dir=base)
     os.chmod(root, 0o755)
     mtas = []
     try:

@@ -76,13 +76,6 @@ class OpenSMTPD(Foreground):
             subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", SMTPCTL, "schedule", "all"],
                            capture_output=True, timeout=10)
 
-    def log(self):
-        try:
-            with open(self.out, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
 
 class Mailbox:
     """The reports delivered to the instance's Maildir, as the capture sink

@@ -165,3 +165,20 @@ def receiver(root, sink_port):
     os.chown(full, pw.pw_uid, pw.pw_gid)
     b.start()
     return b, ports
+
+
+# What B refuses at SMTP time, whoever relays to it; each lab's table starts
+# from these. cause: (sender, recipient, message kind, reason, status, hard,
+# verdict).
+B_REFUSALS = {
+    "unknown user": ("s@sender.test", "nobody@dest.test", "small", "userunknown", "5.1.1", True, "bounce"),
+    "message too big": ("s@sender.test", "ok@dest.test", "big", "mesgtoobig", "5.3.4", False, "bounce"),
+    "relay denied": ("s@sender.test", "x@other.test", "small", "norelaying", "5.7.1", False, "bounce"),
+    "sender rejected": ("s@refused.test", "ok@dest.test", "small", "rejected", "5.7.1", False, "bounce"),
+    # Postfix's built-in content inspection (header_checks REJECT, default
+    # text "message content rejected") is documented for stopping spam and
+    # worms (BUILTIN_FILTER_README); Sisimai reads the wording the same way.
+    "content refused by header_checks": ("s@sender.test", "ok@dest.test", "forbidden", "spamdetected", "5.7.1",
+                                         False, "bounce"),
+    "sending host blocked": ("s@sender.test", "ok@blocked.test", "small", "blocked", "5.7.1", False, "bounce"),
+}

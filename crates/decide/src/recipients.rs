@@ -53,11 +53,14 @@ pub(crate) fn is_address_line(t: &str) -> bool {
     let after = t[m.end()..].trim_start_matches(['>', '"', '\'']);
     let after_trim = after.trim();
     // "Unknown user: a@b", "Recipient address: a@b", "Failed recipient: a@b"
+    // (Not a DSN's Original-Recipient quoted in prose: the address the
+    // sender wrote, which Final-Recipient beside it names as delivered to.)
     let labelled = before.ends_with(':') && before.len() < 48 && {
         let l = before.to_ascii_lowercase();
-        ["user", "recipient", "address", "failed", "invalid", "unknown", "delivered to"]
-            .iter()
-            .any(|w| l.contains(w))
+        !l.contains("original-recipient")
+            && ["user", "recipient", "address", "failed", "invalid", "unknown", "delivered to"]
+                .iter()
+                .any(|w| l.contains(w))
     };
     // Sendmail: "554 <a@b>... Host unknown".
     let reply_code = before.len() == 3
@@ -66,10 +69,11 @@ pub(crate) fn is_address_line(t: &str) -> bool {
         && after_trim.starts_with("...");
     // "Ann Example <a@b>:" (a display name, then the address in brackets
     // and nothing or the diagnostic after a colon).
+    // ("please contact <a@b>" is prose: the colon and diagnostic must follow.)
     let named = t[..m.start()].ends_with('<')
         && before.len() < 48
         && before.chars().all(|c| c.is_alphanumeric() || matches!(c, ' ' | '.' | '-' | '\'' | '"' | ','))
-        && (after_trim.is_empty() || after_trim.starts_with(':'));
+        && after_trim.starts_with(':');
     (before.is_empty() || labelled || reply_code || named)
         && (after_trim.is_empty()
             || (after_trim.starts_with('<') && after_trim.contains(m.as_str()))
@@ -209,6 +213,9 @@ mod tests {
         assert!(is_address_line("Ann Example <ann@example.net>: host mx said: 550 unknown"));
         assert!(!is_address_line("From: Bob <bob@example.org>"));
         assert!(!is_address_line("Please write to Ann Example <ann@example.net> for help"));
+        assert!(!is_address_line("For further assistance, please contact <support@example.net>"));
+        assert!(!is_address_line("Original-Recipient: rfc822; ann@example.net"));
+        assert!(is_address_line("Final-Recipient: rfc822; ann@example.net"));
         assert!(accepted_reply("<<< 250 2.1.5 Ok"));
         assert!(accepted_reply("Thu 2007-03-15 01:23:46: <-- 250 OK"));
         assert!(!accepted_reply("<<< 550 5.1.1 unknown"));

@@ -1,0 +1,73 @@
+"""Ground truth from a real MTA, Sendmail this time (issue 16, item 3): a
+private Sendmail 8.17 on loopback relays mail to the receiving Postfix of
+the Postfix lab (helpers/postfix_lab.receiver), to a closed port or to a
+host that does not exist; it bounces and delays each in its own words and
+DSN format, and `sluice classify` must name each cause: reason, status,
+recipient and hard/soft.
+
+    S (Sendmail) --smtp--> B (receiving Postfix)
+                 --smtp--> a closed port; a name in .invalid (RFC 2606)
+    S's reports ---------> the capture sink (aiosmtpd)
+"""
+
+import os
+
+import pytest
+
+from helpers.mta_lab import check_delay, dump_reports, finals, lab_dir, send_causes, wrong_verdicts
+from helpers.net import free_port
+from helpers.postfix_lab import B_REFUSALS, receiver
+from helpers.procs import wait_until
+from helpers.sendmail_lab import Sendmail, available
+
+# cause: (sender, recipient, message kind, reason, status, hard, verdict)
+CAUSES = {
+    **B_REFUSALS,
+    "connection refused until expiry": ("s@sender.test", "x@down.test", "small", "expired", "4.4.7", False,
+                                        "bounce"),
+    # Sendmail's Status is its own expiry (4.4.7); the 452 4.3.1 it kept
+    # getting is in Diagnostic-Code.
+    "receiving system full until expiry": ("s@sender.test", "ok@storage.test", "small", "systemfull", "4.4.7",
+                                           False, "bounce"),
+    "destination host does not exist": ("s@sender.test", "x@gone.test", "small", "hostunknown", "5.1.2", True,
+                                        "bounce"),
+}
+
+
+@pytest.fixture
+def sendmail_lab(sink):
+    if not available():
+        pytest.fail("no Sendmail: scripts/install-test-deps.sh unpacks it")
+    # Sendmail ignores a map in a world-writable directory's subtree (/tmp):
+    # the lab lives under a root-owned one.
+    with lab_dir("sluice-smlab-", base="/var/lib/sluice-test") as (root, mtas):
+        b, ports = receiver(root, sink.port)
+        mtas.append(b)
+        s = Sendmail(root, "mtas", free_port(), routes=[
+            ("dest.test other.test", "127.0.0.1", ports["main"]),
+            ("blocked.test", "127.0.0.1", ports["blocking"]),
+            ("storage.test", "127.0.0.1", ports["full"]),
+            ("down.test", "127.0.0.1", free_port()),
+            ("gone.test", "no-such-host.invalid", 25),
+            ("sender.test refused.test", "127.0.0.1", sink.port),
+        ])
+        mtas.append(s)
+        s.start()
+        yield s, b
+
+
+def test_sendmail_bounces_are_classified_by_their_cause(sink, sendmail_lab, tmp_path):
+    s, b = sendmail_lab
+    sent = send_causes(s.port, CAUSES)
+    dump = os.environ.get("SLUICE_SENDMAIL_DUMP")  # a folder for the reports
+    try:
+        got = wait_until(lambda: finals(sink, sent, b"Action: failed"), 120, interval=1,
+                         what="a DSN for every cause")
+    except AssertionError as err:
+        raise AssertionError(f"{err}\nS:\n{s.log()[-6000:]}") from None
+    finally:
+        if dump:
+            dump_reports(sink, dump)
+    check_delay(sink, sent, lambda content: b"Action: delayed" in content, tmp_path)
+    wrong = wrong_verdicts(got, CAUSES, tmp_path)
+    assert not wrong, "\n\n".join(wrong)
