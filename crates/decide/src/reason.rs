@@ -289,9 +289,10 @@ pub fn decide(
         (Reason::Userunknown, Some("DATA")) if !firm && !status.is_some_and(|s| s.starts_with("5.1.")) => {
             (Reason::Filtered, "an unknown user after DATA is a content filter speaking")
         }
-        (Reason::Userunknown | Reason::Undefined | Reason::Securityerror, Some("MAIL")) => {
-            (Reason::Rejected, "a refusal at MAIL FROM is about the sender")
-        }
+        (
+            Reason::Userunknown | Reason::Hostunknown | Reason::Undefined | Reason::Securityerror,
+            Some("MAIL"),
+        ) => (Reason::Rejected, "a refusal at MAIL FROM is about the sender"),
         // "550 5.7.1 User unknown": unless the reply is 553 ("mailbox name
         // not allowed", about the address).
         (Reason::Userunknown, _)
@@ -439,10 +440,11 @@ fn is_vague(r: Reason) -> bool {
 
 /// Statuses that name the cause precisely (5.7.1 and x.0.0 do not).
 fn is_specific(status: &str) -> bool {
+    // (Not X.1.0, RFC 3463's "Other address status": Exchange's "5.1.0
+    // Sender denied" is about the sender.)
     matches!(
         status,
-        "5.1.0"
-            | "5.1.1"
+        "5.1.1"
             | "5.1.2"
             | "5.1.3"
             | "5.1.6"
