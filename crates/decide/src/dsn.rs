@@ -131,101 +131,9 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
         else {
             continue;
         };
-        let action = get(f, "action").map(|a| a.to_ascii_lowercase());
-        let mut status = get(f, "status").and_then(text::rfc3463);
-        let diagnostic = get(f, "diagnostic-code").map(strip_type).filter(|d| !d.is_empty());
-        let (code_in_text, status_in_text) =
-            diagnostic.as_deref().map(diagnostic_codes).unwrap_or((None, None));
-        // A specific status in the diagnostic beats a generic x.0.0 field.
-        if let Some(s) = &status_in_text
-            && status.as_deref().is_none_or(|st| st.ends_with(".0.0") && !s.ends_with(".0.0"))
-        {
-            status = Some(s.clone());
-        }
-        // When Diagnostic-Code is absent, the human text about this address
-        // is the diagnostic.
-        let prose = text::diagnostic_for(&human_text, &address);
-        // Without Diagnostic-Code, the prose about this address quotes the
-        // remote's reply (OpenSMTPD: "a@b: 550 5.1.1 ..."): its status is
-        // more precise than a generic x.0.0 field of the same class.
-        let (prose_code, prose_status) = match (&diagnostic, &prose) {
-            (None, Some(p)) => diagnostic_codes(p),
-            _ => (None, None),
-        };
-        if let (Some(s), Some(st)) = (&prose_status, &status)
-            && st.ends_with(".0.0")
-            && !s.ends_with(".0.0")
-            && s.get(..1) == st.get(..1)
-        {
-            crate::explain::note(|| format!("{address}: status {st} -> {s}: the reply quoted in the prose"));
-            status = Some(s.clone());
-        }
-        let code_in_text = code_in_text.or(prose_code);
-        let about = diagnostic.clone().or_else(|| prose.clone());
-        // The prose often names the SMTP command that failed ("in reply to
-        // end of DATA command") where Diagnostic-Code does not.
-        let context = match (&about, &prose) {
-            // (On lines of their own: "User unknown" + "host x said" is no
-            // "unknown host".)
-            (Some(a), Some(p)) if a != p => format!("{a}\n{p}"),
-            (Some(a), _) => a.clone(),
-            (None, _) => human_text.clone(),
-        };
-        let command = text::command_for(&human_text, &address);
-        crate::explain::note(|| {
-            let from = match (&diagnostic, &prose) {
-                (Some(_), _) => "Diagnostic-Code",
-                (None, Some(_)) => "the human-readable part about this address",
-                (None, None) => "the whole human-readable part",
-            };
-            format!(
-                "recipient {address} (Final-Recipient); action {}; status {} ({}); diagnostic from {from}; command {}",
-                action.as_deref().unwrap_or("none"),
-                status.as_deref().unwrap_or("none"),
-                if status_in_text.is_some() && status == status_in_text {
-                    "from the diagnostic"
-                } else {
-                    "Status field"
-                },
-                command.unwrap_or("not said"),
-            )
-        });
-        let mut reason = reason::decide(Some(&context), status.as_deref(), action.as_deref(), command);
-        let first = reason;
-        // "Diagnostic-Code: X-Unix; ..." is a local delivery program's exit:
-        // when nothing more is said, the mailer failed.
-        let unix = get(f, "diagnostic-code")
-            .and_then(|d| d.split_once(';'))
-            .is_some_and(|(kind, _)| kind.trim().eq_ignore_ascii_case("x-unix"));
-        if unix && matches!(reason, Reason::Undefined | Reason::Onhold | Reason::Expired) {
-            reason = Reason::Mailererror;
-        }
-        // A diagnostic that names no known cause: held, undecided
-        // (undefined is for a report that says nothing).
-        if reason == Reason::Undefined && about.is_some() {
-            reason = Reason::Onhold;
-        }
-        if reason != first {
-            crate::explain::note(|| {
-                let why = if unix {
-                    "an X-Unix diagnostic: the local mailer failed"
-                } else {
-                    "a diagnostic that names no known cause"
-                };
-                format!("{address}: {} -> {}: {why}", first.as_str(), reason.as_str())
-            });
-        }
-        actions.push(action.clone());
-        recipients.push(RecipientReport {
-            hard: false, // set by `classify`
-            address,
-            reason,
-            status,
-            reply_code: code_in_text,
-            diagnostic: about,
-            remote_mta: get(f, "remote-mta").map(strip_type).or_else(|| reporting_mta.clone()),
-            action,
-        });
+        let report = recipient_report(f, address, &human_text, reporting_mta.as_deref());
+        actions.push(report.action.clone());
+        recipients.push(report);
     }
     if recipients.is_empty() {
         return None;
@@ -255,6 +163,110 @@ pub fn delivery_report(msg: &Message<'_>) -> Option<Classification> {
         source_ip: None,
         autoreply_from: None,
     })
+}
+
+/// One recipient group's report: its status (the most specific of the
+/// Status field, the Diagnostic-Code and the prose about the address), its
+/// diagnostic, and the reason they say, adjusted by the command that failed.
+fn recipient_report(
+    f: &[(String, String)],
+    address: String,
+    human_text: &str,
+    reporting_mta: Option<&str>,
+) -> RecipientReport {
+    let action = get(f, "action").map(|a| a.to_ascii_lowercase());
+    let mut status = get(f, "status").and_then(text::rfc3463);
+    let diagnostic = get(f, "diagnostic-code").map(strip_type).filter(|d| !d.is_empty());
+    let (code_in_text, status_in_text) = diagnostic.as_deref().map(diagnostic_codes).unwrap_or((None, None));
+    // A specific status in the diagnostic beats a generic x.0.0 field.
+    if let Some(s) = &status_in_text
+        && status.as_deref().is_none_or(|st| st.ends_with(".0.0") && !s.ends_with(".0.0"))
+    {
+        status = Some(s.clone());
+    }
+    // When Diagnostic-Code is absent, the human text about this address
+    // is the diagnostic.
+    let prose = text::diagnostic_for(human_text, &address);
+    // Without Diagnostic-Code, the prose about this address quotes the
+    // remote's reply (OpenSMTPD: "a@b: 550 5.1.1 ..."): its status is
+    // more precise than a generic x.0.0 field of the same class.
+    let (prose_code, prose_status) = match (&diagnostic, &prose) {
+        (None, Some(p)) => diagnostic_codes(p),
+        _ => (None, None),
+    };
+    if let (Some(s), Some(st)) = (&prose_status, &status)
+        && st.ends_with(".0.0")
+        && !s.ends_with(".0.0")
+        && s.get(..1) == st.get(..1)
+    {
+        crate::explain::note(|| format!("{address}: status {st} -> {s}: the reply quoted in the prose"));
+        status = Some(s.clone());
+    }
+    let code_in_text = code_in_text.or(prose_code);
+    let about = diagnostic.clone().or_else(|| prose.clone());
+    // The prose often names the SMTP command that failed ("in reply to
+    // end of DATA command") where Diagnostic-Code does not.
+    let context = match (&about, &prose) {
+        // (On lines of their own: "User unknown" + "host x said" is no
+        // "unknown host".)
+        (Some(a), Some(p)) if a != p => format!("{a}\n{p}"),
+        (Some(a), _) => a.clone(),
+        (None, _) => human_text.to_string(),
+    };
+    let command = text::command_for(human_text, &address);
+    crate::explain::note(|| {
+        let from = match (&diagnostic, &prose) {
+            (Some(_), _) => "Diagnostic-Code",
+            (None, Some(_)) => "the human-readable part about this address",
+            (None, None) => "the whole human-readable part",
+        };
+        format!(
+            "recipient {address} (Final-Recipient); action {}; status {} ({}); diagnostic from {from}; command {}",
+            action.as_deref().unwrap_or("none"),
+            status.as_deref().unwrap_or("none"),
+            if status_in_text.is_some() && status == status_in_text {
+                "from the diagnostic"
+            } else {
+                "Status field"
+            },
+            command.unwrap_or("not said"),
+        )
+    });
+    let mut reason = reason::decide(Some(&context), status.as_deref(), action.as_deref(), command);
+    let first = reason;
+    // "Diagnostic-Code: X-Unix; ..." is a local delivery program's exit:
+    // when nothing more is said, the mailer failed.
+    let unix = get(f, "diagnostic-code")
+        .and_then(|d| d.split_once(';'))
+        .is_some_and(|(kind, _)| kind.trim().eq_ignore_ascii_case("x-unix"));
+    if unix && matches!(reason, Reason::Undefined | Reason::Onhold | Reason::Expired) {
+        reason = Reason::Mailererror;
+    }
+    // A diagnostic that names no known cause: held, undecided
+    // (undefined is for a report that says nothing).
+    if reason == Reason::Undefined && about.is_some() {
+        reason = Reason::Onhold;
+    }
+    if reason != first {
+        crate::explain::note(|| {
+            let why = if unix {
+                "an X-Unix diagnostic: the local mailer failed"
+            } else {
+                "a diagnostic that names no known cause"
+            };
+            format!("{address}: {} -> {}: {why}", first.as_str(), reason.as_str())
+        });
+    }
+    RecipientReport {
+        hard: false, // set by `classify`
+        address,
+        reason,
+        status,
+        reply_code: code_in_text,
+        diagnostic: about,
+        remote_mta: get(f, "remote-mta").map(strip_type).or_else(|| reporting_mta.map(str::to_string)),
+        action,
+    }
 }
 
 /// An ARF feedback report (`multipart/report; report-type=feedback-report`).

@@ -496,11 +496,54 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
     }
     let delayed = DELAY.is_match(subject) || DELAY.is_match(&text);
     let action = if delayed { "delayed" } else { "failed" };
-    // What a report's text says about one address.
-    let assess = |text: &str, address: &str| {
-        // James says what failed once, for every recipient.
-        let diagnostic =
-            james.as_ref().and_then(|j| j.diagnostic.clone()).or_else(|| diagnostic_for(text, address));
+    let prose = Prose {
+        msg,
+        text: &text,
+        james_diagnostic: james.as_ref().and_then(|j| j.diagnostic.as_deref()),
+        engine,
+        action,
+        single: addresses.len() == 1,
+    };
+    let recipients = addresses.into_iter().map(|address| prose.report(address)).collect();
+    let mut original = crate::dsn::original(msg);
+    // James writes its notice as a reply to the returned message
+    // (JavaMail's `reply()`): In-Reply-To names it.
+    if james.is_some() && original.message_id.is_none() {
+        original.message_id = crate::human::in_reply_to(msg);
+    }
+    Some(Classification {
+        verdict: if delayed { Verdict::Delay } else { Verdict::Bounce },
+        recipients,
+        feedback_type: None,
+        original,
+        mta: Some(engine.unwrap_or("unknown").to_string()),
+        source_ip: None,
+        autoreply_from: None,
+    })
+}
+
+/// A prose report, read for one failed address at a time.
+struct Prose<'a> {
+    msg: &'a Message<'a>,
+    text: &'a str,
+    /// James says what failed once, for every recipient.
+    james_diagnostic: Option<&'a str>,
+    engine: Option<&'static str>,
+    action: &'static str,
+    /// The report names one failed address.
+    single: bool,
+}
+
+impl Prose<'_> {
+    /// What `text` (the report's, or a returned report's) says about one
+    /// address: (diagnostic, reply code, status, reason).
+    fn assess(
+        &self,
+        text: &str,
+        address: &str,
+    ) -> (Option<String>, Option<u16>, Option<String>, crate::Reason) {
+        let action = self.action;
+        let diagnostic = self.james_diagnostic.map(str::to_string).or_else(|| diagnostic_for(text, address));
         // Without a diagnostic, the text's first 4,000 characters (borrowed).
         let context = diagnostic
             .as_deref()
@@ -518,79 +561,68 @@ pub fn bounce(msg: &Message<'_>) -> Option<Classification> {
         });
         let reason = reason::decide(Some(context), status.as_deref(), Some(action), command);
         (diagnostic, reply_code, status, reason)
-    };
-    let single = addresses.len() == 1;
-    let recipients = addresses
-        .into_iter()
-        .map(|address| {
-            let (mut diagnostic, mut reply_code, mut status, mut reason) = assess(&text, &address);
-            let first = reason;
-            // A gateway's notice that only says delivery failed, with the
-            // downstream report attached as the returned message: that
-            // report's word on the address.
-            if reason == crate::Reason::Undefined
-                && let Some(inner) = returned_report_text(msg, &address)
-            {
-                let found = assess(&inner, &address);
-                if found.3 != crate::Reason::Undefined {
-                    (diagnostic, reply_code, status, reason) = found;
-                }
-            }
-            // Google Groups refuses a post (no such group, or not a member).
-            if reason == crate::Reason::Undefined && engine == Some("GoogleGroups") {
-                reason = crate::Reason::Rejected;
-            }
-            // Exim's local delivery to a program ("pipe to |/path/cmd")
-            // failed without the program saying why: the mailer failed.
-            if reason == crate::Reason::Undefined && PIPE.is_match(&text) {
-                reason = crate::Reason::Mailererror;
-            }
-            // The lines after the address name no cause, but the report's
-            // prose above them does (Netscape/Sun's reason comes first,
-            // then "The following recipients did not receive this message").
-            if reason == crate::Reason::Undefined && diagnostic.is_some() {
-                let whole = reason::decide(Some(&text), status.as_deref(), Some(action), None);
-                if whole != crate::Reason::Undefined && single {
-                    reason = whole;
-                }
-            }
-            // The report says something about the address that names no
-            // known cause: held, undecided (undefined is for no word at all).
-            if reason == crate::Reason::Undefined && diagnostic.is_some() {
-                reason = crate::Reason::Onhold;
-            }
-            if reason != first {
-                crate::explain::note(|| {
-                    format!("{address}: {} -> {}: {}", first.as_str(), reason.as_str(), "what the report's format says beyond the rules (inner report, Google Groups, a pipe, or a diagnostic naming no known cause: onhold)")
-                });
-            }
-            RecipientReport {
-                hard: false, // set by `classify`
-                address,
-                reason,
-                status,
-                reply_code,
-                diagnostic,
-                remote_mta: None,
-                action: Some(action.to_string()),
-            }
-        })
-        .collect();
-    let mut original = crate::dsn::original(msg);
-    // James writes its notice as a reply to the returned message
-    // (JavaMail's `reply()`): In-Reply-To names it.
-    if james.is_some() && original.message_id.is_none() {
-        original.message_id = crate::human::in_reply_to(msg);
     }
-    Some(Classification {
-        verdict: if delayed { Verdict::Delay } else { Verdict::Bounce },
-        recipients,
-        feedback_type: None,
-        original,
-        mta: Some(engine.unwrap_or("unknown").to_string()),
-        source_ip: None,
-        autoreply_from: None,
-    })
+
+    /// The report for one address: what the text says, then what the
+    /// report's format says beyond the rules.
+    fn report(&self, address: String) -> RecipientReport {
+        let (mut diagnostic, mut reply_code, mut status, mut reason) = self.assess(self.text, &address);
+        let first = reason;
+        // A gateway's notice that only says delivery failed, with the
+        // downstream report attached as the returned message: that
+        // report's word on the address.
+        if reason == crate::Reason::Undefined
+            && let Some(inner) = returned_report_text(self.msg, &address)
+        {
+            let found = self.assess(&inner, &address);
+            if found.3 != crate::Reason::Undefined {
+                (diagnostic, reply_code, status, reason) = found;
+            }
+        }
+        // Google Groups refuses a post (no such group, or not a member).
+        if reason == crate::Reason::Undefined && self.engine == Some("GoogleGroups") {
+            reason = crate::Reason::Rejected;
+        }
+        // Exim's local delivery to a program ("pipe to |/path/cmd")
+        // failed without the program saying why: the mailer failed.
+        if reason == crate::Reason::Undefined && PIPE.is_match(self.text) {
+            reason = crate::Reason::Mailererror;
+        }
+        // The lines after the address name no cause, but the report's
+        // prose above them does (Netscape/Sun's reason comes first, then
+        // "The following recipients did not receive this message").
+        if reason == crate::Reason::Undefined && diagnostic.is_some() && self.single {
+            let whole = reason::decide(Some(self.text), status.as_deref(), Some(self.action), None);
+            if whole != crate::Reason::Undefined {
+                reason = whole;
+            }
+        }
+        // The report says something about the address that names no
+        // known cause: held, undecided (undefined is for no word at all).
+        if reason == crate::Reason::Undefined && diagnostic.is_some() {
+            reason = crate::Reason::Onhold;
+        }
+        if reason != first {
+            crate::explain::note(|| {
+                format!(
+                    "{address}: {} -> {}: {}",
+                    first.as_str(),
+                    reason.as_str(),
+                    "what the report's format says beyond the rules (inner report, Google Groups, a pipe, the whole prose, or a diagnostic naming no known cause: onhold)"
+                )
+            });
+        }
+        RecipientReport {
+            hard: false, // set by `classify`
+            address,
+            reason,
+            status,
+            reply_code,
+            diagnostic,
+            remote_mta: None,
+            action: Some(self.action.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]
