@@ -12,10 +12,9 @@ must name each cause: reason, status, recipient and hard/soft.
 
 import pytest
 
-from helpers.mta_lab import check_delay, finals, lab_dir, send_causes, wrong_verdicts
+from helpers.mta_lab import await_reports, check_delay, finals, send_causes, wrong_verdicts
 from helpers.net import free_port
-from helpers.postfix_lab import B_REFUSALS, Postfix, receiver
-from helpers.procs import wait_until
+from helpers.postfix_lab import B_REFUSALS, Postfix, receiving_lab
 
 # cause: (sender, recipient, message kind, reason, status, hard, verdict)
 CAUSES = {
@@ -64,21 +63,16 @@ def sending(root, sink_port, ports):
 
 @pytest.fixture
 def postfix_lab(sink):
-    with lab_dir("sluice-pflab-") as (root, mtas):
-        b, ports = receiver(root, sink.port)
-        mtas.append(b)
-        a = sending(root, sink.port, ports)
-        mtas.append(a)
-        a.start()
-        yield a, b
+    with receiving_lab("sluice-pflab-", sink.port, lambda root, ports: sending(root, sink.port, ports)) as lab:
+        yield lab
 
 
 def test_postfix_bounces_are_classified_by_their_cause(sink, postfix_lab, tmp_path):
     a, b = postfix_lab
     sent = send_causes(a.port, CAUSES)
     # Every cause has its final DSN, and the refused connection its delay DSN first.
-    got = wait_until(lambda: finals(sink, sent, b"Action: failed"), 90, interval=1,
-                     what=f"a DSN for every cause\nA:\n{a.log()[-3000:]}\nB:\n{b.log()[-3000:]}")
+    got = await_reports(lambda: finals(sink, sent, b"Action: failed"), sink, 90, "a DSN for every cause",
+                        lambda: f"A:\n{a.log()[-4000:]}\nB:\n{b.log()[-4000:]}")
     check_delay(sink, sent, lambda content: b"Action: delayed" in content, tmp_path)
     wrong = wrong_verdicts(got, CAUSES, tmp_path)
     assert not wrong, "\n\n".join(wrong)

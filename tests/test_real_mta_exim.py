@@ -18,10 +18,9 @@ import os
 import pytest
 
 from helpers.exim_lab import EXIM, Exim
-from helpers.mta_lab import check_delay, dump_reports, finals, lab_dir, send_causes, wrong_verdicts
+from helpers.mta_lab import await_reports, check_delay, finals, send_causes, wrong_verdicts
 from helpers.net import free_port
-from helpers.postfix_lab import B_REFUSALS, receiver
-from helpers.procs import wait_until
+from helpers.postfix_lab import B_REFUSALS, receiving_lab
 
 # cause: (sender, recipient, message kind, reason, status, hard, verdict)
 CAUSES = {
@@ -45,10 +44,8 @@ CAUSES = {
 def exim_lab(sink):
     if not os.access(EXIM, os.X_OK):
         pytest.fail(f"no Exim at {EXIM}: scripts/install-test-deps.sh unpacks it there")
-    with lab_dir("sluice-eximlab-") as (root, mtas):
-        b, ports = receiver(root, sink.port)
-        mtas.append(b)
-        e = Exim(root, "mtae", free_port(), local="quota.test", routes=[
+    def make(root, ports):
+        return Exim(root, "mtae", free_port(), local="quota.test", routes=[
             ("dest.test : other.test", "127.0.0.1", ports["main"], False),
             ("blocked.test", "127.0.0.1", ports["blocking"], False),
             ("storage.test", "127.0.0.1", ports["full"], False),
@@ -57,9 +54,9 @@ def exim_lab(sink):
             ("gone.test", "no-such-host.invalid", 25, False),
             ("sender.test : refused.test", "127.0.0.1", sink.port, False),
         ])
-        mtas.append(e)
-        e.start()
-        yield e, b
+
+    with receiving_lab("sluice-eximlab-", sink.port, make) as lab:
+        yield lab
 
 
 def test_exim_bounces_are_classified_by_their_cause(sink, exim_lab, tmp_path):
@@ -68,15 +65,8 @@ def test_exim_bounces_are_classified_by_their_cause(sink, exim_lab, tmp_path):
     # Exim's bounce says "Mail delivery failed" in its subject; its delay
     # warning says "Warning: message ... delayed".
     final = b"Mail delivery failed"
-    dump = os.environ.get("SLUICE_EXIM_DUMP")  # a folder for the reports
-    try:
-        got = wait_until(lambda: finals(sink, sent, final), 120, interval=1, what="a bounce for every cause")
-    except AssertionError as err:
-        log = "\n".join(line for line in e.log().splitlines() if "queue run" not in line)
-        raise AssertionError(f"{err}\nE:\n{log[-8000:]}") from None
-    finally:
-        if dump:
-            dump_reports(sink, dump)
+    got = await_reports(lambda: finals(sink, sent, final), sink, 120, "a bounce for every cause",
+                        lambda: "\n".join(line for line in e.log().splitlines() if "queue run" not in line))
     check_delay(sink, sent, lambda content: final not in content, tmp_path)
     wrong = wrong_verdicts(got, CAUSES, tmp_path)
     assert not wrong, "\n\n".join(wrong)

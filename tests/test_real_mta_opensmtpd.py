@@ -14,15 +14,12 @@ nor reports it within a test's time; the Postfix and Exim labs cover both.
     O's reports ----------> O's own Maildir
 """
 
-import os
-
 import pytest
 
-from helpers.mta_lab import check_delay, classify, dump_reports, finals, lab_dir, reports, send_causes, wrong_verdicts
+from helpers.mta_lab import await_reports, check_delay, classify, finals, reports, send_causes, wrong_verdicts
 from helpers.net import free_port
 from helpers.opensmtpd_lab import Mailbox, OpenSMTPD, available
-from helpers.postfix_lab import B_REFUSALS, receiver
-from helpers.procs import wait_until
+from helpers.postfix_lab import B_REFUSALS, receiving_lab
 
 # cause: (sender, recipient, message kind, reason, status, hard, verdict)
 CAUSES = {
@@ -42,18 +39,16 @@ EXPIRING = {
 def opensmtpd_lab(sink):
     if not available():
         pytest.fail("no OpenSMTPD (or unshare/nsenter): scripts/install-test-deps.sh unpacks it")
-    with lab_dir("sluice-osdlab-") as (root, mtas):
-        b, ports = receiver(root, sink.port)
-        mtas.append(b)
-        o = OpenSMTPD(root, "mtao", free_port(), routes=[
+    def make(root, ports):
+        return OpenSMTPD(root, "mtao", free_port(), routes=[
             ("dest.test other.test", "127.0.0.1", ports["main"], False),
             ("blocked.test", "127.0.0.1", ports["blocking"], False),
             ("storage.test", "127.0.0.1", ports["full"], False),
             ("gone.test", "no-such-host.invalid", 25, False),
         ], mailbox_domains="sender.test refused.test")
-        mtas.append(o)
-        o.start()
-        yield o, b
+
+    with receiving_lab("sluice-osdlab-", sink.port, make) as lab:
+        yield lab
 
 
 def test_opensmtpd_bounces_are_classified_by_their_cause(opensmtpd_lab, tmp_path):
@@ -61,7 +56,6 @@ def test_opensmtpd_bounces_are_classified_by_their_cause(opensmtpd_lab, tmp_path
     sent = send_causes(o.port, CAUSES)
     expiring = send_causes(o.port, EXPIRING)
     mailbox = Mailbox(o)
-    dump = os.environ.get("SLUICE_OPENSMTPD_DUMP")  # a folder for the reports
 
     def expired():
         found = {cause: m for m in reports(mailbox) for cause, t in expiring.items()
@@ -73,14 +67,8 @@ def test_opensmtpd_bounces_are_classified_by_their_cause(opensmtpd_lab, tmp_path
         got = finals(mailbox, sent, b"Action: failed")
         return got and expired() and got
 
-    try:
-        got = wait_until(done, 120, interval=1, what="a report for every cause")
-    except AssertionError as err:
-        log = "\n".join(line for line in o.log().splitlines() if not line.startswith("debug:"))
-        raise AssertionError(f"{err}\nO:\n{log[-8000:]}") from None
-    finally:
-        if dump:
-            dump_reports(mailbox, dump)
+    got = await_reports(done, mailbox, 120, "a report for every cause",
+                        lambda: "\n".join(line for line in o.log().splitlines() if not line.startswith("debug:")))
     wrong = wrong_verdicts(got, CAUSES, tmp_path)
     assert not wrong, "\n\n".join(wrong)
     # The first notice for the full system is a delay naming its recipient...

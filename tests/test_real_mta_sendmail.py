@@ -10,14 +10,11 @@ recipient and hard/soft.
     S's reports ---------> the capture sink (aiosmtpd)
 """
 
-import os
-
 import pytest
 
-from helpers.mta_lab import check_delay, dump_reports, finals, lab_dir, send_causes, wrong_verdicts
+from helpers.mta_lab import await_reports, check_delay, finals, send_causes, wrong_verdicts
 from helpers.net import free_port
-from helpers.postfix_lab import B_REFUSALS, receiver
-from helpers.procs import wait_until
+from helpers.postfix_lab import B_REFUSALS, receiving_lab
 from helpers.sendmail_lab import Sendmail, available
 
 # cause: (sender, recipient, message kind, reason, status, hard, verdict)
@@ -38,12 +35,8 @@ CAUSES = {
 def sendmail_lab(sink):
     if not available():
         pytest.fail("no Sendmail: scripts/install-test-deps.sh unpacks it")
-    # Sendmail ignores a map in a world-writable directory's subtree (/tmp):
-    # the lab lives under a root-owned one.
-    with lab_dir("sluice-smlab-", base="/var/lib/sluice-test") as (root, mtas):
-        b, ports = receiver(root, sink.port)
-        mtas.append(b)
-        s = Sendmail(root, "mtas", free_port(), routes=[
+    def make(root, ports):
+        return Sendmail(root, "mtas", free_port(), routes=[
             ("dest.test other.test", "127.0.0.1", ports["main"]),
             ("blocked.test", "127.0.0.1", ports["blocking"]),
             ("storage.test", "127.0.0.1", ports["full"]),
@@ -51,23 +44,17 @@ def sendmail_lab(sink):
             ("gone.test", "no-such-host.invalid", 25),
             ("sender.test refused.test", "127.0.0.1", sink.port),
         ])
-        mtas.append(s)
-        s.start()
-        yield s, b
+
+    # Sendmail ignores a map in a world-writable directory's subtree (/tmp):
+    # the lab lives under a root-owned one.
+    with receiving_lab("sluice-smlab-", sink.port, make, base="/var/lib/sluice-test") as lab:
+        yield lab
 
 
 def test_sendmail_bounces_are_classified_by_their_cause(sink, sendmail_lab, tmp_path):
     s, b = sendmail_lab
     sent = send_causes(s.port, CAUSES)
-    dump = os.environ.get("SLUICE_SENDMAIL_DUMP")  # a folder for the reports
-    try:
-        got = wait_until(lambda: finals(sink, sent, b"Action: failed"), 120, interval=1,
-                         what="a DSN for every cause")
-    except AssertionError as err:
-        raise AssertionError(f"{err}\nS:\n{s.log()[-6000:]}") from None
-    finally:
-        if dump:
-            dump_reports(sink, dump)
+    got = await_reports(lambda: finals(sink, sent, b"Action: failed"), sink, 120, "a DSN for every cause", s.log)
     check_delay(sink, sent, lambda content: b"Action: delayed" in content, tmp_path)
     wrong = wrong_verdicts(got, CAUSES, tmp_path)
     assert not wrong, "\n\n".join(wrong)

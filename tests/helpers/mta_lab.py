@@ -61,6 +61,21 @@ class Foreground:
                 self.proc.kill()
 
 
+def await_reports(done, source, timeout, what, log):
+    """Polls `done` (once a second) until it returns the reports; on a
+    timeout fails with the tail of the MTA's `log()` (read then, not before).
+    With SLUICE_MTA_DUMP set, every report `source` holds is written there
+    as .eml files either way (for a look at an MTA's own format)."""
+    dump = os.environ.get("SLUICE_MTA_DUMP")
+    try:
+        return wait_until(done, timeout, interval=1, what=what)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{log()[-8000:]}") from None
+    finally:
+        if dump:
+            dump_reports(source, dump)
+
+
 def dump_reports(source, folder):
     """Every report `source` holds, as numbered .eml files in `folder` (for
     a look at an MTA's own format)."""

@@ -9,6 +9,7 @@ system's `postfix` user (installed by scripts/install-test-deps.sh), never
 touching the system instance's queue or ports.
 """
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -16,7 +17,7 @@ import subprocess
 import textwrap
 
 from helpers.net import free_port
-from helpers.mta_lab import listening
+from helpers.mta_lab import lab_dir, listening
 from helpers.procs import wait_until
 
 # Only the services a relay-and-bounce flow needs; no chroot (the instance's
@@ -165,6 +166,19 @@ def receiver(root, sink_port):
     os.chown(full, pw.pw_uid, pw.pw_gid)
     b.start()
     return b, ports
+
+
+@contextlib.contextmanager
+def receiving_lab(prefix, sink_port, make, base=None):
+    """A lab: B started, then the MTA under test that `make(root, ports)`
+    builds, started; yields (mta, b) and stops both at the end."""
+    with lab_dir(prefix, base) as (root, mtas):
+        b, ports = receiver(root, sink_port)
+        mtas.append(b)
+        mta = make(root, ports)
+        mtas.append(mta)
+        mta.start()
+        yield mta, b
 
 
 # What B refuses at SMTP time, whoever relays to it; each lab's table starts

@@ -27,8 +27,14 @@ pub(crate) static DAEMON: LazyLock<Regex> = LazyLock::new(|| {
 /// lists no address on a line of its own ("Local mailbox a@b is
 /// unavailable: user not found").
 static FAILURE_WORDS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)permanent(?:ly)? (?:error|fail)|could not be delivered|did not reach|failed|undeliverable|unable to deliver|not delivered|rejected|error|unavailable|not found|no such|unknown|invalid|does(?:n't| not) exist|mailbox (?:is )?full|over quota|refused|denied").expect("static regex")
+    Regex::new(&format!(
+        r"(?i){FAILED}|unavailable|not found|no such|unknown|invalid|does(?:n't| not) exist|mailbox (?:is )?full|over quota|refused|denied"
+    ))
+    .expect("static regex")
 });
+
+/// Words a report uses for a failed delivery (its heading, or a sentence).
+pub(crate) const FAILED: &str = r"permanent(?:ly)? (?:error|fail)|could not be delivered|did not reach|failed|undeliverable|unable to deliver|not delivered|rejected|error";
 
 /// Address-type prefixes before an address (Exchange's `SMTP:a@b`, the
 /// DSN's `rfc822;a@b` quoted in prose).

@@ -34,9 +34,8 @@ static DELAY: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)will (?:continue|keep) (?:trying|to try|retrying)|still (?:trying|being retried)|has been delayed|delivery (?:is )?delayed|not (?:yet )?been delivered|warning: message .* still undelivered|delayed mail|\(delay\)|temporar(?:y|ily) (?:failure|unable)|will be retried")
         .expect("static regex")
 });
-static FAILED_HEADING: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)permanent(?:ly)? (?:error|fail)|could not be delivered|did not reach|failed|undeliverable|unable to deliver|not delivered|rejected|error").expect("static regex")
-});
+static FAILED_HEADING: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(&format!("(?i){}", crate::recipients::FAILED)).expect("static regex"));
 
 /// Exim's heading for a delivery to a program (`pipe to |/path/cmd`).
 static PIPE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?m)^[\s\-]*pipe to \|").expect("static regex"));
