@@ -52,6 +52,8 @@ command -v swaks >/dev/null 2>&1 || need_apt+=(swaks)
 # available" and the submission tests fail.
 perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need_apt+=(libnet-ssleay-perl)
 command -v mbsync >/dev/null 2>&1 || need_apt+=(isync)
+# The real-MTA labs' DNS server (NXDOMAIN and SERVFAIL by construction).
+[ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
     need_apt+=(python3-pip)
 fi

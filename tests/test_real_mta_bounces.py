@@ -12,6 +12,7 @@ must name each cause: reason, status, recipient and hard/soft.
 
 import pytest
 
+from helpers.lab_dns import resolver_mount
 from helpers.mta_lab import await_reports, check_delay, finals, send_causes, wrong_verdicts
 from helpers.net import free_port
 from helpers.postfix_lab import B_REFUSALS, Postfix, receiving_lab
@@ -32,14 +33,26 @@ CAUSES = {
                                             True, "bounce"),
     "destination host does not exist": ("s@sender.test", "x@gone.test", "small", "hostunknown", "5.4.4", True,
                                         "bounce"),
+    # The lab's DNS server: nx.test is NXDOMAIN, lostmx.test's MX host is,
+    # nullmx.test has a null MX, broken.test's name servers never answer.
+    "domain does not exist": ("s@sender.test", "x@nx.test", "small", "hostunknown", "5.4.4", True, "bounce"),
+    "MX host does not exist": ("s@sender.test", "x@lostmx.test", "small", "hostunknown", "5.4.4", True, "bounce"),
+    "domain accepts no mail (null MX)": ("s@sender.test", "x@nullmx.test", "small", "notaccept", "5.1.0", True,
+                                         "bounce"),
+    "name servers not answering until expiry": ("s@sender.test", "x@broken.test", "small", "expired", "4.4.3",
+                                                False, "bounce"),
+    "no greeting until expiry": ("s@sender.test", "x@silent.test", "small", "expired", "4.4.2", False, "bounce"),
 }
 
 
 def sending(root, sink_port, ports):
     """A, the sending Postfix (not started), routing each domain to one of
-    B's listeners, a closed port or a host that does not exist."""
+    B's listeners, a closed port, a listener that never greets, a host that
+    does not exist, or by its MX records in the lab's DNS."""
     a_port, closed = free_port(), free_port()
-    a = Postfix(root, "mtaa", a_port, main=f"""\
+    a = Postfix(root, "mtaa", a_port, mounts=resolver_mount(root), main=f"""\
+        smtp_dns_support_level = enabled
+        smtp_helo_timeout = 3s
         mynetworks = 127.0.0.0/8
         smtpd_relay_restrictions = permit_mynetworks, reject
         transport_maps = texthash:{root}/mtaa/conf/transport
@@ -51,10 +64,11 @@ def sending(root, sink_port, ports):
         "transport": "".join(f"{d} smtp:[127.0.0.1]:{p}\n" for d, p in [
             ("dest.test", ports["main"]), ("local.test", ports["main"]), ("other.test", ports["main"]),
             ("down.test", closed), ("blocked.test", ports["blocking"]), ("storage.test", ports["full"]),
-            ("sender.test", sink_port), ("refused.test", sink_port)])
+            ("sender.test", sink_port), ("refused.test", sink_port), ("silent.test", ports["silent"])])
         # The same B by another name, so that its TLS policy is its own.
         + f"tls.test smtp:[localhost]:{ports['main']}\n"
-        # A name that does not exist (.invalid, RFC 2606).
+        # A name that does not exist (.invalid, RFC 2606); nx.test,
+        # lostmx.test and broken.test are left to their MX records.
         + "gone.test smtp:[no-such-host.invalid]:25\n",
         "tls_policy": f"[localhost]:{ports['main']} encrypt\n",
     })

@@ -8,7 +8,8 @@ cause: reason, status, recipient and hard/soft.
     E (Exim) --smtp--> B (receiving Postfix: unknown user, size limit,
                           relay and sender rules, header_checks, a
                           refusing listener, a listener out of disk)
-             --smtp--> a closed port; a name in .invalid (RFC 2606)
+             --smtp--> a closed port; a listener that never greets; a name
+                       in .invalid (RFC 2606); MX records in the lab's DNS
              --appendfile--> a 2 KB quota
     E's reports --------> the capture sink (aiosmtpd)
 """
@@ -18,6 +19,7 @@ import os
 import pytest
 
 from helpers.exim_lab import EXIM, Exim
+from helpers.lab_dns import resolver_mount
 from helpers.mta_lab import await_reports, check_delay, finals, send_causes, wrong_verdicts
 from helpers.net import free_port
 from helpers.postfix_lab import B_REFUSALS, receiving_lab
@@ -35,6 +37,15 @@ CAUSES = {
                                            False, "bounce"),
     "destination host does not exist": ("s@sender.test", "x@gone.test", "small", "hostunknown", "5.0.0", True,
                                         "bounce"),
+    # The lab's DNS server: nx.test is NXDOMAIN, lostmx.test's MX host is,
+    # nullmx.test has a null MX, broken.test's name servers never answer.
+    "domain does not exist": ("s@sender.test", "x@nx.test", "small", "hostunknown", "5.0.0", True, "bounce"),
+    "MX host does not exist": ("s@sender.test", "x@lostmx.test", "small", "hostunknown", "5.0.0", True, "bounce"),
+    "domain accepts no mail (null MX)": ("s@sender.test", "x@nullmx.test", "small", "notaccept", "5.0.0", True,
+                                         "bounce"),
+    "name servers not answering until expiry": ("s@sender.test", "x@broken.test", "small", "expired", "5.0.0",
+                                                False, "bounce"),
+    "no greeting until expiry": ("s@sender.test", "x@silent.test", "small", "expired", "5.0.0", False, "bounce"),
     "mailbox over quota until expiry": ("s@sender.test", "full@quota.test", "big", "mailboxfull", "5.0.0", False,
                                         "bounce"),
 }
@@ -45,12 +56,14 @@ def exim_lab(sink):
     if not os.access(EXIM, os.X_OK):
         pytest.fail(f"no Exim at {EXIM}: scripts/install-test-deps.sh unpacks it there")
     def make(root, ports):
-        return Exim(root, "mtae", free_port(), local="quota.test", routes=[
+        return Exim(root, "mtae", free_port(), local="quota.test", mx_domains="nx.test : lostmx.test : nullmx.test : broken.test",
+                    mounts=resolver_mount(root), routes=[
             ("dest.test : other.test", "127.0.0.1", ports["main"], False),
             ("blocked.test", "127.0.0.1", ports["blocking"], False),
             ("storage.test", "127.0.0.1", ports["full"], False),
             ("tls.test", "127.0.0.1", ports["main"], True),
             ("down.test", "127.0.0.1", free_port(), False),
+            ("silent.test", "127.0.0.1", ports["silent"], False),
             ("gone.test", "no-such-host.invalid", 25, False),
             ("sender.test : refused.test", "127.0.0.1", sink.port, False),
         ])

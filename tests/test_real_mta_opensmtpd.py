@@ -10,12 +10,14 @@ destination, every destination here being 127.0.0.1) and neither expires it
 nor reports it within a test's time; the Postfix and Exim labs cover both.
 
     O (OpenSMTPD) --smtp--> B (receiving Postfix)
-                  --smtp--> a name in .invalid (RFC 2606)
+                  --smtp--> a name in .invalid (RFC 2606); MX records in the
+                            lab's DNS
     O's reports ----------> O's own Maildir
 """
 
 import pytest
 
+from helpers.lab_dns import resolver_mount
 from helpers.mta_lab import await_reports, check_delay, classify, finals, reports, send_causes, wrong_verdicts
 from helpers.net import free_port
 from helpers.opensmtpd_lab import Mailbox, OpenSMTPD, available
@@ -26,12 +28,20 @@ CAUSES = {
     **B_REFUSALS,
     # OpenSMTPD refuses it itself against B's SIZE, with no status code.
     "message too big": ("s@sender.test", "ok@dest.test", "big", "mesgtoobig", "5.0.0", False, "bounce"),
+    # The lab's DNS server: nx.test is NXDOMAIN.
+    "domain does not exist": ("s@sender.test", "x@nx.test", "small", "hostunknown", "5.0.0", True, "bounce"),
 }
 # OpenSMTPD 6.8 reports an envelope it gives up on ("Envelope expired") in a
 # notice with Action: delayed, Status 4.4.7: a delay whose cause is expiry.
 EXPIRING = {
     "receiving system full until expiry": ("s@sender.test", "ok@storage.test", "small"),
     "destination host does not exist": ("s@sender.test", "x@gone.test", "small"),
+    # The lab's DNS again: broken.test's name servers never answer; and
+    # OpenSMTPD 6.8 takes an MX host that does not exist, and a null MX
+    # (RFC 7505), for "No MX found for domain", a temporary failure.
+    "name servers not answering until expiry": ("s@sender.test", "x@broken.test", "small"),
+    "MX host does not exist": ("s@sender.test", "x@lostmx.test", "small"),
+    "null MX": ("s@sender.test", "x@nullmx.test", "small"),
 }
 
 
@@ -45,7 +55,8 @@ def opensmtpd_lab(sink):
             ("blocked.test", "127.0.0.1", ports["blocking"], False),
             ("storage.test", "127.0.0.1", ports["full"], False),
             ("gone.test", "no-such-host.invalid", 25, False),
-        ], mailbox_domains="sender.test refused.test")
+        ], mailbox_domains="sender.test refused.test", mx_domains="nx.test lostmx.test nullmx.test broken.test",
+            mounts=resolver_mount(root))
 
     with receiving_lab("sluice-osdlab-", sink.port, make) as lab:
         yield lab

@@ -6,12 +6,14 @@ DSN format, and `sluice classify` must name each cause: reason, status,
 recipient and hard/soft.
 
     S (Sendmail) --smtp--> B (receiving Postfix)
-                 --smtp--> a closed port; a name in .invalid (RFC 2606)
+                 --smtp--> a closed port; a listener that never greets; a name
+                           in .invalid (RFC 2606); MX records in the lab's DNS
     S's reports ---------> the capture sink (aiosmtpd)
 """
 
 import pytest
 
+from helpers.lab_dns import resolver_mount
 from helpers.mta_lab import await_reports, check_delay, finals, send_causes, wrong_verdicts
 from helpers.net import free_port
 from helpers.postfix_lab import B_REFUSALS, receiving_lab
@@ -28,6 +30,15 @@ CAUSES = {
                                            False, "bounce"),
     "destination host does not exist": ("s@sender.test", "x@gone.test", "small", "hostunknown", "5.1.2", True,
                                         "bounce"),
+    # The lab's DNS server: nx.test is NXDOMAIN, lostmx.test's MX host is,
+    # nullmx.test has a null MX, broken.test's name servers never answer.
+    "domain does not exist": ("s@sender.test", "x@nx.test", "small", "hostunknown", "5.1.2", True, "bounce"),
+    "MX host does not exist": ("s@sender.test", "x@lostmx.test", "small", "hostunknown", "5.1.2", True, "bounce"),
+    "domain accepts no mail (null MX)": ("s@sender.test", "x@nullmx.test", "small", "notaccept", "5.1.10", True,
+                                         "bounce"),
+    "name servers not answering until expiry": ("s@sender.test", "x@broken.test", "small", "expired", "4.4.7",
+                                                False, "bounce"),
+    "no greeting until expiry": ("s@sender.test", "x@silent.test", "small", "expired", "4.4.7", False, "bounce"),
 }
 
 
@@ -36,11 +47,13 @@ def sendmail_lab(sink):
     if not available():
         pytest.fail("no Sendmail: scripts/install-test-deps.sh unpacks it")
     def make(root, ports):
-        return Sendmail(root, "mtas", free_port(), routes=[
+        return Sendmail(root, "mtas", free_port(), mx_domains="nx.test lostmx.test nullmx.test broken.test",
+                        mounts=resolver_mount(root), routes=[
             ("dest.test other.test", "127.0.0.1", ports["main"]),
             ("blocked.test", "127.0.0.1", ports["blocking"]),
             ("storage.test", "127.0.0.1", ports["full"]),
             ("down.test", "127.0.0.1", free_port()),
+            ("silent.test", "127.0.0.1", ports["silent"]),
             ("gone.test", "no-such-host.invalid", 25),
             ("sender.test refused.test", "127.0.0.1", sink.port),
         ])

@@ -40,11 +40,16 @@ r_{name}:
 
 
 class Exim(Foreground):
-    """One Exim daemon: `routes` is a list of (domain, host, port, tls_required)."""
+    """One Exim daemon: `routes` is a list of (domain, host, port,
+    tls_required); `mx_domains` are routed by their MX records (Exim's
+    dnslookup router), in the DNS that `mounts` (shell commands run first in
+    a mount namespace of the daemon's own) point it at."""
 
-    def __init__(self, root, name, port, routes, local=None, give_up=15, delay_warning="4s:1h"):
+    def __init__(self, root, name, port, routes, local=None, give_up=15, delay_warning="4s:1h", mx_domains=None,
+                 mounts=None):
         self.dir = os.path.join(root, name)
         self.port = port
+        self.mounts = mounts
         for sub in ("spool", "log", "mail"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
             shutil.chown(os.path.join(self.dir, sub), USER, USER)
@@ -53,6 +58,14 @@ class Exim(Foreground):
             route(f"{i}", domain, host, p, "tls_smtp" if tls else "remote_smtp")
             for i, (domain, host, p, tls) in enumerate(routes)
         )
+        if mx_domains:
+            routers += f"""\
+r_mx:
+  driver = dnslookup
+  domains = {mx_domains}
+  transport = remote_smtp
+  no_more
+"""
         if local:
             routers += f"""\
 r_local:
@@ -77,6 +90,8 @@ daemon_smtp_ports = {port}
 local_interfaces = 127.0.0.1
 host_lookup =
 rfc1413_hosts =
+dns_retrans = 1s
+dns_retry = 1
 tls_advertise_hosts =
 acl_smtp_rcpt = acl_rcpt
 delay_warning = {delay_warning}
@@ -96,10 +111,12 @@ remote_smtp:
   driver = smtp
   allow_localhost
   connection_max_messages = 1
+  command_timeout = 3s
 tls_smtp:
   driver = smtp
   allow_localhost
   connection_max_messages = 1
+  command_timeout = 3s
   hosts_require_tls = *
 to_file:
   driver = appendfile
@@ -113,7 +130,10 @@ begin retry
         self.out = os.path.join(self.dir, "exim.out")
 
     def start(self):
-        self.run([EXIM, "-C", self.conf, "-bdf", "-q1s"])
+        daemon = [EXIM, "-C", self.conf, "-bdf", "-q1s"]
+        if self.mounts:
+            daemon = ["unshare", "-m", "sh", "-c", f"{self.mounts} && exec {' '.join(daemon)}"]
+        self.run(daemon)
 
     def log(self):
         out = []

@@ -10,14 +10,15 @@ import smtplib
 import socket
 import subprocess
 import tempfile
+import threading
 
 from helpers.mail import simple_message, token
 from helpers.procs import sluice_bin, wait_until
 
 
-def listening(port):
+def listening(port, host="127.0.0.1"):
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
+        with socket.create_connection((host, port), timeout=1):
             return True
     except OSError:
         return False
@@ -26,10 +27,11 @@ def listening(port):
 class Foreground:
     """An MTA daemon the test runs in the foreground: started, awaited on its
     port (failing with its log if it exits), stopped. Subclasses set `dir`,
-    `port` and `out` (a file for its output, the log unless they say
-    otherwise)."""
+    `port` (on `host`) and `out` (a file for its output, the log unless they
+    say otherwise)."""
 
     proc = None
+    host = "127.0.0.1"
 
     def run(self, args):
         with open(self.out, "wb") as out:
@@ -40,7 +42,7 @@ class Foreground:
         if self.proc.poll() is not None:
             with open(self.out, errors="replace") as f:
                 raise RuntimeError(f"{self.proc.args} exited:\n{f.read()}\n{self.log()}")
-        return listening(self.port)
+        return listening(self.port, self.host)
 
     def log(self):
         try:
@@ -59,6 +61,31 @@ class Foreground:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+class Silent:
+    """A TCP listener that takes every connection and never says a word: an
+    SMTP server that never greets, so the client's greeting timeout fires
+    (the "timeouts until expiry" of the labs)."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held = []
+        threading.Thread(target=self._hold, daemon=True).start()
+
+    def _hold(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def stop(self):
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
 
 
 def await_reports(done, source, timeout, what, log):

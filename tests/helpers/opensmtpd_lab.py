@@ -31,11 +31,15 @@ USER = "opensmtpd"
 
 
 class OpenSMTPD(Foreground):
-    """One smtpd: `routes` is a list of (domains, host, port, tls_required)."""
+    """One smtpd: `routes` is a list of (domains, host, port, tls_required);
+    `mx_domains` are relayed by their MX records, in the DNS that `mounts`
+    (shell commands run first in its mount namespace) point it at."""
 
-    def __init__(self, root, name, port, routes, mailbox_domains="", ttl="15s", warn="4s"):
+    def __init__(self, root, name, port, routes, mailbox_domains="", ttl="15s", warn="4s", mx_domains="",
+                 mounts=None):
         self.dir = os.path.join(root, name)
         self.port = port
+        self.mounts = mounts
         for sub in ("spool", "run", "Maildir"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         os.chmod(os.path.join(self.dir, "spool"), 0o711)
@@ -57,6 +61,9 @@ class OpenSMTPD(Foreground):
             lines.append(f'action "r{i}" relay host {scheme}://{host}:{p} helo {name}.lab.test')
             for domain in domains.split():
                 lines.append(f'match from local for domain "{domain}" action "r{i}"')
+        lines.append(f'action "mx" relay helo {name}.lab.test')
+        for domain in mx_domains.split():
+            lines.append(f'match from local for domain "{domain}" action "mx"')
         self.conf = os.path.join(self.dir, "smtpd.conf")
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -64,6 +71,7 @@ class OpenSMTPD(Foreground):
 
     def start(self):
         script = (
+            f"{self.mounts + ' && ' if self.mounts else ''}"
             f"mount --bind {self.dir}/spool /var/spool/smtpd && mount --bind {self.dir}/run /run"
             f" && mount --bind {LIBEXEC} /usr/libexec/opensmtpd"
             f" && exec {SMTPD} -d -v -f {self.conf}"

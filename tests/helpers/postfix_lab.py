@@ -17,7 +17,8 @@ import subprocess
 import textwrap
 
 from helpers.net import free_port
-from helpers.mta_lab import lab_dir, listening
+from helpers.lab_dns import LabDNS
+from helpers.mta_lab import Silent, lab_dir, listening
 from helpers.procs import wait_until
 
 # Only the services a relay-and-bounce flow needs; no chroot (the instance's
@@ -52,12 +53,14 @@ postlog   unix-dgram n - n - 1 postlogd
 class Postfix:
     """One private Postfix instance: `main` is extra main.cf text, `files`
     maps file names (in its config directory) to their contents, and
-    `listeners` adds (port, "-o name=value ...") smtpd services."""
+    `listeners` adds (port, "-o name=value ...") smtpd services; `mounts`
+    (shell commands) run first in a mount namespace of the instance's own."""
 
-    def __init__(self, root, name, port, main, files=None, listeners=()):
+    def __init__(self, root, name, port, main, files=None, listeners=(), mounts=None):
         self.dir = os.path.join(root, name)
         self.conf = os.path.join(self.dir, "conf")
         self.port = port
+        self.mounts = mounts
         for sub in ("conf", "queue", "data", "mail"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         for sub in ("data", "mail"):
@@ -105,7 +108,13 @@ class Postfix:
         return subprocess.run(["postfix", "-c", self.conf, *args], capture_output=True, text=True, timeout=60)
 
     def start(self):
-        p = self.postfix("start")
+        if self.mounts:
+            # The master daemon (and every process it starts) stays in the
+            # mount namespace it was started in.
+            p = subprocess.run(["unshare", "-m", "sh", "-c", f"{self.mounts} && postfix -c {self.conf} start"],
+                               capture_output=True, text=True, timeout=60)
+        else:
+            p = self.postfix("start")
         if p.returncode != 0:
             raise RuntimeError(f"postfix {self.dir} did not start: {p.stdout}{p.stderr}\n{self.log()}")
         wait_until(lambda: listening(self.port) or None, 20, what=f"postfix {self.dir} listening")
@@ -170,16 +179,29 @@ def receiver(root, sink_port):
 
 @contextlib.contextmanager
 def receiving_lab(prefix, sink_port, make, base=None):
-    """A lab: B started, then the MTA under test that `make(root, ports)`
-    builds, started; yields (mta, b) and stops both at the end."""
+    """A lab: its DNS server (lab_dns) and a listener that never greets
+    (`ports["silent"]`), B started, then the MTA under test that
+    `make(root, ports)` builds, started; yields (mta, b) and stops all at
+    the end. An MTA that looks names up runs with `lab_dns.resolver_mount(root)`."""
     with lab_dir(prefix, base) as (root, mtas):
+        dns = LabDNS(root, mx=LAB_MX, hosts={"localhost": "127.0.0.1"})
+        mtas.append(dns)
+        dns.start()
+        silent = Silent()
+        mtas.append(silent)
         b, ports = receiver(root, sink_port)
+        ports["silent"] = silent.port
         mtas.append(b)
         mta = make(root, ports)
         mtas.append(mta)
         mta.start()
         yield mta, b
 
+
+# The lab's MX records (every other name under .test is NXDOMAIN): a
+# domain whose MX host does not exist, and a null MX (RFC 7505: the domain
+# accepts no mail).
+LAB_MX = {"lostmx.test": "mx.lostmx.test", "nullmx.test": "."}
 
 # What B refuses at SMTP time, whoever relays to it; each lab's table starts
 # from these. cause: (sender, recipient, message kind, reason, status, hard,

@@ -29,22 +29,27 @@ def mailer(name, port):
 
 
 class Sendmail(Foreground):
-    """One sendmail daemon: `routes` is a list of (domains, host, port)."""
+    """One sendmail daemon: `routes` is a list of (domains, host, port);
+    `mx_domains` are relayed by their MX records, in the DNS that `mounts`
+    (shell commands run first in its own mount namespace) point it at."""
 
-    def __init__(self, root, name, port, routes, give_up="20s", warn="4s"):
+    def __init__(self, root, name, port, routes, give_up="20s", warn="4s", mx_domains="", mounts=None):
         self.dir = os.path.join(root, name)
         self.name = name
         self.port = port
+        self.mounts = mounts
         os.makedirs(os.path.join(self.dir, "queue"), mode=0o700, exist_ok=True)
         mailers = "".join(mailer(f"lab{i}", p) for i, (_, _, p) in enumerate(routes))
         table = "".join(
             f"{domain} lab{i}:[{host}]\n" for i, (domains, host, _) in enumerate(routes) for domain in domains.split()
         )
-        # Host names from /etc/hosts only: the lab needs no DNS (and a resolver
-        # the machine cannot reach would stall Sendmail's start for minutes).
+        # Host names from /etc/hosts first (Sendmail qualifies its own name
+        # there), then the lab's DNS, which also gives the MX records; with
+        # no lab DNS, /etc/hosts only (a resolver the machine cannot reach
+        # would stall Sendmail's start for minutes).
         with open(os.path.join(self.dir, "service.switch"), "w") as f:
-            f.write("hosts files\naliases files\n")
-        domains = " ".join(d for ds, _, _ in routes for d in ds.split())
+            f.write(f"hosts files{' dns' if mounts else ''}\naliases files\n")
+        domains = " ".join([d for ds, _, _ in routes for d in ds.split()] + mx_domains.split())
         mc = f"""\
 divert(-1)
 divert(0)dnl
@@ -62,6 +67,7 @@ define(`confTO_QUEUEWARN', `{warn}')dnl
 define(`confMIN_QUEUE_AGE', `0s')dnl
 define(`confTO_CONNECT', `5s')dnl
 define(`confTO_ICONNECT', `5s')dnl
+define(`confTO_INITIAL', `3s')dnl
 define(`confDELIVERY_MODE', `background')dnl
 define(`confMAX_QUEUE_CHILDREN', `4')dnl
 define(`confPRIVACY_FLAGS', `goaway')dnl
@@ -93,7 +99,8 @@ MAILER_DEFINITIONS
         with open("/etc/hosts") as f, open(hosts, "w") as out:
             out.write(f.read() + f"\n127.0.0.1 {self.name}.lab.test {self.name}\n")
         # -bD: a daemon in the foreground; -q1s: a queue run every second.
-        script = (f"mount --bind {hosts} /etc/hosts && hostname {self.name}.lab.test"
+        script = (f"{self.mounts + ' && ' if self.mounts else ''}"
+                  f"mount --bind {hosts} /etc/hosts && hostname {self.name}.lab.test"
                   f" && exec {SENDMAIL} -C {self.conf} -bD -q1s")
         self.run(["unshare", "-m", "-u", "sh", "-c", script])
 
