@@ -39,6 +39,8 @@ CAUSES = {
     "name servers not answering until expiry": ("s@sender.test", "x@broken.test", "small", "expired", "4.4.7",
                                                 False, "bounce"),
     "no greeting until expiry": ("s@sender.test", "x@silent.test", "small", "expired", "4.4.7", False, "bounce"),
+    "TLS required, not offered, until expiry": ("s@sender.test", "x@tls.test", "small", "failedstarttls", "4.4.7",
+                                                False, "bounce"),
 }
 
 
@@ -48,8 +50,8 @@ def sendmail_lab(sink):
         pytest.fail("no Sendmail: scripts/install-test-deps.sh unpacks it")
     def make(root, ports):
         return Sendmail(root, "mtas", free_port(), mx_domains="nx.test lostmx.test nullmx.test broken.test",
-                        mounts=resolver_mount(root), routes=[
-            ("dest.test other.test", "127.0.0.1", ports["main"]),
+                        mounts=resolver_mount(root), tls_domains="tls.test", routes=[
+            ("dest.test other.test tls.test", "127.0.0.1", ports["main"]),
             ("blocked.test", "127.0.0.1", ports["blocking"]),
             ("storage.test", "127.0.0.1", ports["full"]),
             ("down.test", "127.0.0.1", free_port()),

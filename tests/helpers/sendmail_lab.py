@@ -31,9 +31,12 @@ def mailer(name, port):
 class Sendmail(Foreground):
     """One sendmail daemon: `routes` is a list of (domains, host, port);
     `mx_domains` are relayed by their MX records, in the DNS that `mounts`
-    (shell commands run first in its own mount namespace) point it at."""
+    (shell commands run first in its own mount namespace) point it at;
+    `tls_domains` must be sent over a verified STARTTLS (the access map's
+    TLS_Rcpt, cf/README)."""
 
-    def __init__(self, root, name, port, routes, give_up="20s", warn="4s", mx_domains="", mounts=None):
+    def __init__(self, root, name, port, routes, give_up="20s", warn="4s", mx_domains="", mounts=None,
+                 tls_domains=""):
         self.dir = os.path.join(root, name)
         self.name = name
         self.port = port
@@ -75,6 +78,7 @@ define(`confLOG_LEVEL', `14')dnl
 DAEMON_OPTIONS(`Port={port}, Addr=127.0.0.1, Name=MTA')dnl
 FEATURE(`accept_unresolvable_domains')dnl
 FEATURE(`mailertable', `hash -o {self.dir}/mailertable')dnl
+FEATURE(`access_db', `hash -T<TMPF> -o {self.dir}/access')dnl
 RELAY_DOMAIN(`{domains}')dnl
 MAILER(`smtp')dnl
 MAILER_DEFINITIONS
@@ -87,8 +91,10 @@ MAILER_DEFINITIONS
                             os.path.join(self.dir, "lab.mc")], stdout=out, check=True)
         with open(os.path.join(self.dir, "mailertable"), "w") as f:
             f.write(table)
-        subprocess.run([MAKEMAP, "-C", self.conf, "hash", os.path.join(self.dir, "mailertable")],
-                       input=table.encode(), check=True)
+        access = "".join(f"TLS_Rcpt:{domain}\tVERIFY\n" for domain in tls_domains.split())
+        for name, text in (("mailertable", table), ("access", access)):
+            subprocess.run([MAKEMAP, "-C", self.conf, "hash", os.path.join(self.dir, name)],
+                           input=text.encode(), check=True)
         self.out = os.path.join(self.dir, "sendmail.out")
 
     def start(self):
