@@ -2,6 +2,7 @@
 //! The rules are data (`rules/reasons.toml`), compiled once into one
 //! automaton per rule; the first rule (in file order) that matches wins.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -269,6 +270,8 @@ pub fn decide(
     action: Option<&str>,
     command: Option<&str>,
 ) -> Reason {
+    let joined = diagnostic.map(join_continuations);
+    let diagnostic = joined.as_deref();
     // The rules run once; their flags say how the match weighs.
     let rule = diagnostic.and_then(first_rule);
     if let (Some((reason, flags)), Some(text)) = (rule, diagnostic) {
@@ -364,6 +367,66 @@ fn explain_rule(reason: Reason, flags: Flags, text: &str) -> String {
 fn says_expired(text: &str) -> bool {
     let text = &text[..floor_boundary(text, MAX_DIAGNOSTIC)];
     RULES.rules.iter().any(|(reason, re, _)| *reason == Reason::Expired && re.is_match(text))
+}
+
+/// A multi-line reply folded into one line ("550-5.7.1 The first part
+/// 550-5.7.1 goes on 550 5.7.1 and ends", RFC 5321 4.2.1) read as the one
+/// reply it is: the code, and the enhanced status after it, that open each
+/// continuation line are dropped, so that a phrase the server broke across
+/// lines still reads whole. The first line's code stays. Text with no
+/// continuation line ("NNN-") is returned as it is.
+pub(crate) fn join_continuations(text: &str) -> Cow<'_, str> {
+    let b = text.as_bytes();
+    let at_word = |i: usize| i == 0 || matches!(b[i - 1], b' ' | b'\t' | b'\r' | b'\n' | b':' | b';' | b'(');
+    let code_at = |i: usize| {
+        i + 4 <= b.len()
+            && matches!(b[i], b'2'..=b'5')
+            && b[i + 1..i + 3].iter().all(u8::is_ascii_digit)
+            && at_word(i)
+    };
+    let Some(first) = (0..b.len()).find(|&i| code_at(i) && b[i + 3] == b'-') else {
+        return Cow::Borrowed(text);
+    };
+    let code = &b[first..first + 3];
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..first + 4]);
+    let mut i = first + 4;
+    let mut kept = i;
+    while i < b.len() {
+        if b[i - 1].is_ascii_whitespace()
+            && code_at(i)
+            && &b[i..i + 3] == code
+            && matches!(b[i + 3], b'-' | b' ')
+        {
+            out.push_str(&text[kept..i]);
+            i += 4;
+            i += status_len(&b[i..]);
+            kept = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&text[kept..]);
+    Cow::Owned(out)
+}
+
+/// The length of an enhanced status ("5.7.1") and the space after it at the
+/// start of `b`, or 0.
+fn status_len(b: &[u8]) -> usize {
+    let digits = |from: usize| b[from.min(b.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let class = digits(0);
+    if class != 1 || b.get(1) != Some(&b'.') {
+        return 0;
+    }
+    let subject = digits(2);
+    if subject == 0 || b.get(2 + subject) != Some(&b'.') {
+        return 0;
+    }
+    let end = 3 + subject + digits(3 + subject);
+    match b.get(end) {
+        Some(b' ') if end > 3 + subject => end + 1,
+        _ => 0,
+    }
 }
 
 pub(crate) fn floor_boundary(text: &str, max: usize) -> usize {
@@ -483,6 +546,23 @@ pub fn warm_up() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folded_multi_line_reply_reads_as_one() {
+        let folded = "host mx.example.net [192.0.2.1]: 550-5.7.1 This message was\n550-5.7.1 blocked 550 5.7.1 for spam";
+        assert_eq!(
+            join_continuations(folded),
+            "host mx.example.net [192.0.2.1]: 550-5.7.1 This message was\nblocked for spam"
+        );
+        // Without a status, and a code of another reply left alone.
+        assert_eq!(
+            join_continuations("553-SPF domain 553-fail 553 here; 550 x"),
+            "553-SPF domain fail here; 550 x"
+        );
+        // One line: as it is, borrowed.
+        assert!(matches!(join_continuations("550 5.1.1 User unknown 550"), Cow::Borrowed(_)));
+        assert!(matches!(join_continuations("x-550-"), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn rules_compile_and_order_matters() {
