@@ -13,7 +13,8 @@ must name each cause: reason, status, recipient and hard/soft.
 import pytest
 
 from helpers.lab_dns import resolver_mount
-from helpers.mta_lab import await_reports, check_delay, finals, send_causes, wrong_verdicts
+from helpers.mta_lab import (await_reports, check_delay, finals, send_causes, send_two_unknown, two_unknown_reports,
+                              wrong_two_unknown, wrong_verdicts)
 from helpers.net import free_port
 from helpers.postfix_lab import B_REFUSALS, Postfix, receiving_lab
 
@@ -84,9 +85,13 @@ def postfix_lab(sink):
 def test_postfix_bounces_are_classified_by_their_cause(sink, postfix_lab, tmp_path):
     a, b = postfix_lab
     sent = send_causes(a.port, CAUSES)
+    two = send_two_unknown(a.port)
     # Every cause has its final DSN, and the refused connection its delay DSN first.
     got = await_reports(lambda: finals(sink, sent, b"Action: failed"), sink, 90, "a DSN for every cause",
                         lambda: f"A:\n{a.log()[-4000:]}\nB:\n{b.log()[-4000:]}")
     check_delay(sink, sent, lambda content: b"Action: delayed" in content, tmp_path)
     wrong = wrong_verdicts(got, CAUSES, tmp_path)
+    both = await_reports(lambda: two_unknown_reports(sink, two, b"Action: failed"), sink, 30, "the two unknown users' reports",
+                         lambda: "")
+    wrong += wrong_two_unknown(both, B_REFUSALS["unknown user"][4], tmp_path)
     assert not wrong, "\n\n".join(wrong)

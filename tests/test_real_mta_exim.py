@@ -20,7 +20,8 @@ import pytest
 
 from helpers.exim_lab import EXIM, Exim
 from helpers.lab_dns import resolver_mount
-from helpers.mta_lab import await_reports, check_delay, finals, send_causes, wrong_verdicts
+from helpers.mta_lab import (await_reports, check_delay, finals, send_causes, send_two_unknown, two_unknown_reports,
+                              wrong_two_unknown, wrong_verdicts)
 from helpers.net import free_port
 from helpers.postfix_lab import B_REFUSALS, receiving_lab
 
@@ -75,6 +76,7 @@ def exim_lab(sink):
 def test_exim_bounces_are_classified_by_their_cause(sink, exim_lab, tmp_path):
     e, b = exim_lab
     sent = send_causes(e.port, CAUSES)
+    two = send_two_unknown(e.port)
     # Exim's bounce says "Mail delivery failed" in its subject; its delay
     # warning says "Warning: message ... delayed".
     final = b"Mail delivery failed"
@@ -82,4 +84,7 @@ def test_exim_bounces_are_classified_by_their_cause(sink, exim_lab, tmp_path):
                         lambda: "\n".join(line for line in e.log().splitlines() if "queue run" not in line))
     check_delay(sink, sent, lambda content: final not in content, tmp_path)
     wrong = wrong_verdicts(got, CAUSES, tmp_path)
+    both = await_reports(lambda: two_unknown_reports(sink, two, final), sink, 30, "the two unknown users' reports",
+                         lambda: "")
+    wrong += wrong_two_unknown(both, B_REFUSALS["unknown user"][4], tmp_path)
     assert not wrong, "\n\n".join(wrong)

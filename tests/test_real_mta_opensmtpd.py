@@ -18,7 +18,8 @@ nor reports it within a test's time; the Postfix and Exim labs cover both.
 import pytest
 
 from helpers.lab_dns import resolver_mount
-from helpers.mta_lab import await_reports, check_delay, classify, finals, reports, send_causes, wrong_verdicts
+from helpers.mta_lab import (await_reports, check_delay, classify, finals, reports, send_causes, send_two_unknown,
+                              two_unknown_reports, wrong_two_unknown, wrong_verdicts)
 from helpers.net import free_port
 from helpers.opensmtpd_lab import Mailbox, OpenSMTPD, available
 from helpers.postfix_lab import B_REFUSALS, receiving_lab
@@ -66,6 +67,7 @@ def test_opensmtpd_bounces_are_classified_by_their_cause(opensmtpd_lab, tmp_path
     o, b = opensmtpd_lab
     sent = send_causes(o.port, CAUSES)
     expiring = send_causes(o.port, EXPIRING)
+    two = send_two_unknown(o.port)
     mailbox = Mailbox(o)
 
     def expired():
@@ -81,6 +83,9 @@ def test_opensmtpd_bounces_are_classified_by_their_cause(opensmtpd_lab, tmp_path
     got = await_reports(done, mailbox, 120, "a report for every cause",
                         lambda: "\n".join(line for line in o.log().splitlines() if not line.startswith("debug:")))
     wrong = wrong_verdicts(got, CAUSES, tmp_path)
+    both = await_reports(lambda: two_unknown_reports(mailbox, two, b"Action: failed"), mailbox, 30,
+                         "the two unknown users' reports", lambda: "")
+    wrong += wrong_two_unknown(both, B_REFUSALS["unknown user"][4], tmp_path)
     assert not wrong, "\n\n".join(wrong)
     # The first notice for the full system is a delay naming its recipient...
     check_delay(mailbox, expiring, lambda c: b"Action: delayed" in c and b"Envelope expired" not in c, tmp_path,

@@ -14,7 +14,8 @@ recipient and hard/soft.
 import pytest
 
 from helpers.lab_dns import resolver_mount
-from helpers.mta_lab import await_reports, check_delay, finals, send_causes, wrong_verdicts
+from helpers.mta_lab import (await_reports, check_delay, finals, send_causes, send_two_unknown, two_unknown_reports,
+                              wrong_two_unknown, wrong_verdicts)
 from helpers.net import free_port
 from helpers.postfix_lab import B_REFUSALS, receiving_lab
 from helpers.sendmail_lab import Sendmail, available
@@ -69,7 +70,11 @@ def sendmail_lab(sink):
 def test_sendmail_bounces_are_classified_by_their_cause(sink, sendmail_lab, tmp_path):
     s, b = sendmail_lab
     sent = send_causes(s.port, CAUSES)
+    two = send_two_unknown(s.port)
     got = await_reports(lambda: finals(sink, sent, b"Action: failed"), sink, 120, "a DSN for every cause", s.log)
     check_delay(sink, sent, lambda content: b"Action: delayed" in content, tmp_path)
     wrong = wrong_verdicts(got, CAUSES, tmp_path)
+    both = await_reports(lambda: two_unknown_reports(sink, two, b"Action: failed"), sink, 30, "the two unknown users' reports",
+                         lambda: "")
+    wrong += wrong_two_unknown(both, B_REFUSALS["unknown user"][4], tmp_path)
     assert not wrong, "\n\n".join(wrong)

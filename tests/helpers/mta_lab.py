@@ -131,6 +131,51 @@ def send_causes(port, causes):
     return sent
 
 
+# One message to two unknown users and one that exists (B's dest.test): the
+# reports name the two, and only them, whatever the MTA's format (one report
+# listing both, or one a recipient).
+TWO_UNKNOWN = ("two unknown users beside a good one", "s@sender.test",
+               ("nobody@dest.test", "ok@dest.test", "nobody-else@dest.test"),
+               {"nobody@dest.test", "nobody-else@dest.test"})
+
+
+def send_two_unknown(port):
+    """TWO_UNKNOWN's message through the MTA on `port`; returns its token."""
+    _, sender, rcpts, _ = TWO_UNKNOWN
+    t = token()
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
+        c.sendmail(sender, list(rcpts), message("small", t))
+    return t
+
+
+def two_unknown_reports(source, t, final_mark):
+    """The final reports of TWO_UNKNOWN's message once they name both
+    addresses between them, else None."""
+    got = [m for m in reports(source) if t.encode() in m.content and final_mark in m.content]
+    named = {a for m in got for a in TWO_UNKNOWN[3] if a.encode() in m.content.lower()}
+    return got if named == TWO_UNKNOWN[3] else None
+
+
+def wrong_two_unknown(got, status, tmp_path):
+    """What sluice got wrong in TWO_UNKNOWN's reports: every failed address
+    named once, userunknown, `status`, hard; the good one never."""
+    seen = {}
+    for i, m in enumerate(got):
+        path = tmp_path / f"two-unknown-{i}.eml"
+        path.write_bytes(m.content)
+        c, why = classify(path)
+        if c["verdict"] != "bounce":
+            return [f"{TWO_UNKNOWN[0]}: verdict {c['verdict']}\n" + "\n".join(why)]
+        for r in c["recipients"]:
+            seen[r["address"].lower()] = (r["reason"], r["status"], r["hard"], why)
+    want = {a: ("userunknown", status, True) for a in TWO_UNKNOWN[3]}
+    got_rows = {a: v[:3] for a, v in seen.items()}
+    if got_rows == want:
+        return []
+    why = "\n".join(line for v in seen.values() for line in v[3])
+    return [f"{TWO_UNKNOWN[0]}: expected {want}, got {got_rows}\n{why}"]
+
+
 def reports(sink):
     """What came back with a null sender: bounces and delay notices."""
     return [m for m in sink.messages() if m.mail_from == ""]
