@@ -230,7 +230,13 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
         }
         // The next failed address ends this one's diagnostic; a reply that
         // names this address again ("550 <a@b>... No such user") is part of it.
-        if ADDRESS.is_match(t) && is_address_line(t) && !t.to_ascii_lowercase().contains(&lower) {
+        let names_other = ADDRESS.is_match(t) && !t.to_ascii_lowercase().contains(&lower);
+        if names_other && is_address_line(t) {
+            break;
+        }
+        // A transcript going on to another recipient (">>> RCPT To:<b@c>")
+        // goes on to that address's diagnostic.
+        if names_other && t.to_ascii_lowercase().contains("rcpt to:") {
             break;
         }
         // Rules (=====) and headings ("Technical details:") before the
@@ -260,8 +266,24 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
             out.push(t.to_string());
         }
     }
+    // Listed without a reason ("The following addresses had permanent fatal
+    // errors"), the address has its reply further down, in a transcript
+    // ("<<< 550 <a@b>... User unknown", Sendmail; "550 a@b... User unknown").
+    if !out.iter().any(|l| failure_reply(l))
+        && let Some(reply) = lines
+            .iter()
+            .enumerate()
+            .find(|&(i, l)| i != at && l.to_ascii_lowercase().contains(&lower) && failure_reply(l))
+    {
+        out.push(reply.1.trim().to_string());
+    }
     let joined = out.join(" ");
     (!joined.is_empty()).then(|| joined.chars().take(1000).collect())
+}
+
+/// The line carries a 4xx or 5xx SMTP reply code.
+fn failure_reply(line: &str) -> bool {
+    REPLY_CODE.captures_iter(line).any(|c| matches!(c[1].as_bytes().first(), Some(b'4' | b'5')))
 }
 
 /// Headers of the returned original, from the text below the marker.
