@@ -10,19 +10,16 @@
 //! authenticated relays alike; the whole destination is the pool key.
 
 use std::collections::HashMap;
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use conn::Stream;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use vocabulary::Reply;
 
 use crate::tls::{Connectors, opportunistic_connector};
@@ -183,46 +180,6 @@ pub enum Outcome {
     PerRecipient(Vec<Reply>),
     /// The whole attempt failed; the reply applies to every recipient.
     Failed(Reply),
-}
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    Gone,
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Gone => Poll::Ready(Ok(())),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Gone => Poll::Ready(Ok(())),
-        }
-    }
 }
 
 /// Why a connection-level step failed.
@@ -435,9 +392,7 @@ impl Connection {
         verify: bool,
         timeout: Duration,
     ) -> Result<(), ConnError> {
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
-            return Err(ConnError::Io("TLS already active".into()));
-        };
+        let tcp = self.stream.take_plain().map_err(|e| ConnError::Io(e.to_string()))?;
         self.rbuf.clear();
         let name = match ServerName::try_from(dest.host.clone()) {
             Ok(name) => name,
@@ -455,8 +410,8 @@ impl Connection {
             .await
             .map_err(|_| ConnError::Timeout("TLS handshake"))?
             .map_err(|e| ConnError::Reply(Reply::new(451, "4.7.5", format!("TLS handshake failed: {e}"))))?;
-        self.tls = stream.get_ref().1.protocol_version().map(|v| format!("{v:?}").replace('_', "."));
-        self.stream = Stream::Tls(Box::new(stream));
+        self.stream = Stream::Tls(Box::new(stream.into()));
+        self.tls = self.stream.tls_version();
         Ok(())
     }
 

@@ -2,7 +2,6 @@
 //! messages go to a [`Sink`] (the durable queue), and every client gets an
 //! answer with an enhanced status code.
 
-pub mod conn;
 pub mod framing;
 mod server;
 mod session;

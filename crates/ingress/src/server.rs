@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::SessionConfig;
-use crate::conn::Conn;
 use crate::session::Session;
+use conn::Conn;
 
 pub struct Listener {
     pub listener: TcpListener,

@@ -14,9 +14,9 @@ use smtp_proto::{
 use tokio::sync::watch;
 use vocabulary::{Envelope, LineFaults, QueueId, Recipient, Reply};
 
-use crate::conn::{Conn, ReadError};
 use crate::framing::{DotReader, Frame, LineFramer, trim_eol};
 use crate::{Accepted, ListenerKind, SessionConfig};
+use conn::{Conn, ReadError};
 
 /// What the dispatcher wants the read loop to do next.
 enum Next {

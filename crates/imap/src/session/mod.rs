@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
+use conn::{Conn, ReadError};
 use imap_codec::CommandCodec;
 use imap_codec::fragmentizer::{DecodeMessageError, FragmentInfo, Fragmentizer};
 use imap_codec::imap_types::auth::AuthMechanism;
@@ -14,7 +15,6 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::LiteralMode;
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 use imap_codec::imap_types::status::StatusDataItemName;
-use ingress::conn::{Conn, ReadError};
 use record::quarantine::FolderInfo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;

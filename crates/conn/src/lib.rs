@@ -1,7 +1,8 @@
-//! A client connection as the session sees it: a plain or TLS stream, an
-//! input buffer with a read position, and an output buffer of pending replies
-//! (flushed only when the session needs more input, which is what makes
-//! PIPELINING cheap).
+//! A connection, plain or TLS, as the protocols see it: `Stream`, the one
+//! plain-or-TLS stream of the SMTP and IMAP servers and the SMTP client, and
+//! `Conn`, a server's connection: an input buffer with a read position and
+//! an output buffer of pending replies (flushed only when the session needs
+//! more input, which is what makes PIPELINING cheap).
 
 use std::io;
 use std::pin::Pin;
@@ -10,15 +11,38 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsStream};
 use vocabulary::Reply;
 
+/// A TCP stream before or after STARTTLS, either side's.
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     /// Only during the STARTTLS hand-over.
     Gone,
+}
+
+impl Stream {
+    /// The TLS protocol version in use ("TLSv1.3"), if any.
+    pub fn tls_version(&self) -> Option<String> {
+        let Stream::Tls(s) = self else { return None };
+        let version = match s.as_ref() {
+            TlsStream::Client(c) => c.get_ref().1.protocol_version(),
+            TlsStream::Server(c) => c.get_ref().1.protocol_version(),
+        };
+        version.map(|v| format!("{v:?}").replace('_', "."))
+    }
+
+    /// Takes the plain TCP stream out for a TLS handshake, leaving `Gone`.
+    pub fn take_plain(&mut self) -> io::Result<TcpStream> {
+        match std::mem::replace(self, Stream::Gone) {
+            Stream::Plain(tcp) => Ok(tcp),
+            other => {
+                *self = other;
+                Err(io::Error::other("TLS already active"))
+            }
+        }
+    }
 }
 
 impl AsyncRead for Stream {
@@ -149,14 +173,12 @@ impl Conn {
         self.flush().await?;
         self.rbuf.clear();
         self.pos = 0;
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
-            return Err(io::Error::other("TLS already active"));
-        };
+        let tcp = self.stream.take_plain()?;
         let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-        self.tls_version = tls.get_ref().1.protocol_version().map(|v| format!("{v:?}").replace('_', "."));
-        self.stream = Stream::Tls(Box::new(tls));
+        self.stream = Stream::Tls(Box::new(tls.into()));
+        self.tls_version = self.stream.tls_version();
         Ok(())
     }
 
