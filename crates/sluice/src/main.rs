@@ -2,24 +2,15 @@
 //! config, sets up logging, and hands over to the module for each subcommand.
 
 mod classify_cmd;
-mod config;
-mod control;
-mod logbuf;
 mod outbound_cmd;
-mod outbound_wiring;
-mod postmaster;
-mod relay;
-mod release;
-mod serve;
-mod tee;
-mod tls;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use config::Config;
+use sluice::config::Config;
+use sluice::{control, logbuf, serve};
 
 /// mimalloc, not glibc's malloc: a message's buffers are allocated on one
 /// thread and freed on another (session, scheduler, store writer), which

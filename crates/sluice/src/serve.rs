@@ -4,6 +4,7 @@
 //! the spool is flushed last).
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,86 +98,182 @@ impl Authenticator for UsersAuth {
     }
 }
 
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let data = cfg.server.data.clone();
-    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-    let store = record::Store::open(&data).await.context("opening the database")?;
+/// The sockets `serve` answers on, bound before it starts (on port 0 in
+/// tests).
+pub struct Listeners {
+    pub smtp: TcpListener,
+    pub submission: TcpListener,
+    /// IMAP listeners, each with whether it speaks TLS from the first byte.
+    pub imap: Vec<(TcpListener, bool)>,
+    pub http: TcpListener,
+}
 
-    let spool_dir = data.join("spool");
-    let (spool, recovery) = Spool::open(&spool_dir, cfg.queue.fsync).context("opening the spool")?;
-    let spool = Arc::new(spool);
-    tracing::info!(
-        segments = recovery.segments,
-        messages = recovery.messages,
-        torn_tails = recovery.torn_tails,
-        "spool recovered"
-    );
-
-    let (acceptor, cert) =
-        tls::acceptor(&data, cfg.tls.cert.as_deref(), cfg.tls.key.as_deref(), &cfg.server.hostname)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-
-    // Routes: the relay when configured (otherwise relayed recipients wait
-    // in the spool), and the quarantine store for teed copies.
-    apply_accounts(&store.quarantine(), &cfg.accounts).await?;
-    // Everything else uses the store through its trait (SQLite today).
-    let quarantine: Arc<dyn record::QuarantineStore> = Arc::new(store.quarantine());
-    let accounts = tee::Accounts::load(quarantine.as_ref()).await;
-    let accounts_task =
-        tokio::spawn(accounts.clone().keep_fresh(quarantine.clone(), Duration::from_secs(10)));
-    // Outbound: applications' mail (API, tenant submission) with VERP
-    // return paths, and the feedback that comes back to the bounce domain.
-    let bounce_domain = cfg.bounce_domain();
-    let verp =
-        outbound::Verp::new(&outbound_wiring::verp_key(&data)?, &cfg.outbound.bounce_local, &bounce_domain);
-    let o = &cfg.outbound;
-    let outbound_client = Arc::new(deliver::smtp::Client::new(deliver::smtp::ClientConfig {
-        helo: cfg.server.hostname.clone(),
-        max_connections: o.max_connections_per_host,
-        connect_timeout: Duration::from_secs(o.connect_timeout_secs),
-        command_timeout: Duration::from_secs(o.command_timeout_secs),
-        data_timeout: Duration::from_secs(o.data_timeout_secs),
-        idle_timeout: Duration::from_secs(30),
-        starttls: o.smart_host_tls != "none",
-        max_messages_per_connection: 1000,
-    }));
-    let record = store.outbound();
-    match outbound::outbox::reconcile(&spool, &record).await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(messages = n, "outbound sends found in the spool without a record: recorded"),
-        Err(e) => tracing::error!(error = %e, "reconciling the spool with the outbound record"),
+impl Listeners {
+    /// Binds every address the configuration names.
+    pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
+        let smtp = bind(&cfg.smtp.listen).await?;
+        let submission = bind(&cfg.smtp.submission).await?;
+        let mut imap = vec![(bind(&cfg.imap.listen).await?, false)];
+        if let Some(addr) = &cfg.imap.imaps {
+            imap.push((bind(addr).await?, true));
+        }
+        let http = bind(&cfg.http.listen).await?;
+        Ok(Listeners { smtp, submission, imap, http })
     }
-    let dkim_dir = o.dkim_dir.clone().unwrap_or_else(|| data.join("dkim"));
-    let dkim_keys = if dkim_dir.is_dir() {
-        let keys = deliver::dkim::DkimKeys::load(&dkim_dir).context("loading DKIM keys")?;
-        tracing::info!(keys = ?keys, dir = %dkim_dir.display(), "DKIM keys loaded");
-        (!keys.is_empty()).then_some(keys)
-    } else {
-        None
-    };
-    let mut routes = queue::Routes {
-        relay: None,
-        quarantine: Some(Arc::new(tee::QuarantineTransport { store: quarantine.clone() })),
-        outbound: Some(Arc::new(outbound::OutboundTransport {
-            client: outbound_client.clone(),
-            hops: Arc::new(outbound_wiring::Hops::new(&cfg)?),
-            signer: dkim_keys.map(|k| Arc::new(outbound_wiring::Dkim(k)) as Arc<dyn outbound::Signer>),
-            pace: (o.rate_per_domain > 0).then(|| {
-                let rate = deliver::rate::Rate::new(o.rate_per_domain as f64, o.rate_per_domain.max(1));
-                Arc::new(outbound_wiring::Paced(deliver::rate::RateLimiter::new(Some(rate))))
-                    as Arc<dyn outbound::transport::Pace>
-            }),
-            verp: verp.clone(),
-            record: record.clone(),
-            public_url: cfg.http.public_url.clone(),
-        })),
-        feedback: Some(Arc::new(outbound::FeedbackTransport { verp: verp.clone(), record: record.clone() })),
-    };
-    let mut relay_client = None;
-    if let Some(relay_addr) = &cfg.relay.host {
+}
+
+async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+}
+
+/// `sluice serve`: binds the configured addresses and serves until SIGTERM
+/// or Ctrl-C.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&cfg).await?;
+    serve(cfg, listeners, wait_for_signal()).await
+}
+
+/// The whole server on `listeners` until `shutdown` resolves, then stopped
+/// in order: sessions finish or are told 421, attempts in flight complete,
+/// the spool and the store are flushed last.
+pub async fn serve(
+    cfg: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let core = Core::open(&cfg).await?;
+    let (acceptor, cert) =
+        tls::acceptor(&core.data, cfg.tls.cert.as_deref(), cfg.tls.key.as_deref(), &cfg.server.hostname)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let clients = Clients::new(&cfg)?;
+    let scheduler = Scheduler::new(
+        core.spool.clone(),
+        routes(&cfg, &core, &clients).await?,
+        relay::dsn_builder(cfg.server.hostname.clone()),
+        scheduler_config(&cfg),
+    );
+    let waker = Some(scheduler.waker());
+    let scheduler_task = tokio::spawn(scheduler.run(stop_rx.clone()));
+    let outbox = Arc::new(outbound::Outbox {
+        record: core.record.clone(),
+        spool: core.spool.clone(),
+        waker: waker.clone(),
+        max_age: cfg.queue.max_age_secs as i64,
+    });
+    let addrs = Addresses::of(&listeners)?;
+    let mut tasks =
+        start_smtp(&cfg, &core, listeners.smtp, listeners.submission, &outbox, &waker, &acceptor, &stop_rx);
+    let reinjector = Arc::new(release::Reinjector {
+        spool: core.spool.clone(),
+        waker: waker.clone(),
+        store: core.quarantine.clone(),
+        hostname: cfg.server.hostname.clone(),
+        max_age: cfg.queue.max_age_secs as i64,
+    });
+    let control_task = tokio::spawn(control::serve(control::bind(&core.spool_dir)?, reinjector.clone()));
+    tasks.extend(start_imap(&cfg, &core, listeners.imap, &acceptor, &reinjector, &stop_rx));
+    tasks.push(start_http(&cfg, &core, listeners.http, &outbox, &stop_rx));
+    let background = [
+        control_task,
+        tokio::spawn(core.accounts.clone().keep_fresh(core.quarantine.clone(), Duration::from_secs(10))),
+        tokio::spawn(sweep_every(
+            core.quarantine.clone(),
+            Duration::from_secs(cfg.quarantine.sweep_interval_secs),
+        )),
+    ];
+    addrs.announce(&cfg, &core, &cert);
+
+    shutdown.await;
+    tracing::info!("shutting down: finishing sessions and deliveries in flight");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = scheduler_task.await;
+    clients.shutdown().await;
+    for t in background {
+        t.abort();
+    }
+    let _ = std::fs::remove_file(control::socket_path(&core.spool_dir));
+    core.spool.close();
+    core.store.close().await;
+    tracing::info!(peak_rss_kb = peak_rss_kb(), "stopped");
+    Ok(())
+}
+
+/// What every stage shares: the data directory's store and spool, the
+/// quarantine and its accounts, the outbound record and its VERP key.
+struct Core {
+    data: PathBuf,
+    store: record::Store,
+    spool: Arc<Spool>,
+    spool_dir: PathBuf,
+    quarantine: Arc<dyn record::QuarantineStore>,
+    accounts: tee::Accounts,
+    record: record::Outbound,
+    verp: outbound::Verp,
+    bounce_domain: String,
+}
+
+impl Core {
+    async fn open(cfg: &Config) -> anyhow::Result<Self> {
+        let data = cfg.server.data.clone();
+        std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+        let store = record::Store::open(&data).await.context("opening the database")?;
+        let spool_dir = data.join("spool");
+        let (spool, recovery) = Spool::open(&spool_dir, cfg.queue.fsync).context("opening the spool")?;
+        let spool = Arc::new(spool);
+        tracing::info!(
+            segments = recovery.segments,
+            messages = recovery.messages,
+            torn_tails = recovery.torn_tails,
+            "spool recovered"
+        );
+        apply_accounts(&store.quarantine(), &cfg.accounts).await?;
+        // Everything else uses the store through its trait (SQLite today).
+        let quarantine: Arc<dyn record::QuarantineStore> = Arc::new(store.quarantine());
+        let accounts = tee::Accounts::load(quarantine.as_ref()).await;
+        let bounce_domain = cfg.bounce_domain();
+        let verp = outbound::Verp::new(
+            &outbound_wiring::verp_key(&data)?,
+            &cfg.outbound.bounce_local,
+            &bounce_domain,
+        );
+        let record = store.outbound();
+        match outbound::outbox::reconcile(&spool, &record).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(messages = n, "outbound sends found in the spool without a record: recorded")
+            }
+            Err(e) => tracing::error!(error = %e, "reconciling the spool with the outbound record"),
+        }
+        Ok(Core { data, store, spool, spool_dir, quarantine, accounts, record, verp, bounce_domain })
+    }
+}
+
+/// The SMTP clients: the outbound path's, and the relay's when one is set.
+struct Clients {
+    outbound: Arc<deliver::smtp::Client>,
+    relay: Option<(Arc<deliver::smtp::Client>, deliver::smtp::Destination)>,
+}
+
+impl Clients {
+    fn new(cfg: &Config) -> anyhow::Result<Self> {
+        let o = &cfg.outbound;
+        let outbound = Arc::new(deliver::smtp::Client::new(deliver::smtp::ClientConfig {
+            helo: cfg.server.hostname.clone(),
+            max_connections: o.max_connections_per_host,
+            connect_timeout: Duration::from_secs(o.connect_timeout_secs),
+            command_timeout: Duration::from_secs(o.command_timeout_secs),
+            data_timeout: Duration::from_secs(o.data_timeout_secs),
+            idle_timeout: Duration::from_secs(30),
+            starttls: o.smart_host_tls != "none",
+            max_messages_per_connection: 1000,
+        }));
+        let Some(relay_addr) = &cfg.relay.host else { return Ok(Clients { outbound, relay: None }) };
         let (host, port) = parse_host_port(relay_addr)?;
         let r = &cfg.relay;
-        let client = Arc::new(deliver::smtp::Client::new(deliver::smtp::ClientConfig {
+        let relay = Arc::new(deliver::smtp::Client::new(deliver::smtp::ClientConfig {
             helo: cfg.server.hostname.clone(),
             max_connections: r.max_connections,
             connect_timeout: Duration::from_secs(r.connect_timeout_secs),
@@ -186,30 +283,80 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             starttls: r.starttls,
             max_messages_per_connection: r.max_messages_per_connection,
         }));
-        routes.relay = Some(Arc::new(relay::RelayTransport {
-            client: client.clone(),
-            dest: deliver::smtp::Destination::new(host, port),
-        }));
-        relay_client = Some(client);
+        Ok(Clients { outbound, relay: Some((relay, deliver::smtp::Destination::new(host, port))) })
     }
-    let scheduler = Scheduler::new(
-        spool.clone(),
-        routes,
-        relay::dsn_builder(cfg.server.hostname.clone()),
-        SchedulerConfig {
-            retry_initial: Duration::from_secs(cfg.queue.retry_initial_secs),
-            retry_max: Duration::from_secs(cfg.queue.retry_max_secs),
-            max_parallel: cfg.queue.max_parallel,
-            hostname: cfg.server.hostname.clone(),
-            held_retention: (cfg.queue.held_retention_secs > 0)
-                .then(|| Duration::from_secs(cfg.queue.held_retention_secs)),
-            delay_warning: (cfg.queue.delay_warning_secs > 0)
-                .then(|| Duration::from_secs(cfg.queue.delay_warning_secs)),
-        },
-    );
-    let waker = Some(scheduler.waker());
-    let scheduler_task = Some(tokio::spawn(scheduler.run(stop_rx.clone())));
 
+    async fn shutdown(&self) {
+        if let Some((c, _)) = &self.relay {
+            c.shutdown().await;
+        }
+        self.outbound.shutdown().await;
+    }
+}
+
+/// Routes: the relay when configured (otherwise relayed recipients wait in
+/// the spool), the quarantine store for teed copies, and the outbound path
+/// with the feedback that comes back to its bounce domain.
+async fn routes(cfg: &Config, core: &Core, clients: &Clients) -> anyhow::Result<queue::Routes> {
+    let o = &cfg.outbound;
+    let dkim_dir = o.dkim_dir.clone().unwrap_or_else(|| core.data.join("dkim"));
+    let dkim_keys = if dkim_dir.is_dir() {
+        let keys = deliver::dkim::DkimKeys::load(&dkim_dir).context("loading DKIM keys")?;
+        tracing::info!(keys = ?keys, dir = %dkim_dir.display(), "DKIM keys loaded");
+        (!keys.is_empty()).then_some(keys)
+    } else {
+        None
+    };
+    Ok(queue::Routes {
+        relay: clients.relay.as_ref().map(|(client, dest)| {
+            Arc::new(relay::RelayTransport { client: client.clone(), dest: dest.clone() })
+                as Arc<dyn queue::Transport>
+        }),
+        quarantine: Some(Arc::new(tee::QuarantineTransport { store: core.quarantine.clone() })),
+        outbound: Some(Arc::new(outbound::OutboundTransport {
+            client: clients.outbound.clone(),
+            hops: Arc::new(outbound_wiring::Hops::new(cfg)?),
+            signer: dkim_keys.map(|k| Arc::new(outbound_wiring::Dkim(k)) as Arc<dyn outbound::Signer>),
+            pace: (o.rate_per_domain > 0).then(|| {
+                let rate = deliver::rate::Rate::new(o.rate_per_domain as f64, o.rate_per_domain.max(1));
+                Arc::new(outbound_wiring::Paced(deliver::rate::RateLimiter::new(Some(rate))))
+                    as Arc<dyn outbound::transport::Pace>
+            }),
+            verp: core.verp.clone(),
+            record: core.record.clone(),
+            public_url: cfg.http.public_url.clone(),
+        })),
+        feedback: Some(Arc::new(outbound::FeedbackTransport {
+            verp: core.verp.clone(),
+            record: core.record.clone(),
+        })),
+    })
+}
+
+fn scheduler_config(cfg: &Config) -> SchedulerConfig {
+    let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    SchedulerConfig {
+        retry_initial: Duration::from_secs(cfg.queue.retry_initial_secs),
+        retry_max: Duration::from_secs(cfg.queue.retry_max_secs),
+        max_parallel: cfg.queue.max_parallel,
+        hostname: cfg.server.hostname.clone(),
+        held_retention: secs(cfg.queue.held_retention_secs),
+        delay_warning: secs(cfg.queue.delay_warning_secs),
+    }
+}
+
+/// The MX and submission listeners, sharing one sink and one authenticator.
+#[allow(clippy::too_many_arguments)]
+fn start_smtp(
+    cfg: &Config,
+    core: &Core,
+    smtp: TcpListener,
+    submission: TcpListener,
+    outbox: &Arc<outbound::Outbox>,
+    waker: &Option<Waker>,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stop_rx: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let limits = ingress::Limits {
         max_message_size: cfg.smtp.max_message_size,
         max_recipients: cfg.smtp.max_recipients,
@@ -221,89 +368,85 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_bad_commands: cfg.smtp.max_bad_commands,
         reject_bare_newlines: cfg.smtp.bare_newlines == crate::config::BareNewlines::Reject,
     };
-    let outbox = Arc::new(outbound::Outbox {
-        record: record.clone(),
-        spool: spool.clone(),
-        waker: waker.clone(),
-        max_age: cfg.queue.max_age_secs as i64,
-    });
     let sink: Arc<dyn Sink> = Arc::new(SpoolSink {
-        spool: spool.clone(),
+        spool: core.spool.clone(),
         waker: waker.clone(),
         max_age: cfg.queue.max_age_secs as i64,
-        accounts,
-        bounce_domain: bounce_domain.clone(),
+        accounts: core.accounts.clone(),
+        bounce_domain: core.bounce_domain.clone(),
         outbox: outbox.clone(),
         hostname: cfg.server.hostname.clone(),
-        front_line: store.quarantine().front_line(),
+        front_line: core.store.quarantine().front_line(),
         roles: crate::postmaster::Roles::new(
             &cfg.server.hostname,
-            cfg.server.accept_domains.iter().cloned().chain([bounce_domain.clone()]),
+            cfg.server.accept_domains.iter().cloned().chain([core.bounce_domain.clone()]),
             cfg.relay.host.is_some(),
             cfg.server.postmaster.as_deref(),
         ),
     });
-    let auth: Arc<dyn Authenticator> = Arc::new(UsersAuth(store.users()));
+    let auth: Arc<dyn Authenticator> = Arc::new(UsersAuth(core.store.users()));
     let mut accept_domains: HashSet<String> =
         cfg.server.accept_domains.iter().map(|d| d.to_ascii_lowercase()).collect();
-    accept_domains.insert(bounce_domain.clone());
+    accept_domains.insert(core.bounce_domain.clone());
     let grace = Duration::from_secs(cfg.smtp.shutdown_grace_secs);
+    [(ListenerKind::Mx, smtp), (ListenerKind::Submission, submission)]
+        .into_iter()
+        .map(|(kind, listener)| {
+            let session_cfg = Arc::new(ingress::SessionConfig {
+                hostname: cfg.server.hostname.clone(),
+                kind,
+                accept_domains: accept_domains.clone(),
+                limits: limits.clone(),
+                tls: Some(acceptor.clone()),
+                sink: sink.clone(),
+                auth: auth.clone(),
+            });
+            let l = ingress::Listener { listener, cfg: session_cfg };
+            tokio::spawn(ingress::serve(l, stop_rx.clone(), grace))
+        })
+        .collect()
+}
 
-    let mut listeners = Vec::new();
-    let mut bound = Vec::new();
-    for (kind, addr) in
-        [(ListenerKind::Mx, &cfg.smtp.listen), (ListenerKind::Submission, &cfg.smtp.submission)]
-    {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        bound.push(listener.local_addr()?);
-        let session_cfg = Arc::new(ingress::SessionConfig {
-            hostname: cfg.server.hostname.clone(),
-            kind,
-            accept_domains: accept_domains.clone(),
-            limits: limits.clone(),
-            tls: Some(acceptor.clone()),
-            sink: sink.clone(),
-            auth: auth.clone(),
-        });
-        let l = ingress::Listener { listener, cfg: session_cfg };
-        listeners.push(tokio::spawn(ingress::serve(l, stop_rx.clone(), grace)));
-    }
-    let reinjector = Arc::new(release::Reinjector {
-        spool: spool.clone(),
-        waker: waker.clone(),
-        store: quarantine.clone(),
-        hostname: cfg.server.hostname.clone(),
-        max_age: cfg.queue.max_age_secs as i64,
-    });
-    let control_task = tokio::spawn(control::serve(control::bind(&spool_dir)?, reinjector.clone()));
-
-    // IMAP over the quarantine store: STARTTLS, and implicit TLS if asked for.
+/// IMAP over the quarantine store: STARTTLS, and implicit TLS if asked for.
+fn start_imap(
+    cfg: &Config,
+    core: &Core,
+    listeners: Vec<(TcpListener, bool)>,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    reinjector: &Arc<release::Reinjector>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let lockout =
         Arc::new(imap::Lockout::new(cfg.imap.max_login_failures, Duration::from_secs(cfg.imap.lockout_secs)));
-    let mut imap_tasks = Vec::new();
-    let mut imap_bound = Vec::new();
-    for (addr, implicit_tls) in
-        std::iter::once((&cfg.imap.listen, false)).chain(cfg.imap.imaps.iter().map(|a| (a, true)))
-    {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        imap_bound.push(listener.local_addr()?);
-        let mut icfg = imap::Config::new(cfg.server.hostname.clone(), quarantine.clone(), acceptor.clone());
-        icfg.implicit_tls = implicit_tls;
-        icfg.plaintext_loopback = cfg.imap.plaintext_loopback;
-        icfg.max_command = cfg.imap.max_command_bytes;
-        icfg.releaser = Some(reinjector.clone());
-        icfg.lockout = lockout.clone();
-        icfg.login_timeout = Duration::from_secs(cfg.imap.login_timeout_secs);
-        icfg.idle_timeout = Duration::from_secs(cfg.imap.idle_timeout_secs);
-        imap_tasks.push(tokio::spawn(imap::serve(listener, Arc::new(icfg), stop_rx.clone())));
-    }
-    let http_listener =
-        TcpListener::bind(&cfg.http.listen).await.with_context(|| format!("binding {}", cfg.http.listen))?;
-    let http_bound = http_listener.local_addr()?;
-    let api_state = api::AppState::new(
-        record.clone(),
+    listeners
+        .into_iter()
+        .map(|(listener, implicit_tls)| {
+            let mut icfg =
+                imap::Config::new(cfg.server.hostname.clone(), core.quarantine.clone(), acceptor.clone());
+            icfg.implicit_tls = implicit_tls;
+            icfg.plaintext_loopback = cfg.imap.plaintext_loopback;
+            icfg.max_command = cfg.imap.max_command_bytes;
+            icfg.releaser = Some(reinjector.clone());
+            icfg.lockout = lockout.clone();
+            icfg.login_timeout = Duration::from_secs(cfg.imap.login_timeout_secs);
+            icfg.idle_timeout = Duration::from_secs(cfg.imap.idle_timeout_secs);
+            tokio::spawn(imap::serve(listener, Arc::new(icfg), stop_rx.clone()))
+        })
+        .collect()
+}
+
+/// The HTTP API over the outbox and the outbound record.
+fn start_http(
+    cfg: &Config,
+    core: &Core,
+    listener: TcpListener,
+    outbox: &Arc<outbound::Outbox>,
+    stop_rx: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let state = api::AppState::new(
+        core.record.clone(),
         outbox.clone(),
-        verp.clone(),
+        core.verp.clone(),
         api::Config {
             hostname: cfg.server.hostname.clone(),
             max_body: cfg.http.max_body_bytes,
@@ -312,46 +455,41 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             request_timeout: Duration::from_secs(cfg.http.request_timeout_secs.max(1)),
         },
     );
-    let http_task = tokio::spawn(api::serve(http_listener, api_state, stop_rx.clone()));
-    let sweeper_task = tokio::spawn(sweep_every(
-        quarantine.clone(),
-        Duration::from_secs(cfg.quarantine.sweep_interval_secs),
-    ));
+    tokio::spawn(api::serve(listener, state, stop_rx.clone()))
+}
 
-    println!(
-        "sluice listening: smtp={} submission={} imap={} data={} relay={} tls-cert={} http={} bounce-domain={}",
-        bound[0],
-        bound[1],
-        imap_bound.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
-        data.display(),
-        cfg.relay.host.as_deref().unwrap_or("none (mail is stored only)"),
-        cert.display(),
-        http_bound,
-        bounce_domain,
-    );
-    tracing::info!(smtp = %bound[0], submission = %bound[1], accept_domains = ?cfg.server.accept_domains, "started");
+/// Where the listeners ended up (port 0 picks one), for the start line.
+struct Addresses {
+    smtp: std::net::SocketAddr,
+    submission: std::net::SocketAddr,
+    imap: Vec<std::net::SocketAddr>,
+    http: std::net::SocketAddr,
+}
 
-    wait_for_signal().await;
-    tracing::info!("shutting down: finishing sessions and deliveries in flight");
-    let _ = stop_tx.send(true);
-    for l in listeners.into_iter().chain(imap_tasks).chain(std::iter::once(http_task)) {
-        let _ = l.await;
+impl Addresses {
+    fn of(l: &Listeners) -> std::io::Result<Self> {
+        Ok(Addresses {
+            smtp: l.smtp.local_addr()?,
+            submission: l.submission.local_addr()?,
+            imap: l.imap.iter().map(|(l, _)| l.local_addr()).collect::<Result<_, _>>()?,
+            http: l.http.local_addr()?,
+        })
     }
-    sweeper_task.abort();
-    if let Some(t) = scheduler_task {
-        let _ = t.await;
+
+    fn announce(&self, cfg: &Config, core: &Core, cert: &std::path::Path) {
+        println!(
+            "sluice listening: smtp={} submission={} imap={} data={} relay={} tls-cert={} http={} bounce-domain={}",
+            self.smtp,
+            self.submission,
+            self.imap.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+            core.data.display(),
+            cfg.relay.host.as_deref().unwrap_or("none (mail is stored only)"),
+            cert.display(),
+            self.http,
+            core.bounce_domain,
+        );
+        tracing::info!(smtp = %self.smtp, submission = %self.submission, accept_domains = ?cfg.server.accept_domains, "started");
     }
-    if let Some(c) = relay_client {
-        c.shutdown().await;
-    }
-    outbound_client.shutdown().await;
-    control_task.abort();
-    accounts_task.abort();
-    let _ = std::fs::remove_file(control::socket_path(&spool_dir));
-    spool.close();
-    store.close().await;
-    tracing::info!(peak_rss_kb = peak_rss_kb(), "stopped");
-    Ok(())
 }
 
 /// Creates or updates the `[[accounts]]` of the config file.

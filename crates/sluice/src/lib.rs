@@ -1,0 +1,15 @@
+//! The server behind the `sluice` binary, as a library: its configuration
+//! and `serve`, which composes every stage (listeners, spool, scheduler,
+//! routes, store, IMAP, HTTP) and runs it until a shutdown future resolves,
+//! so that tests can run the whole server in process.
+
+pub mod config;
+pub mod control;
+pub mod logbuf;
+pub mod outbound_wiring;
+pub mod postmaster;
+pub mod relay;
+pub mod release;
+pub mod serve;
+pub mod tee;
+pub mod tls;
