@@ -76,3 +76,24 @@ impl From<record::RecordError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_that_cannot_answer_is_a_503_without_its_internals() {
+        // An outage (the record's writer gone): 503, and the body says
+        // nothing of the store's inside.
+        let e = ApiError::from(record::RecordError::Unavailable("the record writer stopped".into()));
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!e.message.contains("writer"), "{}", e.message);
+        // Bad input stays the client's error, with its reason.
+        let e = ApiError::from(record::RecordError::Invalid("give at least 8 characters of the key".into()));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("8 characters"));
+        // A full disk while writing: 507.
+        let e = ApiError::from(record::RecordError::Unavailable("database or disk is full".into()));
+        assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE);
+    }
+}

@@ -71,6 +71,7 @@ pub async fn file(
         (folder, meta)
     });
     let placed = store.store_filed(account, received_at, content.to_vec(), filing).await?;
-    let c = rx.await.map_err(|_| record::RecordError::Invalid("the copy was stored unclassified".into()))?;
+    let c =
+        rx.await.map_err(|_| record::RecordError::Unavailable("the copy was stored unclassified".into()))?;
     Ok((placed, c))
 }

@@ -28,8 +28,14 @@ pub use writer::{Accepting, COPY_LAG_MAX, CROWD_HOLD, Filing, FrontLine};
 pub enum RecordError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The caller's input is wrong (an unknown account, a short key): a
+    /// client error.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// The store cannot answer now (its writer stopped, a batch failed, a
+    /// stored file unreadable): a server error, worth a retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("password hashing: {0}")]
@@ -62,7 +68,7 @@ impl RecordError {
     pub fn is_storage_full(&self) -> bool {
         match self {
             // The store's writer hands errors on as text.
-            RecordError::Invalid(m) => m.contains("database or disk is full"),
+            RecordError::Unavailable(m) => m.contains("database or disk is full"),
             RecordError::Db(sqlx::Error::Database(d)) => {
                 d.code().is_some_and(|c| c == "13" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 13))
                     || d.message().contains("database or disk is full")

@@ -303,9 +303,9 @@ impl Quarantine {
             .await?;
         match row {
             Some(bytes) => Ok(bytes),
-            None => {
-                tokio::fs::read(path).await.map_err(|e| RecordError::Invalid(format!("reading blob: {e}")))
-            }
+            None => tokio::fs::read(path)
+                .await
+                .map_err(|e| RecordError::Unavailable(format!("reading blob: {e}"))),
         }
     }
 
@@ -567,7 +567,7 @@ impl Quarantine {
                 .await?;
         let Some((mail_from, rcpts, blob)) = row else { return Ok(None) };
         let rcpts: Vec<String> = serde_json::from_str(&rcpts)
-            .map_err(|e| RecordError::Invalid(format!("stored recipients: {e}")))?;
+            .map_err(|e| RecordError::Unavailable(format!("stored recipients: {e}")))?;
         Ok(Some(ReleaseInfo { mail_from: mail_from.unwrap_or_default(), rcpts, blob }))
     }
 

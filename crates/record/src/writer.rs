@@ -220,9 +220,9 @@ impl Quarantine {
         }
         let (reply, answer) = oneshot::channel();
         let req = StoreReq { account: account.to_string(), received_at, bytes, to, reply };
-        let gone = || RecordError::Invalid("the store writer stopped".into());
+        let gone = || RecordError::Unavailable("the store writer stopped".into());
         self.writer.send(req).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?.map_err(RecordError::Invalid)
+        answer.await.map_err(|_| gone())?.map_err(RecordError::Unavailable)
     }
 
     /// Starts the writer's thread: the idle scheduling class, a runtime of
@@ -255,7 +255,7 @@ impl Quarantine {
                 });
             })
             .map(|_| ())
-            .map_err(|e| RecordError::Invalid(format!("cannot start the store writer: {e}")))
+            .map_err(|e| RecordError::Unavailable(format!("cannot start the store writer: {e}")))
     }
 
     async fn write_loop(self, pool: SqlitePool, mut rx: mpsc::Receiver<StoreReq>) {
@@ -398,8 +398,8 @@ impl Quarantine {
             let Some((uidnext, uidvalidity)) = next.get_mut(folder_id) else { continue };
             let uid = *uidnext;
             *uidnext += 1;
-            let rcpts =
-                serde_json::to_string(&req.meta.rcpts).map_err(|e| RecordError::Invalid(e.to_string()))?;
+            let rcpts = serde_json::to_string(&req.meta.rcpts)
+                .map_err(|e| RecordError::Unavailable(e.to_string()))?;
             rows.push((*folder_id, uid, blob, req.bytes.len() as i64, &req.meta, rcpts));
             placed.push(Placed { folder_id: *folder_id, uidvalidity: *uidvalidity, uid });
         }

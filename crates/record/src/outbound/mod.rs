@@ -303,7 +303,7 @@ impl Outbound {
 }
 
 fn gone() -> RecordError {
-    RecordError::Invalid("the record writer stopped".into())
+    RecordError::Unavailable("the record writer stopped".into())
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Op>) {
 
 fn fail_all(batch: Vec<Op>, why: &str) {
     for op in batch {
-        let e = || RecordError::Invalid(why.to_string());
+        let e = || RecordError::Unavailable(why.to_string());
         match op {
             Op::Accept(_, tx) => drop(tx.send(Err(e()))),
             Op::Event(_, tx) => drop(tx.send(Err(e()))),
