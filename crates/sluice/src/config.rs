@@ -102,6 +102,21 @@ pub struct SmtpConfig {
     pub bare_newlines: BareNewlines,
 }
 
+/// `[outbound] smart_host_tls`: how to use TLS with the smart host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmartHostTls {
+    /// Never, not even when offered (AUTH then goes in plain text).
+    None,
+    /// STARTTLS when offered.
+    #[default]
+    Opportunistic,
+    /// STARTTLS, required.
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BareNewlines {
@@ -308,7 +323,7 @@ pub struct OutboundConfig {
     pub smart_host: Option<String>,
     /// `none`, `opportunistic` (STARTTLS when offered), `starttls`
     /// (required) or `implicit` (TLS from the start, port 465).
-    pub smart_host_tls: String,
+    pub smart_host_tls: SmartHostTls,
     /// Verify the smart host's certificate (system CAs) with `starttls`/`implicit`.
     pub smart_host_verify: bool,
     pub smart_host_user: Option<String>,
@@ -333,7 +348,7 @@ impl Default for OutboundConfig {
             bounce_domain: None,
             bounce_local: "bounce".into(),
             smart_host: None,
-            smart_host_tls: "opportunistic".into(),
+            smart_host_tls: SmartHostTls::Opportunistic,
             smart_host_verify: true,
             smart_host_user: None,
             smart_host_password_file: None,
@@ -415,12 +430,6 @@ impl Config {
         for (domain, host) in &self.outbound.mx_override {
             parse_host_port(host).with_context(|| format!("outbound.mx_override.{domain}"))?;
         }
-        if !matches!(
-            self.outbound.smart_host_tls.as_str(),
-            "none" | "opportunistic" | "starttls" | "implicit"
-        ) {
-            bail!("outbound.smart_host_tls must be none, opportunistic, starttls or implicit");
-        }
         if self.outbound.smart_host_user.is_some() != self.outbound.smart_host_password_file.is_some() {
             bail!("outbound.smart_host_user and outbound.smart_host_password_file go together");
         }
@@ -454,6 +463,16 @@ mod tests {
         assert_eq!(cfg.queue.retry_initial_secs, 2);
         assert_eq!(cfg.smtp.listen, "127.0.0.1:2525");
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn smart_host_tls_is_one_of_its_modes() {
+        let cfg: Config = toml::from_str("[outbound]\nsmart_host_tls = \"implicit\"\n").unwrap();
+        assert_eq!(cfg.outbound.smart_host_tls, SmartHostTls::Implicit);
+        assert_eq!(Config::default().outbound.smart_host_tls, SmartHostTls::Opportunistic);
+        let err = toml::from_str::<Config>("[outbound]\nsmart_host_tls = \"sometimes\"\n").unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("smart_host_tls") && err.contains("starttls"), "{err}");
     }
 
     #[test]

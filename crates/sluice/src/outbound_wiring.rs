@@ -14,7 +14,7 @@ use outbound::{NextHop, Outbox, Signer};
 use queue::BoxFuture;
 use vocabulary::Reply;
 
-use crate::config::{Config, parse_host_port};
+use crate::config::{Config, SmartHostTls, parse_host_port};
 
 /// The VERP signing key, made on first start (`DATA/verp.key`, mode 0600).
 pub fn verp_key(data: &Path) -> anyhow::Result<Vec<u8>> {
@@ -52,10 +52,10 @@ impl Hops {
         let smart = match &o.smart_host {
             Some(h) => {
                 let (host, port) = parse_host_port(h)?;
-                let tls = match o.smart_host_tls.as_str() {
-                    "starttls" => TlsMode::Required { verify: o.smart_host_verify },
-                    "implicit" => TlsMode::Implicit { verify: o.smart_host_verify },
-                    _ => TlsMode::Opportunistic,
+                let tls = match o.smart_host_tls {
+                    SmartHostTls::Starttls => TlsMode::Required { verify: o.smart_host_verify },
+                    SmartHostTls::Implicit => TlsMode::Implicit { verify: o.smart_host_verify },
+                    SmartHostTls::None | SmartHostTls::Opportunistic => TlsMode::Opportunistic,
                 };
                 let mut d = Destination::new(host, port).with_tls(tls);
                 if let (Some(user), Some(file)) = (&o.smart_host_user, &o.smart_host_password_file) {
@@ -65,7 +65,7 @@ impl Hops {
                     let password = text.lines().next().unwrap_or("").to_string();
                     anyhow::ensure!(!password.is_empty(), "outbound.smart_host_password_file is empty");
                     let mut c = Credentials::new(user.clone(), password);
-                    if o.smart_host_tls == "none" {
+                    if o.smart_host_tls == SmartHostTls::None {
                         c = c.allow_plaintext();
                     }
                     d = d.with_auth(c);

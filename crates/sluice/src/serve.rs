@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use vocabulary::Reply;
 
-use crate::config::{Config, parse_host_port};
+use crate::config::{Config, SmartHostTls, parse_host_port};
 use crate::{control, outbound_wiring, relay, release, tee, tls};
 
 /// Accepted messages go to the spool; the 250 waits for its fsync.
@@ -267,7 +267,7 @@ impl Clients {
             command_timeout: Duration::from_secs(o.command_timeout_secs),
             data_timeout: Duration::from_secs(o.data_timeout_secs),
             idle_timeout: Duration::from_secs(30),
-            starttls: o.smart_host_tls != "none",
+            starttls: o.smart_host_tls != SmartHostTls::None,
             max_messages_per_connection: 1000,
         }));
         let Some(relay_addr) = &cfg.relay.host else { return Ok(Clients { outbound, relay: None }) };
