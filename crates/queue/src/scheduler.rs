@@ -19,8 +19,12 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Reply, Route};
 
-use crate::lane::CopyLane;
+use crate::lane::{CopyLane, Place};
 use crate::spool::{Entry, Spool, with_status};
+
+/// One route's job in an attempt: the route, the indexes of its pending
+/// recipients, and a copy's place in its lane.
+type RouteGroup<'e> = (&'e Route, Vec<usize>, Option<Place>);
 
 /// Retry and expiry policy.
 #[derive(Debug, Clone)]
@@ -388,37 +392,27 @@ impl AttemptCtx {
 
     /// Runs one attempt for `entry`. Returns its id when the message stays
     /// queued (its `next_attempt` is set).
-    async fn attempt(&self, entry: Entry, permit: OwnedSemaphorePermit) -> Option<QueueId> {
-        // The permit bounds relay attempts in flight. It is released when the
-        // relay job ends, so the copies' work (classification, the store)
-        // never holds back the relay of the messages behind this one.
-        let permit = std::sync::Mutex::new(Some(permit));
-        let release = || drop(permit.lock().unwrap_or_else(|e| e.into_inner()).take());
-        let id = entry.id;
-        if entry.is_done() {
-            // Finished, but its done record could not be written (a full
-            // disk): write it now, never attempt it again.
-            release();
-            let settled = Settled {
-                rcpts: entry.envelope.rcpts.clone(),
-                attempted: Vec::new(),
-                any_delivered: false,
-                connection_failed: false,
-                remote: String::new(),
-                downstream_dsn: false,
-            };
-            return self.record(&entry, settled, false, now_secs()).await;
-        }
-        let content = match self.read_content(&entry).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(%id, error = %e, "cannot read spooled content; will retry");
-                self.spool.reschedule(id, now_secs() + self.backoff(1));
-                return Some(id);
-            }
+    /// A message finished whose done record could not be written (a full
+    /// disk): the record is written now, and it is never attempted again.
+    async fn record_done(&self, entry: &Entry) -> Option<QueueId> {
+        let settled = Settled {
+            rcpts: entry.envelope.rcpts.clone(),
+            attempted: Vec::new(),
+            any_delivered: false,
+            connection_failed: false,
+            remote: String::new(),
+            downstream_dsn: false,
         };
-        // One job per route, run side by side: the relay never waits for
-        // (or fails because of) the quarantine copy, nor the other way round.
+        self.record(entry, settled, false, now_secs()).await
+    }
+
+    /// The pending recipients grouped by route, one job per route run side
+    /// by side (the relay never waits for, or fails because of, the
+    /// quarantine copy, nor the other way round), each copy with its lane's
+    /// place. A copy runs only if its lane has a place now; otherwise it
+    /// stays pending (the `bool`) and the message queues for the lane
+    /// (`CopyLane::wait`).
+    fn route_groups<'e>(&self, entry: &'e Entry) -> (Vec<RouteGroup<'e>>, bool) {
         let mut groups: Vec<(&Route, Vec<usize>)> = Vec::new();
         for (i, r) in entry.pending() {
             match groups.iter_mut().find(|(route, _)| *route == &r.route) {
@@ -426,15 +420,13 @@ impl AttemptCtx {
                 None => groups.push((&r.route, vec![i])),
             }
         }
-        // A copy runs only if its lane has a place now; otherwise it stays
-        // pending and the message queues for the lane (`CopyLane::wait`).
         let mut copy_deferred = false;
-        let groups: Vec<_> = groups
+        let groups = groups
             .into_iter()
             .filter_map(|(route, idx)| {
                 let place = match route {
                     Route::Quarantine { .. } if self.routes.get(route).is_some() => {
-                        match self.copies.take(id) {
+                        match self.copies.take(entry.id) {
                             Some(place) => Some(place),
                             None => {
                                 copy_deferred = true;
@@ -447,6 +439,29 @@ impl AttemptCtx {
                 Some((route, idx, place))
             })
             .collect();
+        (groups, copy_deferred)
+    }
+
+    async fn attempt(&self, entry: Entry, permit: OwnedSemaphorePermit) -> Option<QueueId> {
+        // The permit bounds relay attempts in flight. It is released when the
+        // relay job ends, so the copies' work (classification, the store)
+        // never holds back the relay of the messages behind this one.
+        let permit = std::sync::Mutex::new(Some(permit));
+        let release = || drop(permit.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let id = entry.id;
+        if entry.is_done() {
+            release();
+            return self.record_done(&entry).await;
+        }
+        let content = match self.read_content(&entry).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(%id, error = %e, "cannot read spooled content; will retry");
+                self.spool.reschedule(id, now_secs() + self.backoff(1));
+                return Some(id);
+            }
+        };
+        let (groups, copy_deferred) = self.route_groups(&entry);
         if !groups.iter().any(|(route, _, _)| **route == Route::Relay) {
             // Nothing to relay (a copy alone): the relay slot is not needed.
             release();
