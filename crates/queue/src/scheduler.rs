@@ -395,14 +395,7 @@ impl AttemptCtx {
     /// A message finished whose done record could not be written (a full
     /// disk): the record is written now, and it is never attempted again.
     async fn record_done(&self, entry: &Entry) -> Option<QueueId> {
-        let settled = Settled {
-            rcpts: entry.envelope.rcpts.clone(),
-            attempted: Vec::new(),
-            any_delivered: false,
-            connection_failed: false,
-            remote: String::new(),
-            downstream_dsn: false,
-        };
+        let settled = Settled::unattempted(entry);
         self.record(entry, settled, false, now_secs()).await
     }
 
@@ -707,16 +700,23 @@ struct Settled {
     downstream_dsn: bool,
 }
 
+impl Settled {
+    /// Every recipient as the spool has it, none attempted.
+    fn unattempted(entry: &Entry) -> Self {
+        Settled {
+            rcpts: entry.envelope.rcpts.clone(),
+            attempted: Vec::new(),
+            any_delivered: false,
+            connection_failed: false,
+            remote: String::new(),
+            downstream_dsn: false,
+        }
+    }
+}
+
 /// Each attempted recipient's new state from its route's reply, logged.
 fn settle(entry: &Entry, results: &[(&Route, Vec<usize>, AttemptResult)], expired: bool) -> Settled {
-    let mut s = Settled {
-        rcpts: entry.envelope.rcpts.clone(),
-        attempted: Vec::new(),
-        any_delivered: false,
-        connection_failed: false,
-        remote: String::new(),
-        downstream_dsn: false,
-    };
+    let mut s = Settled::unattempted(entry);
     for (route, idx, result) in results {
         let relay = **route == Route::Relay;
         if relay {
