@@ -341,7 +341,7 @@ def test_bad_input_is_refused_with_clear_4xx(outbound):
         assert isinstance(body, dict) and body["error"]["code"] and body["error"]["message"], body
         if field:
             assert body["error"]["field"] == field, body
-    for path, want in [("/v1/events?type=opened", 422), ("/v1/events?since=yesterday", 422),
+    for path, want in [("/v1/events?type=bounce", 422), ("/v1/events?since=yesterday", 422),
                        ("/v1/messages/0123?as_of=never", 422), ("/v1/nothing", 404),
                        ("/v1/events?cursor=abc", 422), ("/v1/recipients/x@y.test?limit=-1", 422),
                        ("/v1/messages/ffffffffffffffffffffffffffffffff", 404)]:

@@ -101,3 +101,19 @@ pub async fn serve(listener: TcpListener, state: AppState, mut stop: watch::Rece
         tracing::error!(error = %e, "http api stopped");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_names_every_event_as_the_schema_does() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("openapi.json parses");
+        let listed: Vec<&str> = doc["components"]["schemas"]["EventType"]["enum"]
+            .as_array()
+            .expect("an EventType enum")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let schema: Vec<&str> = record::outbound::EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(listed, schema);
+    }
+}

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use record::outbound::{EventQuery, EventType};
+use record::outbound::{EventKind, EventQuery};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -77,8 +77,8 @@ pub async fn events(
     Q(q): Q<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let kind = match q.kind.as_deref().filter(|k| !k.is_empty()) {
-        Some(k) => Some(EventType::parse(k).ok_or_else(|| {
-            let all: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        Some(k) => Some(EventKind::parse(k).ok_or_else(|| {
+            let all: Vec<&str> = EventKind::ALL.iter().map(|t| t.as_str()).collect();
             ApiError::invalid("type", format!("one of {}", all.join(", ")))
         })?),
         None => None,

@@ -7,7 +7,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use record::outbound::{EventType, NewEvent, Suppress, now_ms};
+use record::outbound::{EventKind, NewEvent, Suppress, now_ms};
 
 use crate::{ApiError, AppState};
 
@@ -46,7 +46,7 @@ pub async fn one_click(
             message,
             idx: Some(idx),
             address: Some(address.clone()),
-            kind: EventType::Unsubscribed,
+            kind: EventKind::Unsubscribed,
             at: now_ms(),
             reason: Some("one-click".into()),
             smtp: None,

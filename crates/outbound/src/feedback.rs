@@ -8,7 +8,7 @@
 use decide::{Classification, RecipientReport, Verdict};
 use queue::{AttemptOutcome, AttemptResult, BoxFuture, Job, Transport};
 use record::Outbound;
-use record::outbound::{EventType, NewEvent, SmtpResponse, Suppress};
+use record::outbound::{EventKind, NewEvent, SmtpResponse, Suppress};
 use vocabulary::{QueueId, Reply};
 
 use crate::Verp;
@@ -175,39 +175,39 @@ fn own_message_id(content: &[u8]) -> Option<String> {
 
 /// The event a verdict records; `None` for mail that says nothing about a
 /// delivery (a human writing to the bounce address).
-fn event_of(v: Verdict) -> Option<EventType> {
+fn event_of(v: Verdict) -> Option<EventKind> {
     Some(match v {
-        Verdict::Bounce => EventType::Bounced,
-        Verdict::Delay => EventType::Deferred,
-        Verdict::Delivered => EventType::Delivered,
-        Verdict::Autoreply | Verdict::Challenge => EventType::Autoreplied,
-        Verdict::Complaint => EventType::Complained,
-        Verdict::Unsubscribe => EventType::Unsubscribed,
+        Verdict::Bounce => EventKind::Bounced,
+        Verdict::Delay => EventKind::Deferred,
+        Verdict::Delivered => EventKind::Delivered,
+        Verdict::Autoreply | Verdict::Challenge => EventKind::Autoreplied,
+        Verdict::Complaint => EventKind::Complained,
+        Verdict::Unsubscribe => EventKind::Unsubscribed,
         Verdict::Human => return None,
     })
 }
 
 fn event(
     t: Attach,
-    kind: EventType,
+    kind: EventKind,
     class: &Classification,
     report: Option<&RecipientReport>,
     source: String,
 ) -> NewEvent {
     let reason = match kind {
-        EventType::Complained => Some(class.feedback_type.clone().unwrap_or_else(|| "abuse".into())),
-        EventType::Unsubscribed => Some("unsubscribe".into()),
+        EventKind::Complained => Some(class.feedback_type.clone().unwrap_or_else(|| "abuse".into())),
+        EventKind::Unsubscribed => Some("unsubscribe".into()),
         _ => report.map(|r| r.reason.as_str().to_string()),
     };
     // Suppress: an address-level bounce, a suspended mailbox too though it
     // is soft (never a block, reputation or policy rejection, nor a delay),
     // any complaint, any unsubscribe.
     let suppress = match kind {
-        EventType::Bounced => {
+        EventKind::Bounced => {
             report.filter(|r| r.is_address_failure()).map(|r| r.reason.as_str().to_string())
         }
-        EventType::Complained => Some(format!("complaint: {}", reason.as_deref().unwrap_or("abuse"))),
-        EventType::Unsubscribed => Some("unsubscribed".into()),
+        EventKind::Complained => Some(format!("complaint: {}", reason.as_deref().unwrap_or("abuse"))),
+        EventKind::Unsubscribed => Some("unsubscribed".into()),
         _ => None,
     }
     .map(|reason| Suppress { reason, expires_at: None });
@@ -252,7 +252,7 @@ mod tests {
         let mut r = RecipientReport::bare("kijitora@example.test", reason);
         (r.hard, r.status, r.action) = (hard, Some(status.into()), Some(action.into()));
         let t = Attach { tenant: 1, message: "m".into(), idx: 0, address: r.address.clone() };
-        event(t, EventType::Bounced, &class, Some(&r), String::new()).suppress.is_some()
+        event(t, EventKind::Bounced, &class, Some(&r), String::new()).suppress.is_some()
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use queue::{Spool, Waker};
-use record::outbound::{EventType, NewMessage, NewRecipient};
+use record::outbound::{EventKind, NewMessage, NewRecipient};
 use record::{Outbound, RecordError};
 use serde::Serialize;
 use vocabulary::{Envelope, QueueId, Recipient, Route};
@@ -95,31 +95,31 @@ impl Outbox {
         let now_ms = record::outbound::now_ms();
         // Each address once, in order; invalid ones are reported, not sent.
         let mut seen = HashSet::new();
-        let mut rcpts: Vec<(String, &'static str, EventType, Option<String>)> = Vec::new();
+        let mut rcpts: Vec<(String, &'static str, EventKind, Option<String>)> = Vec::new();
         for (address, kind) in &draft.recipients {
             let address = address.trim().to_string();
             if !seen.insert(record::outbound::normalize(&address)) {
                 continue;
             }
             if valid_address(&address) {
-                rcpts.push((address, kind, EventType::Queued, None));
+                rcpts.push((address, kind, EventKind::Queued, None));
             } else {
-                rcpts.push((address, kind, EventType::Invalid, Some("not a valid email address".into())));
+                rcpts.push((address, kind, EventKind::Invalid, Some("not a valid email address".into())));
             }
         }
         let candidates: Vec<String> =
-            rcpts.iter().filter(|r| r.2 == EventType::Queued).map(|r| r.0.clone()).collect();
+            rcpts.iter().filter(|r| r.2 == EventKind::Queued).map(|r| r.0.clone()).collect();
         let suppressed = self.record.suppressed(tenant, &candidates, now_ms).await.map_err(unavailable)?;
         for r in rcpts.iter_mut() {
             let n = record::outbound::normalize(&r.0);
             if let Some(s) = suppressed.iter().find(|s| s.address == n) {
-                r.2 = EventType::Suppressed;
+                r.2 = EventKind::Suppressed;
                 r.3 = Some(format!("{} ({})", s.reason, s.source));
             }
         }
         // Queued recipients first, so a recipient's index in the record is
         // its index in the spool envelope (the VERP token carries it).
-        rcpts.sort_by_key(|r| r.2 != EventType::Queued);
+        rcpts.sort_by_key(|r| r.2 != EventKind::Queued);
         let sent = Sent {
             id: id.to_string(),
             recipients: rcpts
@@ -159,7 +159,7 @@ impl Outbox {
         // lost); a send refused by the record leaves the spool again.
         let queued: Vec<Recipient> = rcpts
             .iter()
-            .filter(|r| r.2 == EventType::Queued)
+            .filter(|r| r.2 == EventKind::Queued)
             .map(|r| {
                 let route = Route::Outbound { tenant, unsubscribe: draft.list_unsubscribe };
                 Recipient::routed(r.0.clone(), route)
@@ -252,7 +252,7 @@ pub async fn reconcile(spool: &Spool, record: &Outbound) -> Result<usize, Record
                 .map(|r| NewRecipient {
                     address: r.address.clone(),
                     kind: "to".into(),
-                    status: EventType::Queued,
+                    status: EventKind::Queued,
                     reason: None,
                 })
                 .collect(),

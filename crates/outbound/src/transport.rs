@@ -8,7 +8,7 @@ use std::sync::Arc;
 use deliver::smtp::{Client, Destination, OutboundMessage, Outcome};
 use queue::{AttemptOutcome, AttemptResult, BoxFuture, Job, Transport};
 use record::Outbound;
-use record::outbound::{EventType, NewEvent, SmtpResponse, Suppress};
+use record::outbound::{EventKind, NewEvent, SmtpResponse, Suppress};
 use vocabulary::{Reply, domain_of};
 
 use crate::Verp;
@@ -199,7 +199,7 @@ impl OutboundTransport {
         let vocabulary::Route::Outbound { tenant, .. } = *job.route else { return };
         let now = record::outbound::now_ms();
         let (kind, reason, suppress) = if reply.is_positive() {
-            let kind = if self.hops.is_smart_host() { EventType::Sent } else { EventType::Delivered };
+            let kind = if self.hops.is_smart_host() { EventKind::Sent } else { EventKind::Delivered };
             (kind, None, None)
         } else {
             let reason = decide::reason_of_reply(&reply.text, reply.status.as_deref());
@@ -208,11 +208,11 @@ impl OutboundTransport {
             // that cannot receive mail at all (no such domain, null MX), or
             // a temporary failure past the message's expiry, is `failed`.
             let kind = if reply.is_permanent() && !remote.is_empty() {
-                EventType::Rejected
+                EventKind::Rejected
             } else if reply.is_permanent() || now / 1000 >= job.expires_at {
-                EventType::Failed
+                EventKind::Failed
             } else {
-                EventType::Deferred
+                EventKind::Deferred
             };
             let s = suppress.then(|| Suppress { reason: reason.as_str().to_string(), expires_at: None });
             (kind, Some(reason.as_str().to_string()), s)

@@ -4,9 +4,11 @@
 
 pub mod dsn;
 mod envelope;
+pub mod event;
 pub mod lines;
 mod reply;
 
 pub use envelope::{Envelope, QueueId, RcptStatus, Recipient, Route, domain_of, is_role_local};
+pub use event::{Direction, EventKind};
 pub use lines::LineFaults;
 pub use reply::{Reply, Severity};

@@ -11,7 +11,6 @@ mod query;
 mod suppress;
 mod writer;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 use std::collections::HashMap;
@@ -25,67 +24,7 @@ pub use query::{EventQuery, EventRow, MessageView, RecipientHistory, RecipientVi
 pub use suppress::Suppression;
 pub use writer::{NewEvent, NewMessage, NewRecipient, SmtpResponse, Suppress};
 
-/// Kinds of events. Every one but `autoreplied` (informational) sets the
-/// recipient's current status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventType {
-    Queued,
-    Suppressed,
-    Invalid,
-    Sent,
-    Delivered,
-    Deferred,
-    Bounced,
-    Rejected,
-    Failed,
-    Complained,
-    Unsubscribed,
-    Autoreplied,
-}
-
-impl EventType {
-    pub const ALL: [EventType; 12] = [
-        EventType::Queued,
-        EventType::Suppressed,
-        EventType::Invalid,
-        EventType::Sent,
-        EventType::Delivered,
-        EventType::Deferred,
-        EventType::Bounced,
-        EventType::Rejected,
-        EventType::Failed,
-        EventType::Complained,
-        EventType::Unsubscribed,
-        EventType::Autoreplied,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Queued => "queued",
-            EventType::Suppressed => "suppressed",
-            EventType::Invalid => "invalid",
-            EventType::Sent => "sent",
-            EventType::Delivered => "delivered",
-            EventType::Deferred => "deferred",
-            EventType::Bounced => "bounced",
-            EventType::Rejected => "rejected",
-            EventType::Failed => "failed",
-            EventType::Complained => "complained",
-            EventType::Unsubscribed => "unsubscribed",
-            EventType::Autoreplied => "autoreplied",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<EventType> {
-        EventType::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-
-    /// Whether this event becomes the recipient's status.
-    pub fn sets_status(self) -> bool {
-        self != EventType::Autoreplied
-    }
-}
+pub use vocabulary::EventKind;
 
 /// A tenant, as an API key or a submission user resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,7 +265,7 @@ mod tests {
                 .map(|a| NewRecipient {
                     address: a.to_string(),
                     kind: "to".into(),
-                    status: EventType::Queued,
+                    status: EventKind::Queued,
                     reason: None,
                 })
                 .collect(),
@@ -335,7 +274,7 @@ mod tests {
         }
     }
 
-    fn event(tenant: i64, message: &str, idx: i64, kind: EventType, at: i64) -> NewEvent {
+    fn event(tenant: i64, message: &str, idx: i64, kind: EventKind, at: i64) -> NewEvent {
         NewEvent {
             tenant,
             message: message.into(),
@@ -346,7 +285,7 @@ mod tests {
             reason: Some("userunknown".into()),
             smtp: None,
             detail: None,
-            suppress: (kind == EventType::Bounced)
+            suppress: (kind == EventKind::Bounced)
                 .then(|| Suppress { reason: "userunknown".into(), expires_at: Some(5_000) }),
             source: None,
         }
@@ -360,9 +299,9 @@ mod tests {
         let a = o.tenant("a").await.unwrap();
         let b = o.tenant("b").await.unwrap();
         o.accept(msg("m1", a.id, &["A@x.test"])).await.unwrap();
-        o.record(event(a.id, "m1", 0, EventType::Delivered, 2_000)).await.unwrap();
-        o.record(event(a.id, "m1", 0, EventType::Autoreplied, 2_500)).await.unwrap();
-        o.record(event(a.id, "m1", 0, EventType::Bounced, 3_000)).await.unwrap();
+        o.record(event(a.id, "m1", 0, EventKind::Delivered, 2_000)).await.unwrap();
+        o.record(event(a.id, "m1", 0, EventKind::Autoreplied, 2_500)).await.unwrap();
+        o.record(event(a.id, "m1", 0, EventKind::Bounced, 3_000)).await.unwrap();
 
         let now = o.message(&a, "m1", None).await.unwrap().unwrap();
         assert_eq!(now.recipients[0].address, "a@x.test");
@@ -378,7 +317,7 @@ mod tests {
         assert!(o.suppressed(a.id, &addrs, 6_000).await.unwrap().is_empty(), "expired");
         assert!(o.suppressed(b.id, &addrs, 4_000).await.unwrap().is_empty());
         // A bounce after expiry suppresses again.
-        let mut again = event(a.id, "m1", 0, EventType::Bounced, 7_000);
+        let mut again = event(a.id, "m1", 0, EventKind::Bounced, 7_000);
         again.suppress = Some(Suppress { reason: "userunknown".into(), expires_at: None });
         o.record(again).await.unwrap();
         assert_eq!(o.suppressed(a.id, &addrs, 7_500).await.unwrap().len(), 1);
@@ -389,7 +328,7 @@ mod tests {
         assert_eq!(older.events.len(), 3);
         assert!(older.events.iter().all(|e| e.id < h.events[1].id));
         let (page, next) = o
-            .events(&a, &EventQuery { kind: Some(EventType::Bounced), limit: 1, ..Default::default() })
+            .events(&a, &EventQuery { kind: Some(EventKind::Bounced), limit: 1, ..Default::default() })
             .await
             .unwrap();
         assert_eq!((page.len(), next.is_some()), (1, true));

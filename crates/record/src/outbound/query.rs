@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{EventType, Outbound, Tenant, normalize};
+use super::{EventKind, Outbound, Tenant, normalize};
 use crate::RecordError;
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,7 +103,7 @@ pub struct RecipientHistory {
 /// Filters of `GET /v1/events`.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
-    pub kind: Option<EventType>,
+    pub kind: Option<EventKind>,
     pub since: Option<i64>,
     pub until: Option<i64>,
     pub recipient: Option<String>,
@@ -162,7 +162,7 @@ impl Outbound {
                     Some(_) => events
                         .iter()
                         .rev()
-                        .find(|e| EventType::parse(&e.kind).is_some_and(EventType::sets_status))
+                        .find(|e| EventKind::parse(&e.kind).is_some_and(EventKind::sets_status))
                         .map(|e| (e.kind.clone(), e.reason.clone(), e.at))
                         .unwrap_or(("queued".into(), None, created_at)),
                 };

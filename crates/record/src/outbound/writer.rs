@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{EventType, normalize};
+use super::{EventKind, normalize};
 use crate::RecordError;
 
 /// A message the API or submission accepted.
@@ -33,7 +33,7 @@ pub struct NewRecipient {
     /// `to`, `cc` or `bcc`.
     pub kind: String,
     /// `Queued`, `Suppressed` or `Invalid`.
-    pub status: EventType,
+    pub status: EventKind,
     pub reason: Option<String>,
 }
 
@@ -60,7 +60,7 @@ pub struct NewEvent {
     pub message: String,
     pub idx: Option<i64>,
     pub address: Option<String>,
-    pub kind: EventType,
+    pub kind: EventKind,
     pub at: i64,
     pub reason: Option<String>,
     pub smtp: Option<SmtpResponse>,
