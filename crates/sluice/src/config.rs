@@ -2,6 +2,7 @@
 //! errors; command-line flags override the file. With no file at all, the
 //! defaults run a complete local sluice on loopback.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -73,10 +74,10 @@ impl Default for ServerConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
-    /// The MX listener.
-    pub listen: String,
+    /// The MX listener (an IP address and port).
+    pub listen: SocketAddr,
     /// The authenticated submission listener.
-    pub submission: String,
+    pub submission: SocketAddr,
     /// Largest message accepted, in bytes (SIZE; 552 5.3.4 beyond it).
     pub max_message_size: usize,
     /// Recipients per message (452 4.5.3 beyond it).
@@ -129,8 +130,8 @@ impl Default for SmtpConfig {
     fn default() -> Self {
         let l = ingress::Limits::default();
         SmtpConfig {
-            listen: "127.0.0.1:2525".into(),
-            submission: "127.0.0.1:2587".into(),
+            listen: loopback(2525),
+            submission: loopback(2587),
             max_message_size: l.max_message_size,
             max_recipients: l.max_recipients,
             max_connections: l.max_connections,
@@ -230,9 +231,9 @@ impl Default for QueueConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ImapConfig {
     /// The IMAP listener (STARTTLS).
-    pub listen: String,
+    pub listen: SocketAddr,
     /// An implicit-TLS (IMAPS) listener, off unless set.
-    pub imaps: Option<String>,
+    pub imaps: Option<SocketAddr>,
     /// Allow LOGIN without TLS from loopback addresses. For development only:
     /// by default passwords are only accepted over TLS.
     pub plaintext_loopback: bool,
@@ -251,7 +252,7 @@ pub struct ImapConfig {
 impl Default for ImapConfig {
     fn default() -> Self {
         ImapConfig {
-            listen: "127.0.0.1:1143".into(),
+            listen: loopback(1143),
             imaps: None,
             plaintext_loopback: false,
             max_command_bytes: 64 * 1024,
@@ -280,7 +281,7 @@ impl Default for QuarantineConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// The HTTP API listener.
-    pub listen: String,
+    pub listen: SocketAddr,
     /// Largest request body in bytes (413 beyond it); base64 attachments
     /// take a third more than the message they make.
     pub max_body_bytes: usize,
@@ -299,7 +300,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            listen: "127.0.0.1:8025".into(),
+            listen: loopback(8025),
             max_body_bytes: 40 * 1024 * 1024,
             max_batch: 500,
             rate_per_sec: 10_000,
@@ -361,6 +362,11 @@ impl Default for OutboundConfig {
             data_timeout_secs: 600,
         }
     }
+}
+
+/// A listener on 127.0.0.1: every default is local until configured.
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
 fn default_hostname() -> String {
@@ -461,7 +467,9 @@ mod tests {
         assert!(err.to_string().contains("listn"), "{err}");
         let cfg: Config = toml::from_str("[queue]\nretry_initial_secs = 2\n").unwrap();
         assert_eq!(cfg.queue.retry_initial_secs, 2);
-        assert_eq!(cfg.smtp.listen, "127.0.0.1:2525");
+        assert_eq!(cfg.smtp.listen.to_string(), "127.0.0.1:2525");
+        let err = toml::from_str::<Config>("[http]\nlisten = \"localhost:80\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
         cfg.validate().unwrap();
     }
 

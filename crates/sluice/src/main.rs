@@ -4,6 +4,7 @@
 mod classify_cmd;
 mod outbound_cmd;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -42,7 +43,7 @@ struct Common {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: SMTP listeners, durable queue, relay.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage submission users.
     User {
         #[command(subcommand)]
@@ -122,16 +123,16 @@ struct ServeArgs {
     common: Common,
     /// MX listener address [default: 127.0.0.1:2525].
     #[arg(long)]
-    smtp: Option<String>,
+    smtp: Option<SocketAddr>,
     /// Submission listener address [default: 127.0.0.1:2587].
     #[arg(long)]
-    submission: Option<String>,
+    submission: Option<SocketAddr>,
     /// IMAP listener address (STARTTLS) [default: 127.0.0.1:1143].
     #[arg(long)]
-    imap: Option<String>,
+    imap: Option<SocketAddr>,
     /// Implicit-TLS IMAP listener address (off unless given).
     #[arg(long)]
-    imaps: Option<String>,
+    imaps: Option<SocketAddr>,
     /// Downstream HOST:PORT that receives the original of every accepted message.
     #[arg(long)]
     relay: Option<String>,
@@ -146,7 +147,7 @@ struct ServeArgs {
     log_format: Option<String>,
     /// HTTP API listener address [default: 127.0.0.1:8025].
     #[arg(long)]
-    http: Option<String>,
+    http: Option<SocketAddr>,
     /// Domain of VERP return paths; the MX listener accepts it [default: the hostname].
     #[arg(long)]
     bounce_domain: Option<String>,

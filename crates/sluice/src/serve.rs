@@ -111,18 +111,18 @@ pub struct Listeners {
 impl Listeners {
     /// Binds every address the configuration names.
     pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
-        let smtp = bind(&cfg.smtp.listen).await?;
-        let submission = bind(&cfg.smtp.submission).await?;
-        let mut imap = vec![(bind(&cfg.imap.listen).await?, false)];
-        if let Some(addr) = &cfg.imap.imaps {
+        let smtp = bind(cfg.smtp.listen).await?;
+        let submission = bind(cfg.smtp.submission).await?;
+        let mut imap = vec![(bind(cfg.imap.listen).await?, false)];
+        if let Some(addr) = cfg.imap.imaps {
             imap.push((bind(addr).await?, true));
         }
-        let http = bind(&cfg.http.listen).await?;
+        let http = bind(cfg.http.listen).await?;
         Ok(Listeners { smtp, submission, imap, http })
     }
 }
 
-async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
 }
 
