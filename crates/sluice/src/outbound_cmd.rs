@@ -176,7 +176,7 @@ fn time(ms: i64) -> String {
 }
 
 fn event_line(e: &EventRow) -> String {
-    let mut line = format!("  {}  {:<12}", time(e.at), e.kind);
+    let mut line = format!("  {}  {:<12}", time(e.at), e.kind.as_str());
     if let Some(a) = &e.address {
         line.push_str(&format!(" {a}"));
     }

@@ -15,7 +15,8 @@ pub struct EventRow {
     pub idx: Option<i64>,
     pub address: Option<String>,
     #[serde(rename = "type")]
-    pub kind: String,
+    /// One of the event schema's names (`docs/events.md`).
+    pub kind: EventKind,
     /// Milliseconds since the Unix epoch.
     pub at: i64,
     pub reason: Option<String>,
@@ -44,10 +45,16 @@ type EventTuple = (
     Option<String>,
 );
 
-fn event_row(t: EventTuple) -> EventRow {
+/// A stored event, or None (logged) if its type is no name of the schema:
+/// only the writer writes events, from `EventKind`, so that is a damaged row.
+fn event_row(t: EventTuple) -> Option<EventRow> {
     let (id, message, idx, address, kind, at, reason, smtp_code, smtp_status, smtp_text, remote, tls, detail) =
         t;
-    EventRow {
+    let Some(kind) = EventKind::parse(&kind) else {
+        tracing::warn!(event = id, %message, kind, "a stored event of no known type: skipped");
+        return None;
+    };
+    Some(EventRow {
         id,
         message,
         idx,
@@ -61,7 +68,7 @@ fn event_row(t: EventTuple) -> EventRow {
         remote,
         tls,
         detail,
-    }
+    })
 }
 
 const EVENT_COLUMNS: &str =
@@ -152,7 +159,7 @@ impl Outbound {
         .bind(as_of.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        let events: Vec<EventRow> = events.into_iter().map(event_row).collect();
+        let events: Vec<EventRow> = events.into_iter().filter_map(event_row).collect();
         let recipients = rcpts
             .into_iter()
             .map(|(idx, address, kind, status, reason, updated_at)| {
@@ -162,9 +169,9 @@ impl Outbound {
                     Some(_) => events
                         .iter()
                         .rev()
-                        .find(|e| EventKind::parse(&e.kind).is_some_and(EventKind::sets_status))
-                        .map(|e| (e.kind.clone(), e.reason.clone(), e.at))
-                        .unwrap_or(("queued".into(), None, created_at)),
+                        .find(|e| e.kind.sets_status())
+                        .map(|e| (e.kind.as_str().to_string(), e.reason.clone(), e.at))
+                        .unwrap_or((EventKind::Queued.as_str().into(), None, created_at)),
                 };
                 RecipientView { address, kind, status, reason, updated_at, events }
             })
@@ -209,7 +216,7 @@ impl Outbound {
         let suppression = self.suppression(tenant, &address, as_of.unwrap_or_else(super::now_ms));
         let (events, suppression) = tokio::join!(events, suppression);
         let (events, suppression) = (events?, suppression?);
-        let mut events: Vec<EventRow> = events.into_iter().map(event_row).collect();
+        let mut events: Vec<EventRow> = events.into_iter().filter_map(event_row).collect();
         let next_cursor = if events.len() > limit as usize {
             events.truncate(limit as usize);
             events.last().map(|e| e.id)
@@ -269,7 +276,7 @@ impl Outbound {
             query = query.bind(tenant.id).bind(t.clone());
         }
         let mut rows: Vec<EventRow> =
-            query.bind(limit + 1).fetch_all(&self.pool).await?.into_iter().map(event_row).collect();
+            query.bind(limit + 1).fetch_all(&self.pool).await?.into_iter().filter_map(event_row).collect();
         let next = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last().map(|e| e.id)
