@@ -10,6 +10,7 @@ mod limit;
 mod read;
 mod send;
 mod unsubscribe;
+pub mod view;
 
 use std::sync::Arc;
 

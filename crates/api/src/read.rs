@@ -41,7 +41,7 @@ pub async fn message(
     let as_of = time("as_of", q.as_of.as_deref())?;
     let m =
         state.outbound.message(&t, id.trim(), as_of).await?.ok_or_else(|| ApiError::not_found("message"))?;
-    Ok(Json(m).into_response())
+    Ok(Json(crate::view::Message::from(m)).into_response())
 }
 
 pub async fn recipient(
@@ -55,7 +55,7 @@ pub async fn recipient(
     if h.events.is_empty() && h.suppression.is_none() && q.cursor.is_none() {
         return Err(ApiError::not_found("recipient"));
     }
-    Ok(Json(h).into_response())
+    Ok(Json(crate::view::History::from(h)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,7 +94,7 @@ pub async fn events(
         limit: q.limit.unwrap_or(100),
     };
     let (events, next) = state.outbound.events(&t, &query).await?;
-    Ok(Json(json!({"events": events, "next_cursor": next})).into_response())
+    Ok(Json(json!({"events": crate::view::event_list(events), "next_cursor": next})).into_response())
 }
 
 #[derive(Debug, Deserialize)]

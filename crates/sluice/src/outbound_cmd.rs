@@ -225,7 +225,7 @@ async fn track_in(o: &Outbound, target: &str, tenant: Option<&str>, json: bool) 
         && let Some(m) = o.message(&t, &id, None).await?
     {
         if json {
-            println!("{}", serde_json::to_string_pretty(&m)?);
+            println!("{}", serde_json::to_string_pretty(&api::view::Message::from(m))?);
             return Ok(0);
         }
         println!("message {} (tenant {})", m.id, t.name);
@@ -253,7 +253,7 @@ async fn track_in(o: &Outbound, target: &str, tenant: Option<&str>, json: bool) 
         }
         found = true;
         if json {
-            println!("{}", serde_json::to_string_pretty(&h)?);
+            println!("{}", serde_json::to_string_pretty(&api::view::History::from(h))?);
             continue;
         }
         println!("{} (tenant {})", h.address, t.name);

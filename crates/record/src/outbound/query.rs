@@ -2,19 +2,15 @@
 //! with `as_of` answers from the events known at that time (the log is
 //! append-only, so the past can always be read back).
 
-use serde::Serialize;
-
 use super::{EventKind, Outbound, Tenant, normalize};
 use crate::RecordError;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct EventRow {
     pub id: i64,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub idx: Option<i64>,
     pub address: Option<String>,
-    #[serde(rename = "type")]
     /// One of the event schema's names (`docs/events.md`).
     pub kind: EventKind,
     /// Milliseconds since the Unix epoch.
@@ -25,7 +21,6 @@ pub struct EventRow {
     pub smtp_text: Option<String>,
     pub remote: Option<String>,
     pub tls: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -74,7 +69,7 @@ fn event_row(t: EventTuple) -> Option<EventRow> {
 const EVENT_COLUMNS: &str =
     "id, message, idx, address, type, at, reason, smtp_code, smtp_status, smtp_text, remote, tls, detail";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct RecipientView {
     pub address: String,
     pub kind: String,
@@ -84,7 +79,7 @@ pub struct RecipientView {
     pub events: Vec<EventRow>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct MessageView {
     pub id: String,
     pub message_id: Option<String>,
@@ -97,7 +92,7 @@ pub struct MessageView {
     pub recipients: Vec<RecipientView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct RecipientHistory {
     pub address: String,
     pub suppression: Option<super::Suppression>,

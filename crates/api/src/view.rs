@@ -1,0 +1,160 @@
+//! What the API (and `sluice track --json`) shows of the record: types of
+//! their own, built from the record's rows, so that a storage change does
+//! not change the wire, and every event is named by the one schema
+//! (`EventKind`, docs/events.md).
+
+use record::outbound::{EventKind, EventRow, MessageView, RecipientHistory, RecipientView, Suppression};
+use serde::Serialize;
+
+/// One event (`openapi.json`'s `Event`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idx: Option<i64>,
+    pub address: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    pub reason: Option<String>,
+    pub smtp_code: Option<i64>,
+    pub smtp_status: Option<String>,
+    pub smtp_text: Option<String>,
+    pub remote: Option<String>,
+    pub tls: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl From<EventRow> for Event {
+    fn from(r: EventRow) -> Self {
+        Event {
+            id: r.id,
+            message: r.message,
+            idx: r.idx,
+            address: r.address,
+            kind: r.kind,
+            at: r.at,
+            reason: r.reason,
+            smtp_code: r.smtp_code,
+            smtp_status: r.smtp_status,
+            smtp_text: r.smtp_text,
+            remote: r.remote,
+            tls: r.tls,
+            detail: r.detail,
+        }
+    }
+}
+
+fn events(rows: Vec<EventRow>) -> Vec<Event> {
+    rows.into_iter().map(Event::from).collect()
+}
+
+/// A message and each recipient's state and events.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub id: String,
+    pub message_id: Option<String>,
+    pub from: String,
+    pub subject: Option<String>,
+    pub stream: Option<String>,
+    pub tags: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub created_at: i64,
+    pub recipients: Vec<Recipient>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Recipient {
+    pub address: String,
+    pub kind: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub updated_at: i64,
+    pub events: Vec<Event>,
+}
+
+impl From<MessageView> for Message {
+    fn from(m: MessageView) -> Self {
+        Message {
+            id: m.id,
+            message_id: m.message_id,
+            from: m.from,
+            subject: m.subject,
+            stream: m.stream,
+            tags: m.tags,
+            metadata: m.metadata,
+            created_at: m.created_at,
+            recipients: m.recipients.into_iter().map(Recipient::from).collect(),
+        }
+    }
+}
+
+impl From<RecipientView> for Recipient {
+    fn from(r: RecipientView) -> Self {
+        Recipient {
+            address: r.address,
+            kind: r.kind,
+            status: r.status,
+            reason: r.reason,
+            updated_at: r.updated_at,
+            events: events(r.events),
+        }
+    }
+}
+
+/// An address's history across messages, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    pub address: String,
+    pub suppression: Option<Suppression>,
+    pub events: Vec<Event>,
+    /// Pass as `cursor` for older events.
+    pub next_cursor: Option<i64>,
+}
+
+impl From<RecipientHistory> for History {
+    fn from(h: RecipientHistory) -> Self {
+        History {
+            address: h.address,
+            suppression: h.suppression,
+            events: events(h.events),
+            next_cursor: h.next_cursor,
+        }
+    }
+}
+
+/// The events of `GET /v1/events`.
+pub fn event_list(rows: Vec<EventRow>) -> Vec<Event> {
+    events(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_shown_under_the_schema_s_name() {
+        let row = EventRow {
+            id: 7,
+            message: "m".into(),
+            idx: Some(0),
+            address: Some("a@b.test".into()),
+            kind: EventKind::Bounced,
+            at: 1,
+            reason: Some("userunknown".into()),
+            smtp_code: Some(550),
+            smtp_status: Some("5.1.1".into()),
+            smtp_text: None,
+            remote: None,
+            tls: None,
+            detail: None,
+        };
+        let v = serde_json::to_value(Event::from(row)).unwrap();
+        assert_eq!(v["type"], "bounced");
+        assert_eq!(v["reason"], "userunknown");
+        assert!(v.get("detail").is_none() && v.get("kind").is_none());
+    }
+}
