@@ -23,7 +23,7 @@ from helpers.lab_dns import resolver_mount
 from helpers.mta_lab import (await_reports, check_delay, finals, send_causes, send_two_unknown, two_unknown_reports,
                               wrong_two_unknown, wrong_verdicts)
 from helpers.net import free_port
-from helpers.postfix_lab import B_REFUSALS, receiving_lab
+from helpers.postfix_lab import B_REFUSALS, receiving_lab, unreachable
 
 # cause: (sender, recipient, message kind, reason, status, hard, verdict)
 CAUSES = {
@@ -36,17 +36,7 @@ CAUSES = {
                                                 "bounce"),
     "receiving system full until expiry": ("s@sender.test", "ok@storage.test", "small", "systemfull", "4.3.1",
                                            False, "bounce"),
-    "destination host does not exist": ("s@sender.test", "x@gone.test", "small", "hostunknown", "5.0.0", True,
-                                        "bounce"),
-    # The lab's DNS server: nx.test is NXDOMAIN, lostmx.test's MX host is,
-    # nullmx.test has a null MX, broken.test's name servers never answer.
-    "domain does not exist": ("s@sender.test", "x@nx.test", "small", "hostunknown", "5.0.0", True, "bounce"),
-    "MX host does not exist": ("s@sender.test", "x@lostmx.test", "small", "hostunknown", "5.0.0", True, "bounce"),
-    "domain accepts no mail (null MX)": ("s@sender.test", "x@nullmx.test", "small", "notaccept", "5.0.0", True,
-                                         "bounce"),
-    "name servers not answering until expiry": ("s@sender.test", "x@broken.test", "small", "expired", "5.0.0",
-                                                False, "bounce"),
-    "no greeting until expiry": ("s@sender.test", "x@silent.test", "small", "expired", "5.0.0", False, "bounce"),
+    **unreachable(hostunknown="5.0.0", nullmx="5.0.0", broken="5.0.0", silent="5.0.0"),
     "mailbox over quota until expiry": ("s@sender.test", "full@quota.test", "big", "mailboxfull", "5.0.0", False,
                                         "bounce"),
 }

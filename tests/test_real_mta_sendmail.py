@@ -17,7 +17,7 @@ from helpers.lab_dns import resolver_mount
 from helpers.mta_lab import (await_reports, check_delay, finals, send_causes, send_two_unknown, two_unknown_reports,
                               wrong_two_unknown, wrong_verdicts)
 from helpers.net import free_port
-from helpers.postfix_lab import B_REFUSALS, receiving_lab
+from helpers.postfix_lab import B_REFUSALS, receiving_lab, unreachable
 from helpers.sendmail_lab import Sendmail, available
 
 # cause: (sender, recipient, message kind, reason, status, hard, verdict)
@@ -29,17 +29,7 @@ CAUSES = {
     # getting is in Diagnostic-Code.
     "receiving system full until expiry": ("s@sender.test", "ok@storage.test", "small", "systemfull", "4.4.7",
                                            False, "bounce"),
-    "destination host does not exist": ("s@sender.test", "x@gone.test", "small", "hostunknown", "5.1.2", True,
-                                        "bounce"),
-    # The lab's DNS server: nx.test is NXDOMAIN, lostmx.test's MX host is,
-    # nullmx.test has a null MX, broken.test's name servers never answer.
-    "domain does not exist": ("s@sender.test", "x@nx.test", "small", "hostunknown", "5.1.2", True, "bounce"),
-    "MX host does not exist": ("s@sender.test", "x@lostmx.test", "small", "hostunknown", "5.1.2", True, "bounce"),
-    "domain accepts no mail (null MX)": ("s@sender.test", "x@nullmx.test", "small", "notaccept", "5.1.10", True,
-                                         "bounce"),
-    "name servers not answering until expiry": ("s@sender.test", "x@broken.test", "small", "expired", "4.4.7",
-                                                False, "bounce"),
-    "no greeting until expiry": ("s@sender.test", "x@silent.test", "small", "expired", "4.4.7", False, "bounce"),
+    **unreachable(hostunknown="5.1.2", nullmx="5.1.10", broken="4.4.7", silent="4.4.7"),
     "TLS required, not offered, until expiry": ("s@sender.test", "x@tls.test", "small", "failedstarttls", "4.4.7",
                                                 False, "bounce"),
 }

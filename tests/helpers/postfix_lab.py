@@ -203,6 +203,27 @@ def receiving_lab(prefix, sink_port, make, base=None):
 # accepts no mail).
 LAB_MX = {"lostmx.test": "mx.lostmx.test", "nullmx.test": "."}
 
+def unreachable(hostunknown, nullmx, broken, silent):
+    """The causes every lab's DNS server and silent listener make, with the
+    status each MTA writes for them: a host that does not exist (.invalid),
+    nx.test NXDOMAIN, lostmx.test's MX host NXDOMAIN, nullmx.test's null MX,
+    broken.test's name servers never answering, and a greeting that never
+    comes. cause: (sender, recipient, message kind, reason, status, hard,
+    verdict)."""
+    return {
+        "destination host does not exist": ("s@sender.test", "x@gone.test", "small", "hostunknown", hostunknown,
+                                            True, "bounce"),
+        "domain does not exist": ("s@sender.test", "x@nx.test", "small", "hostunknown", hostunknown, True, "bounce"),
+        "MX host does not exist": ("s@sender.test", "x@lostmx.test", "small", "hostunknown", hostunknown, True,
+                                   "bounce"),
+        "domain accepts no mail (null MX)": ("s@sender.test", "x@nullmx.test", "small", "notaccept", nullmx, True,
+                                             "bounce"),
+        "name servers not answering until expiry": ("s@sender.test", "x@broken.test", "small", "expired", broken,
+                                                    False, "bounce"),
+        "no greeting until expiry": ("s@sender.test", "x@silent.test", "small", "expired", silent, False, "bounce"),
+    }
+
+
 # What B refuses at SMTP time, whoever relays to it; each lab's table starts
 # from these. cause: (sender, recipient, message kind, reason, status, hard,
 # verdict).

@@ -269,21 +269,16 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
     // Listed without a reason ("The following addresses had permanent fatal
     // errors"), the address has its reply further down, in a transcript
     // ("<<< 550 <a@b>... User unknown", Sendmail; "550 a@b... User unknown").
-    if !out.iter().any(|l| failure_reply(l))
+    if !out.iter().any(|l| reply_code(l).is_some_and(|c| c >= 400))
         && let Some(reply) = lines
             .iter()
             .enumerate()
-            .find(|&(i, l)| i != at && l.to_ascii_lowercase().contains(&lower) && failure_reply(l))
+            .find(|&(i, l)| i != at && l.to_ascii_lowercase().contains(&lower) && reply_code(l).is_some_and(|c| c >= 400))
     {
         out.push(reply.1.trim().to_string());
     }
     let joined = out.join(" ");
     (!joined.is_empty()).then(|| joined.chars().take(1000).collect())
-}
-
-/// The line carries a 4xx or 5xx SMTP reply code.
-fn failure_reply(line: &str) -> bool {
-    REPLY_CODE.captures_iter(line).any(|c| matches!(c[1].as_bytes().first(), Some(b'4' | b'5')))
 }
 
 /// Headers of the returned original, from the text below the marker.
