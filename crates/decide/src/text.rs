@@ -270,10 +270,9 @@ pub fn diagnostic_for(text: &str, address: &str) -> Option<String> {
     // errors"), the address has its reply further down, in a transcript
     // ("<<< 550 <a@b>... User unknown", Sendmail; "550 a@b... User unknown").
     if !out.iter().any(|l| reply_code(l).is_some_and(|c| c >= 400))
-        && let Some(reply) = lines
-            .iter()
-            .enumerate()
-            .find(|&(i, l)| i != at && l.to_ascii_lowercase().contains(&lower) && reply_code(l).is_some_and(|c| c >= 400))
+        && let Some(reply) = lines.iter().enumerate().find(|&(i, l)| {
+            i != at && l.to_ascii_lowercase().contains(&lower) && reply_code(l).is_some_and(|c| c >= 400)
+        })
     {
         out.push(reply.1.trim().to_string());
     }
