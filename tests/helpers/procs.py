@@ -248,6 +248,14 @@ class Sluice:
         return wait_until(lambda: self.queue_entries() == [] or None, timeout, interval=0.25,
                           what="an empty queue") and True
 
+    def add_account(self, name, domain, password="s3cret"):
+        """A store account taking the copies of `domain` (before `start`, or
+        a running server takes it within its refresh interval)."""
+        pw = os.path.join(self.workdir, f"pw-account-{name}")
+        with open(pw, "w") as f:
+            f.write(password + "\n")
+        self.cli("account", "add", name, "--password-file", pw, "--domain", domain, "--data", self.data)
+
     def add_user(self, name, password):
         pw = os.path.join(self.workdir, f"pw-{name}")
         with open(pw, "w") as f:

@@ -42,7 +42,7 @@ pub async fn one_click(
     state
         .outbound
         .record(NewEvent {
-            tenant,
+            tenant: Some(tenant),
             message,
             idx: Some(idx),
             address: Some(address.clone()),

@@ -3,7 +3,9 @@
 //! not change the wire, and every event is named by the one schema
 //! (`EventKind`, docs/events.md).
 
-use record::outbound::{EventKind, EventRow, MessageView, RecipientHistory, RecipientView, Suppression};
+use record::outbound::{
+    Direction, EventKind, EventRow, MessageView, RecipientHistory, RecipientView, Suppression,
+};
 use serde::Serialize;
 
 /// One event (`openapi.json`'s `Event`).
@@ -56,6 +58,8 @@ fn events(rows: Vec<EventRow>) -> Vec<Event> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Message {
     pub id: String,
+    /// `inbound` (the front line's) or `outbound` (an application's).
+    pub direction: Direction,
     pub message_id: Option<String>,
     pub from: String,
     pub subject: Option<String>,
@@ -80,6 +84,7 @@ impl From<MessageView> for Message {
     fn from(m: MessageView) -> Self {
         Message {
             id: m.id,
+            direction: m.direction,
             message_id: m.message_id,
             from: m.from,
             subject: m.subject,

@@ -27,6 +27,8 @@ pub struct Accepted {
     pub trace: String,
     /// The content exactly as the client sent it (dot-unstuffed).
     pub content: Vec<u8>,
+    /// The TLS version the client used (`TLSv1.3`), if any.
+    pub tls: Option<String>,
 }
 
 /// Where accepted messages go. `accept` resolves only when the message is

@@ -622,7 +622,8 @@ impl Session {
         let trace = self.trace_header(id, &envelope, received_at);
         let size = content.len();
         let (from, rcpts) = (envelope.mail_from.clone(), envelope.rcpts.len());
-        match self.cfg.sink.accept(Accepted { id, envelope, trace, content }).await {
+        let tls = self.conn.tls_version.clone();
+        match self.cfg.sink.accept(Accepted { id, envelope, trace, content, tls }).await {
             Ok(()) => {
                 tracing::info!(
                     target: "sluice::accept",

@@ -212,7 +212,7 @@ fn event(
     }
     .map(|reason| Suppress { reason, expires_at: None });
     NewEvent {
-        tenant: t.tenant,
+        tenant: Some(t.tenant),
         message: t.message,
         idx: Some(t.idx),
         address: Some(t.address),

@@ -135,6 +135,7 @@ impl Outbox {
         let record = NewMessage {
             id: sent.id.clone(),
             tenant,
+            direction: record::outbound::Direction::Outbound,
             message_id: draft.message_id.clone(),
             mail_from: draft.from.clone(),
             subject: draft.subject.clone(),
@@ -151,6 +152,7 @@ impl Outbox {
                 })
                 .collect(),
             at: now_ms,
+            detail: None,
             idempotency: draft.idempotency.clone().map(|(k, h)| (k, h, response)),
         };
         // The spool first, then the record, then the scheduler is woken:
@@ -239,6 +241,7 @@ pub async fn reconcile(spool: &Spool, record: &Outbound) -> Result<usize, Record
         let message = NewMessage {
             id,
             tenant,
+            direction: record::outbound::Direction::Outbound,
             message_id: headers.as_ref().and_then(|h| h.message_id()).map(str::to_string),
             mail_from: entry.envelope.mail_from.clone(),
             subject: headers.as_ref().and_then(|h| h.subject()).map(str::to_string),
@@ -257,6 +260,7 @@ pub async fn reconcile(spool: &Spool, record: &Outbound) -> Result<usize, Record
                 })
                 .collect(),
             at: entry.envelope.received_at * 1000,
+            detail: None,
             idempotency: None,
         };
         record.accept(message).await?;

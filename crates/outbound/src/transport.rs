@@ -218,7 +218,7 @@ impl OutboundTransport {
             (kind, Some(reason.as_str().to_string()), s)
         };
         let event = NewEvent {
-            tenant,
+            tenant: Some(tenant),
             message,
             idx: Some(idx),
             address: Some(rcpt.to_string()),

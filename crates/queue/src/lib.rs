@@ -3,11 +3,14 @@
 //! [`scheduler`] that attempts, retries, expires and reports them, with the
 //! quarantine copies in a [`lane`] of their own.
 
+pub mod journal;
 pub mod lane;
 pub mod log;
 pub mod scheduler;
+mod settle;
 pub mod spool;
 
+pub use journal::{Attempted, Journal};
 pub use lane::COPIES_IN_FLIGHT;
 pub use scheduler::{
     AttemptOutcome, AttemptResult, BoxFuture, DsnBuilder, DsnInput, Job, Routes, Scheduler, SchedulerConfig,

@@ -19,8 +19,10 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Reply, Route};
 
+use crate::journal::Journal;
 use crate::lane::{CopyLane, Place};
-use crate::spool::{Entry, Spool, with_status};
+use crate::settle::{Settled, settle};
+use crate::spool::{Entry, Spool};
 
 /// One route's job in an attempt: the route, the indexes of its pending
 /// recipients, and a copy's place in its lane.
@@ -193,6 +195,7 @@ pub struct Scheduler {
     parked: Arc<Mutex<HashSet<QueueId>>>,
     copies: Arc<CopyLane>,
     dead_letters_expired: std::sync::atomic::AtomicU64,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 pub fn now_secs() -> i64 {
@@ -212,7 +215,14 @@ impl Scheduler {
             parked: Arc::default(),
             copies: Arc::default(),
             dead_letters_expired: Default::default(),
+            journal: None,
         }
+    }
+
+    /// Tells `journal` every attempt's outcome and every DSN queued.
+    pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
     }
 
     pub fn waker(&self) -> Waker {
@@ -368,6 +378,7 @@ impl Scheduler {
             waker: self.waker.clone(),
             parked: self.parked.clone(),
             copies: self.copies.clone(),
+            journal: self.journal.clone(),
         })
     }
 }
@@ -380,6 +391,7 @@ struct AttemptCtx {
     waker: Waker,
     parked: Arc<Mutex<HashSet<QueueId>>>,
     copies: Arc<CopyLane>,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl AttemptCtx {
@@ -499,7 +511,15 @@ impl AttemptCtx {
             return Some(id);
         }
         let mut settled = settle(&entry, &results, now >= entry.expires_at);
-        self.report(&entry, &content, &mut settled).await;
+        let dsn = self.report(&entry, &content, &mut settled).await;
+        if let Some(j) = &self.journal {
+            j.attempted(id, &entry.envelope, &settled.attempts(&entry.envelope));
+            if let Some((dsn_id, reported)) = dsn {
+                let rcpts: Vec<(usize, &Recipient)> =
+                    reported.iter().map(|&i| (i, &settled.rcpts[i])).collect();
+                j.dsn_queued(id, dsn_id, &rcpts);
+            }
+        }
         self.record(&entry, settled, copy_deferred, now).await
     }
 
@@ -508,8 +528,9 @@ impl AttemptCtx {
     /// delivered to a downstream that could not take the request on
     /// (NOTIFY=SUCCESS, "relayed"), deferred past the warning time
     /// (NOTIFY=DELAY, once). When it cannot be queued, failed recipients are
-    /// retried instead (and the DSN with them), never dropped.
-    async fn report(&self, entry: &Entry, content: &[u8], s: &mut Settled) {
+    /// retried instead (and the DSN with them), never dropped. Returns the
+    /// DSN's id and the recipients it reports on.
+    async fn report(&self, entry: &Entry, content: &[u8], s: &mut Settled) -> Option<(QueueId, Vec<usize>)> {
         let age = now_secs() - entry.envelope.received_at;
         let delay_due = self.cfg.delay_warning.is_some_and(|d| age >= d.as_secs() as i64);
         let wanted: Vec<usize> = s
@@ -531,7 +552,7 @@ impl AttemptCtx {
             })
             .collect();
         if wanted.is_empty() || entry.envelope.is_null_sender() {
-            return;
+            return None;
         }
         let dsn = (self.dsn)(&DsnInput {
             id: entry.id,
@@ -540,8 +561,9 @@ impl AttemptCtx {
             original: content,
             remote: &s.remote,
         });
-        let queued = self.enqueue_dsn(entry, dsn).await;
-        for i in wanted {
+        let dsn_id = self.enqueue_dsn(entry, dsn).await;
+        let queued = dsn_id.is_some();
+        for &i in &wanted {
             let r = &mut s.rcpts[i];
             match &r.status {
                 RcptStatus::Failed { reply } | RcptStatus::Expired { reply } if !queued => {
@@ -553,6 +575,7 @@ impl AttemptCtx {
                 _ => {}
             }
         }
+        dsn_id.map(|id| (id, wanted))
     }
 
     /// Writes the attempt's outcome and decides what comes next: done,
@@ -649,8 +672,9 @@ impl AttemptCtx {
         }
     }
 
-    /// Queues a DSN for `entry`'s sender; false when it could not be made durable.
-    async fn enqueue_dsn(&self, entry: &Entry, dsn: Vec<u8>) -> bool {
+    /// Queues a DSN for `entry`'s sender; its id, or `None` when it could
+    /// not be made durable.
+    async fn enqueue_dsn(&self, entry: &Entry, dsn: Vec<u8>) -> Option<QueueId> {
         let envelope = Envelope {
             mail_from: String::new(),
             rcpts: vec![Recipient::new(entry.envelope.mail_from.clone())],
@@ -678,106 +702,12 @@ impl AttemptCtx {
             Ok(dsn_id) => {
                 tracing::info!(queue_id = %entry.id, dsn_id = %dsn_id, to = %entry.envelope.mail_from, "DSN queued");
                 self.waker.now(dsn_id);
-                true
+                Some(dsn_id)
             }
             Err(e) => {
                 tracing::error!(queue_id = %entry.id, error = %e, "cannot queue DSN; the failed recipients will be retried");
-                false
+                None
             }
         }
-    }
-}
-
-/// What one attempt made of a message's recipients.
-struct Settled {
-    rcpts: Vec<Recipient>,
-    /// Indexes of the recipients this attempt tried.
-    attempted: Vec<usize>,
-    any_delivered: bool,
-    connection_failed: bool,
-    remote: String,
-    /// The relay's downstream took the sender's DSN requests.
-    downstream_dsn: bool,
-}
-
-impl Settled {
-    /// Every recipient as the spool has it, none attempted.
-    fn unattempted(entry: &Entry) -> Self {
-        Settled {
-            rcpts: entry.envelope.rcpts.clone(),
-            attempted: Vec::new(),
-            any_delivered: false,
-            connection_failed: false,
-            remote: String::new(),
-            downstream_dsn: false,
-        }
-    }
-}
-
-/// Each attempted recipient's new state from its route's reply, logged.
-fn settle(entry: &Entry, results: &[(&Route, Vec<usize>, AttemptResult)], expired: bool) -> Settled {
-    let mut s = Settled::unattempted(entry);
-    for (route, idx, result) in results {
-        let relay = **route == Route::Relay;
-        if relay {
-            s.connection_failed = matches!(result.outcome, AttemptOutcome::Failed(_));
-            s.remote = result.remote.clone();
-            s.downstream_dsn = result.downstream_dsn;
-        }
-        for (n, &i) in idx.iter().enumerate() {
-            s.attempted.push(i);
-            let reply = match &result.outcome {
-                AttemptOutcome::PerRecipient(replies) => replies
-                    .get(n)
-                    .cloned()
-                    .unwrap_or_else(|| Reply::new(451, "4.3.0", "no reply for this recipient")),
-                AttemptOutcome::Failed(reply) => reply.clone(),
-            };
-            let status = status_of(reply, route, entry.envelope.is_null_sender(), expired);
-            s.any_delivered |= relay && matches!(status, RcptStatus::Delivered { .. });
-            let r = with_status(s.rcpts[i].clone(), status);
-            log_attempt(entry.id, &r, result);
-            s.rcpts[i] = r;
-        }
-    }
-    s
-}
-
-/// A recipient's state after a reply. A permanent refusal that nobody can
-/// be told about (the relayed original of a `<>` sender, a store copy) is a
-/// dead letter, held, never dropped.
-fn status_of(reply: Reply, route: &Route, null_sender: bool, expired: bool) -> RcptStatus {
-    let untold = matches!(route, Route::Quarantine { .. }) || (*route == Route::Relay && null_sender);
-    if reply.is_positive() {
-        RcptStatus::Delivered { reply }
-    } else if reply.is_permanent() && untold {
-        RcptStatus::Held { reply }
-    } else if reply.is_permanent() {
-        RcptStatus::Failed { reply }
-    } else if expired {
-        RcptStatus::Expired { reply }
-    } else {
-        RcptStatus::TempFail { reply }
-    }
-}
-
-fn log_attempt(id: QueueId, r: &Recipient, result: &AttemptResult) {
-    let reply = r.status.reply().map(ToString::to_string).unwrap_or_default();
-    let tls = result.tls.as_deref().unwrap_or("none");
-    let (rcpt, route, status, attempt) = (&r.address, &r.route, r.status.name(), r.attempts);
-    match r.status {
-        // Every message that will not arrive is said at WARN.
-        RcptStatus::Failed { .. } | RcptStatus::Expired { .. } | RcptStatus::Held { .. } => tracing::warn!(
-            target: "sluice::delivery", queue_id = %id, %rcpt, ?route, status, attempt,
-            remote = %result.remote, tls, %reply, "delivery attempt"
-        ),
-        _ => tracing::info!(
-            target: "sluice::delivery", queue_id = %id, %rcpt, ?route, status, attempt,
-            remote = %result.remote, tls, %reply, "delivery attempt"
-        ),
-    }
-    if matches!(r.status, RcptStatus::Held { .. }) {
-        tracing::warn!(queue_id = %id, %rcpt, %reply,
-            "dead letter held: refused for good and no DSN is possible; `sluice queue release` retries it");
     }
 }

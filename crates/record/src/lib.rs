@@ -90,6 +90,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_blobs.sql"),
     include_str!("../migrations/0006_drop_received_index.sql"),
     include_str!("../migrations/0007_idempotency.sql"),
+    include_str!("../migrations/0008_inbound.sql"),
 ];
 
 /// A handle to the database.
@@ -125,7 +126,11 @@ impl Store {
             .pragma("temp_store", "memory")
             // Deleted content is overwritten with zeros, so the bytes of a
             // swept or expunged message do not linger in free pages.
-            .pragma("secure_delete", "on");
+            .pragma("secure_delete", "on")
+            // A WAL that grew in a burst (checkpoints held off by readers)
+            // is cut back after the next checkpoint, not kept at its peak:
+            // on a full disk that space is what the spool needs back.
+            .pragma("journal_size_limit", "8388608");
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts.clone()).await?;
         let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
         let quarantine = Quarantine::new(pool.clone(), opts, data_dir, changes);

@@ -98,6 +98,8 @@ pub struct ReleaseInfo {
     pub mail_from: String,
     pub rcpts: Vec<String>,
     pub blob: String,
+    /// The spool id of the message the copy was filed from.
+    pub queue_id: Option<String>,
 }
 
 /// Folder listings by folder id, with the modseq they were read at.
@@ -559,16 +561,17 @@ impl Quarantine {
 
     /// The envelope a released message is re-injected with.
     pub async fn release_info(&self, folder_id: i64, uid: i64) -> Result<Option<ReleaseInfo>, RecordError> {
-        let row: Option<(Option<String>, String, String)> =
-            sqlx::query_as("SELECT mail_from, rcpts, blob FROM messages WHERE folder_id = ? AND uid = ?")
-                .bind(folder_id)
-                .bind(uid)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some((mail_from, rcpts, blob)) = row else { return Ok(None) };
+        let row: Option<(Option<String>, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT mail_from, rcpts, blob, queue_id FROM messages WHERE folder_id = ? AND uid = ?",
+        )
+        .bind(folder_id)
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((mail_from, rcpts, blob, queue_id)) = row else { return Ok(None) };
         let rcpts: Vec<String> = serde_json::from_str(&rcpts)
             .map_err(|e| RecordError::Unavailable(format!("stored recipients: {e}")))?;
-        Ok(Some(ReleaseInfo { mail_from: mail_from.unwrap_or_default(), rcpts, blob }))
+        Ok(Some(ReleaseInfo { mail_from: mail_from.unwrap_or_default(), rcpts, blob, queue_id }))
     }
 
     /// UIDs in a folder, ascending.

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod control;
+pub mod inbound;
 pub mod logbuf;
 pub mod outbound_wiring;
 pub mod postmaster;

@@ -191,6 +191,15 @@ enum AccountCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Make an account's domains' inbound mail a tenant's: its events are
+    /// that tenant's to see (`sluice track`, `/v1/events`). Unassigned
+    /// inbound mail is the `default` tenant's.
+    Tenant {
+        name: String,
+        tenant: String,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Set how many days copies are kept, for the whole account or one folder.
     Retention {
         name: String,
@@ -378,6 +387,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 store.quarantine().add_account(&name, &password, &domains).await?;
                 store.close().await;
                 println!("account {name} saved");
+                Ok(0)
+            })
+        }
+        Command::Account { command: AccountCommand::Tenant { name, tenant, common } } => {
+            init_logging("text");
+            let cfg = load_config(&common)?;
+            runtime()?.block_on(async {
+                let store = record::Store::open(&cfg.server.data).await?;
+                let done = store.outbound().set_account_tenant(&name, &tenant).await;
+                store.close().await;
+                done?;
+                println!("account {name}: inbound mail of its domains belongs to tenant {tenant}");
                 Ok(0)
             })
         }

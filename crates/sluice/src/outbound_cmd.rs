@@ -198,11 +198,31 @@ fn event_line(e: &EventRow) -> String {
     if let Some(t) = &e.tls {
         line.push_str(&format!(" ({t})"));
     }
+    line.push_str(&detail_words(e.detail.as_deref()));
     line
 }
 
-/// `sluice track MESSAGE|ADDRESS`: a message (our id or its Message-ID) with
-/// each recipient's status and timeline, or an address's history.
+/// An event's detail as `key=value` words (where a copy was filed, who
+/// sent a received message), for a person.
+fn detail_words(detail: Option<&str>) -> String {
+    let Some(serde_json::Value::Object(fields)) = detail.and_then(|d| serde_json::from_str(d).ok()) else {
+        return String::new();
+    };
+    let mut words = String::new();
+    for (k, v) in fields {
+        match v {
+            serde_json::Value::Null => {}
+            serde_json::Value::String(s) if s.is_empty() => {}
+            serde_json::Value::String(s) => words.push_str(&format!("  {k}={s}")),
+            v => words.push_str(&format!("  {k}={v}")),
+        }
+    }
+    words
+}
+
+/// `sluice track MESSAGE|ADDRESS`: a message (our queue id or its
+/// Message-ID, sent or received) with each recipient's status and
+/// timeline, or an address's history.
 pub async fn track(
     target: String,
     tenant: Option<String>,
@@ -228,7 +248,7 @@ async fn track_in(o: &Outbound, target: &str, tenant: Option<&str>, json: bool) 
             println!("{}", serde_json::to_string_pretty(&api::view::Message::from(m))?);
             return Ok(0);
         }
-        println!("message {} (tenant {})", m.id, t.name);
+        println!("message {} ({}, tenant {})", m.id, m.direction.as_str(), t.name);
         println!("  Message-ID: <{}>", m.message_id.as_deref().unwrap_or(""));
         println!("  from {}  subject {:?}", m.from, m.subject.as_deref().unwrap_or(""));
         for r in &m.recipients {

@@ -13,6 +13,8 @@ pub struct Reinjector {
     pub store: Arc<dyn record::QuarantineStore>,
     pub hostname: String,
     pub max_age: i64,
+    /// Where `released` is recorded.
+    pub inbound: crate::inbound::InboundRecord,
 }
 
 impl Reinjector {
@@ -59,7 +61,12 @@ impl Reinjector {
             now.to_rfc2822()
         );
         let expires = envelope.received_at + self.max_age;
+        let folders = self.store.folders(account).await.unwrap_or_default();
+        let folder = folders.iter().find(|f| f.id == folder_id).map_or("", |f| f.name.as_str());
+        let from = crate::inbound::Filed { account, folder, uid, verdict: "", reason: None };
+        let received = self.inbound.released(info.queue_id.as_deref(), (id, &envelope, &content), from).await;
         self.spool.enqueue(id, envelope, trace, content, expires).await.map_err(|e| e.to_string())?;
+        self.inbound.keep(received);
         if let Some(w) = &self.waker {
             w.now(id);
         }

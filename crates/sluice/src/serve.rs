@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use vocabulary::Reply;
 
 use crate::config::{Config, SmartHostTls, parse_host_port};
+use crate::inbound::InboundRecord;
 use crate::{control, outbound_wiring, relay, release, tee, tls};
 
 /// Accepted messages go to the spool; the 250 waits for its fsync.
@@ -33,6 +34,7 @@ struct SpoolSink {
     front_line: record::FrontLine,
     /// postmaster and abuse: to a person, never to the feedback route.
     roles: crate::postmaster::Roles,
+    inbound: InboundRecord,
 }
 
 impl Sink for SpoolSink {
@@ -62,6 +64,7 @@ impl Sink for SpoolSink {
                 }
             }
             self.accounts.tee(&mut envelope);
+            let received = self.inbound.received(msg.id, &envelope, &msg.content, msg.tls.as_deref());
             let id =
                 self.spool.enqueue(msg.id, envelope, msg.trace, msg.content, expires).await.map_err(|e| {
                     if e.is_storage_full() {
@@ -72,6 +75,7 @@ impl Sink for SpoolSink {
                     tracing::error!(error = %e, "spool write failed");
                     Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
                 })?;
+            self.inbound.keep(received);
             if let Some(w) = &self.waker {
                 w.now(id);
             }
@@ -151,7 +155,8 @@ pub async fn serve(
         routes(&cfg, &core, &clients).await?,
         relay::dsn_builder(cfg.server.hostname.clone()),
         scheduler_config(&cfg),
-    );
+    )
+    .with_journal(Arc::new(core.inbound.clone()));
     let waker = Some(scheduler.waker());
     let scheduler_task = tokio::spawn(scheduler.run(stop_rx.clone()));
     let outbox = Arc::new(outbound::Outbox {
@@ -169,6 +174,7 @@ pub async fn serve(
         store: core.quarantine.clone(),
         hostname: cfg.server.hostname.clone(),
         max_age: cfg.queue.max_age_secs as i64,
+        inbound: core.inbound.clone(),
     });
     let control_task = tokio::spawn(control::serve(control::bind(&core.spool_dir)?, reinjector.clone()));
     tasks.extend(start_imap(&cfg, &core, listeners.imap, &acceptor, &reinjector, &stop_rx));
@@ -176,6 +182,7 @@ pub async fn serve(
     let background = [
         control_task,
         tokio::spawn(core.accounts.clone().keep_fresh(core.quarantine.clone(), Duration::from_secs(10))),
+        tokio::spawn(core.inbound.clone().keep_fresh(Duration::from_secs(10))),
         tokio::spawn(sweep_every(
             core.quarantine.clone(),
             Duration::from_secs(cfg.quarantine.sweep_interval_secs),
@@ -196,6 +203,8 @@ pub async fn serve(
     }
     let _ = std::fs::remove_file(control::socket_path(&core.spool_dir));
     core.spool.close();
+    // The front line's last events, then the database.
+    core.record.flush().await;
     core.store.close().await;
     tracing::info!(peak_rss_kb = peak_rss_kb(), "stopped");
     Ok(())
@@ -211,6 +220,8 @@ struct Core {
     quarantine: Arc<dyn record::QuarantineStore>,
     accounts: tee::Accounts,
     record: record::Outbound,
+    /// The front line's events, written beside the outbound record's.
+    inbound: InboundRecord,
     verp: outbound::Verp,
     bounce_domain: String,
 }
@@ -247,7 +258,8 @@ impl Core {
             }
             Err(e) => tracing::error!(error = %e, "reconciling the spool with the outbound record"),
         }
-        Ok(Core { data, store, spool, spool_dir, quarantine, accounts, record, verp, bounce_domain })
+        let inbound = InboundRecord::open(record.clone()).await.context("opening the inbound record")?;
+        Ok(Core { data, store, spool, spool_dir, quarantine, accounts, record, inbound, verp, bounce_domain })
     }
 }
 
@@ -312,7 +324,10 @@ async fn routes(cfg: &Config, core: &Core, clients: &Clients) -> anyhow::Result<
             Arc::new(relay::RelayTransport { client: client.clone(), dest: dest.clone() })
                 as Arc<dyn queue::Transport>
         }),
-        quarantine: Some(Arc::new(tee::QuarantineTransport { store: core.quarantine.clone() })),
+        quarantine: Some(Arc::new(tee::QuarantineTransport {
+            store: core.quarantine.clone(),
+            inbound: core.inbound.clone(),
+        })),
         outbound: Some(Arc::new(outbound::OutboundTransport {
             client: clients.outbound.clone(),
             hops: Arc::new(outbound_wiring::Hops::new(cfg)?),
@@ -383,6 +398,7 @@ fn start_smtp(
             cfg.relay.host.is_some(),
             cfg.server.postmaster.as_deref(),
         ),
+        inbound: core.inbound.clone(),
     });
     let auth: Arc<dyn Authenticator> = Arc::new(UsersAuth(core.store.users()));
     let mut accept_domains: HashSet<String> =

@@ -69,6 +69,8 @@ async fn filed_before(store: &dyn record::QuarantineStore, job: &Job<'_>, accoun
 /// The quarantine route: classify and store the exact bytes received.
 pub struct QuarantineTransport {
     pub store: Arc<dyn record::QuarantineStore>,
+    /// Where `filed` is recorded.
+    pub inbound: crate::inbound::InboundRecord,
 }
 
 impl Transport for QuarantineTransport {
@@ -103,16 +105,29 @@ impl Transport for QuarantineTransport {
                 {
                     // The scheduler's "delivery attempt" line carries this
                     // reply: where the copy went and why, in one line.
-                    Ok((placed, c)) => Reply::new(
-                        250,
-                        "2.0.0",
-                        format!(
-                            "stored in {} as UID {} (verdict {})",
-                            deliver::quarantine::folder_for(&c),
-                            placed.uid,
-                            c.verdict.as_str()
-                        ),
-                    ),
+                    Ok((placed, c)) => {
+                        let folder = deliver::quarantine::folder_for(&c);
+                        self.inbound.filed(
+                            job.id,
+                            job.envelope,
+                            crate::inbound::Filed {
+                                account,
+                                folder,
+                                uid: placed.uid,
+                                verdict: c.verdict.as_str(),
+                                reason: c.recipients.first().map(|r| r.reason.as_str()),
+                            },
+                        );
+                        Reply::new(
+                            250,
+                            "2.0.0",
+                            format!(
+                                "stored in {folder} as UID {} (verdict {})",
+                                placed.uid,
+                                c.verdict.as_str()
+                            ),
+                        )
+                    }
                     Err(e) => {
                         if e.is_storage_full() {
                             tracing::debug!(queue_id = %job.id, account = %account, "quarantine store full");

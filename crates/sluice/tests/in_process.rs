@@ -130,4 +130,18 @@ async fn the_whole_server_runs_in_process() {
     let result = tokio::time::timeout(Duration::from_secs(30), server).await.expect("stopped in time");
     result.expect("serve did not panic").expect("serve returned Ok");
     assert!(TcpStream::connect(smtp_addr).await.is_err(), "the SMTP port is closed after shutdown");
+
+    // The record: the message was received (for its recipient and for
+    // acme's copy) and the copy filed, under the default tenant.
+    let queue_id = reply.trim().rsplit(' ').next().expect("a queue id in the 250");
+    let store = record::Store::open(&dir.path().join("data")).await.expect("the database");
+    let o = store.outbound();
+    let (tenant, id) = o.find_message("<in-process@sender.test>").await.expect("read").expect("recorded");
+    assert_eq!((tenant.name.as_str(), id.as_str()), ("default", queue_id));
+    let m = o.message(&tenant, &id, None).await.expect("read").expect("the message");
+    let statuses: Vec<(&str, &str, &str)> =
+        m.recipients.iter().map(|r| (r.address.as_str(), r.kind.as_str(), r.status.as_str())).collect();
+    // No relay is configured: the original waits in the spool, received.
+    assert_eq!(statuses, [("ann@example.test", "rcpt", "received"), ("acme", "copy", "filed")]);
+    store.close().await;
 }

@@ -2,6 +2,7 @@
 //! recipient carries its own delivery state (the OpenSMTPD msgid/evpid split).
 
 use crate::Reply;
+use crate::event::EventKind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -164,6 +165,29 @@ impl Recipient {
     /// A recipient on another route.
     pub fn routed(address: impl Into<String>, route: Route) -> Self {
         Recipient { route, ..Recipient::new(address) }
+    }
+
+    /// Its state in the event schema's words (`docs/events.md`), on its
+    /// route: a relayed original is `relayed` or `refused`, a copy
+    /// `filed`, an application's mail `delivered` or `rejected` (its
+    /// transport, which knows a smart host from an MX, records `sent`
+    /// itself). `None` while it waits, and for a feedback message read
+    /// (what it says is recorded on the message it reports on).
+    pub fn event(&self) -> Option<EventKind> {
+        let outbound = matches!(self.route, Route::Outbound { .. });
+        Some(match (&self.status, &self.route) {
+            (RcptStatus::Scheduled, _) => return None,
+            (RcptStatus::TempFail { .. }, _) => EventKind::Deferred,
+            (RcptStatus::Held { .. }, _) => EventKind::Held,
+            (RcptStatus::Expired { .. }, _) if outbound => EventKind::Failed,
+            (RcptStatus::Expired { .. }, _) => EventKind::Expired,
+            (RcptStatus::Failed { .. }, _) if outbound => EventKind::Rejected,
+            (RcptStatus::Failed { .. }, _) => EventKind::Refused,
+            (RcptStatus::Delivered { .. }, Route::Relay) => EventKind::Relayed,
+            (RcptStatus::Delivered { .. }, Route::Quarantine { .. }) => EventKind::Filed,
+            (RcptStatus::Delivered { .. }, Route::Outbound { .. }) => EventKind::Delivered,
+            (RcptStatus::Delivered { .. }, Route::Feedback) => return None,
+        })
     }
 }
 

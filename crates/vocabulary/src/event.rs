@@ -62,14 +62,29 @@ pub enum EventKind {
     WebhookDelivered,
 }
 
-/// Which flow an event belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which flow an event (or a recorded message) belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Mail that came to the front line.
     Inbound,
     /// Mail applications send.
     Outbound,
     Both,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+            Direction::Both => "both",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Direction> {
+        [Direction::Inbound, Direction::Outbound, Direction::Both].into_iter().find(|d| d.as_str() == s)
+    }
 }
 
 impl EventKind {
@@ -142,11 +157,17 @@ impl EventKind {
     }
 
     /// Whether this event becomes the recipient's delivery status (what
-    /// only informs, an auto-reply or engagement, does not).
+    /// only informs does not: an auto-reply, engagement, a DSN sent about
+    /// it, a release whose delivery is the released message's own).
     pub fn sets_status(self) -> bool {
         !matches!(
             self,
-            EventKind::Autoreplied | EventKind::Opened | EventKind::Clicked | EventKind::WebhookDelivered
+            EventKind::Autoreplied
+                | EventKind::Opened
+                | EventKind::Clicked
+                | EventKind::WebhookDelivered
+                | EventKind::DsnSent
+                | EventKind::Released
         )
     }
 }

@@ -24,7 +24,7 @@ pub use query::{EventQuery, EventRow, MessageView, RecipientHistory, RecipientVi
 pub use suppress::Suppression;
 pub use writer::{NewEvent, NewMessage, NewRecipient, SmtpResponse, Suppress};
 
-pub use vocabulary::EventKind;
+pub use vocabulary::{Direction, EventKind};
 
 /// A tenant, as an API key or a submission user resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,19 +225,58 @@ impl Outbound {
     /// when the idempotency key was taken meanwhile.
     pub async fn accept(&self, msg: NewMessage) -> Result<(), RecordError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.send(writer::Op::Accept(Box::new(msg), reply)).await?;
+        self.send(writer::Op::Accept(Box::new(msg), Some(reply))).await?;
         answer.await.map_err(|_| gone())?
     }
 
     /// Appends an event (and applies its status and suppression). Returns the event id.
     pub async fn record(&self, event: NewEvent) -> Result<i64, RecordError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.send(writer::Op::Event(Box::new(event), reply)).await?;
+        self.send(writer::Op::Event(Box::new(event), Some(reply))).await?;
         answer.await.map_err(|_| gone())?
+    }
+
+    /// Records a message the front line received, in the next batch,
+    /// without waiting: the spool already holds the message itself.
+    pub fn note_message(&self, msg: NewMessage) {
+        self.send_later(writer::Op::Accept(Box::new(msg), None));
+    }
+
+    /// Appends a front-line event in the next batch, without waiting.
+    pub fn note(&self, event: NewEvent) {
+        self.send_later(writer::Op::Event(Box::new(event), None));
+    }
+
+    /// Waits until every write queued before this call is committed (or
+    /// failed): what a command does before it closes the store.
+    pub async fn flush(&self) {
+        let (tx, done) = tokio::sync::oneshot::channel();
+        if self.writer.send(writer::Op::Flush(tx)).await.is_ok() {
+            let _ = done.await;
+        }
     }
 
     async fn send(&self, op: writer::Op) -> Result<(), RecordError> {
         self.writer.send(op).await.map_err(|_| gone())
+    }
+
+    /// Queues a write nobody waits for; a full queue is waited for on a
+    /// task of its own, so the caller never is.
+    fn send_later(&self, op: writer::Op) {
+        match self.writer.try_send(op) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(op)) => {
+                let writer = self.writer.clone();
+                tokio::spawn(async move {
+                    if writer.send(op).await.is_err() {
+                        tracing::warn!("the record writer stopped: a front-line event is not recorded");
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!("the record writer stopped: a front-line event is not recorded");
+            }
+        }
     }
 }
 
@@ -254,6 +293,7 @@ mod tests {
         NewMessage {
             id: id.into(),
             tenant,
+            direction: Direction::Outbound,
             message_id: Some(format!("{id}@app.test")),
             mail_from: "app@app.test".into(),
             subject: Some("s".into()),
@@ -270,13 +310,14 @@ mod tests {
                 })
                 .collect(),
             at: 1_000,
+            detail: None,
             idempotency: None,
         }
     }
 
     fn event(tenant: i64, message: &str, idx: i64, kind: EventKind, at: i64) -> NewEvent {
         NewEvent {
-            tenant,
+            tenant: Some(tenant),
             message: message.into(),
             idx: Some(idx),
             address: Some("a@x.test".into()),

@@ -2,7 +2,7 @@
 //! with `as_of` answers from the events known at that time (the log is
 //! append-only, so the past can always be read back).
 
-use super::{EventKind, Outbound, Tenant, normalize};
+use super::{Direction, EventKind, Outbound, Tenant, normalize};
 use crate::RecordError;
 
 #[derive(Debug, Clone)]
@@ -82,6 +82,8 @@ pub struct RecipientView {
 #[derive(Debug, Clone)]
 pub struct MessageView {
     pub id: String,
+    /// `inbound` (the front line's) or `outbound` (an application's).
+    pub direction: Direction,
     pub message_id: Option<String>,
     pub from: String,
     pub subject: Option<String>,
@@ -116,7 +118,8 @@ pub struct EventQuery {
     pub limit: u32,
 }
 
-type MessageRowT = (String, Option<String>, String, Option<String>, Option<String>, String, String, i64);
+type MessageRowT =
+    (String, String, Option<String>, String, Option<String>, Option<String>, String, String, i64);
 
 impl Outbound {
     /// A message with each recipient's status and timeline, as known at
@@ -128,16 +131,19 @@ impl Outbound {
         as_of: Option<i64>,
     ) -> Result<Option<MessageView>, RecordError> {
         let row: Option<MessageRowT> = sqlx::query_as(
-            "SELECT id, message_id, mail_from, subject, stream, tags, metadata, created_at
+            "SELECT id, direction, message_id, mail_from, subject, stream, tags, metadata, created_at
              FROM out_messages WHERE id = ? AND tenant_id = ?",
         )
         .bind(id)
         .bind(tenant.id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((id, message_id, from, subject, stream, tags, metadata, created_at)) = row else {
+        let Some((id, direction, message_id, from, subject, stream, tags, metadata, created_at)) = row else {
             return Ok(None);
         };
+        let direction = Direction::parse(&direction).unwrap_or(Direction::Outbound);
+        // A recipient's status before any event: how its message came in.
+        let first = if direction == Direction::Inbound { EventKind::Received } else { EventKind::Queued };
         if as_of.is_some_and(|t| t < created_at) {
             return Ok(None);
         }
@@ -166,13 +172,14 @@ impl Outbound {
                         .rev()
                         .find(|e| e.kind.sets_status())
                         .map(|e| (e.kind.as_str().to_string(), e.reason.clone(), e.at))
-                        .unwrap_or((EventKind::Queued.as_str().into(), None, created_at)),
+                        .unwrap_or((first.as_str().into(), None, created_at)),
                 };
                 RecipientView { address, kind, status, reason, updated_at, events }
             })
             .collect();
         Ok(Some(MessageView {
             id,
+            direction,
             message_id,
             from,
             subject,
@@ -351,11 +358,41 @@ impl Outbound {
         let message_id = message_id.trim().trim_start_matches('<').trim_end_matches('>');
         Ok(sqlx::query_as(
             "SELECT m.tenant_id, m.id, r.idx FROM out_messages m JOIN out_recipients r ON r.message = m.id
-             WHERE m.message_id = ? AND r.address = ? LIMIT 1",
+             WHERE m.message_id = ? AND r.address = ? AND m.direction = 'outbound' LIMIT 1",
         )
         .bind(message_id)
         .bind(normalize(address))
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// A message's recipients: (index, address, kind), in order.
+    pub async fn recipients_of(&self, message: &str) -> Result<Vec<(i64, String, String)>, RecordError> {
+        Ok(sqlx::query_as("SELECT idx, address, kind FROM out_recipients WHERE message = ? ORDER BY idx")
+            .bind(message)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The store accounts that belong to a tenant, with its id: their
+    /// domains' inbound mail is that tenant's.
+    pub async fn account_tenants(&self) -> Result<Vec<(String, i64)>, RecordError> {
+        Ok(sqlx::query_as("SELECT name, tenant_id FROM accounts WHERE tenant_id IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Makes a store account (and so its domains' inbound mail) a tenant's.
+    pub async fn set_account_tenant(&self, account: &str, tenant: &str) -> Result<(), RecordError> {
+        let tenant = self.tenant(tenant).await?;
+        let done = sqlx::query("UPDATE accounts SET tenant_id = ? WHERE name = ?")
+            .bind(tenant.id)
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(RecordError::Invalid(format!("no such account: {account}")));
+        }
+        Ok(())
     }
 }

@@ -6,14 +6,17 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{EventKind, normalize};
+use super::{Direction, EventKind, normalize};
 use crate::RecordError;
 
-/// A message the API or submission accepted.
+/// A message the API or submission accepted, or one the front line received.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub id: String,
     pub tenant: i64,
+    /// Which way it came: `Outbound` from an application, `Inbound` from
+    /// the MX listener.
+    pub direction: Direction,
     /// The Message-ID header, without angle brackets.
     pub message_id: Option<String>,
     pub mail_from: String,
@@ -23,6 +26,9 @@ pub struct NewMessage {
     pub metadata: serde_json::Value,
     pub recipients: Vec<NewRecipient>,
     pub at: i64,
+    /// What the recipients' first events carry (the peer, size and TLS of
+    /// a received message).
+    pub detail: Option<serde_json::Value>,
     /// Idempotency key, hash of the request, and the response to replay.
     pub idempotency: Option<Idempotency>,
 }
@@ -30,9 +36,10 @@ pub struct NewMessage {
 #[derive(Debug, Clone)]
 pub struct NewRecipient {
     pub address: String,
-    /// `to`, `cc` or `bcc`.
+    /// `to`, `cc` or `bcc` from an application; `rcpt` (an envelope
+    /// recipient) or `copy` (a store account's copy) at the front line.
     pub kind: String,
-    /// `Queued`, `Suppressed` or `Invalid`.
+    /// `Queued`, `Suppressed`, `Invalid` or `Received`.
     pub status: EventKind,
     pub reason: Option<String>,
 }
@@ -56,7 +63,10 @@ pub struct Suppress {
 
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub tenant: i64,
+    /// The tenant, or `None` for the tenant the message was recorded
+    /// under (the front line's events; an event of a message never
+    /// recorded is dropped).
+    pub tenant: Option<i64>,
     pub message: String,
     pub idx: Option<i64>,
     pub address: Option<String>,
@@ -71,9 +81,48 @@ pub struct NewEvent {
     pub source: Option<String>,
 }
 
+type Answer<T> = Option<oneshot::Sender<Result<T, RecordError>>>;
+
+/// A write, and where its result goes: `None` for the front line's
+/// record, which nobody waits for (the spool, not the record, is what its
+/// 250 promised).
 pub(super) enum Op {
-    Accept(Box<NewMessage>, oneshot::Sender<Result<(), RecordError>>),
-    Event(Box<NewEvent>, oneshot::Sender<Result<i64, RecordError>>),
+    Accept(Box<NewMessage>, Answer<()>),
+    Event(Box<NewEvent>, Answer<i64>),
+    /// Answered once every write queued before it is committed.
+    Flush(oneshot::Sender<()>),
+}
+
+impl Op {
+    fn waited_for(&self) -> bool {
+        match self {
+            Op::Accept(_, tx) => tx.is_some(),
+            Op::Event(_, tx) => tx.is_some(),
+            Op::Flush(_) => false,
+        }
+    }
+
+    fn answer(self, r: Result<i64, RecordError>) {
+        match self {
+            Op::Accept(m, tx) => match tx {
+                Some(tx) => drop(tx.send(r.map(|_| ()))),
+                None => unanswered(&m.id, r),
+            },
+            Op::Event(e, tx) => match tx {
+                Some(tx) => drop(tx.send(r)),
+                None => unanswered(&e.message, r),
+            },
+            Op::Flush(tx) => drop(tx.send(())),
+        }
+    }
+}
+
+/// A write nobody waits for that failed: said once per write, at ERROR
+/// (the batch's own failure is logged too).
+fn unanswered(message: &str, r: Result<i64, RecordError>) {
+    if let Err(e) = r {
+        tracing::debug!(%message, error = %e, "front-line record not written");
+    }
 }
 
 const BATCH: usize = 512;
@@ -87,9 +136,13 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
+        // Only a batch someone waits for (an API's 202) is fsynced on
+        // commit; the front line's record alone commits like the rest of
+        // the database (WAL, synchronous NORMAL).
+        let durable = batch.iter().any(Op::waited_for);
         // A connection per batch, not kept: closing the store waits for
         // every connection to come back.
-        let Some(mut conn) = connect(&pool).await else {
+        let Some(mut conn) = connect(&pool, durable).await else {
             fail_all(batch, "the database is not available");
             continue;
         };
@@ -101,25 +154,18 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Op>) {
             // in it, never commit.
             conn.close_on_drop();
         }
-        if let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await {
+        if durable && let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await {
             tracing::warn!(error = %e, "outbound record: resetting synchronous");
             conn.close_on_drop();
         }
         match written {
             Ok(()) => {
                 for (op, r) in batch.into_iter().zip(results) {
-                    match (op, r) {
-                        (Op::Accept(_, tx), r) => {
-                            let _ = tx.send(r.map(|_| ()));
-                        }
-                        (Op::Event(_, tx), r) => {
-                            let _ = tx.send(r);
-                        }
-                    }
+                    op.answer(r);
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, writes = batch.len(), "outbound record batch failed");
+                tracing::error!(error = %e, writes = batch.len(), "record batch failed");
                 fail_all(batch, &e.to_string());
             }
         }
@@ -128,16 +174,13 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Op>) {
 
 fn fail_all(batch: Vec<Op>, why: &str) {
     for op in batch {
-        let e = || RecordError::Unavailable(why.to_string());
-        match op {
-            Op::Accept(_, tx) => drop(tx.send(Err(e()))),
-            Op::Event(_, tx) => drop(tx.send(Err(e()))),
-        }
+        op.answer(Err(RecordError::Unavailable(why.to_string())));
     }
 }
 
-/// A connection from the pool, set to fsync its commits (WAL + FULL).
-async fn connect(pool: &SqlitePool) -> Option<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+/// A connection from the pool, set to fsync its commits (WAL + FULL) when
+/// `durable`.
+async fn connect(pool: &SqlitePool, durable: bool) -> Option<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
     let mut c = match pool.acquire().await {
         Ok(c) => c,
         Err(e) => {
@@ -145,7 +188,7 @@ async fn connect(pool: &SqlitePool) -> Option<sqlx::pool::PoolConnection<sqlx::S
             return None;
         }
     };
-    if let Err(e) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *c).await {
+    if durable && let Err(e) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *c).await {
         tracing::error!(error = %e, "outbound record: setting synchronous");
         return None;
     }
@@ -170,14 +213,74 @@ async fn write(
 ) -> Result<(), sqlx::Error> {
     let mut tx = conn.begin().await?;
     results.extend(batch.iter().map(|_| Ok(0)));
-
     // Idempotency keys first: a send whose key was taken writes nothing.
+    claim_keys(&mut tx, batch, results).await?;
+    let accepts: Vec<&NewMessage> = batch
+        .iter()
+        .zip(results.iter())
+        .filter_map(|(op, r)| match op {
+            Op::Accept(m, _) if r.is_ok() => Some(&**m),
+            _ => None,
+        })
+        .collect();
+    insert_messages(&mut tx, &accepts).await?;
+
+    // Events: each accepted recipient's first one, then the events asked
+    // for, in order, each with its tenant (the message's, when not given).
+    let first_events: Vec<NewEvent> = accepts
+        .iter()
+        .flat_map(|m| m.recipients.iter().enumerate().map(move |(i, r)| (*m, i, r)))
+        .map(|(m, i, r)| NewEvent {
+            tenant: Some(m.tenant),
+            message: m.id.clone(),
+            idx: Some(i as i64),
+            address: Some(r.address.clone()),
+            kind: r.status,
+            at: m.at,
+            reason: r.reason.clone(),
+            smtp: None,
+            detail: m.detail.clone(),
+            suppress: None,
+            source: None,
+        })
+        .collect();
+    let tenants = message_tenants(&mut tx, batch).await?;
+    let mut asked: Vec<(usize, NewEvent)> = Vec::new();
+    for (i, op) in batch.iter().enumerate() {
+        let Op::Event(e, _) = op else { continue };
+        match e.tenant.or_else(|| tenants.get(e.message.as_str()).copied()) {
+            Some(t) => asked.push((i, NewEvent { tenant: Some(t), ..(**e).clone() })),
+            None => results[i] = Err(RecordError::Invalid(format!("no message {} recorded", e.message))),
+        }
+    }
+    let all: Vec<NewEvent> = first_events.into_iter().chain(asked.iter().map(|(_, e)| e.clone())).collect();
+    let ids = insert_events(&mut tx, &all).await?;
+    let asked_ids = &ids[ids.len().saturating_sub(asked.len())..];
+    for ((i, _), id) in asked.iter().zip(asked_ids) {
+        results[*i] = Ok(*id);
+    }
+    let asked: Vec<(i64, &NewEvent)> = asked_ids.iter().copied().zip(asked.iter().map(|(_, e)| e)).collect();
+    update_status(&mut tx, &asked).await?;
+    add_suppressions(&mut tx, &asked).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+type Tx<'c> = sqlx::Transaction<'c, Sqlite>;
+
+/// Takes the batch's idempotency keys; a send whose key is taken fails
+/// with [`RecordError::Conflict`].
+async fn claim_keys(
+    tx: &mut Tx<'_>,
+    batch: &[Op],
+    results: &mut [Result<i64, RecordError>],
+) -> Result<(), sqlx::Error> {
     let keyed: Vec<(usize, &NewMessage, &Idempotency)> = batch
         .iter()
         .enumerate()
         .filter_map(|(i, op)| match op {
             Op::Accept(m, _) => m.idempotency.as_ref().map(|k| (i, &**m, k)),
-            Op::Event(..) => None,
+            _ => None,
         })
         .collect();
     let mut taken = std::collections::HashSet::new();
@@ -189,7 +292,7 @@ async fn write(
             b.push_bind(m.tenant).push_bind(key).push_bind(hash).push_bind(response).push_bind(m.at);
         });
         q.push(" ON CONFLICT DO NOTHING RETURNING tenant_id, key");
-        let inserted: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
+        let inserted: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
         let inserted: std::collections::HashSet<(i64, String)> = inserted.into_iter().collect();
         for (i, m, (key, ..)) in chunk {
             if !inserted.contains(&(m.tenant, key.clone())) || !taken.insert((m.tenant, key.clone())) {
@@ -198,22 +301,21 @@ async fn write(
             }
         }
     }
-    let accepts: Vec<&NewMessage> = batch
-        .iter()
-        .zip(results.iter())
-        .filter_map(|(op, r)| match op {
-            Op::Accept(m, _) if r.is_ok() => Some(&**m),
-            _ => None,
-        })
-        .collect();
+    Ok(())
+}
 
+/// The messages, their tags and their recipients. A message already
+/// recorded (the same queue id twice) is left as it is.
+async fn insert_messages(tx: &mut Tx<'_>, accepts: &[&NewMessage]) -> Result<(), sqlx::Error> {
     for chunk in accepts.chunks(ROWS_PER_STATEMENT / 10) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO out_messages (id, tenant_id, message_id, mail_from, subject, stream, tags, metadata, created_at) ",
+            "INSERT OR IGNORE INTO out_messages (id, tenant_id, direction, message_id, mail_from, subject, stream,
+                                                 tags, metadata, created_at) ",
         );
         q.push_values(chunk, |mut b, m| {
             b.push_bind(&m.id)
                 .push_bind(m.tenant)
+                .push_bind(m.direction.as_str())
                 .push_bind(&m.message_id)
                 .push_bind(&m.mail_from)
                 .push_bind(&m.subject)
@@ -222,7 +324,7 @@ async fn write(
                 .push_bind(m.metadata.to_string())
                 .push_bind(m.at);
         });
-        q.build().execute(&mut *tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
     let tags: Vec<(i64, &str, &str)> = accepts
         .iter()
@@ -233,13 +335,13 @@ async fn write(
         q.push_values(chunk, |mut b, (tenant, tag, message)| {
             b.push_bind(*tenant).push_bind(*tag).push_bind(*message);
         });
-        q.build().execute(&mut *tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
     let rcpts: Vec<(&NewMessage, usize, &NewRecipient)> =
         accepts.iter().flat_map(|m| m.recipients.iter().enumerate().map(move |(i, r)| (*m, i, r))).collect();
     for chunk in rcpts.chunks(ROWS_PER_STATEMENT / 4) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO out_recipients (message, idx, tenant_id, address, kind, status, reason, updated_at) ",
+            "INSERT OR IGNORE INTO out_recipients (message, idx, tenant_id, address, kind, status, reason, updated_at) ",
         );
         q.push_values(chunk, |mut b, (m, i, r)| {
             b.push_bind(&m.id)
@@ -251,34 +353,48 @@ async fn write(
                 .push_bind(&r.reason)
                 .push_bind(m.at);
         });
-        q.build().execute(&mut *tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
+    Ok(())
+}
 
-    // Events: each accepted recipient's first one, then the events asked
-    // for, in order. Row ids are handed out in insertion order (max + 1),
-    // so the sorted ids of one statement are its rows in order.
-    let first_events = rcpts.iter().map(|(m, i, r)| NewEvent {
-        tenant: m.tenant,
-        message: m.id.clone(),
-        idx: Some(*i as i64),
-        address: Some(r.address.clone()),
-        kind: r.status,
-        at: m.at,
-        reason: r.reason.clone(),
-        smtp: None,
-        detail: None,
-        suppress: None,
-        source: None,
-    });
-    let asked: Vec<(usize, &NewEvent)> = batch
+/// The tenant of each message the batch's events name without one (the
+/// messages of this batch are written already).
+async fn message_tenants<'b>(
+    tx: &mut Tx<'_>,
+    batch: &'b [Op],
+) -> Result<std::collections::HashMap<&'b str, i64>, sqlx::Error> {
+    let mut wanted: Vec<&str> = batch
         .iter()
-        .enumerate()
-        .filter_map(|(i, op)| match op {
-            Op::Event(e, _) => Some((i, &**e)),
-            Op::Accept(..) => None,
+        .filter_map(|op| match op {
+            Op::Event(e, _) if e.tenant.is_none() => Some(e.message.as_str()),
+            _ => None,
         })
         .collect();
-    let all: Vec<NewEvent> = first_events.chain(asked.iter().map(|(_, e)| (*e).clone())).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut found = std::collections::HashMap::new();
+    for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT id, tenant_id FROM out_messages WHERE id IN (");
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        for (id, tenant) in rows {
+            if let Some(key) = chunk.iter().find(|k| **k == id) {
+                found.insert(*key, tenant);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Appends events (each with its tenant set); their ids, in order. Row ids
+/// are handed out in insertion order (max + 1), so the sorted ids of one
+/// statement are its rows in order.
+async fn insert_events(tx: &mut Tx<'_>, all: &[NewEvent]) -> Result<Vec<i64>, sqlx::Error> {
     let mut ids = Vec::with_capacity(all.len());
     for chunk in all.chunks(ROWS_PER_STATEMENT / 15) {
         let mut q = QueryBuilder::<Sqlite>::new(
@@ -287,7 +403,7 @@ async fn write(
         );
         q.push_values(chunk, |mut b, e| {
             let smtp = e.smtp.clone().unwrap_or_default();
-            b.push_bind(e.tenant)
+            b.push_bind(e.tenant.unwrap_or_default())
                 .push_bind(e.message.clone())
                 .push_bind(e.idx)
                 .push_bind(e.address.as_deref().map(normalize))
@@ -303,18 +419,17 @@ async fn write(
                 .push_bind(e.source.clone());
         });
         q.push(" RETURNING id");
-        let mut got: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+        let mut got: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
         got.sort_unstable();
         ids.extend(got);
     }
-    let asked_ids = &ids[ids.len().saturating_sub(asked.len())..];
-    for ((i, _), id) in asked.iter().zip(asked_ids) {
-        results[*i] = Ok(*id);
-    }
+    Ok(ids)
+}
 
-    // Each recipient's status: the last status-setting event of the batch.
+/// Each recipient's status: the last status-setting event of the batch.
+async fn update_status(tx: &mut Tx<'_>, asked: &[(i64, &NewEvent)]) -> Result<(), sqlx::Error> {
     let mut latest: std::collections::HashMap<(&str, i64), &NewEvent> = std::collections::HashMap::new();
-    for (_, e) in &asked {
+    for (_, e) in asked {
         if let (true, Some(idx)) = (e.kind.sets_status(), e.idx) {
             latest.insert((e.message.as_str(), idx), e);
         }
@@ -333,21 +448,23 @@ async fn write(
                 .push_bind(e.at);
         });
         q.push(") AS v WHERE out_recipients.message = v.column1 AND out_recipients.idx = v.column2");
-        q.build().execute(&mut *tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
+    Ok(())
+}
 
-    // Suppressions; an existing entry stands unless it has expired.
+/// Suppressions; an existing entry stands unless it has expired.
+async fn add_suppressions(tx: &mut Tx<'_>, asked: &[(i64, &NewEvent)]) -> Result<(), sqlx::Error> {
     let suppress: Vec<(&NewEvent, &Suppress, &String, i64)> = asked
         .iter()
-        .zip(asked_ids)
-        .filter_map(|((_, e), id)| Some((*e, e.suppress.as_ref()?, e.address.as_ref()?, *id)))
+        .filter_map(|(id, e)| Some((*e, e.suppress.as_ref()?, e.address.as_ref()?, *id)))
         .collect();
     for chunk in suppress.chunks(ROWS_PER_STATEMENT / 7) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO suppressions (tenant_id, address, reason, source, event_id, created_at, expires_at) ",
         );
         q.push_values(chunk, |mut b, (e, s, address, id)| {
-            b.push_bind(e.tenant)
+            b.push_bind(e.tenant.unwrap_or_default())
                 .push_bind(normalize(address))
                 .push_bind(s.reason.clone())
                 .push_bind(e.kind.as_str())
@@ -361,8 +478,7 @@ async fn write(
                 created_at = excluded.created_at, expires_at = excluded.expires_at
              WHERE suppressions.expires_at IS NOT NULL AND suppressions.expires_at <= excluded.created_at",
         );
-        q.build().execute(&mut *tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
-    tx.commit().await?;
     Ok(())
 }

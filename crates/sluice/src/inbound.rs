@@ -1,0 +1,289 @@
+//! The front line's record: every message the MX listener accepts is
+//! `received`; the scheduler's journal adds each attempt of its original
+//! (`relayed`, `deferred`, `refused`, `expired`, `held`) and each DSN
+//! (`dsn_sent`); the quarantine transport adds `filed`, a release
+//! `released`. The names are the event schema's (`docs/events.md`).
+//!
+//! Nobody waits for these writes: the 250 promised the spool, not the
+//! record. They go into the record writer's next batch (group commit), so
+//! the front line pays a channel send per event, not a transaction.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use queue::{Attempted, Journal};
+use record::Outbound;
+use record::outbound::{Direction, EventKind, NewEvent, NewMessage, NewRecipient, SmtpResponse, now_ms};
+use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Route};
+
+/// The tenant that owns inbound mail no store account of a tenant claims.
+pub const DEFAULT_TENANT: &str = "default";
+
+#[derive(Clone)]
+pub struct InboundRecord {
+    record: Outbound,
+    default_tenant: i64,
+    /// Store accounts that belong to a tenant: account -> tenant id.
+    tenants: Arc<RwLock<HashMap<String, i64>>>,
+}
+
+/// A message's record prepared before the spool holds it, and kept
+/// ([`InboundRecord::keep`]) once it does: nothing is recorded of mail the
+/// spool refused.
+pub struct Pending {
+    message: NewMessage,
+    events: Vec<NewEvent>,
+}
+
+/// Where a copy went, as the quarantine transport files it.
+pub struct Filed<'a> {
+    pub account: &'a str,
+    pub folder: &'a str,
+    pub uid: i64,
+    pub verdict: &'a str,
+    pub reason: Option<&'a str>,
+}
+
+impl InboundRecord {
+    pub async fn open(record: Outbound) -> Result<Self, record::RecordError> {
+        let default_tenant = record.tenant(DEFAULT_TENANT).await?.id;
+        let me = InboundRecord { record, default_tenant, tenants: Arc::default() };
+        me.refresh().await;
+        Ok(me)
+    }
+
+    async fn refresh(&self) {
+        match self.record.account_tenants().await {
+            Ok(rows) => *self.tenants.write().unwrap_or_else(|e| e.into_inner()) = rows.into_iter().collect(),
+            Err(e) => tracing::warn!(error = %e, "cannot read the store accounts' tenants"),
+        }
+    }
+
+    /// Refreshes every `every` until the task is aborted (`sluice account
+    /// tenant` takes effect on a running server).
+    pub async fn keep_fresh(self, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            self.refresh().await;
+        }
+    }
+
+    /// The tenant of an inbound message: that of the first store account
+    /// taking a copy that belongs to one, else the default tenant.
+    fn tenant_of(&self, envelope: &Envelope) -> i64 {
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        envelope
+            .rcpts
+            .iter()
+            .find_map(|r| match &r.route {
+                Route::Quarantine { account } => tenants.get(account).copied(),
+                _ => None,
+            })
+            .unwrap_or(self.default_tenant)
+    }
+
+    /// `received`, for each recipient (and each store copy) of a message
+    /// about to be spooled: who sent it, from where, how big, over what.
+    /// Written by [`InboundRecord::keep`] once the spool has it.
+    pub fn received(&self, id: QueueId, envelope: &Envelope, content: &[u8], tls: Option<&str>) -> Pending {
+        let detail = serde_json::json!({
+            "peer": envelope.peer,
+            "helo": envelope.helo,
+            "size": content.len(),
+            "tls": tls,
+            "auth": envelope.auth_user,
+        });
+        Pending {
+            message: self.message(id, self.tenant_of(envelope), envelope, content, detail),
+            events: Vec::new(),
+        }
+    }
+
+    /// Records what [`InboundRecord::received`] or
+    /// [`InboundRecord::released`] prepared.
+    pub fn keep(&self, pending: Pending) {
+        self.record.note_message(pending.message);
+        for e in pending.events {
+            self.record.note(e);
+        }
+    }
+
+    fn message(
+        &self,
+        id: QueueId,
+        tenant: i64,
+        envelope: &Envelope,
+        content: &[u8],
+        detail: serde_json::Value,
+    ) -> NewMessage {
+        let headers = mail_parser::MessageParser::default().parse_headers(content);
+        NewMessage {
+            id: id.to_string(),
+            tenant,
+            direction: Direction::Inbound,
+            message_id: headers.as_ref().and_then(|h| h.message_id()).map(str::to_string),
+            mail_from: envelope.mail_from.clone(),
+            subject: headers.as_ref().and_then(|h| h.subject()).map(str::to_string),
+            stream: None,
+            tags: Vec::new(),
+            metadata: serde_json::json!({}),
+            recipients: envelope
+                .rcpts
+                .iter()
+                .map(|r| NewRecipient {
+                    address: r.address.clone(),
+                    kind: if matches!(r.route, Route::Quarantine { .. }) { "copy" } else { "rcpt" }.into(),
+                    status: EventKind::Received,
+                    reason: None,
+                })
+                .collect(),
+            at: now_ms(),
+            detail: Some(detail),
+            idempotency: None,
+        }
+    }
+
+    /// `filed`: a copy is in `account`'s folder, with its verdict.
+    pub fn filed(&self, id: QueueId, envelope: &Envelope, filed: Filed<'_>) {
+        let Some(idx) = envelope
+            .rcpts
+            .iter()
+            .position(|r| matches!(&r.route, Route::Quarantine { account } if account == filed.account))
+        else {
+            return;
+        };
+        self.record.note(NewEvent {
+            detail: Some(serde_json::json!({
+                "account": filed.account,
+                "folder": filed.folder,
+                "uid": filed.uid,
+                "verdict": filed.verdict,
+            })),
+            reason: filed.reason.map(str::to_string),
+            ..event(id.to_string(), idx, filed.account, EventKind::Filed)
+        });
+    }
+
+    /// `released` on each original recipient the copy goes back to, and
+    /// the released message itself `received` (under the original's
+    /// tenant), so both ends of a release can be followed.
+    pub async fn released(
+        &self,
+        original: Option<&str>,
+        new: (QueueId, &Envelope, &[u8]),
+        from: Filed<'_>,
+    ) -> Pending {
+        let (new_id, envelope, content) = new;
+        let mut tenant = self.default_tenant;
+        let mut events = Vec::new();
+        if let Some(original) = original {
+            if let Ok(Some((t, _))) = self.record.find_message(original).await {
+                tenant = t.id;
+            }
+            let rcpts = self.record.recipients_of(original).await.unwrap_or_default();
+            for (idx, address, _) in rcpts.iter().filter(|(_, a, kind)| {
+                kind == "rcpt" && envelope.rcpts.iter().any(|r| r.address.eq_ignore_ascii_case(a))
+            }) {
+                events.push(NewEvent {
+                    detail: Some(serde_json::json!({
+                        "account": from.account, "folder": from.folder, "uid": from.uid,
+                        "queue_id": new_id.to_string(),
+                    })),
+                    ..event(original.to_string(), *idx as usize, address, EventKind::Released)
+                });
+            }
+        }
+        let detail = serde_json::json!({
+            "peer": envelope.peer,
+            "released_from": original,
+            "account": from.account, "folder": from.folder, "uid": from.uid,
+            "size": content.len(),
+        });
+        Pending { message: self.message(new_id, tenant, envelope, content, detail), events }
+    }
+}
+
+/// An event of the message's own tenant, now, for one recipient.
+fn event(message: String, idx: usize, address: &str, kind: EventKind) -> NewEvent {
+    NewEvent {
+        tenant: None,
+        message,
+        idx: Some(idx as i64),
+        address: Some(address.to_string()),
+        kind,
+        at: now_ms(),
+        reason: None,
+        smtp: None,
+        detail: None,
+        suppress: None,
+        source: None,
+    }
+}
+
+/// The event a recipient's new state is, on a route the front line
+/// records: the outbound route records itself (its transport knows a
+/// smart host's `sent`), and a copy's `filed` is told by the quarantine
+/// transport, with its folder and verdict.
+fn kind_of(r: &Recipient) -> Option<EventKind> {
+    match (r.event()?, &r.route) {
+        (_, Route::Outbound { .. }) | (EventKind::Filed, _) => None,
+        (kind, _) => Some(kind),
+    }
+}
+
+impl Journal for InboundRecord {
+    fn attempted(&self, id: QueueId, _envelope: &Envelope, rcpts: &[Attempted<'_>]) {
+        for a in rcpts {
+            let Some(kind) = kind_of(a.rcpt) else { continue };
+            if kind == EventKind::Deferred && same_deferral(a.was, &a.rcpt.status) {
+                continue;
+            }
+            let reply = a.rcpt.status.reply();
+            let reason = reply
+                .filter(|r| !r.is_positive())
+                .map(|r| decide::reason_of_reply(&r.text, r.status.as_deref()).as_str().to_string());
+            self.record.note(NewEvent {
+                reason,
+                smtp: reply.map(|r| SmtpResponse {
+                    code: Some(r.code),
+                    status: r.status.clone(),
+                    text: Some(r.text.clone()),
+                    remote: (!a.remote.is_empty()).then(|| a.remote.to_string()),
+                    tls: a.tls.map(str::to_string),
+                }),
+                detail: Some(serde_json::json!({ "attempt": a.rcpt.attempts })),
+                ..event(id.to_string(), a.idx, &a.rcpt.address, kind)
+            });
+        }
+    }
+
+    fn dsn_queued(&self, id: QueueId, dsn: QueueId, rcpts: &[(usize, &Recipient)]) {
+        for (idx, r) in rcpts {
+            self.record.note(NewEvent {
+                detail: Some(serde_json::json!({
+                    "dsn_id": dsn.to_string(),
+                    "action": dsn_action(&r.status),
+                })),
+                ..event(id.to_string(), *idx, &r.address, EventKind::DsnSent)
+            });
+        }
+    }
+}
+
+/// A deferral that says nothing new: deferred before with the same reply
+/// (a downstream down for an hour retried every few minutes). The record
+/// keeps the first and every change; the attempt count rides on the next
+/// event that is recorded.
+fn same_deferral(was: &RcptStatus, now: &RcptStatus) -> bool {
+    matches!((was, now), (RcptStatus::TempFail { reply: a }, RcptStatus::TempFail { reply: b }) if a == b)
+}
+
+/// The RFC 3464 action the DSN reports for a recipient in this state.
+fn dsn_action(status: &RcptStatus) -> &'static str {
+    match status {
+        RcptStatus::Delivered { .. } => "relayed",
+        RcptStatus::TempFail { .. } => "delayed",
+        _ => "failed",
+    }
+}
