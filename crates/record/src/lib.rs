@@ -167,7 +167,12 @@ impl Store {
     }
 
     pub fn outbound(&self) -> Outbound {
-        self.outbound.get_or_init(|| Outbound::new(self.pool.clone())).clone()
+        self.outbound
+            .get_or_init(|| {
+                let q = &self.quarantine;
+                Outbound::new(self.pool.clone(), q.writer_opts.clone(), q.front_line())
+            })
+            .clone()
     }
 
     pub async fn close(&self) {

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::RecordError;
@@ -56,7 +56,7 @@ pub(crate) enum Destination {
 }
 
 /// How often a batch that gives way looks again.
-const GIVE_WAY_POLL: Duration = Duration::from_millis(1);
+pub(crate) const GIVE_WAY_POLL: Duration = Duration::from_millis(1);
 
 /// A copy waits for the front line at most until its message arrived this
 /// long ago (seconds).
@@ -133,7 +133,7 @@ impl FrontLine {
         Accepting { crowd, overlaps }
     }
 
-    fn busy(&self) -> bool {
+    pub(crate) fn busy(&self) -> bool {
         let crowd = &*self.0;
         crowd.accepting.load(Ordering::Relaxed) > 0
             || crowd.micros() < crowd.crowded_until.load(Ordering::Relaxed)
@@ -230,31 +230,10 @@ impl Quarantine {
     /// copy must survive a power cut: the spool forgets it once we answer).
     fn start_writer(&self, rx: mpsc::Receiver<StoreReq>) -> Result<(), RecordError> {
         let this = self.clone();
-        std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || {
-                lowest_priority();
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(r) => r,
-                    Err(e) => return tracing::error!(error = %e, "cannot start the store writer"),
-                };
-                runtime.block_on(async move {
-                    let opts = this.writer_opts.clone().synchronous(SqliteSynchronous::Full);
-                    let pool = SqlitePoolOptions::new()
-                        .max_connections(1)
-                        .idle_timeout(None)
-                        .max_lifetime(None)
-                        .connect_with(opts)
-                        .await;
-                    match pool {
-                        Ok(pool) => this.write_loop(pool, rx).await,
-                        // Every store fails (its reply is dropped) and is
-                        // retried by the spool.
-                        Err(e) => tracing::error!(error = %e, "the store writer cannot open the database"),
-                    }
-                });
-            })
-            .map(|_| ())
+        let opts = this.writer_opts.clone().synchronous(SqliteSynchronous::Full);
+        // Every store fails (its reply is dropped) if the thread cannot
+        // open the database, and is retried by the spool.
+        spawn_idle("store-writer", opts, move |pool| this.write_loop(pool, rx))
             .map_err(|e| RecordError::Unavailable(format!("cannot start the store writer: {e}")))
     }
 
@@ -439,6 +418,40 @@ impl Quarantine {
         self.changed();
         Ok(placed)
     }
+}
+
+/// Runs `work` on a thread of its own in the idle scheduling class, with a
+/// runtime of its own and one connection of its own (whose SQLite thread,
+/// started from there, inherits the class): the writers that must take
+/// only what the front line leaves.
+pub(crate) fn spawn_idle<F, Fut>(name: &str, opts: SqliteConnectOptions, work: F) -> std::io::Result<()>
+where
+    F: FnOnce(SqlitePool) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let label = name.to_string();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            lowest_priority();
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return tracing::error!(error = %e, thread = %label, "cannot start a runtime"),
+            };
+            runtime.block_on(async move {
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(opts)
+                    .await;
+                match pool {
+                    Ok(pool) => work(pool).await,
+                    Err(e) => tracing::error!(error = %e, thread = %label, "cannot open the database"),
+                }
+            });
+        })
+        .map(|_| ())
 }
 
 /// The idle scheduling class for the calling thread (on Linux, per

@@ -32,8 +32,34 @@ pub struct InboundRecord {
 /// ([`InboundRecord::keep`]) once it does: nothing is recorded of mail the
 /// spool refused.
 pub struct Pending {
-    message: NewMessage,
+    /// When it arrived (ms).
+    at: i64,
+    /// Builds the message's record (reading its headers) on the record's
+    /// writer, not on the front line.
+    describe: Box<dyn FnOnce() -> NewMessage + Send + Sync>,
     events: Vec<NewEvent>,
+}
+
+impl Pending {
+    /// What `describe` needs: the envelope and the header block (the
+    /// record reads the Message-ID and the Subject), copied.
+    fn new(id: QueueId, tenant: i64, envelope: &Envelope, content: &[u8], detail: serde_json::Value) -> Self {
+        let envelope = envelope.clone();
+        let header = content[..header_end(content)].to_vec();
+        let at = now_ms();
+        Pending {
+            at,
+            describe: Box::new(move || message(id, tenant, &envelope, &header, detail, at)),
+            events: Vec::new(),
+        }
+    }
+}
+
+/// Where a message's header block ends (after its blank line), within the
+/// first 64 KiB.
+fn header_end(content: &[u8]) -> usize {
+    let head = &content[..content.len().min(64 * 1024)];
+    head.windows(4).position(|w| w == b"\r\n\r\n").map_or(head.len(), |i| i + 4)
 }
 
 /// Where a copy went, as the quarantine transport files it.
@@ -94,56 +120,57 @@ impl InboundRecord {
             "tls": tls,
             "auth": envelope.auth_user,
         });
-        Pending {
-            message: self.message(id, self.tenant_of(envelope), envelope, content, detail),
-            events: Vec::new(),
-        }
+        Pending::new(id, self.tenant_of(envelope), envelope, content, detail)
     }
 
     /// Records what [`InboundRecord::received`] or
     /// [`InboundRecord::released`] prepared.
     pub fn keep(&self, pending: Pending) {
-        self.record.note_message(pending.message);
+        self.record.note_message(pending.at, pending.describe);
         for e in pending.events {
             self.record.note(e);
         }
     }
+}
 
-    fn message(
-        &self,
-        id: QueueId,
-        tenant: i64,
-        envelope: &Envelope,
-        content: &[u8],
-        detail: serde_json::Value,
-    ) -> NewMessage {
-        let headers = mail_parser::MessageParser::default().parse_headers(content);
-        NewMessage {
-            id: id.to_string(),
-            tenant,
-            direction: Direction::Inbound,
-            message_id: headers.as_ref().and_then(|h| h.message_id()).map(str::to_string),
-            mail_from: envelope.mail_from.clone(),
-            subject: headers.as_ref().and_then(|h| h.subject()).map(str::to_string),
-            stream: None,
-            tags: Vec::new(),
-            metadata: serde_json::json!({}),
-            recipients: envelope
-                .rcpts
-                .iter()
-                .map(|r| NewRecipient {
-                    address: r.address.clone(),
-                    kind: if matches!(r.route, Route::Quarantine { .. }) { "copy" } else { "rcpt" }.into(),
-                    status: EventKind::Received,
-                    reason: None,
-                })
-                .collect(),
-            at: now_ms(),
-            detail: Some(detail),
-            idempotency: None,
-        }
+/// The record of an inbound message: its headers read, each recipient
+/// (and each store copy) `received`.
+fn message(
+    id: QueueId,
+    tenant: i64,
+    envelope: &Envelope,
+    content: &[u8],
+    detail: serde_json::Value,
+    at: i64,
+) -> NewMessage {
+    let headers = mail_parser::MessageParser::default().parse_headers(content);
+    NewMessage {
+        id: id.to_string(),
+        tenant,
+        direction: Direction::Inbound,
+        message_id: headers.as_ref().and_then(|h| h.message_id()).map(str::to_string),
+        mail_from: envelope.mail_from.clone(),
+        subject: headers.as_ref().and_then(|h| h.subject()).map(str::to_string),
+        stream: None,
+        tags: Vec::new(),
+        metadata: serde_json::json!({}),
+        recipients: envelope
+            .rcpts
+            .iter()
+            .map(|r| NewRecipient {
+                address: r.address.clone(),
+                kind: if matches!(r.route, Route::Quarantine { .. }) { "copy" } else { "rcpt" }.into(),
+                status: EventKind::Received,
+                reason: None,
+            })
+            .collect(),
+        at,
+        detail: Some(detail),
+        idempotency: None,
     }
+}
 
+impl InboundRecord {
     /// `filed`: a copy is in `account`'s folder, with its verdict.
     pub fn filed(&self, id: QueueId, envelope: &Envelope, filed: Filed<'_>) {
         let Some(idx) = envelope
@@ -200,7 +227,7 @@ impl InboundRecord {
             "account": from.account, "folder": from.folder, "uid": from.uid,
             "size": content.len(),
         });
-        Pending { message: self.message(new_id, tenant, envelope, content, detail), events }
+        Pending { events, ..Pending::new(new_id, tenant, envelope, content, detail) }
     }
 }
 

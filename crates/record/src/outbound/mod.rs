@@ -38,6 +38,9 @@ pub struct Tenant {
 pub struct Outbound {
     pool: SqlitePool,
     writer: mpsc::Sender<writer::Op>,
+    /// The front line's events, which nobody waits for: written by a
+    /// writer of their own in the idle scheduling class (`writer::front`).
+    front: writer::Front,
     /// Recently seen keys (by hash): a request need not read the database
     /// to know its tenant. Entries live `KEY_TTL`, so a key removed from
     /// the database stops working within that time.
@@ -69,10 +72,14 @@ fn key_hash(key: &str) -> Vec<u8> {
 const KEY_PREFIX_LEN: usize = 11;
 
 impl Outbound {
-    pub(crate) fn new(pool: SqlitePool) -> Self {
+    pub(crate) fn new(
+        pool: SqlitePool,
+        opts: sqlx::sqlite::SqliteConnectOptions,
+        front_line: crate::FrontLine,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer::run(pool.clone(), rx));
-        Outbound { pool, writer: tx, keys: Arc::default() }
+        Outbound { pool, writer: tx, front: writer::Front::start(opts, front_line), keys: Arc::default() }
     }
 
     /// The tenant called `name`, created if new.
@@ -236,47 +243,34 @@ impl Outbound {
         answer.await.map_err(|_| gone())?
     }
 
-    /// Records a message the front line received, in the next batch,
-    /// without waiting: the spool already holds the message itself.
-    pub fn note_message(&self, msg: NewMessage) {
-        self.send_later(writer::Op::Accept(Box::new(msg), None));
+    /// Records a message the front line received, without waiting: the
+    /// spool already holds the message itself. `describe` runs on the
+    /// record's writer, at its low priority (reading the headers is work
+    /// the front line need not wait for).
+    pub fn note_message(&self, at: i64, describe: impl FnOnce() -> NewMessage + Send + Sync + 'static) {
+        self.front.send(writer::Op::Describe(at, Box::new(describe)));
     }
 
-    /// Appends a front-line event in the next batch, without waiting.
+    /// Appends a front-line event, without waiting.
     pub fn note(&self, event: NewEvent) {
-        self.send_later(writer::Op::Event(Box::new(event), None));
+        self.front.send(writer::Op::Event(Box::new(event), None));
     }
 
     /// Waits until every write queued before this call is committed (or
-    /// failed): what a command does before it closes the store.
+    /// failed), the front line's too: what a command does before it closes
+    /// the store.
     pub async fn flush(&self) {
         let (tx, done) = tokio::sync::oneshot::channel();
         if self.writer.send(writer::Op::Flush(tx)).await.is_ok() {
             let _ = done.await;
         }
+        let (tx, done) = tokio::sync::oneshot::channel();
+        self.front.send(writer::Op::Flush(tx));
+        let _ = done.await;
     }
 
     async fn send(&self, op: writer::Op) -> Result<(), RecordError> {
         self.writer.send(op).await.map_err(|_| gone())
-    }
-
-    /// Queues a write nobody waits for; a full queue is waited for on a
-    /// task of its own, so the caller never is.
-    fn send_later(&self, op: writer::Op) {
-        match self.writer.try_send(op) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(op)) => {
-                let writer = self.writer.clone();
-                tokio::spawn(async move {
-                    if writer.send(op).await.is_err() {
-                        tracing::warn!("the record writer stopped: a front-line event is not recorded");
-                    }
-                });
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::warn!("the record writer stopped: a front-line event is not recorded");
-            }
-        }
     }
 }
 

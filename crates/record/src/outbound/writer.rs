@@ -3,6 +3,10 @@
 //! transaction committed goes into the next one (group commit).
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
@@ -91,6 +95,9 @@ pub(super) enum Op {
     Event(Box<NewEvent>, Answer<i64>),
     /// Answered once every write queued before it is committed.
     Flush(oneshot::Sender<()>),
+    /// A front-line message to describe (on the writer) and record; when
+    /// it happened (ms).
+    Describe(i64, Box<dyn FnOnce() -> NewMessage + Send + Sync>),
 }
 
 impl Op {
@@ -98,7 +105,25 @@ impl Op {
         match self {
             Op::Accept(_, tx) => tx.is_some(),
             Op::Event(_, tx) => tx.is_some(),
-            Op::Flush(_) => false,
+            Op::Flush(_) | Op::Describe(..) => false,
+        }
+    }
+
+    /// When it happened (ms), for how long the front line may hold it up.
+    fn at(&self) -> i64 {
+        match self {
+            Op::Accept(m, _) => m.at,
+            Op::Event(e, _) => e.at,
+            Op::Flush(_) => i64::MAX,
+            Op::Describe(at, _) => *at,
+        }
+    }
+
+    /// A message to describe, described: work done on the writer's thread.
+    fn described(self) -> Op {
+        match self {
+            Op::Describe(_, describe) => Op::Accept(Box::new(describe()), None),
+            op => op,
         }
     }
 
@@ -113,6 +138,7 @@ impl Op {
                 None => unanswered(&e.message, r),
             },
             Op::Flush(tx) => drop(tx.send(())),
+            Op::Describe(..) => {}
         }
     }
 }
@@ -136,39 +162,158 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        // Only a batch someone waits for (an API's 202) is fsynced on
-        // commit; the front line's record alone commits like the rest of
-        // the database (WAL, synchronous NORMAL).
-        let durable = batch.iter().any(Op::waited_for);
-        // A connection per batch, not kept: closing the store waits for
-        // every connection to come back.
-        let Some(mut conn) = connect(&pool, durable).await else {
-            fail_all(batch, "the database is not available");
-            continue;
-        };
-        let mut results = Vec::with_capacity(batch.len());
-        let written = write(&mut conn, &batch, &mut results).await;
-        if written.is_err() {
-            // SQLite may leave a failed transaction open (a full disk): a
-            // connection reused in that state would only nest savepoints
-            // in it, never commit.
-            conn.close_on_drop();
+        commit(&pool, batch).await;
+    }
+}
+
+/// Writes one batch in one transaction and answers each write.
+async fn commit(pool: &SqlitePool, batch: Vec<Op>) {
+    // Only a batch someone waits for (an API's 202) is fsynced on commit;
+    // the front line's record commits like the rest of the database (WAL,
+    // synchronous NORMAL).
+    let durable = batch.iter().any(Op::waited_for);
+    // A connection per batch, not kept: closing the store waits for every
+    // connection to come back.
+    let Some(mut conn) = connect(pool, durable).await else {
+        fail_all(batch, "the database is not available");
+        return;
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    let written = write(&mut conn, &batch, &mut results).await;
+    if written.is_err() {
+        // SQLite may leave a failed transaction open (a full disk): a
+        // connection reused in that state would only nest savepoints in it,
+        // never commit.
+        conn.close_on_drop();
+    }
+    if durable && let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await {
+        tracing::warn!(error = %e, "outbound record: resetting synchronous");
+        conn.close_on_drop();
+    }
+    match written {
+        Ok(()) => {
+            for (op, r) in batch.into_iter().zip(results) {
+                op.answer(r);
+            }
         }
-        if durable && let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await {
-            tracing::warn!(error = %e, "outbound record: resetting synchronous");
-            conn.close_on_drop();
-        }
-        match written {
-            Ok(()) => {
-                for (op, r) in batch.into_iter().zip(results) {
-                    op.answer(r);
+        Err(e) => {
+            let why = e.to_string();
+            if RecordError::Db(e).is_storage_full() {
+                // Once per power of two: a full disk fails every batch.
+                static FULL: AtomicU64 = AtomicU64::new(0);
+                let n = FULL.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        failed_batches = n,
+                        "the disk is full: the record's writes fail (API sends are \
+                        answered 507; front-line events are not recorded)"
+                    );
                 }
+            } else {
+                tracing::error!(error = %why, writes = batch.len(), "record batch failed");
             }
-            Err(e) => {
-                tracing::error!(error = %e, writes = batch.len(), "record batch failed");
-                fail_all(batch, &e.to_string());
+            fail_all(batch, &why);
+        }
+    }
+}
+
+/// The front line's writer: a thread of its own in the idle scheduling
+/// class with a connection of its own (whose SQLite thread inherits the
+/// class), as the store's copies have. The front line hands it events and
+/// goes on; on a busy machine they wait here, in memory, and are written
+/// with what the front line leaves.
+#[derive(Clone)]
+pub(super) struct Front {
+    tx: mpsc::UnboundedSender<Op>,
+    backlog: Arc<AtomicUsize>,
+}
+
+/// How long (ms) front-line events may wait for the front line to be
+/// quiet, as the store's copies do ([`crate::COPY_LAG_MAX`]).
+const FRONT_LAG_MAX_MS: i64 = crate::COPY_LAG_MAX * 1000;
+
+/// Front-line writes waiting, at most. Past this (a front line that never
+/// rests and a record that cannot keep up) new events are not recorded,
+/// counted and said at WARN: the mail itself is in the spool.
+const FRONT_BACKLOG_MAX: usize = 1 << 20;
+
+/// Writes per front-line transaction: short, so the lock an idle-class
+/// writer holds is given back soon.
+const FRONT_BATCH: usize = 128;
+
+/// How often the front line's writer looks for events.
+const FRONT_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+impl Front {
+    pub(super) fn start(opts: SqliteConnectOptions, front_line: crate::FrontLine) -> Front {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let left = backlog.clone();
+        let started = crate::writer::spawn_idle("record-writer", opts, move |pool| {
+            run_front(pool, rx, left, front_line)
+        });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the front line's record writer");
+        }
+        Front { tx, backlog }
+    }
+
+    /// Queues a write; never waits.
+    pub(super) fn send(&self, op: Op) {
+        if !matches!(op, Op::Flush(_)) && self.backlog.load(Ordering::Relaxed) >= FRONT_BACKLOG_MAX {
+            static DROPPED: AtomicU64 = AtomicU64::new(0);
+            let n = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    not_recorded = n,
+                    "the record is too far behind: front-line events are not recorded"
+                );
+            }
+            return;
+        }
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        if let Err(mpsc::error::SendError(op)) = self.tx.send(op) {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            op.answer(Err(RecordError::Unavailable("the front line's record writer stopped".into())));
+        }
+    }
+}
+
+/// Writes the front line's events every `FRONT_TICK`, in short batches,
+/// each when the front line is quiet (a message being accepted, or accepts
+/// that overlapped a moment ago, hold it) or its oldest event is
+/// `FRONT_LAG_MAX_MS` old. Sending never wakes the writer: the front line
+/// pays no thread switch per event, and a tick's events make one batch.
+async fn run_front(
+    pool: SqlitePool,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    backlog: Arc<AtomicUsize>,
+    front_line: crate::FrontLine,
+) {
+    let mut batch = Vec::with_capacity(FRONT_BATCH);
+    loop {
+        while batch.len() < FRONT_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) if batch.is_empty() => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         }
+        let oldest = batch.iter().map(Op::at).min().unwrap_or(i64::MAX);
+        let flushing = batch.iter().any(|op| matches!(op, Op::Flush(_)));
+        let due = flushing
+            || batch.len() >= FRONT_BATCH
+            || !front_line.busy()
+            || super::now_ms() - oldest >= FRONT_LAG_MAX_MS;
+        if batch.is_empty() || !due {
+            tokio::time::sleep(if batch.is_empty() { FRONT_TICK } else { crate::writer::GIVE_WAY_POLL })
+                .await;
+            continue;
+        }
+        backlog.fetch_sub(batch.len(), Ordering::Relaxed);
+        let ops = std::mem::replace(&mut batch, Vec::with_capacity(FRONT_BATCH));
+        commit(&pool, ops.into_iter().map(Op::described).collect()).await;
     }
 }
 
