@@ -96,8 +96,11 @@ def test_relayed_refused_filed_dsn_and_released_are_tracked(sink, sluice_factory
 
     # The same answers by Message-ID and by address, and in words.
     assert track(sl, "<lunch-1@sender.test>")["id"] == qid
+    # An address's history holds its own events; `received` is the
+    # message's (one per message, listing its recipients).
     history = track(sl, "bob@sluice.test")
-    assert {"received", "relayed"} <= {e["type"] for e in history["events"]}
+    assert [e["message"] for e in history["events"] if e["type"] == "relayed"] == [qid]
+    assert [r["address"] for r in detail(received)["recipients"]] == ["bob@sluice.test", "gone@sluice.test", "acme"]
     words = sl.cli("track", qid, "--data", sl.data).stdout.decode()
     assert f"message {qid} (inbound, tenant default)" in words
     assert "refused" in words and "550 5.1.1" in words and f"folder={folder}" in words

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use queue::{Attempted, Journal};
 use record::Outbound;
-use record::outbound::{Direction, EventKind, NewEvent, NewMessage, NewRecipient, SmtpResponse, now_ms};
+use record::outbound::{Direction, EventKind, NewEvent, NewMessage, SmtpResponse, now_ms};
 use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Route};
 
 /// The tenant that owns inbound mail no store account of a tenant claims.
@@ -140,9 +140,19 @@ fn message(
     tenant: i64,
     envelope: &Envelope,
     content: &[u8],
-    detail: serde_json::Value,
+    mut detail: serde_json::Value,
     at: i64,
 ) -> NewMessage {
+    // Its recipients (and each store copy), by index, as the events name them.
+    let recipients: Vec<serde_json::Value> = envelope
+        .rcpts
+        .iter()
+        .map(|r| {
+            let kind = if matches!(r.route, Route::Quarantine { .. }) { "copy" } else { "rcpt" };
+            serde_json::json!({ "address": r.address.to_ascii_lowercase(), "kind": kind })
+        })
+        .collect();
+    detail["recipients"] = serde_json::Value::Array(recipients);
     let headers = mail_parser::MessageParser::default().parse_headers(content);
     NewMessage {
         id: id.to_string(),
@@ -154,16 +164,7 @@ fn message(
         stream: None,
         tags: Vec::new(),
         metadata: serde_json::json!({}),
-        recipients: envelope
-            .rcpts
-            .iter()
-            .map(|r| NewRecipient {
-                address: r.address.clone(),
-                kind: if matches!(r.route, Route::Quarantine { .. }) { "copy" } else { "rcpt" }.into(),
-                status: EventKind::Received,
-                reason: None,
-            })
-            .collect(),
+        recipients: Vec::new(),
         at,
         detail: Some(detail),
         idempotency: None,
@@ -205,19 +206,24 @@ impl InboundRecord {
         let mut tenant = self.default_tenant;
         let mut events = Vec::new();
         if let Some(original) = original {
+            let mut rcpts = Vec::new();
             if let Ok(Some((t, _))) = self.record.find_message(original).await {
                 tenant = t.id;
+                if let Ok(Some(m)) = self.record.message(&t, original, None).await {
+                    rcpts = m.recipients;
+                }
             }
-            let rcpts = self.record.recipients_of(original).await.unwrap_or_default();
-            for (idx, address, _) in rcpts.iter().filter(|(_, a, kind)| {
-                kind == "rcpt" && envelope.rcpts.iter().any(|r| r.address.eq_ignore_ascii_case(a))
-            }) {
+            let released = |r: &record::outbound::RecipientView| {
+                r.kind == "rcpt" && envelope.rcpts.iter().any(|e| e.address.eq_ignore_ascii_case(&r.address))
+            };
+            for (idx, r) in rcpts.iter().enumerate().filter(|(_, r)| released(r)) {
+                let address = &r.address;
                 events.push(NewEvent {
                     detail: Some(serde_json::json!({
                         "account": from.account, "folder": from.folder, "uid": from.uid,
                         "queue_id": new_id.to_string(),
                     })),
-                    ..event(original.to_string(), *idx as usize, address, EventKind::Released)
+                    ..event(original.to_string(), idx, address, EventKind::Released)
                 });
             }
         }

@@ -118,6 +118,28 @@ pub struct EventQuery {
     pub limit: u32,
 }
 
+/// idx, address, kind, status, reason, updated_at.
+type RecipientRowT = (i64, String, String, String, Option<String>, i64);
+
+/// A received message's recipients, from its `received` event's list.
+fn inbound_recipients(events: &[EventRow], created_at: i64) -> Vec<RecipientRowT> {
+    let listed = events
+        .iter()
+        .find(|e| e.kind == EventKind::Received && e.idx.is_none())
+        .and_then(|e| serde_json::from_str::<serde_json::Value>(e.detail.as_deref()?).ok());
+    let Some(serde_json::Value::Array(rcpts)) = listed.map(|mut d| d["recipients"].take()) else {
+        return Vec::new();
+    };
+    rcpts
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (i as i64, field("address"), field("kind"), EventKind::Received.as_str().into(), None, created_at)
+        })
+        .collect()
+}
+
 type MessageRowT =
     (String, String, Option<String>, String, Option<String>, Option<String>, String, String, i64);
 
@@ -147,12 +169,6 @@ impl Outbound {
         if as_of.is_some_and(|t| t < created_at) {
             return Ok(None);
         }
-        let rcpts: Vec<(i64, String, String, String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT idx, address, kind, status, reason, updated_at FROM out_recipients WHERE message = ? ORDER BY idx",
-        )
-        .bind(&id)
-        .fetch_all(&self.pool)
-        .await?;
         let events: Vec<EventTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE message = ? AND at <= ? ORDER BY id"
         )))
@@ -161,13 +177,29 @@ impl Outbound {
         .fetch_all(&self.pool)
         .await?;
         let events: Vec<EventRow> = events.into_iter().filter_map(event_row).collect();
+        // A received message's recipients are listed by its `received`
+        // event, and their states are read from their events.
+        let rcpts: Vec<RecipientRowT> = if direction == Direction::Inbound {
+            inbound_recipients(&events, created_at)
+        } else {
+            sqlx::query_as(
+                "SELECT idx, address, kind, status, reason, updated_at FROM out_recipients
+                 WHERE message = ? ORDER BY idx",
+            )
+            .bind(&id)
+            .fetch_all(&self.pool)
+            .await?
+        };
+        let derive = as_of.is_some() || direction == Direction::Inbound;
         let recipients = rcpts
             .into_iter()
             .map(|(idx, address, kind, status, reason, updated_at)| {
-                let events: Vec<EventRow> = events.iter().filter(|e| e.idx == Some(idx)).cloned().collect();
-                let (status, reason, updated_at) = match as_of {
-                    None => (status, reason, updated_at),
-                    Some(_) => events
+                // A message's own events (idx NULL) are each recipient's too.
+                let events: Vec<EventRow> =
+                    events.iter().filter(|e| e.idx.is_none_or(|i| i == idx)).cloned().collect();
+                let (status, reason, updated_at) = match derive {
+                    false => (status, reason, updated_at),
+                    true => events
                         .iter()
                         .rev()
                         .find(|e| e.kind.sets_status())
@@ -364,14 +396,6 @@ impl Outbound {
         .bind(normalize(address))
         .fetch_optional(&self.pool)
         .await?)
-    }
-
-    /// A message's recipients: (index, address, kind), in order.
-    pub async fn recipients_of(&self, message: &str) -> Result<Vec<(i64, String, String)>, RecordError> {
-        Ok(sqlx::query_as("SELECT idx, address, kind FROM out_recipients WHERE message = ? ORDER BY idx")
-            .bind(message)
-            .fetch_all(&self.pool)
-            .await?)
     }
 
     /// The store accounts that belong to a tenant, with its id: their

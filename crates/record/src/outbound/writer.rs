@@ -28,10 +28,16 @@ pub struct NewMessage {
     pub stream: Option<String>,
     pub tags: Vec<String>,
     pub metadata: serde_json::Value,
+    /// An application's recipients, each with its first event. A received
+    /// message has none here: it gets one `received` event of its own,
+    /// whose `detail` lists its recipients (`recipients`: address and
+    /// kind, by index), and its recipients' states are read from their
+    /// events. Fewer rows per message is what keeps the front line's
+    /// record cheap.
     pub recipients: Vec<NewRecipient>,
     pub at: i64,
-    /// What the recipients' first events carry (the peer, size and TLS of
-    /// a received message).
+    /// What the first events carry (a received message's peer, size, TLS
+    /// and recipients).
     pub detail: Option<serde_json::Value>,
     /// Idempotency key, hash of the request, and the response to replay.
     pub idempotency: Option<Idempotency>,
@@ -372,29 +378,19 @@ async fn write(
 
     // Events: each accepted recipient's first one, then the events asked
     // for, in order, each with its tenant (the message's, when not given).
-    let first_events: Vec<NewEvent> = accepts
-        .iter()
-        .flat_map(|m| m.recipients.iter().enumerate().map(move |(i, r)| (*m, i, r)))
-        .map(|(m, i, r)| NewEvent {
-            tenant: Some(m.tenant),
-            message: m.id.clone(),
-            idx: Some(i as i64),
-            address: Some(r.address.clone()),
-            kind: r.status,
-            at: m.at,
-            reason: r.reason.clone(),
-            smtp: None,
-            detail: m.detail.clone(),
-            suppress: None,
-            source: None,
-        })
-        .collect();
+    let first_events: Vec<NewEvent> = accepts.iter().flat_map(|m| first_events(m)).collect();
     let tenants = message_tenants(&mut tx, batch).await?;
     let mut asked: Vec<(usize, NewEvent)> = Vec::new();
+    // The front line's events (those that take their message's tenant)
+    // set no stored status: a received message's is read from its events.
+    let mut stored_status: Vec<bool> = Vec::new();
     for (i, op) in batch.iter().enumerate() {
         let Op::Event(e, _) = op else { continue };
         match e.tenant.or_else(|| tenants.get(e.message.as_str()).copied()) {
-            Some(t) => asked.push((i, NewEvent { tenant: Some(t), ..(**e).clone() })),
+            Some(t) => {
+                stored_status.push(e.tenant.is_some());
+                asked.push((i, NewEvent { tenant: Some(t), ..(**e).clone() }));
+            }
             None => results[i] = Err(RecordError::Invalid(format!("no message {} recorded", e.message))),
         }
     }
@@ -405,13 +401,41 @@ async fn write(
         results[*i] = Ok(*id);
     }
     let asked: Vec<(i64, &NewEvent)> = asked_ids.iter().copied().zip(asked.iter().map(|(_, e)| e)).collect();
-    update_status(&mut tx, &asked).await?;
+    let with_status: Vec<(i64, &NewEvent)> =
+        asked.iter().zip(&stored_status).filter(|(_, s)| **s).map(|(a, _)| *a).collect();
+    update_status(&mut tx, &with_status).await?;
     add_suppressions(&mut tx, &asked).await?;
     tx.commit().await?;
     Ok(())
 }
 
 type Tx<'c> = sqlx::Transaction<'c, Sqlite>;
+
+/// A new message's first events: each recipient's (an application's), or
+/// the one `received` of a message the front line took.
+fn first_events(m: &NewMessage) -> Vec<NewEvent> {
+    let first = |idx: Option<usize>, address: Option<&str>, kind, reason: Option<&String>| NewEvent {
+        tenant: Some(m.tenant),
+        message: m.id.clone(),
+        idx: idx.map(|i| i as i64),
+        address: address.map(str::to_string),
+        kind,
+        at: m.at,
+        reason: reason.cloned(),
+        smtp: None,
+        detail: m.detail.clone(),
+        suppress: None,
+        source: None,
+    };
+    if m.direction == Direction::Inbound {
+        return vec![first(None, None, EventKind::Received, None)];
+    }
+    m.recipients
+        .iter()
+        .enumerate()
+        .map(|(i, r)| first(Some(i), Some(&r.address), r.status, r.reason.as_ref()))
+        .collect()
+}
 
 /// Takes the batch's idempotency keys; a send whose key is taken fails
 /// with [`RecordError::Conflict`].
