@@ -243,12 +243,14 @@ const FRONT_LAG_MAX_MS: i64 = crate::COPY_LAG_MAX * 1000;
 /// counted and said at WARN: the mail itself is in the spool.
 const FRONT_BACKLOG_MAX: usize = 1 << 20;
 
-/// Writes per front-line transaction: short, so the lock an idle-class
-/// writer holds is given back soon.
-const FRONT_BATCH: usize = 128;
+/// Writes per front-line transaction, at most. A tick's events go in one
+/// transaction: the pages they share (the event table's end, its indexes)
+/// are written to the WAL once, not once per small batch.
+const FRONT_BATCH: usize = 1024;
 
-/// How often the front line's writer looks for events.
-const FRONT_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+/// How often the front line's writer looks for events (a tenth of a
+/// second behind is nothing to a person tracking a message).
+const FRONT_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Front {
     pub(super) fn start(opts: SqliteConnectOptions, front_line: crate::FrontLine) -> Front {
