@@ -281,10 +281,15 @@ pub async fn request(cfg: &Config, req: Request) -> anyhow::Result<Response> {
         store: Arc::new(store.quarantine()),
         hostname: cfg.server.hostname.clone(),
         max_age: cfg.queue.max_age_secs as i64,
-        inbound: crate::inbound::InboundRecord::open(store.outbound()).await?,
+        inbound: match read_only {
+            true => None,
+            false => Some(crate::inbound::InboundRecord::open(store.outbound()).await?),
+        },
     };
     let resp = handle(&reinjector.spool, None, &reinjector, req).await;
-    store.outbound().flush().await;
+    if let Some(r) = &reinjector.inbound {
+        r.flush().await;
+    }
     reinjector.spool.close();
     store.close().await;
     Ok(resp)

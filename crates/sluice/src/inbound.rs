@@ -123,6 +123,11 @@ impl InboundRecord {
         Pending::new(id, self.tenant_of(envelope), envelope, content, detail)
     }
 
+    /// Waits until everything noted so far is written.
+    pub async fn flush(&self) {
+        self.record.flush().await;
+    }
+
     /// Records what [`InboundRecord::received`] or
     /// [`InboundRecord::released`] prepared.
     pub fn keep(&self, pending: Pending) {

@@ -13,8 +13,9 @@ pub struct Reinjector {
     pub store: Arc<dyn record::QuarantineStore>,
     pub hostname: String,
     pub max_age: i64,
-    /// Where `released` is recorded.
-    pub inbound: crate::inbound::InboundRecord,
+    /// Where `released` is recorded (`None` for the queue commands that
+    /// only read a stopped spool).
+    pub inbound: Option<crate::inbound::InboundRecord>,
 }
 
 impl Reinjector {
@@ -64,9 +65,14 @@ impl Reinjector {
         let folders = self.store.folders(account).await.unwrap_or_default();
         let folder = folders.iter().find(|f| f.id == folder_id).map_or("", |f| f.name.as_str());
         let from = crate::inbound::Filed { account, folder, uid, verdict: "", reason: None };
-        let received = self.inbound.released(info.queue_id.as_deref(), (id, &envelope, &content), from).await;
+        let received = match &self.inbound {
+            Some(r) => Some(r.released(info.queue_id.as_deref(), (id, &envelope, &content), from).await),
+            None => None,
+        };
         self.spool.enqueue(id, envelope, trace, content, expires).await.map_err(|e| e.to_string())?;
-        self.inbound.keep(received);
+        if let (Some(r), Some(received)) = (&self.inbound, received) {
+            r.keep(received);
+        }
         if let Some(w) = &self.waker {
             w.now(id);
         }

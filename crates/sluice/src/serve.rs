@@ -174,7 +174,7 @@ pub async fn serve(
         store: core.quarantine.clone(),
         hostname: cfg.server.hostname.clone(),
         max_age: cfg.queue.max_age_secs as i64,
-        inbound: core.inbound.clone(),
+        inbound: Some(core.inbound.clone()),
     });
     let control_task = tokio::spawn(control::serve(control::bind(&core.spool_dir)?, reinjector.clone()));
     tasks.extend(start_imap(&cfg, &core, listeners.imap, &acceptor, &reinjector, &stop_rx));
