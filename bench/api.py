@@ -21,6 +21,8 @@ record, sluice is restarted, and wrk GETs /v1/recipients/{address} over
 random addresses for `--seconds`; wrk's latency distribution gives p50/p99.
 
 Prints medians; raw figures go to bench/results/api-<time>.txt.
+SLUICE_BIN=path measures that build instead of this tree's (a before/after
+comparison: run once per build, back to back).
 """
 
 import argparse
@@ -40,7 +42,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HARNESS = os.environ.get("HARNESS", os.path.join(ROOT, "..", "shared", "bench", "smtp_bench.sh"))
-BIN = os.path.join(ROOT, "target", "release", "sluice")
+BIN = os.environ.get("SLUICE_BIN") or os.path.join(ROOT, "target", "release", "sluice")
 
 
 def need(cmd, package):
