@@ -169,6 +169,20 @@ impl Outbound {
         if as_of.is_some_and(|t| t < created_at) {
             return Ok(None);
         }
+        // The stored statuses first, then the events: an event is never
+        // older than the status it set (no read transaction spans both).
+        let stored: Option<Vec<RecipientRowT>> = match direction {
+            Direction::Inbound => None,
+            _ => Some(
+                sqlx::query_as(
+                    "SELECT idx, address, kind, status, reason, updated_at FROM out_recipients
+                     WHERE message = ? ORDER BY idx",
+                )
+                .bind(&id)
+                .fetch_all(&self.pool)
+                .await?,
+            ),
+        };
         let events: Vec<EventTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE message = ? AND at <= ? ORDER BY id"
         )))
@@ -179,17 +193,7 @@ impl Outbound {
         let events: Vec<EventRow> = events.into_iter().filter_map(event_row).collect();
         // A received message's recipients are listed by its `received`
         // event, and their states are read from their events.
-        let rcpts: Vec<RecipientRowT> = if direction == Direction::Inbound {
-            inbound_recipients(&events, created_at)
-        } else {
-            sqlx::query_as(
-                "SELECT idx, address, kind, status, reason, updated_at FROM out_recipients
-                 WHERE message = ? ORDER BY idx",
-            )
-            .bind(&id)
-            .fetch_all(&self.pool)
-            .await?
-        };
+        let rcpts = stored.unwrap_or_else(|| inbound_recipients(&events, created_at));
         let derive = as_of.is_some() || direction == Direction::Inbound;
         let recipients = rcpts
             .into_iter()
