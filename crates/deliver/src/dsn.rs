@@ -20,7 +20,7 @@ pub enum DsnAction {
 }
 
 impl DsnAction {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             DsnAction::Failed => "failed",
             DsnAction::Delayed => "delayed",
@@ -156,7 +156,7 @@ pub fn build(req: &DsnRequest<'_>) -> Vec<u8> {
 }
 
 /// Where the header section ends (after the blank line), or the whole input.
-fn header_end(msg: &[u8]) -> usize {
+pub fn header_end(msg: &[u8]) -> usize {
     msg.windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or_else(|| msg.windows(2).position(|w| w == b"\n\n").map_or(msg.len(), |p| p + 2), |p| p + 4)

@@ -45,7 +45,9 @@ impl Pending {
     /// record reads the Message-ID and the Subject), copied.
     fn new(id: QueueId, tenant: i64, envelope: &Envelope, content: &[u8], detail: serde_json::Value) -> Self {
         let envelope = envelope.clone();
-        let header = content[..header_end(content)].to_vec();
+        // The header block (within the first 64 KiB): what the record reads.
+        let head = &content[..content.len().min(64 * 1024)];
+        let header = head[..deliver::dsn::header_end(head)].to_vec();
         let at = now_ms();
         Pending {
             at,
@@ -53,13 +55,6 @@ impl Pending {
             events: Vec::new(),
         }
     }
-}
-
-/// Where a message's header block ends (after its blank line), within the
-/// first 64 KiB.
-fn header_end(content: &[u8]) -> usize {
-    let head = &content[..content.len().min(64 * 1024)];
-    head.windows(4).position(|w| w == b"\r\n\r\n").map_or(head.len(), |i| i + 4)
 }
 
 /// Where a copy went, as the quarantine transport files it.
@@ -301,7 +296,7 @@ impl Journal for InboundRecord {
             self.record.note(NewEvent {
                 detail: Some(serde_json::json!({
                     "dsn_id": dsn.to_string(),
-                    "action": dsn_action(&r.status),
+                    "action": crate::relay::dsn_action(&r.status).0.as_str(),
                 })),
                 ..event(id.to_string(), *idx, &r.address, EventKind::DsnSent)
             });
@@ -315,13 +310,4 @@ impl Journal for InboundRecord {
 /// event that is recorded.
 fn same_deferral(was: &RcptStatus, now: &RcptStatus) -> bool {
     matches!((was, now), (RcptStatus::TempFail { reply: a }, RcptStatus::TempFail { reply: b }) if a == b)
-}
-
-/// The RFC 3464 action the DSN reports for a recipient in this state.
-fn dsn_action(status: &RcptStatus) -> &'static str {
-    match status {
-        RcptStatus::Delivered { .. } => "relayed",
-        RcptStatus::TempFail { .. } => "delayed",
-        _ => "failed",
-    }
 }

@@ -59,18 +59,13 @@ fn dsn_params<'a>(job: &'a Job<'a>) -> DsnParams<'a> {
 /// (failed or expired, delayed, or relayed to a downstream without DSN).
 pub fn dsn_builder(hostname: String) -> DsnBuilder {
     Arc::new(move |input: &DsnInput<'_>| {
-        use deliver::dsn::{DsnAction, DsnRecipient, DsnRequest, build};
+        use deliver::dsn::{DsnRecipient, DsnRequest, build};
         let recipients = input
             .recipients
             .iter()
             .map(|r| {
                 let reply = r.status.reply();
-                let (action, fallback) = match &r.status {
-                    RcptStatus::Expired { .. } => (DsnAction::Failed, "4.4.7"),
-                    RcptStatus::TempFail { .. } => (DsnAction::Delayed, "4.0.0"),
-                    RcptStatus::Delivered { .. } => (DsnAction::Relayed, "2.0.0"),
-                    _ => (DsnAction::Failed, "5.0.0"),
-                };
+                let (action, fallback) = dsn_action(&r.status);
                 // An expiry reports 4.4.7 whatever the last reply said.
                 let status = reply
                     .and_then(|r| r.status.clone())
@@ -97,4 +92,16 @@ pub fn dsn_builder(hostname: String) -> DsnBuilder {
             headers_only: input.envelope.dsn_ret == Some(vocabulary::dsn::Ret::Hdrs),
         })
     })
+}
+
+/// What a DSN reports for a recipient in this state (RFC 3464 action),
+/// and the status code it gives when the last reply had none.
+pub fn dsn_action(status: &RcptStatus) -> (deliver::dsn::DsnAction, &'static str) {
+    use deliver::dsn::DsnAction;
+    match status {
+        RcptStatus::Expired { .. } => (DsnAction::Failed, "4.4.7"),
+        RcptStatus::TempFail { .. } => (DsnAction::Delayed, "4.0.0"),
+        RcptStatus::Delivered { .. } => (DsnAction::Relayed, "2.0.0"),
+        _ => (DsnAction::Failed, "5.0.0"),
+    }
 }
