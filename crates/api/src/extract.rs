@@ -5,7 +5,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use record::outbound::Tenant;
+use record::directory::Tenant;
 use serde::de::DeserializeOwned;
 
 use crate::{ApiError, AppState};
@@ -29,7 +29,7 @@ impl FromRequestParts<AppState> for Authed {
                     "missing Authorization: Bearer API key",
                 )
             })?;
-        let tenant = state.outbound.authenticate(key).await?.ok_or_else(|| {
+        let tenant = state.record.directory.authenticate(key).await?.ok_or_else(|| {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown or revoked API key")
         })?;
         if !state.limiter.allow(tenant.id) {

@@ -42,7 +42,8 @@ pub struct Config {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub outbound: record::Outbound,
+    /// The record: keys, messages and events, suppressions.
+    pub record: record::Store,
     pub outbox: Arc<outbound::Outbox>,
     /// Opens the tokens of one-click unsubscribe links.
     pub verp: outbound::Verp,
@@ -52,13 +53,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(
-        outbound: record::Outbound,
+        record: record::Store,
         outbox: Arc<outbound::Outbox>,
         verp: outbound::Verp,
         cfg: Config,
     ) -> Self {
         let limiter = Arc::new(Limiter::new(cfg.rate_per_sec));
-        AppState { outbound, outbox, verp, cfg: Arc::new(cfg), limiter }
+        AppState { record, outbox, verp, cfg: Arc::new(cfg), limiter }
     }
 }
 
@@ -114,7 +115,7 @@ mod tests {
             .iter()
             .filter_map(|v| v.as_str())
             .collect();
-        let schema: Vec<&str> = record::outbound::EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        let schema: Vec<&str> = record::events::EventKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(listed, schema);
     }
 }

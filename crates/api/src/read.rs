@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use record::outbound::{EventKind, EventQuery};
+use record::events::{EventKind, EventQuery};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -39,8 +39,12 @@ pub async fn message(
     Q(q): Q<AsOf>,
 ) -> Result<Response, ApiError> {
     let as_of = time("as_of", q.as_of.as_deref())?;
-    let m =
-        state.outbound.message(&t, id.trim(), as_of).await?.ok_or_else(|| ApiError::not_found("message"))?;
+    let m = state
+        .record
+        .events
+        .message(&t, id.trim(), as_of)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
     Ok(Json(crate::view::Message::from(m)).into_response())
 }
 
@@ -51,7 +55,7 @@ pub async fn recipient(
     Q(q): Q<AsOf>,
 ) -> Result<Response, ApiError> {
     let as_of = time("as_of", q.as_of.as_deref())?;
-    let h = state.outbound.recipient(&t, &address, as_of, q.cursor, q.limit.unwrap_or(100)).await?;
+    let h = state.record.events.recipient(&t, &address, as_of, q.cursor, q.limit.unwrap_or(100)).await?;
     if h.events.is_empty() && h.suppression.is_none() && q.cursor.is_none() {
         return Err(ApiError::not_found("recipient"));
     }
@@ -93,7 +97,7 @@ pub async fn events(
         cursor: q.cursor,
         limit: q.limit.unwrap_or(100),
     };
-    let (events, next) = state.outbound.events(&t, &query).await?;
+    let (events, next) = state.record.events.events(&t, &query).await?;
     Ok(Json(json!({"events": crate::view::event_list(events), "next_cursor": next})).into_response())
 }
 
@@ -113,7 +117,7 @@ pub async fn suppressions(
         return export(&state, &t).await;
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let list = state.outbound.suppressions(&t, q.cursor.as_deref(), limit).await?;
+    let list = state.record.suppressions.suppressions(&t, q.cursor.as_deref(), limit).await?;
     let next = (list.len() as u32 == limit).then(|| list.last().map(|s| s.address.clone())).flatten();
     Ok(Json(json!({"suppressions": list, "next_cursor": next})).into_response())
 }
@@ -126,11 +130,11 @@ pub async fn export_suppressions(
 }
 
 /// Every entry in force, as CSV (RFC 4180 quoting).
-async fn export(state: &AppState, t: &record::outbound::Tenant) -> Result<Response, ApiError> {
+async fn export(state: &AppState, t: &record::directory::Tenant) -> Result<Response, ApiError> {
     let mut out = String::from("address,reason,source,created_at,expires_at\r\n");
     let mut cursor: Option<String> = None;
     loop {
-        let page = state.outbound.suppressions(t, cursor.as_deref(), 10_000).await?;
+        let page = state.record.suppressions.suppressions(t, cursor.as_deref(), 10_000).await?;
         for s in &page {
             let at = |ms: i64| {
                 chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339()).unwrap_or_default()
@@ -163,8 +167,9 @@ pub async fn suppression(
     Path(address): Path<String>,
 ) -> Result<Response, ApiError> {
     let s = state
-        .outbound
-        .suppression(&t, &address, record::outbound::now_ms())
+        .record
+        .suppressions
+        .suppression(&t, &address, record::events::now_ms())
         .await?
         .ok_or_else(|| ApiError::not_found("suppression"))?;
     Ok(Json(s).into_response())
@@ -191,7 +196,7 @@ pub async fn add_suppression(
         return Err(ApiError::invalid("reason", "at most 500 printable characters"));
     }
     let expires = time("expires_at", s.expires_at.as_deref())?;
-    let added = state.outbound.suppress(&t, &s.address, &reason, expires).await?;
+    let added = state.record.suppressions.suppress(&t, &s.address, &reason, expires).await?;
     Ok((StatusCode::CREATED, Json(added)).into_response())
 }
 
@@ -200,7 +205,7 @@ pub async fn remove_suppression(
     Authed(t): Authed,
     Path(address): Path<String>,
 ) -> Result<Response, ApiError> {
-    if state.outbound.unsuppress(&t, &address).await? {
+    if state.record.suppressions.unsuppress(&t, &address).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::not_found("suppression"))

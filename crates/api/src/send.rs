@@ -59,7 +59,7 @@ fn accepted(body: String, replayed: bool) -> Response {
 /// The stored answer for a key already used with the same request; 422
 /// when the key came with a different request.
 async fn replay(state: &AppState, tenant: i64, key: &str, hash: &[u8]) -> Result<Option<String>, ApiError> {
-    match state.outbound.idempotent(tenant, key).await? {
+    match state.record.events.idempotent(tenant, key).await? {
         Some((h, response)) if h == hash => Ok(Some(response)),
         Some(_) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

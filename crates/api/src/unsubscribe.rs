@@ -7,7 +7,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use record::outbound::{EventKind, NewEvent, Suppress, now_ms};
+use record::events::{EventKind, NewEvent, Suppress, now_ms};
 
 use crate::{ApiError, AppState};
 
@@ -15,7 +15,8 @@ async fn recipient(state: &AppState, token: &str) -> Result<(i64, String, i64, S
     let (message, idx) = state.verp.open(token).ok_or_else(|| ApiError::not_found("unsubscribe link"))?;
     let message = message.to_string();
     let (tenant, address) = state
-        .outbound
+        .record
+        .events
         .recipient_of(&message, idx as i64)
         .await?
         .ok_or_else(|| ApiError::not_found("unsubscribe link"))?;
@@ -40,7 +41,8 @@ pub async fn one_click(
 ) -> Result<Response, ApiError> {
     let (tenant, message, idx, address) = recipient(&state, &token).await?;
     state
-        .outbound
+        .record
+        .events
         .record(NewEvent {
             tenant: Some(tenant),
             message,

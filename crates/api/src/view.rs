@@ -3,9 +3,8 @@
 //! not change the wire, and every event is named by the one schema
 //! (`EventKind`, docs/events.md).
 
-use record::outbound::{
-    Direction, EventKind, EventRow, MessageView, RecipientHistory, RecipientView, Suppression,
-};
+use record::events::{Direction, EventKind, EventRow, MessageView, RecipientHistory, RecipientView};
+use record::suppress::Suppression;
 use serde::Serialize;
 
 /// One event (`openapi.json`'s `Event`).

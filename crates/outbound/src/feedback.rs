@@ -5,17 +5,19 @@
 //! Message-ID it returns and the recipient it names. A forged token is
 //! logged and dropped, never attached.
 
+use std::sync::Arc;
+
 use decide::{Classification, RecipientReport, Verdict};
 use queue::{AttemptOutcome, AttemptResult, BoxFuture, Job, Transport};
-use record::Outbound;
-use record::outbound::{EventKind, NewEvent, SmtpResponse, Suppress};
+use record::EventLog;
+use record::events::{EventKind, NewEvent, SmtpResponse, Suppress};
 use vocabulary::{QueueId, Reply};
 
 use crate::Verp;
 
 pub struct FeedbackTransport {
     pub verp: Verp,
-    pub record: Outbound,
+    pub record: Arc<dyn EventLog>,
 }
 
 /// What one report says about one recipient.
@@ -217,7 +219,7 @@ fn event(
         idx: Some(t.idx),
         address: Some(t.address),
         kind,
-        at: record::outbound::now_ms(),
+        at: record::events::now_ms(),
         reason,
         smtp: report.map(|r| SmtpResponse {
             code: r.reply_code,

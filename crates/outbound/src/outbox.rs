@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use queue::{Spool, Waker};
-use record::outbound::{EventKind, NewMessage, NewRecipient};
-use record::{Outbound, RecordError};
+use record::events::{Direction, EventKind, NewMessage, NewRecipient, normalize, now_ms};
+use record::{EventLog, RecordError};
 use serde::Serialize;
 use vocabulary::{Envelope, QueueId, Recipient, Route};
 
@@ -62,7 +62,7 @@ pub enum SendError {
 }
 
 pub struct Outbox {
-    pub record: Outbound,
+    pub record: record::Store,
     pub spool: Arc<Spool>,
     pub waker: Option<Waker>,
     /// Seconds a message may wait in the queue before it fails.
@@ -92,13 +92,13 @@ pub fn valid_address(a: &str) -> bool {
 impl Outbox {
     pub async fn send(&self, tenant: i64, draft: Draft) -> Result<Sent, SendError> {
         let id = QueueId::generate();
-        let now_ms = record::outbound::now_ms();
+        let now_ms = now_ms();
         // Each address once, in order; invalid ones are reported, not sent.
         let mut seen = HashSet::new();
         let mut rcpts: Vec<(String, &'static str, EventKind, Option<String>)> = Vec::new();
         for (address, kind) in &draft.recipients {
             let address = address.trim().to_string();
-            if !seen.insert(record::outbound::normalize(&address)) {
+            if !seen.insert(normalize(&address)) {
                 continue;
             }
             if valid_address(&address) {
@@ -109,9 +109,10 @@ impl Outbox {
         }
         let candidates: Vec<String> =
             rcpts.iter().filter(|r| r.2 == EventKind::Queued).map(|r| r.0.clone()).collect();
-        let suppressed = self.record.suppressed(tenant, &candidates, now_ms).await.map_err(unavailable)?;
+        let suppressed =
+            self.record.suppressions.suppressed(tenant, &candidates, now_ms).await.map_err(unavailable)?;
         for r in rcpts.iter_mut() {
-            let n = record::outbound::normalize(&r.0);
+            let n = normalize(&r.0);
             if let Some(s) = suppressed.iter().find(|s| s.address == n) {
                 r.2 = EventKind::Suppressed;
                 r.3 = Some(format!("{} ({})", s.reason, s.source));
@@ -135,7 +136,7 @@ impl Outbox {
         let record = NewMessage {
             id: sent.id.clone(),
             tenant,
-            direction: record::outbound::Direction::Outbound,
+            direction: Direction::Outbound,
             message_id: draft.message_id.clone(),
             mail_from: draft.from.clone(),
             subject: draft.subject.clone(),
@@ -203,7 +204,7 @@ impl Outbox {
                     }
                 })?;
         }
-        if let Err(e) = self.record.accept(record).await {
+        if let Err(e) = self.record.events.accept(record).await {
             if spooled && let Err(r) = self.spool.remove(id).await {
                 tracing::error!(message = %id, error = %r, "could not withdraw a send the record refused");
             }
@@ -223,7 +224,7 @@ impl Outbox {
 /// the spool holds a message the record does not know: write its record
 /// from the spool (recipients `queued`) before anything is attempted, so
 /// every delivery has a recipient to attach to. Returns how many.
-pub async fn reconcile(spool: &Spool, record: &Outbound) -> Result<usize, RecordError> {
+pub async fn reconcile(spool: &Spool, record: &dyn EventLog) -> Result<usize, RecordError> {
     let mut written = 0;
     for entry in spool.list() {
         let Some(tenant) = entry.envelope.rcpts.iter().find_map(|r| match r.route {
@@ -241,7 +242,7 @@ pub async fn reconcile(spool: &Spool, record: &Outbound) -> Result<usize, Record
         let message = NewMessage {
             id,
             tenant,
-            direction: record::outbound::Direction::Outbound,
+            direction: Direction::Outbound,
             message_id: headers.as_ref().and_then(|h| h.message_id()).map(str::to_string),
             mail_from: entry.envelope.mail_from.clone(),
             subject: headers.as_ref().and_then(|h| h.subject()).map(str::to_string),
@@ -322,8 +323,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(&dir.path().join("spool"), false).unwrap();
         let store = record::Store::open(dir.path()).await.unwrap();
-        let o = store.outbound();
-        let t = o.tenant("acme").await.unwrap();
+        let t = store.directory.tenant("acme").await.unwrap();
         let id = QueueId::generate();
         let envelope = Envelope {
             mail_from: "app@acme.test".into(),
@@ -341,11 +341,11 @@ mod tests {
         let content =
             b"From: app@acme.test\r\nSubject: lost\r\nMessage-ID: <m1@acme.test>\r\n\r\nhi\r\n".to_vec();
         spool.enqueue(id, envelope, String::new(), content, 1_800_000_000).await.unwrap();
-        assert_eq!(reconcile(&spool, &o).await.unwrap(), 1);
-        let m = o.message(&t, &id.to_string(), None).await.unwrap().unwrap();
+        assert_eq!(reconcile(&spool, &*store.events).await.unwrap(), 1);
+        let m = store.events.message(&t, &id.to_string(), None).await.unwrap().unwrap();
         assert_eq!((m.subject.as_deref(), m.message_id.as_deref()), (Some("lost"), Some("m1@acme.test")));
         assert_eq!(m.recipients[0].status, "queued");
-        assert_eq!(reconcile(&spool, &o).await.unwrap(), 0, "known messages are left alone");
+        assert_eq!(reconcile(&spool, &*store.events).await.unwrap(), 0, "known messages are left alone");
     }
 
     #[test]

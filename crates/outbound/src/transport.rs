@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use deliver::smtp::{Client, Destination, OutboundMessage, Outcome};
 use queue::{AttemptOutcome, AttemptResult, BoxFuture, Job, Transport};
-use record::Outbound;
-use record::outbound::{EventKind, NewEvent, SmtpResponse, Suppress};
+use record::EventLog;
+use record::events::{EventKind, NewEvent, SmtpResponse, Suppress};
 use vocabulary::{Reply, domain_of};
 
 use crate::Verp;
@@ -45,7 +45,7 @@ pub struct OutboundTransport {
     pub signer: Option<Arc<dyn Signer>>,
     pub pace: Option<Arc<dyn Pace>>,
     pub verp: Verp,
-    pub record: Outbound,
+    pub record: Arc<dyn EventLog>,
     /// `https://host` where `/v1/unsubscribe/TOKEN` is served (one-click).
     pub public_url: Option<String>,
 }
@@ -197,7 +197,7 @@ impl OutboundTransport {
     ) {
         let message = job.id.to_string();
         let vocabulary::Route::Outbound { tenant, .. } = *job.route else { return };
-        let now = record::outbound::now_ms();
+        let now = record::events::now_ms();
         let (kind, reason, suppress) = if reply.is_positive() {
             let kind = if self.hops.is_smart_host() { EventKind::Sent } else { EventKind::Delivered };
             (kind, None, None)

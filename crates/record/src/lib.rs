@@ -1,28 +1,33 @@
-//! The record: sluice's database. It keeps submission users and the
-//! quarantine store's accounts, folders and message metadata; the event log
-//! and suppressions too (`outbound`). SQLite (WAL) in the data
-//! directory by default.
+//! The record: sluice's state. Submission users and tenants with their
+//! API keys, the event log of every message in both directions, the
+//! suppression lists, and the quarantine store's accounts, folders and
+//! copies.
+//!
+//! Callers use the record through traits, one per part
+//! ([`EventLog`], [`Directory`], [`Suppressions`], [`QuarantineStore`]),
+//! gathered in a [`Store`]. A backend implements those traits and nothing
+//! else: [`sqlite`] (WAL, in the data directory) is the default.
 
-mod backend;
-pub mod outbound;
+pub mod directory;
+pub mod events;
+mod front_line;
 mod password;
 pub mod quarantine;
-mod users;
-mod writer;
+pub mod sqlite;
+pub mod suppress;
 
+use std::future::Future;
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+pub use directory::Directory;
+pub use events::EventLog;
+pub use front_line::{Accepting, COPY_LAG_MAX, CROWD_HOLD, FrontLine};
+pub use quarantine::{Filing, QuarantineStore};
+pub use suppress::Suppressions;
 
-pub use backend::{BoxFuture, QuarantineStore};
-pub use outbound::Outbound;
-pub use quarantine::Quarantine;
-pub use users::Users;
-pub use writer::{Accepting, COPY_LAG_MAX, CROWD_HOLD, Filing, FrontLine};
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -81,101 +86,35 @@ impl RecordError {
     }
 }
 
-/// Schema steps, applied in order; each runs once (tracked in `schema_version`).
-const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/0001_users.sql"),
-    include_str!("../migrations/0002_quarantine.sql"),
-    include_str!("../migrations/0003_modseq.sql"),
-    include_str!("../migrations/0004_outbound.sql"),
-    include_str!("../migrations/0005_blobs.sql"),
-    include_str!("../migrations/0006_drop_received_index.sql"),
-    include_str!("../migrations/0007_idempotency.sql"),
-    include_str!("../migrations/0008_inbound.sql"),
-];
+/// A backend as a whole.
+pub trait Database: Send + Sync + 'static {
+    /// Closes its connections once the writes under way are done.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
 
-/// A handle to the database.
+/// The record's parts (cheap to clone: each is shared).
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    /// One quarantine handle, so every user shares its caches.
-    quarantine: Quarantine,
-    /// Started on first use (its writer task needs a runtime).
-    outbound: std::sync::Arc<std::sync::OnceLock<Outbound>>,
+    pub events: Arc<dyn EventLog>,
+    pub directory: Arc<dyn Directory>,
+    pub suppressions: Arc<dyn Suppressions>,
+    pub quarantine: Arc<dyn QuarantineStore>,
+    /// The front line as the work beside it sees it: the SMTP listener
+    /// marks each message it accepts, and the store's copies and the
+    /// front line's record give way meanwhile.
+    pub front_line: FrontLine,
+    database: Arc<dyn Database>,
 }
 
 impl Store {
-    /// Opens (creating if needed) `DIR/sluice.db` and brings its schema up to date.
+    /// Opens the SQLite database in `data_dir` (creating it if needed) and
+    /// brings its schema up to date.
     pub async fn open(data_dir: &Path) -> Result<Self, RecordError> {
-        let path = data_dir.join("sluice.db");
-        let opts = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true)
-            // Reads straight from the mapped file instead of a read() and a
-            // copy per page (a recipient's history touches many pages), and
-            // a larger page cache per connection.
-            .pragma("mmap_size", "1073741824")
-            .pragma("cache_size", "-32768")
-            // Statement journals (a multi-row INSERT inside a transaction
-            // keeps one, to undo just that statement) and temporary sort
-            // trees in memory, not in temporary files: a stored copy's
-            // batch wrote its pages a second time to a file for nothing.
-            .pragma("temp_store", "memory")
-            // Deleted content is overwritten with zeros, so the bytes of a
-            // swept or expunged message do not linger in free pages.
-            .pragma("secure_delete", "on")
-            // A WAL that grew in a burst (checkpoints held off by readers)
-            // is cut back after the next checkpoint, not kept at its peak:
-            // on a full disk that space is what the spool needs back.
-            .pragma("journal_size_limit", "8388608");
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts.clone()).await?;
-        let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
-        let quarantine = Quarantine::new(pool.clone(), opts, data_dir, changes);
-        let store = Store { pool, quarantine, outbound: Default::default() };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<(), RecordError> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            .execute(&self.pool)
-            .await?;
-        let current: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM schema_version").fetch_one(&self.pool).await?;
-        let current = current.unwrap_or(0) as usize;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-            let mut tx = self.pool.begin().await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
-                .bind((i + 1) as i64)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        }
-        Ok(())
-    }
-
-    pub fn users(&self) -> Users {
-        Users::new(self.pool.clone())
-    }
-
-    pub fn quarantine(&self) -> Quarantine {
-        self.quarantine.clone()
-    }
-
-    pub fn outbound(&self) -> Outbound {
-        self.outbound
-            .get_or_init(|| {
-                let q = &self.quarantine;
-                Outbound::new(self.pool.clone(), q.writer_opts.clone(), q.front_line())
-            })
-            .clone()
+        let front_line = FrontLine::default();
+        Ok(sqlite::Sqlite::open(data_dir, front_line.clone()).await?.into_store(front_line))
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.database.close().await;
     }
 }

@@ -278,12 +278,12 @@ pub async fn request(cfg: &Config, req: Request) -> anyhow::Result<Response> {
     let reinjector = Reinjector {
         spool: Arc::new(spool),
         waker: None,
-        store: Arc::new(store.quarantine()),
+        store: store.quarantine.clone(),
         hostname: cfg.server.hostname.clone(),
         max_age: cfg.queue.max_age_secs as i64,
         inbound: match read_only {
             true => None,
-            false => Some(crate::inbound::InboundRecord::open(store.outbound()).await?),
+            false => Some(crate::inbound::InboundRecord::open(store.clone()).await?),
         },
     };
     let resp = handle(&reinjector.spool, None, &reinjector, req).await;

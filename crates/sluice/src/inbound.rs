@@ -13,8 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use queue::{Attempted, Journal};
-use record::Outbound;
-use record::outbound::{Direction, EventKind, NewEvent, NewMessage, SmtpResponse, now_ms};
+use record::events::{Direction, EventKind, NewEvent, NewMessage, RecipientView, SmtpResponse, now_ms};
 use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Route};
 
 /// The tenant that owns inbound mail no store account of a tenant claims.
@@ -22,7 +21,7 @@ pub const DEFAULT_TENANT: &str = "default";
 
 #[derive(Clone)]
 pub struct InboundRecord {
-    record: Outbound,
+    record: record::Store,
     default_tenant: i64,
     /// Store accounts that belong to a tenant: account -> tenant id.
     tenants: Arc<RwLock<HashMap<String, i64>>>,
@@ -67,15 +66,15 @@ pub struct Filed<'a> {
 }
 
 impl InboundRecord {
-    pub async fn open(record: Outbound) -> Result<Self, record::RecordError> {
-        let default_tenant = record.tenant(DEFAULT_TENANT).await?.id;
+    pub async fn open(record: record::Store) -> Result<Self, record::RecordError> {
+        let default_tenant = record.directory.tenant(DEFAULT_TENANT).await?.id;
         let me = InboundRecord { record, default_tenant, tenants: Arc::default() };
         me.refresh().await;
         Ok(me)
     }
 
     async fn refresh(&self) {
-        match self.record.account_tenants().await {
+        match self.record.directory.account_tenants().await {
             Ok(rows) => *self.tenants.write().unwrap_or_else(|e| e.into_inner()) = rows.into_iter().collect(),
             Err(e) => tracing::warn!(error = %e, "cannot read the store accounts' tenants"),
         }
@@ -120,15 +119,15 @@ impl InboundRecord {
 
     /// Waits until everything noted so far is written.
     pub async fn flush(&self) {
-        self.record.flush().await;
+        self.record.events.flush().await;
     }
 
     /// Records what [`InboundRecord::received`] or
     /// [`InboundRecord::released`] prepared.
     pub fn keep(&self, pending: Pending) {
-        self.record.note_message(pending.at, pending.describe);
+        self.record.events.note_message(pending.at, pending.describe);
         for e in pending.events {
-            self.record.note(e);
+            self.record.events.note(e);
         }
     }
 }
@@ -181,7 +180,7 @@ impl InboundRecord {
         else {
             return;
         };
-        self.record.note(NewEvent {
+        self.record.events.note(NewEvent {
             detail: Some(serde_json::json!({
                 "account": filed.account,
                 "folder": filed.folder,
@@ -207,13 +206,13 @@ impl InboundRecord {
         let mut events = Vec::new();
         if let Some(original) = original {
             let mut rcpts = Vec::new();
-            if let Ok(Some((t, _))) = self.record.find_message(original).await {
+            if let Ok(Some((t, _))) = self.record.events.find_message(original).await {
                 tenant = t.id;
-                if let Ok(Some(m)) = self.record.message(&t, original, None).await {
+                if let Ok(Some(m)) = self.record.events.message(&t, original, None).await {
                     rcpts = m.recipients;
                 }
             }
-            let released = |r: &record::outbound::RecipientView| {
+            let released = |r: &RecipientView| {
                 r.kind == "rcpt" && envelope.rcpts.iter().any(|e| e.address.eq_ignore_ascii_case(&r.address))
             };
             for (idx, r) in rcpts.iter().enumerate().filter(|(_, r)| released(r)) {
@@ -276,7 +275,7 @@ impl Journal for InboundRecord {
             let reason = reply
                 .filter(|r| !r.is_positive())
                 .map(|r| decide::reason_of_reply(&r.text, r.status.as_deref()).as_str().to_string());
-            self.record.note(NewEvent {
+            self.record.events.note(NewEvent {
                 reason,
                 smtp: reply.map(|r| SmtpResponse {
                     code: Some(r.code),
@@ -293,7 +292,7 @@ impl Journal for InboundRecord {
 
     fn dsn_queued(&self, id: QueueId, dsn: QueueId, rcpts: &[(usize, &Recipient)]) {
         for (idx, r) in rcpts {
-            self.record.note(NewEvent {
+            self.record.events.note(NewEvent {
                 detail: Some(serde_json::json!({
                     "dsn_id": dsn.to_string(),
                     "action": crate::relay::dsn_action(&r.status).0.as_str(),

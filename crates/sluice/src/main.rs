@@ -358,9 +358,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                         let password = read_password(&password_file)?;
                         std::fs::create_dir_all(&cfg.server.data)?;
                         let store = record::Store::open(&cfg.server.data).await?;
-                        store.users().set(&name, &password).await?;
+                        store.directory.set_user(&name, &password).await?;
                         if let Some(t) = &tenant {
-                            store.outbound().set_user_tenant(&name, t).await?;
+                            store.directory.set_user_tenant(&name, t).await?;
                         }
                         store.close().await;
                         println!("user {name} saved");
@@ -368,7 +368,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     UserCommand::List { common } => {
                         let cfg = load_config(&common)?;
                         let store = record::Store::open(&cfg.server.data).await?;
-                        for u in store.users().list().await? {
+                        for u in store.directory.users().await? {
                             println!("{u}");
                         }
                         store.close().await;
@@ -384,7 +384,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             runtime()?.block_on(async {
                 std::fs::create_dir_all(&cfg.server.data)?;
                 let store = record::Store::open(&cfg.server.data).await?;
-                store.quarantine().add_account(&name, &password, &domains).await?;
+                store.quarantine.add_account(&name, &password, &domains).await?;
                 store.close().await;
                 println!("account {name} saved");
                 Ok(0)
@@ -395,7 +395,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let cfg = load_config(&common)?;
             runtime()?.block_on(async {
                 let store = record::Store::open(&cfg.server.data).await?;
-                let done = store.outbound().set_account_tenant(&name, &tenant).await;
+                let done = store.directory.set_account_tenant(&name, &tenant).await;
                 store.close().await;
                 done?;
                 println!("account {name}: inbound mail of its domains belongs to tenant {tenant}");
@@ -407,7 +407,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let cfg = load_config(&common)?;
             runtime()?.block_on(async {
                 let store = record::Store::open(&cfg.server.data).await?;
-                store.quarantine().set_retention(&name, folder.as_deref(), days).await?;
+                store.quarantine.set_retention(&name, folder.as_deref(), days).await?;
                 store.close().await;
                 println!(
                     "{name}{}: copies kept {days} day(s)",
@@ -427,7 +427,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             runtime()?.block_on(async {
                 let store = record::Store::open(&cfg.server.data).await?;
-                let swept = store.quarantine().sweep(as_of).await?;
+                let swept = store.quarantine.sweep(as_of).await?;
                 store.close().await;
                 println!("swept {} message(s), {} blob(s)", swept.messages, swept.blobs);
                 Ok(0)

@@ -3,7 +3,9 @@
 //! why?" from the record (safe beside a running server: SQLite in WAL mode).
 
 use clap::Subcommand;
-use record::outbound::{EventRow, Outbound, Tenant};
+use record::Store;
+use record::directory::Tenant;
+use record::events::EventRow;
 
 use crate::{Common, load_config};
 
@@ -73,26 +75,24 @@ pub enum SuppressCommand {
     },
 }
 
-async fn open(common: &Common) -> anyhow::Result<(record::Store, Outbound)> {
+async fn open(common: &Common) -> anyhow::Result<Store> {
     let cfg = load_config(common)?;
     std::fs::create_dir_all(&cfg.server.data)?;
-    let store = record::Store::open(&cfg.server.data).await?;
-    let outbound = store.outbound();
-    Ok((store, outbound))
+    Ok(Store::open(&cfg.server.data).await?)
 }
 
 pub async fn apikey(cmd: ApikeyCommand) -> anyhow::Result<i32> {
     match cmd {
         ApikeyCommand::Create { tenant, common } => {
-            let (store, o) = open(&common).await?;
-            let key = o.create_api_key(&tenant).await?;
+            let store = open(&common).await?;
+            let key = store.directory.create_api_key(&tenant).await?;
             store.close().await;
             eprintln!("API key for tenant {tenant} (shown once; only its hash is stored):");
             println!("{key}");
         }
         ApikeyCommand::List { tenant, common } => {
-            let (store, o) = open(&common).await?;
-            for (prefix, created, revoked) in o.api_keys(&tenant).await? {
+            let store = open(&common).await?;
+            for (prefix, created, revoked) in store.directory.api_keys(&tenant).await? {
                 let state =
                     revoked.map(|r| format!("revoked {}", time(r))).unwrap_or_else(|| "active".into());
                 println!("{prefix}...  created {}  {state}", time(created));
@@ -100,8 +100,8 @@ pub async fn apikey(cmd: ApikeyCommand) -> anyhow::Result<i32> {
             store.close().await;
         }
         ApikeyCommand::Revoke { prefix, tenant, common } => {
-            let (store, o) = open(&common).await?;
-            let n = o.revoke_api_key(&tenant, prefix.trim_end_matches('.')).await?;
+            let store = open(&common).await?;
+            let n = store.directory.revoke_api_key(&tenant, prefix.trim_end_matches('.')).await?;
             store.close().await;
             if n == 0 {
                 eprintln!("no active key of tenant {tenant} starts with {prefix}");
@@ -116,12 +116,12 @@ pub async fn apikey(cmd: ApikeyCommand) -> anyhow::Result<i32> {
 pub async fn suppress(cmd: SuppressCommand) -> anyhow::Result<i32> {
     match cmd {
         SuppressCommand::List { tenant, common } | SuppressCommand::Export { tenant, common } => {
-            let (store, o) = open(&common).await?;
-            let t = o.tenant(&tenant).await?;
+            let store = open(&common).await?;
+            let t = store.directory.tenant(&tenant).await?;
             println!("address,reason,source,created_at,expires_at");
             let mut cursor: Option<String> = None;
             loop {
-                let page = o.suppressions(&t, cursor.as_deref(), 10_000).await?;
+                let page = store.suppressions.suppressions(&t, cursor.as_deref(), 10_000).await?;
                 for s in &page {
                     println!(
                         "{},{},{},{},{}",
@@ -148,16 +148,16 @@ pub async fn suppress(cmd: SuppressCommand) -> anyhow::Result<i32> {
                 Some(e) => Some(chrono::DateTime::parse_from_rfc3339(&e)?.timestamp_millis()),
                 None => None,
             };
-            let (store, o) = open(&common).await?;
-            let t = o.tenant(&tenant).await?;
-            let s = o.suppress(&t, &address, &reason, expires).await?;
+            let store = open(&common).await?;
+            let t = store.directory.tenant(&tenant).await?;
+            let s = store.suppressions.suppress(&t, &address, &reason, expires).await?;
             store.close().await;
             println!("suppressed {} ({})", s.address, s.reason);
         }
         SuppressCommand::Remove { address, tenant, common } => {
-            let (store, o) = open(&common).await?;
-            let t = o.tenant(&tenant).await?;
-            let removed = o.unsuppress(&t, &address).await?;
+            let store = open(&common).await?;
+            let t = store.directory.tenant(&tenant).await?;
+            let removed = store.suppressions.unsuppress(&t, &address).await?;
             store.close().await;
             if !removed {
                 eprintln!("{address} was not suppressed");
@@ -229,20 +229,20 @@ pub async fn track(
     json: bool,
     common: Common,
 ) -> anyhow::Result<i32> {
-    let (store, o) = open(&common).await?;
-    let result = track_in(&o, &target, tenant.as_deref(), json).await;
+    let store = open(&common).await?;
+    let result = track_in(&store, &target, tenant.as_deref(), json).await;
     store.close().await;
     result
 }
 
-async fn track_in(o: &Outbound, target: &str, tenant: Option<&str>, json: bool) -> anyhow::Result<i32> {
+async fn track_in(store: &Store, target: &str, tenant: Option<&str>, json: bool) -> anyhow::Result<i32> {
     let tenants: Vec<Tenant> = match tenant {
-        Some(t) => vec![o.tenant(t).await?],
-        None => o.tenants().await?,
+        Some(t) => vec![store.directory.tenant(t).await?],
+        None => store.directory.tenants().await?,
     };
-    if let Some((t, id)) = o.find_message(target).await?
+    if let Some((t, id)) = store.events.find_message(target).await?
         && tenants.contains(&t)
-        && let Some(m) = o.message(&t, &id, None).await?
+        && let Some(m) = store.events.message(&t, &id, None).await?
     {
         if json {
             println!("{}", serde_json::to_string_pretty(&api::view::Message::from(m))?);
@@ -267,7 +267,7 @@ async fn track_in(o: &Outbound, target: &str, tenant: Option<&str>, json: bool) 
     }
     let mut found = false;
     for t in &tenants {
-        let h = o.recipient(t, target, None, None, 200).await?;
+        let h = store.events.recipient(t, target, None, None, 200).await?;
         if h.events.is_empty() && h.suppression.is_none() {
             continue;
         }

@@ -43,7 +43,7 @@ impl Sink for SpoolSink {
             // Until the 250 (or the refusal): the tee's copies wait meanwhile.
             let _accepting = self.front_line.accepting();
             if let Some(user) = &msg.envelope.auth_user {
-                let tenant = self.outbox.record.user_tenant(user).await.map_err(|e| {
+                let tenant = self.outbox.record.directory.user_tenant(user).await.map_err(|e| {
                     tracing::error!(error = %e, "user tenant lookup failed");
                     Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
                 })?;
@@ -89,12 +89,12 @@ pub fn storage_full_reply() -> Reply {
     Reply::new(452, "4.3.1", "Insufficient system storage, please try again later")
 }
 
-struct UsersAuth(record::Users);
+struct UsersAuth(Arc<dyn record::Directory>);
 
 impl Authenticator for UsersAuth {
     fn verify<'a>(&'a self, user: &'a str, password: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            self.0.verify(user, password).await.unwrap_or_else(|e| {
+            self.0.verify_user(user, password).await.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "user lookup failed");
                 false
             })
@@ -160,7 +160,7 @@ pub async fn serve(
     let waker = Some(scheduler.waker());
     let scheduler_task = tokio::spawn(scheduler.run(stop_rx.clone()));
     let outbox = Arc::new(outbound::Outbox {
-        record: core.record.clone(),
+        record: core.store.clone(),
         spool: core.spool.clone(),
         waker: waker.clone(),
         max_age: cfg.queue.max_age_secs as i64,
@@ -171,7 +171,7 @@ pub async fn serve(
     let reinjector = Arc::new(release::Reinjector {
         spool: core.spool.clone(),
         waker: waker.clone(),
-        store: core.quarantine.clone(),
+        store: core.store.quarantine.clone(),
         hostname: cfg.server.hostname.clone(),
         max_age: cfg.queue.max_age_secs as i64,
         inbound: Some(core.inbound.clone()),
@@ -181,10 +181,12 @@ pub async fn serve(
     tasks.push(start_http(&cfg, &core, listeners.http, &outbox, &stop_rx));
     let background = [
         control_task,
-        tokio::spawn(core.accounts.clone().keep_fresh(core.quarantine.clone(), Duration::from_secs(10))),
+        tokio::spawn(
+            core.accounts.clone().keep_fresh(core.store.quarantine.clone(), Duration::from_secs(10)),
+        ),
         tokio::spawn(core.inbound.clone().keep_fresh(Duration::from_secs(10))),
         tokio::spawn(sweep_every(
-            core.quarantine.clone(),
+            core.store.quarantine.clone(),
             Duration::from_secs(cfg.quarantine.sweep_interval_secs),
         )),
     ];
@@ -204,23 +206,22 @@ pub async fn serve(
     let _ = std::fs::remove_file(control::socket_path(&core.spool_dir));
     core.spool.close();
     // The front line's last events, then the database.
-    core.record.flush().await;
+    core.store.events.flush().await;
     core.store.close().await;
     tracing::info!(peak_rss_kb = peak_rss_kb(), "stopped");
     Ok(())
 }
 
-/// What every stage shares: the data directory's store and spool, the
-/// quarantine and its accounts, the outbound record and its VERP key.
+/// What every stage shares: the record (its parts behind their traits)
+/// and the spool, the store accounts' domains, the front line's record and
+/// the VERP key.
 struct Core {
     data: PathBuf,
     store: record::Store,
     spool: Arc<Spool>,
     spool_dir: PathBuf,
-    quarantine: Arc<dyn record::QuarantineStore>,
     accounts: tee::Accounts,
-    record: record::Outbound,
-    /// The front line's events, written beside the outbound record's.
+    /// The front line's events, written beside the applications'.
     inbound: InboundRecord,
     verp: outbound::Verp,
     bounce_domain: String,
@@ -240,26 +241,23 @@ impl Core {
             torn_tails = recovery.torn_tails,
             "spool recovered"
         );
-        apply_accounts(&store.quarantine(), &cfg.accounts).await?;
-        // Everything else uses the store through its trait (SQLite today).
-        let quarantine: Arc<dyn record::QuarantineStore> = Arc::new(store.quarantine());
-        let accounts = tee::Accounts::load(quarantine.as_ref()).await;
+        apply_accounts(store.quarantine.as_ref(), &cfg.accounts).await?;
+        let accounts = tee::Accounts::load(store.quarantine.as_ref()).await;
         let bounce_domain = cfg.bounce_domain();
         let verp = outbound::Verp::new(
             &outbound_wiring::verp_key(&data)?,
             &cfg.outbound.bounce_local,
             &bounce_domain,
         );
-        let record = store.outbound();
-        match outbound::outbox::reconcile(&spool, &record).await {
+        match outbound::outbox::reconcile(&spool, store.events.as_ref()).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!(messages = n, "outbound sends found in the spool without a record: recorded")
             }
             Err(e) => tracing::error!(error = %e, "reconciling the spool with the outbound record"),
         }
-        let inbound = InboundRecord::open(record.clone()).await.context("opening the inbound record")?;
-        Ok(Core { data, store, spool, spool_dir, quarantine, accounts, record, inbound, verp, bounce_domain })
+        let inbound = InboundRecord::open(store.clone()).await.context("opening the inbound record")?;
+        Ok(Core { data, store, spool, spool_dir, accounts, inbound, verp, bounce_domain })
     }
 }
 
@@ -325,7 +323,7 @@ async fn routes(cfg: &Config, core: &Core, clients: &Clients) -> anyhow::Result<
                 as Arc<dyn queue::Transport>
         }),
         quarantine: Some(Arc::new(tee::QuarantineTransport {
-            store: core.quarantine.clone(),
+            store: core.store.quarantine.clone(),
             inbound: core.inbound.clone(),
         })),
         outbound: Some(Arc::new(outbound::OutboundTransport {
@@ -338,12 +336,12 @@ async fn routes(cfg: &Config, core: &Core, clients: &Clients) -> anyhow::Result<
                     as Arc<dyn outbound::transport::Pace>
             }),
             verp: core.verp.clone(),
-            record: core.record.clone(),
+            record: core.store.events.clone(),
             public_url: cfg.http.public_url.clone(),
         })),
         feedback: Some(Arc::new(outbound::FeedbackTransport {
             verp: core.verp.clone(),
-            record: core.record.clone(),
+            record: core.store.events.clone(),
         })),
     })
 }
@@ -391,7 +389,7 @@ fn start_smtp(
         bounce_domain: core.bounce_domain.clone(),
         outbox: outbox.clone(),
         hostname: cfg.server.hostname.clone(),
-        front_line: core.store.quarantine().front_line(),
+        front_line: core.store.front_line.clone(),
         roles: crate::postmaster::Roles::new(
             &cfg.server.hostname,
             cfg.server.accept_domains.iter().cloned().chain([core.bounce_domain.clone()]),
@@ -400,7 +398,7 @@ fn start_smtp(
         ),
         inbound: core.inbound.clone(),
     });
-    let auth: Arc<dyn Authenticator> = Arc::new(UsersAuth(core.store.users()));
+    let auth: Arc<dyn Authenticator> = Arc::new(UsersAuth(core.store.directory.clone()));
     let mut accept_domains: HashSet<String> =
         cfg.server.accept_domains.iter().map(|d| d.to_ascii_lowercase()).collect();
     accept_domains.insert(core.bounce_domain.clone());
@@ -437,8 +435,11 @@ fn start_imap(
     listeners
         .into_iter()
         .map(|(listener, implicit_tls)| {
-            let mut icfg =
-                imap::Config::new(cfg.server.hostname.clone(), core.quarantine.clone(), acceptor.clone());
+            let mut icfg = imap::Config::new(
+                cfg.server.hostname.clone(),
+                core.store.quarantine.clone(),
+                acceptor.clone(),
+            );
             icfg.implicit_tls = implicit_tls;
             icfg.plaintext_loopback = cfg.imap.plaintext_loopback;
             icfg.max_command = cfg.imap.max_command_bytes;
@@ -460,7 +461,7 @@ fn start_http(
     stop_rx: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let state = api::AppState::new(
-        core.record.clone(),
+        core.store.clone(),
         outbox.clone(),
         core.verp.clone(),
         api::Config {
@@ -510,7 +511,7 @@ impl Addresses {
 
 /// Creates or updates the `[[accounts]]` of the config file.
 async fn apply_accounts(
-    store: &record::Quarantine,
+    store: &dyn record::QuarantineStore,
     accounts: &[crate::config::AccountConfig],
 ) -> anyhow::Result<()> {
     for a in accounts {

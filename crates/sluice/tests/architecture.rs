@@ -172,3 +172,52 @@ fn every_file_the_map_names_exists() {
         .collect();
     assert!(missing.is_empty(), "ARCHITECTURE.md names files that do not exist: {missing:?}");
 }
+
+/// Every `.rs` file under `dir` with its path, read.
+fn sources_at(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            sources_at(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = read(&path);
+            out.push((path, text));
+        }
+    }
+}
+
+/// Storage is behind traits: only `record` speaks to a database (sqlx),
+/// and within it only a backend's own module names its database, so a
+/// second backend implements the traits and changes nothing else.
+#[test]
+fn only_a_backend_module_speaks_its_database() {
+    let crates = root().join("crates");
+    let mut files = Vec::new();
+    sources_at(&crates, &mut files);
+    assert!(files.len() > 50, "found too few sources: {}", files.len());
+    let backend = crates.join("record").join("src").join("sqlite");
+    let mut broken = Vec::new();
+    // This file names what it looks for.
+    for (path, text) in files.iter().filter(|(p, _)| !p.ends_with("sluice/tests/architecture.rs")) {
+        let in_record = path.starts_with(crates.join("record"));
+        if !in_record && mentions(text, "sqlx") {
+            broken.push(format!("{} uses sqlx: storage belongs in record", path.display()));
+        }
+        let speaks_sqlite =
+            ["Sqlite", "sqlx::sqlite", "sqlx::query", "sqlx::raw_sql"].iter().any(|n| text.contains(n));
+        if in_record
+            && !path.starts_with(&backend)
+            && !path.starts_with(crates.join("record/tests"))
+            && speaks_sqlite
+        {
+            // lib.rs opens the default backend by its name, and only that.
+            let allowed = path.ends_with("record/src/lib.rs")
+                && text.matches("Sqlite").count() == 1
+                && text.contains("sqlite::Sqlite::open");
+            if !allowed {
+                broken.push(format!("{} speaks SQLite outside record/src/sqlite/", path.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}

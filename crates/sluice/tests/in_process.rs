@@ -135,7 +135,7 @@ async fn the_whole_server_runs_in_process() {
     // acme's copy) and the copy filed, under the default tenant.
     let queue_id = reply.trim().rsplit(' ').next().expect("a queue id in the 250");
     let store = record::Store::open(&dir.path().join("data")).await.expect("the database");
-    let o = store.outbound();
+    let o = &store.events;
     let (tenant, id) = o.find_message("<in-process@sender.test>").await.expect("read").expect("recorded");
     assert_eq!((tenant.name.as_str(), id.as_str()), ("default", queue_id));
     let m = o.message(&tenant, &id, None).await.expect("read").expect("the message");

@@ -1,95 +1,19 @@
-//! The outbound record's writer: one task, one connection with
+//! The record's writer: one task, one connection with
 //! `synchronous = FULL`, and every write that arrived while the previous
 //! transaction committed goes into the next one (group commit).
 
-use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Direction, EventKind, normalize};
-use crate::RecordError;
-
-/// A message the API or submission accepted, or one the front line received.
-#[derive(Debug, Clone)]
-pub struct NewMessage {
-    pub id: String,
-    pub tenant: i64,
-    /// Which way it came: `Outbound` from an application, `Inbound` from
-    /// the MX listener.
-    pub direction: Direction,
-    /// The Message-ID header, without angle brackets.
-    pub message_id: Option<String>,
-    pub mail_from: String,
-    pub subject: Option<String>,
-    pub stream: Option<String>,
-    pub tags: Vec<String>,
-    pub metadata: serde_json::Value,
-    /// An application's recipients, each with its first event. A received
-    /// message has none here: it gets one `received` event of its own,
-    /// whose `detail` lists its recipients (`recipients`: address and
-    /// kind, by index), and its recipients' states are read from their
-    /// events. Fewer rows per message is what keeps the front line's
-    /// record cheap.
-    pub recipients: Vec<NewRecipient>,
-    pub at: i64,
-    /// What the first events carry (a received message's peer, size, TLS
-    /// and recipients).
-    pub detail: Option<serde_json::Value>,
-    /// Idempotency key, hash of the request, and the response to replay.
-    pub idempotency: Option<Idempotency>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewRecipient {
-    pub address: String,
-    /// `to`, `cc` or `bcc` from an application; `rcpt` (an envelope
-    /// recipient) or `copy` (a store account's copy) at the front line.
-    pub kind: String,
-    /// `Queued`, `Suppressed`, `Invalid` or `Received`.
-    pub status: EventKind,
-    pub reason: Option<String>,
-}
-
-/// The SMTP response of one attempt.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SmtpResponse {
-    pub code: Option<u16>,
-    pub status: Option<String>,
-    pub text: Option<String>,
-    pub remote: Option<String>,
-    pub tls: Option<String>,
-}
-
-/// Adds the recipient's address to the tenant's suppression list.
-#[derive(Debug, Clone)]
-pub struct Suppress {
-    pub reason: String,
-    pub expires_at: Option<i64>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// The tenant, or `None` for the tenant the message was recorded
-    /// under (the front line's events; an event of a message never
-    /// recorded is dropped).
-    pub tenant: Option<i64>,
-    pub message: String,
-    pub idx: Option<i64>,
-    pub address: Option<String>,
-    pub kind: EventKind,
-    pub at: i64,
-    pub reason: Option<String>,
-    pub smtp: Option<SmtpResponse>,
-    pub detail: Option<serde_json::Value>,
-    pub suppress: Option<Suppress>,
-    /// What produced it, when it could be produced twice (work repeated
-    /// after a crash): `Outbound::recorded` finds it.
-    pub source: Option<String>,
-}
+use crate::events::{
+    Direction, EventKind, Idempotency, NewEvent, NewMessage, NewRecipient, Suppress, normalize, now_ms,
+};
+use crate::front_line::GIVE_WAY_POLL;
+use crate::{COPY_LAG_MAX, FrontLine, RecordError};
 
 type Answer<T> = Option<oneshot::Sender<Result<T, RecordError>>>;
 
@@ -193,7 +117,7 @@ async fn commit(pool: &SqlitePool, batch: Vec<Op>) {
         conn.close_on_drop();
     }
     if durable && let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await {
-        tracing::warn!(error = %e, "outbound record: resetting synchronous");
+        tracing::warn!(error = %e, "record: resetting synchronous");
         conn.close_on_drop();
     }
     match written {
@@ -229,14 +153,20 @@ async fn commit(pool: &SqlitePool, batch: Vec<Op>) {
 /// goes on; on a busy machine they wait here, in memory, and are written
 /// with what the front line leaves.
 #[derive(Clone)]
-pub(super) struct Front {
-    tx: mpsc::UnboundedSender<Op>,
+pub(super) struct Front(Arc<FrontWriter>);
+
+struct FrontWriter {
+    /// Started on the first write: a command that records nothing from
+    /// the front line starts no thread.
+    tx: OnceLock<mpsc::UnboundedSender<Op>>,
+    opts: SqliteConnectOptions,
+    front_line: FrontLine,
     backlog: Arc<AtomicUsize>,
 }
 
 /// How long (ms) front-line events may wait for the front line to be
-/// quiet, as the store's copies do ([`crate::COPY_LAG_MAX`]).
-const FRONT_LAG_MAX_MS: i64 = crate::COPY_LAG_MAX * 1000;
+/// quiet, as the store's copies do ([`COPY_LAG_MAX`]).
+const FRONT_LAG_MAX_MS: i64 = COPY_LAG_MAX * 1000;
 
 /// Front-line writes waiting, at most. Past this (a front line that never
 /// rests and a record that cannot keep up) new events are not recorded,
@@ -253,22 +183,33 @@ const FRONT_BATCH: usize = 1024;
 const FRONT_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Front {
-    pub(super) fn start(opts: SqliteConnectOptions, front_line: crate::FrontLine) -> Front {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub(super) fn new(opts: SqliteConnectOptions, front_line: FrontLine) -> Front {
         let backlog = Arc::new(AtomicUsize::new(0));
-        let left = backlog.clone();
-        let started = crate::writer::spawn_idle("record-writer", opts, move |pool| {
-            run_front(pool, rx, left, front_line)
-        });
-        if let Err(e) = started {
-            tracing::error!(error = %e, "cannot start the front line's record writer");
-        }
-        Front { tx, backlog }
+        Front(Arc::new(FrontWriter { tx: OnceLock::new(), opts, front_line, backlog }))
+    }
+
+    fn sender(&self) -> &mpsc::UnboundedSender<Op> {
+        let w = &*self.0;
+        w.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (left, front_line) = (w.backlog.clone(), w.front_line.clone());
+            let started = crate::sqlite::spawn_idle("record-writer", w.opts.clone(), move |pool| {
+                run_front(pool, rx, left, front_line)
+            });
+            if let Err(e) = started {
+                tracing::error!(error = %e, "cannot start the front line's record writer");
+            }
+            tx
+        })
     }
 
     /// Queues a write; never waits.
     pub(super) fn send(&self, op: Op) {
-        if !matches!(op, Op::Flush(_)) && self.backlog.load(Ordering::Relaxed) >= FRONT_BACKLOG_MAX {
+        if matches!(op, Op::Flush(_)) && self.0.tx.get().is_none() {
+            return; // nothing was ever written: the flush is answered now
+        }
+        let backlog = &self.0.backlog;
+        if !matches!(op, Op::Flush(_)) && backlog.load(Ordering::Relaxed) >= FRONT_BACKLOG_MAX {
             static DROPPED: AtomicU64 = AtomicU64::new(0);
             let n = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
@@ -279,9 +220,9 @@ impl Front {
             }
             return;
         }
-        self.backlog.fetch_add(1, Ordering::Relaxed);
-        if let Err(mpsc::error::SendError(op)) = self.tx.send(op) {
-            self.backlog.fetch_sub(1, Ordering::Relaxed);
+        backlog.fetch_add(1, Ordering::Relaxed);
+        if let Err(mpsc::error::SendError(op)) = self.sender().send(op) {
+            backlog.fetch_sub(1, Ordering::Relaxed);
             op.answer(Err(RecordError::Unavailable("the front line's record writer stopped".into())));
         }
     }
@@ -296,7 +237,7 @@ async fn run_front(
     pool: SqlitePool,
     mut rx: mpsc::UnboundedReceiver<Op>,
     backlog: Arc<AtomicUsize>,
-    front_line: crate::FrontLine,
+    front_line: FrontLine,
 ) {
     let mut batch = Vec::with_capacity(FRONT_BATCH);
     loop {
@@ -313,10 +254,9 @@ async fn run_front(
         let due = flushing
             || batch.len() >= FRONT_BATCH
             || !front_line.busy()
-            || super::now_ms() - oldest >= FRONT_LAG_MAX_MS;
+            || now_ms() - oldest >= FRONT_LAG_MAX_MS;
         if batch.is_empty() || !due {
-            tokio::time::sleep(if batch.is_empty() { FRONT_TICK } else { crate::writer::GIVE_WAY_POLL })
-                .await;
+            tokio::time::sleep(if batch.is_empty() { FRONT_TICK } else { GIVE_WAY_POLL }).await;
             continue;
         }
         backlog.fetch_sub(batch.len(), Ordering::Relaxed);
@@ -337,19 +277,16 @@ async fn connect(pool: &SqlitePool, durable: bool) -> Option<sqlx::pool::PoolCon
     let mut c = match pool.acquire().await {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "outbound record: no database connection");
+            tracing::error!(error = %e, "record: no database connection");
             return None;
         }
     };
     if durable && let Err(e) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *c).await {
-        tracing::error!(error = %e, "outbound record: setting synchronous");
+        tracing::error!(error = %e, "record: setting synchronous");
         return None;
     }
     Some(c)
 }
-
-/// Key, request hash, response.
-type Idempotency = (String, Vec<u8>, String);
 
 /// Rows per multi-row statement, under SQLite's 32,766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 2_000;

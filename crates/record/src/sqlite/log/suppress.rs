@@ -1,21 +1,10 @@
-//! The suppression list: addresses a tenant must not send to, with why
-//! (the event that put them there) and until when.
+//! The suppression list on SQLite.
 
-use serde::Serialize;
-
-use super::{Outbound, Tenant, normalize, now_ms};
+use super::Log;
 use crate::RecordError;
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Suppression {
-    pub address: String,
-    pub reason: String,
-    /// `bounced`, `rejected`, `complained`, `unsubscribed` or `manual`.
-    pub source: String,
-    pub event_id: Option<i64>,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-}
+use crate::directory::Tenant;
+use crate::events::{normalize, now_ms};
+use crate::suppress::Suppression;
 
 type Row = (String, String, String, Option<i64>, i64, Option<i64>);
 
@@ -25,7 +14,7 @@ fn row((address, reason, source, event_id, created_at, expires_at): Row) -> Supp
 
 const COLUMNS: &str = "address, reason, source, event_id, created_at, expires_at";
 
-impl Outbound {
+impl Log {
     /// The entries in force at `at` among `addresses` (normalized).
     pub async fn suppressed(
         &self,

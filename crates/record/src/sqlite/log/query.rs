@@ -1,28 +1,13 @@
-//! Reads of the outbound record. Every query is scoped by tenant. A query
-//! with `as_of` answers from the events known at that time (the log is
-//! append-only, so the past can always be read back).
+//! Reads of the record on SQLite. Every query a tenant makes is scoped
+//! by its tenant.
 
-use super::{Direction, EventKind, Outbound, Tenant, normalize};
+use super::Log;
 use crate::RecordError;
-
-#[derive(Debug, Clone)]
-pub struct EventRow {
-    pub id: i64,
-    pub message: String,
-    pub idx: Option<i64>,
-    pub address: Option<String>,
-    /// One of the event schema's names (`docs/events.md`).
-    pub kind: EventKind,
-    /// Milliseconds since the Unix epoch.
-    pub at: i64,
-    pub reason: Option<String>,
-    pub smtp_code: Option<i64>,
-    pub smtp_status: Option<String>,
-    pub smtp_text: Option<String>,
-    pub remote: Option<String>,
-    pub tls: Option<String>,
-    pub detail: Option<String>,
-}
+use crate::directory::Tenant;
+use crate::events::{
+    Direction, EventKind, EventQuery, EventRow, MessageHead, MessageView, RecipientHistory, RecipientRow,
+    normalize, now_ms,
+};
 
 type EventTuple = (
     i64,
@@ -69,81 +54,13 @@ fn event_row(t: EventTuple) -> Option<EventRow> {
 const EVENT_COLUMNS: &str =
     "id, message, idx, address, type, at, reason, smtp_code, smtp_status, smtp_text, remote, tls, detail";
 
-#[derive(Debug, Clone)]
-pub struct RecipientView {
-    pub address: String,
-    pub kind: String,
-    pub status: String,
-    pub reason: Option<String>,
-    pub updated_at: i64,
-    pub events: Vec<EventRow>,
-}
-
-#[derive(Debug, Clone)]
-pub struct MessageView {
-    pub id: String,
-    /// `inbound` (the front line's) or `outbound` (an application's).
-    pub direction: Direction,
-    pub message_id: Option<String>,
-    pub from: String,
-    pub subject: Option<String>,
-    pub stream: Option<String>,
-    pub tags: serde_json::Value,
-    pub metadata: serde_json::Value,
-    pub created_at: i64,
-    pub recipients: Vec<RecipientView>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RecipientHistory {
-    pub address: String,
-    pub suppression: Option<super::Suppression>,
-    /// Newest first.
-    pub events: Vec<EventRow>,
-    /// Pass as `cursor` for older events.
-    pub next_cursor: Option<i64>,
-}
-
-/// Filters of `GET /v1/events`.
-#[derive(Debug, Clone, Default)]
-pub struct EventQuery {
-    pub kind: Option<EventKind>,
-    pub since: Option<i64>,
-    pub until: Option<i64>,
-    pub recipient: Option<String>,
-    pub tag: Option<String>,
-    pub message: Option<String>,
-    /// Events after this id.
-    pub cursor: Option<i64>,
-    pub limit: u32,
-}
-
 /// idx, address, kind, status, reason, updated_at.
 type RecipientRowT = (i64, String, String, String, Option<String>, i64);
-
-/// A received message's recipients, from its `received` event's list.
-fn inbound_recipients(events: &[EventRow], created_at: i64) -> Vec<RecipientRowT> {
-    let listed = events
-        .iter()
-        .find(|e| e.kind == EventKind::Received && e.idx.is_none())
-        .and_then(|e| serde_json::from_str::<serde_json::Value>(e.detail.as_deref()?).ok());
-    let Some(serde_json::Value::Array(rcpts)) = listed.map(|mut d| d["recipients"].take()) else {
-        return Vec::new();
-    };
-    rcpts
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-            (i as i64, field("address"), field("kind"), EventKind::Received.as_str().into(), None, created_at)
-        })
-        .collect()
-}
 
 type MessageRowT =
     (String, String, Option<String>, String, Option<String>, Option<String>, String, String, i64);
 
-impl Outbound {
+impl Log {
     /// A message with each recipient's status and timeline, as known at
     /// `as_of` (now when `None`).
     pub async fn message(
@@ -163,25 +80,15 @@ impl Outbound {
         let Some((id, direction, message_id, from, subject, stream, tags, metadata, created_at)) = row else {
             return Ok(None);
         };
-        let direction = Direction::parse(&direction).unwrap_or(Direction::Outbound);
-        // A recipient's status before any event: how its message came in.
-        let first = if direction == Direction::Inbound { EventKind::Received } else { EventKind::Queued };
         if as_of.is_some_and(|t| t < created_at) {
             return Ok(None);
         }
+        let direction = Direction::parse(&direction).unwrap_or(Direction::Outbound);
         // The stored statuses first, then the events: an event is never
         // older than the status it set (no read transaction spans both).
-        let stored: Option<Vec<RecipientRowT>> = match direction {
+        let stored = match direction {
             Direction::Inbound => None,
-            _ => Some(
-                sqlx::query_as(
-                    "SELECT idx, address, kind, status, reason, updated_at FROM out_recipients
-                     WHERE message = ? ORDER BY idx",
-                )
-                .bind(&id)
-                .fetch_all(&self.pool)
-                .await?,
-            ),
+            _ => Some(self.recipient_rows(&id).await?),
         };
         let events: Vec<EventTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE message = ? AND at <= ? ORDER BY id"
@@ -190,41 +97,31 @@ impl Outbound {
         .bind(as_of.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        let events: Vec<EventRow> = events.into_iter().filter_map(event_row).collect();
-        // A received message's recipients are listed by its `received`
-        // event, and their states are read from their events.
-        let rcpts = stored.unwrap_or_else(|| inbound_recipients(&events, created_at));
-        let derive = as_of.is_some() || direction == Direction::Inbound;
-        let recipients = rcpts
+        let events = events.into_iter().filter_map(event_row).collect();
+        let head =
+            MessageHead { id, direction, message_id, from, subject, stream, tags, metadata, created_at };
+        Ok(Some(MessageView::assemble(head, stored, events, as_of)))
+    }
+
+    async fn recipient_rows(&self, message: &str) -> Result<Vec<RecipientRow>, RecordError> {
+        let rows: Vec<RecipientRowT> = sqlx::query_as(
+            "SELECT idx, address, kind, status, reason, updated_at FROM out_recipients
+             WHERE message = ? ORDER BY idx",
+        )
+        .bind(message)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
             .into_iter()
-            .map(|(idx, address, kind, status, reason, updated_at)| {
-                // A message's own events (idx NULL) are each recipient's too.
-                let events: Vec<EventRow> =
-                    events.iter().filter(|e| e.idx.is_none_or(|i| i == idx)).cloned().collect();
-                let (status, reason, updated_at) = match derive {
-                    false => (status, reason, updated_at),
-                    true => events
-                        .iter()
-                        .rev()
-                        .find(|e| e.kind.sets_status())
-                        .map(|e| (e.kind.as_str().to_string(), e.reason.clone(), e.at))
-                        .unwrap_or((first.as_str().into(), None, created_at)),
-                };
-                RecipientView { address, kind, status, reason, updated_at, events }
+            .map(|(idx, address, kind, status, reason, updated_at)| RecipientRow {
+                idx,
+                address,
+                kind,
+                status,
+                reason,
+                updated_at,
             })
-            .collect();
-        Ok(Some(MessageView {
-            id,
-            direction,
-            message_id,
-            from,
-            subject,
-            stream,
-            tags: serde_json::from_str(&tags).unwrap_or_default(),
-            metadata: serde_json::from_str(&metadata).unwrap_or_default(),
-            created_at,
-            recipients,
-        }))
+            .collect())
     }
 
     /// One address's history across messages, newest first.
@@ -251,7 +148,7 @@ impl Outbound {
             .bind(limit as i64 + 1)
             .fetch_all(&self.pool);
         // The two lookups run on two connections at once.
-        let suppression = self.suppression(tenant, &address, as_of.unwrap_or_else(super::now_ms));
+        let suppression = self.suppression(tenant, &address, as_of.unwrap_or_else(now_ms));
         let (events, suppression) = tokio::join!(events, suppression);
         let (events, suppression) = (events?, suppression?);
         let mut events: Vec<EventRow> = events.into_iter().filter_map(event_row).collect();
@@ -333,13 +230,6 @@ impl Outbound {
         Ok(n > 0)
     }
 
-    /// Every tenant, by name.
-    pub async fn tenants(&self) -> Result<Vec<Tenant>, RecordError> {
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT id, name FROM tenants ORDER BY name").fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|(id, name)| Tenant { id, name }).collect())
-    }
-
     /// A message by our id or by its Message-ID header, in any tenant (for
     /// the operator's `sluice track`).
     pub async fn find_message(&self, key: &str) -> Result<Option<(Tenant, String)>, RecordError> {
@@ -400,27 +290,5 @@ impl Outbound {
         .bind(normalize(address))
         .fetch_optional(&self.pool)
         .await?)
-    }
-
-    /// The store accounts that belong to a tenant, with its id: their
-    /// domains' inbound mail is that tenant's.
-    pub async fn account_tenants(&self) -> Result<Vec<(String, i64)>, RecordError> {
-        Ok(sqlx::query_as("SELECT name, tenant_id FROM accounts WHERE tenant_id IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    /// Makes a store account (and so its domains' inbound mail) a tenant's.
-    pub async fn set_account_tenant(&self, account: &str, tenant: &str) -> Result<(), RecordError> {
-        let tenant = self.tenant(tenant).await?;
-        let done = sqlx::query("UPDATE accounts SET tenant_id = ? WHERE name = ?")
-            .bind(tenant.id)
-            .bind(account)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(RecordError::Invalid(format!("no such account: {account}")));
-        }
-        Ok(())
     }
 }

@@ -1,0 +1,105 @@
+//! Who is who: tenants, their API keys, submission users and which tenant
+//! each sends for, and which tenant a store account's inbound mail belongs
+//! to. [`Directory`] is what a backend implements; the SQLite one is
+//! `crate::sqlite::Log`. The rules every backend shares (what a tenant's
+//! name may be, how a key is made, kept and matched) are here.
+
+use sha2::{Digest, Sha256};
+
+use crate::{BoxFuture, RecordError};
+
+type Res<'a, T> = BoxFuture<'a, Result<T, RecordError>>;
+
+/// A tenant, as an API key or a submission user resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: i64,
+    pub name: String,
+}
+
+/// An API key as listed: its clear prefix, when it was made, when revoked.
+pub type KeyInfo = (String, i64, Option<i64>);
+
+/// How much of an API key is kept in clear (`sk_` and 8 characters), to
+/// list and revoke it by.
+pub const KEY_PREFIX_LEN: usize = 11;
+
+/// A trimmed tenant name, or why it is not one.
+pub fn tenant_name(name: &str) -> Result<&str, RecordError> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.len() > 64
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(RecordError::Invalid(format!(
+            "tenant names are 1-64 characters of letters, digits, '-', '_' or '.': {name:?}"
+        )));
+    }
+    Ok(name)
+}
+
+/// A new API key: `sk_` and 256 random bits. Only its hash is kept.
+pub fn new_api_key() -> String {
+    let random = [uuid::Uuid::new_v4().simple().to_string(), uuid::Uuid::new_v4().simple().to_string()];
+    format!("sk_{}{}", random[0], random[1])
+}
+
+/// What is kept of a key to find it by: its SHA-256.
+pub fn key_hash(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// How a revocation names keys: by the start of their clear prefix, or
+/// (longer than the prefix) the whole key, matched by its hash so that a
+/// mistyped tail revokes nothing.
+pub enum KeyRef {
+    Prefix(String),
+    Hash(Vec<u8>),
+}
+
+impl KeyRef {
+    /// At least 8 characters of a key, as `api_keys` shows them, or the key.
+    pub fn parse(given: &str) -> Result<KeyRef, RecordError> {
+        if given.len() < 8 || !given.is_ascii() {
+            return Err(RecordError::Invalid("give at least 8 characters of the key".into()));
+        }
+        Ok(match given.len() <= KEY_PREFIX_LEN {
+            true => KeyRef::Prefix(given.to_string()),
+            false => KeyRef::Hash(key_hash(given)),
+        })
+    }
+}
+
+/// Tenants, keys, users and accounts' tenants.
+pub trait Directory: Send + Sync + 'static {
+    /// The tenant called `name`, created if new.
+    fn tenant<'a>(&'a self, name: &'a str) -> Res<'a, Tenant>;
+    /// Every tenant, by name.
+    fn tenants(&self) -> Res<'_, Vec<Tenant>>;
+    /// A new API key for `tenant` (created if new), shown once: only its
+    /// hash is kept.
+    fn create_api_key<'a>(&'a self, tenant: &'a str) -> Res<'a, String>;
+    /// A tenant's keys, oldest first.
+    fn api_keys<'a>(&'a self, tenant: &'a str) -> Res<'a, Vec<KeyInfo>>;
+    /// Revokes a tenant's keys that `key` names ([`KeyRef::parse`]); how
+    /// many. Every node stops accepting them within a short while.
+    fn revoke_api_key<'a>(&'a self, tenant: &'a str, key: &'a str) -> Res<'a, u64>;
+    /// The tenant of a (not revoked) API key.
+    fn authenticate<'a>(&'a self, key: &'a str) -> Res<'a, Option<Tenant>>;
+    /// Adds a submission user or replaces their password.
+    fn set_user<'a>(&'a self, name: &'a str, password: &'a str) -> Res<'a, ()>;
+    /// True when the user exists and `password` matches (in the same time
+    /// for an unknown user as for a known one).
+    fn verify_user<'a>(&'a self, name: &'a str, password: &'a str) -> Res<'a, bool>;
+    /// Submission users, by name.
+    fn users(&self) -> Res<'_, Vec<String>>;
+    /// Makes a submission user send on behalf of `tenant`.
+    fn set_user_tenant<'a>(&'a self, user: &'a str, tenant: &'a str) -> Res<'a, ()>;
+    /// The tenant a submission user sends for, if any.
+    fn user_tenant<'a>(&'a self, user: &'a str) -> Res<'a, Option<Tenant>>;
+    /// The store accounts that belong to a tenant, with its id: their
+    /// domains' inbound mail is that tenant's.
+    fn account_tenants(&self) -> Res<'_, Vec<(String, i64)>>;
+    /// Makes a store account (and so its domains' inbound mail) a tenant's.
+    fn set_account_tenant<'a>(&'a self, account: &'a str, tenant: &'a str) -> Res<'a, ()>;
+}

@@ -1,0 +1,350 @@
+//! The event log as its users see it: what a message was, what happened
+//! to each of its recipients (in the event schema's words,
+//! `vocabulary::EventKind`), read back as a message's timeline, an
+//! address's history or a page of events. [`EventLog`] is what a backend
+//! implements; the SQLite one is `crate::sqlite::Log`.
+//!
+//! The log is append-only: a query with `as_of` answers from the events
+//! known at that time.
+
+use serde::{Deserialize, Serialize};
+
+use crate::directory::Tenant;
+use crate::suppress::Suppression;
+use crate::{BoxFuture, RecordError};
+
+pub use vocabulary::{Direction, EventKind};
+
+type Res<'a, T> = BoxFuture<'a, Result<T, RecordError>>;
+
+/// Milliseconds since the Unix epoch: the record's clock.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Addresses are compared and stored lower-case (what every provider's
+/// suppression list does; local parts that differ only by case are the same
+/// mailbox in practice).
+pub fn normalize(address: &str) -> String {
+    address.trim().to_ascii_lowercase()
+}
+
+/// Idempotency key, hash of the request, and the response to replay.
+pub type Idempotency = (String, Vec<u8>, String);
+
+/// A message the API or submission accepted, or one the front line received.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub tenant: i64,
+    /// Which way it came: `Outbound` from an application, `Inbound` from
+    /// the MX listener.
+    pub direction: Direction,
+    /// The Message-ID header, without angle brackets.
+    pub message_id: Option<String>,
+    pub mail_from: String,
+    pub subject: Option<String>,
+    pub stream: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    /// An application's recipients, each with its first event. A received
+    /// message has none here: it gets one `received` event of its own,
+    /// whose `detail` lists its recipients (`recipients`: address and
+    /// kind, by index), and its recipients' states are read from their
+    /// events. Fewer rows per message is what keeps the front line's
+    /// record cheap.
+    pub recipients: Vec<NewRecipient>,
+    pub at: i64,
+    /// What the first events carry (a received message's peer, size, TLS
+    /// and recipients).
+    pub detail: Option<serde_json::Value>,
+    /// The request's idempotency key, if it came with one.
+    pub idempotency: Option<Idempotency>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRecipient {
+    pub address: String,
+    /// `to`, `cc` or `bcc` from an application; `rcpt` (an envelope
+    /// recipient) or `copy` (a store account's copy) at the front line.
+    pub kind: String,
+    /// `Queued`, `Suppressed`, `Invalid` or `Received`.
+    pub status: EventKind,
+    pub reason: Option<String>,
+}
+
+/// The SMTP response of one attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmtpResponse {
+    pub code: Option<u16>,
+    pub status: Option<String>,
+    pub text: Option<String>,
+    pub remote: Option<String>,
+    pub tls: Option<String>,
+}
+
+/// Adds the recipient's address to the tenant's suppression list.
+#[derive(Debug, Clone)]
+pub struct Suppress {
+    pub reason: String,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The tenant, or `None` for the tenant the message was recorded
+    /// under (the front line's events; an event of a message never
+    /// recorded is dropped).
+    pub tenant: Option<i64>,
+    pub message: String,
+    pub idx: Option<i64>,
+    pub address: Option<String>,
+    pub kind: EventKind,
+    pub at: i64,
+    pub reason: Option<String>,
+    pub smtp: Option<SmtpResponse>,
+    pub detail: Option<serde_json::Value>,
+    pub suppress: Option<Suppress>,
+    /// What produced it, when it could be produced twice (work repeated
+    /// after a crash): [`EventLog::recorded`] finds it.
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub id: i64,
+    pub message: String,
+    pub idx: Option<i64>,
+    pub address: Option<String>,
+    /// One of the event schema's names (`docs/events.md`).
+    pub kind: EventKind,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    pub reason: Option<String>,
+    pub smtp_code: Option<i64>,
+    pub smtp_status: Option<String>,
+    pub smtp_text: Option<String>,
+    pub remote: Option<String>,
+    pub tls: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecipientView {
+    pub address: String,
+    pub kind: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub updated_at: i64,
+    pub events: Vec<EventRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageView {
+    pub id: String,
+    /// `inbound` (the front line's) or `outbound` (an application's).
+    pub direction: Direction,
+    pub message_id: Option<String>,
+    pub from: String,
+    pub subject: Option<String>,
+    pub stream: Option<String>,
+    pub tags: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub created_at: i64,
+    pub recipients: Vec<RecipientView>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecipientHistory {
+    pub address: String,
+    pub suppression: Option<Suppression>,
+    /// Newest first.
+    pub events: Vec<EventRow>,
+    /// Pass as `cursor` for older events.
+    pub next_cursor: Option<i64>,
+}
+
+/// Filters of `GET /v1/events`.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub kind: Option<EventKind>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub recipient: Option<String>,
+    pub tag: Option<String>,
+    pub message: Option<String>,
+    /// Events after this id.
+    pub cursor: Option<i64>,
+    pub limit: u32,
+}
+
+/// A message's row as stored, without its recipients.
+#[derive(Debug, Clone)]
+pub struct MessageHead {
+    pub id: String,
+    pub direction: Direction,
+    pub message_id: Option<String>,
+    pub from: String,
+    pub subject: Option<String>,
+    pub stream: Option<String>,
+    /// JSON text, as stored.
+    pub tags: String,
+    pub metadata: String,
+    pub created_at: i64,
+}
+
+/// A recipient's row as stored: its current status and when it was set.
+#[derive(Debug, Clone)]
+pub struct RecipientRow {
+    pub idx: i64,
+    pub address: String,
+    pub kind: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub updated_at: i64,
+}
+
+impl MessageView {
+    /// A message's view from what a backend read: its head, its
+    /// recipients' stored rows (`None` for a received message, whose
+    /// recipients its `received` event lists and whose states are read
+    /// from their events) and its events up to `as_of`, in order. Read the
+    /// stored rows before the events: an event is then never older than
+    /// the status it set.
+    pub fn assemble(
+        head: MessageHead,
+        stored: Option<Vec<RecipientRow>>,
+        events: Vec<EventRow>,
+        as_of: Option<i64>,
+    ) -> MessageView {
+        // A recipient's status before any event: how its message came in.
+        let first = match head.direction {
+            Direction::Inbound => EventKind::Received,
+            _ => EventKind::Queued,
+        };
+        let derive = as_of.is_some() || stored.is_none();
+        let rcpts = stored.unwrap_or_else(|| inbound_recipients(&events, head.created_at));
+        let recipients = rcpts
+            .into_iter()
+            .map(|r| {
+                // A message's own events (idx NULL) are each recipient's too.
+                let events: Vec<EventRow> =
+                    events.iter().filter(|e| e.idx.is_none_or(|i| i == r.idx)).cloned().collect();
+                let (status, reason, updated_at) = match derive {
+                    false => (r.status, r.reason, r.updated_at),
+                    true => events
+                        .iter()
+                        .rev()
+                        .find(|e| e.kind.sets_status())
+                        .map(|e| (e.kind.as_str().to_string(), e.reason.clone(), e.at))
+                        .unwrap_or((first.as_str().into(), None, head.created_at)),
+                };
+                RecipientView { address: r.address, kind: r.kind, status, reason, updated_at, events }
+            })
+            .collect();
+        MessageView {
+            id: head.id,
+            direction: head.direction,
+            message_id: head.message_id,
+            from: head.from,
+            subject: head.subject,
+            stream: head.stream,
+            tags: serde_json::from_str(&head.tags).unwrap_or_default(),
+            metadata: serde_json::from_str(&head.metadata).unwrap_or_default(),
+            created_at: head.created_at,
+            recipients,
+        }
+    }
+}
+
+/// A received message's recipients, from its `received` event's list.
+fn inbound_recipients(events: &[EventRow], created_at: i64) -> Vec<RecipientRow> {
+    let listed = events
+        .iter()
+        .find(|e| e.kind == EventKind::Received && e.idx.is_none())
+        .and_then(|e| serde_json::from_str::<serde_json::Value>(e.detail.as_deref()?).ok());
+    let Some(serde_json::Value::Array(rcpts)) = listed.map(|mut d| d["recipients"].take()) else {
+        return Vec::new();
+    };
+    rcpts
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            RecipientRow {
+                idx: i as i64,
+                address: field("address"),
+                kind: field("kind"),
+                status: EventKind::Received.as_str().into(),
+                reason: None,
+                updated_at: created_at,
+            }
+        })
+        .collect()
+}
+
+/// Describes a received message on the writer's side (reading its headers
+/// is work the front line need not wait for).
+pub type Describe = Box<dyn FnOnce() -> NewMessage + Send + Sync>;
+
+/// The event log: messages, their recipients' states, and every event.
+pub trait EventLog: Send + Sync + 'static {
+    /// Records an accepted message, its recipients and their first events
+    /// (and its idempotency key) durably. Fails with
+    /// [`RecordError::Conflict`] when the idempotency key was taken meanwhile.
+    fn accept(&self, msg: NewMessage) -> Res<'_, ()>;
+    /// Appends an event (and applies its status and suppression); its id.
+    fn record(&self, event: NewEvent) -> Res<'_, i64>;
+    /// Records a message the front line received (when, in ms), without
+    /// waiting: the spool already holds the message itself.
+    fn note_message(&self, at: i64, describe: Describe);
+    /// Appends a front-line event, without waiting.
+    fn note(&self, event: NewEvent);
+    /// Waits until every write queued before this call is committed (or
+    /// failed), the front line's too.
+    fn flush(&self) -> BoxFuture<'_, ()>;
+    /// A stored response for an idempotency key: the request's hash and
+    /// the response body given the first time.
+    fn idempotent<'a>(&'a self, tenant: i64, key: &'a str) -> Res<'a, Option<(Vec<u8>, String)>>;
+    /// A message with each recipient's status and timeline, as known at
+    /// `as_of` (now when `None`).
+    fn message<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        id: &'a str,
+        as_of: Option<i64>,
+    ) -> Res<'a, Option<MessageView>>;
+    /// One address's history across messages, newest first.
+    fn recipient<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        address: &'a str,
+        as_of: Option<i64>,
+        cursor: Option<i64>,
+        limit: u32,
+    ) -> Res<'a, RecipientHistory>;
+    /// A page of events in the order they were recorded, and the cursor of
+    /// the next page when there is one.
+    fn events<'a>(&'a self, tenant: &'a Tenant, q: &'a EventQuery) -> Res<'a, (Vec<EventRow>, Option<i64>)>;
+    /// Whether a message is in the record.
+    fn has_message<'a>(&'a self, id: &'a str) -> Res<'a, bool>;
+    /// A message by our id or by its Message-ID header, in any tenant (for
+    /// the operator's `sluice track`).
+    fn find_message<'a>(&'a self, key: &'a str) -> Res<'a, Option<(Tenant, String)>>;
+    /// The tenant and address of one recipient of a message (for an event
+    /// that names the message and the recipient's index, as a VERP token does).
+    fn recipient_of<'a>(&'a self, message: &'a str, idx: i64) -> Res<'a, Option<(i64, String)>>;
+    /// A recipient's status in the record (`queued`, `delivered`, ...).
+    fn recipient_status<'a>(&'a self, message: &'a str, idx: i64) -> Res<'a, Option<String>>;
+    /// Whether an event from `source` is recorded (work repeated after a
+    /// crash is not recorded twice).
+    fn recorded<'a>(&'a self, source: &'a str) -> Res<'a, bool>;
+    /// The outbound message that carried this Message-ID, and the index of
+    /// `address` among its recipients (for bounces that come back without
+    /// a token): (tenant, message, idx).
+    fn by_message_id<'a>(
+        &'a self,
+        message_id: &'a str,
+        address: &'a str,
+    ) -> Res<'a, Option<(i64, String, i64)>>;
+}

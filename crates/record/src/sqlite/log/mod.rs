@@ -1,0 +1,135 @@
+//! The record on SQLite: tenants and their API keys, submission users,
+//! the messages sent and received, each recipient's current state, the
+//! append-only event log, suppressions and idempotency keys.
+//!
+//! Writes (accepted messages, events) go through one writer task that
+//! gathers concurrent calls into one transaction on a connection with
+//! `synchronous = FULL`: an accepted message is on disk before the API
+//! answers 202, at the cost of one fsync per batch, not per message. The
+//! front line's events go to a writer of their own ([`writer::Front`]).
+
+mod directory;
+mod query;
+mod suppress;
+mod writer;
+
+use sqlx::SqlitePool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+use crate::directory::Tenant;
+use crate::events::{Describe, NewEvent, NewMessage};
+use crate::{FrontLine, RecordError};
+
+/// The record's handle (cheap to clone; clones share the writers).
+#[derive(Clone)]
+pub struct Log {
+    pool: SqlitePool,
+    writer: mpsc::Sender<writer::Op>,
+    /// The front line's events, which nobody waits for: written by a
+    /// writer of their own in the idle scheduling class, started on the
+    /// first of them.
+    front: writer::Front,
+    /// Recently seen keys (by hash): a request need not read the database
+    /// to know its tenant. Entries live `KEY_TTL`, so a key removed from
+    /// the database stops working within that time.
+    keys: Arc<Mutex<KeyCache>>,
+}
+
+/// Key hash -> tenant, and when it was read.
+type KeyCache = HashMap<Vec<u8>, (Tenant, Instant)>;
+
+const KEY_TTL: Duration = Duration::from_secs(30);
+
+impl Log {
+    pub(crate) fn new(
+        pool: SqlitePool,
+        opts: sqlx::sqlite::SqliteConnectOptions,
+        front_line: FrontLine,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer::run(pool.clone(), rx));
+        Log { pool, writer: tx, front: writer::Front::new(opts, front_line), keys: Arc::default() }
+    }
+
+    /// A stored response for an idempotency key: the request's hash and the
+    /// response body given the first time.
+    pub async fn idempotent(&self, tenant: i64, key: &str) -> Result<Option<(Vec<u8>, String)>, RecordError> {
+        Ok(sqlx::query_as("SELECT request_hash, response FROM idempotency WHERE tenant_id = ? AND key = ?")
+            .bind(tenant)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Records an accepted message, its recipients and their first events
+    /// (and its idempotency key) durably. Fails with [`RecordError::Conflict`]
+    /// when the idempotency key was taken meanwhile.
+    pub async fn accept(&self, msg: NewMessage) -> Result<(), RecordError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send(writer::Op::Accept(Box::new(msg), Some(reply))).await?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Appends an event (and applies its status and suppression). Returns the event id.
+    pub async fn record(&self, event: NewEvent) -> Result<i64, RecordError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send(writer::Op::Event(Box::new(event), Some(reply))).await?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Records a message the front line received, without waiting: the
+    /// spool already holds the message itself. `describe` runs on the
+    /// record's writer, at its low priority (reading the headers is work
+    /// the front line need not wait for).
+    pub fn note_message(&self, at: i64, describe: Describe) {
+        self.front.send(writer::Op::Describe(at, describe));
+    }
+
+    /// Appends a front-line event, without waiting.
+    pub fn note(&self, event: NewEvent) {
+        self.front.send(writer::Op::Event(Box::new(event), None));
+    }
+
+    /// Waits until every write queued before this call is committed (or
+    /// failed), the front line's too: what a command does before it closes
+    /// the store.
+    pub async fn flush(&self) {
+        let (tx, done) = tokio::sync::oneshot::channel();
+        if self.writer.send(writer::Op::Flush(tx)).await.is_ok() {
+            let _ = done.await;
+        }
+        let (tx, done) = tokio::sync::oneshot::channel();
+        self.front.send(writer::Op::Flush(tx));
+        let _ = done.await;
+    }
+
+    async fn send(&self, op: writer::Op) -> Result<(), RecordError> {
+        self.writer.send(op).await.map_err(|_| gone())
+    }
+}
+
+fn gone() -> RecordError {
+    RecordError::Unavailable("the record writer stopped".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::directory::key_hash;
+    use crate::sqlite::Sqlite;
+
+    #[tokio::test]
+    async fn only_a_keys_hash_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open_for_test(dir.path()).await;
+        let key = store.log.create_api_key("acme").await.unwrap();
+        let stored: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT key_hash FROM api_keys").fetch_all(&store.pool).await.unwrap();
+        assert_eq!(stored, vec![key_hash(&key)], "only the hash is stored");
+        let prefixes: Vec<String> =
+            sqlx::query_scalar("SELECT prefix FROM api_keys").fetch_all(&store.pool).await.unwrap();
+        assert_eq!(prefixes, vec![key[..11].to_string()], "and the prefix it is listed by");
+    }
+}

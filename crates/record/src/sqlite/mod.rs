@@ -1,0 +1,185 @@
+//! The SQLite backend: one database file (WAL) in the data directory,
+//! the default and what a single node runs on. Its parts implement the
+//! storage traits (`impls`): [`Log`] the event log, the directory and the
+//! suppression list; [`Quarantine`] the quarantine store.
+
+mod impls;
+mod log;
+mod quarantine;
+mod quarantine_writer;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use log::Log;
+pub use quarantine::Quarantine;
+
+use crate::{BoxFuture, Database, FrontLine, RecordError, Store};
+
+/// Schema steps, applied in order; each runs once (tracked in `schema_version`).
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_users.sql"),
+    include_str!("../../migrations/sqlite/0002_quarantine.sql"),
+    include_str!("../../migrations/sqlite/0003_modseq.sql"),
+    include_str!("../../migrations/sqlite/0004_outbound.sql"),
+    include_str!("../../migrations/sqlite/0005_blobs.sql"),
+    include_str!("../../migrations/sqlite/0006_drop_received_index.sql"),
+    include_str!("../../migrations/sqlite/0007_idempotency.sql"),
+    include_str!("../../migrations/sqlite/0008_inbound.sql"),
+];
+
+/// An open SQLite database and its parts.
+pub struct Sqlite {
+    pub(crate) pool: SqlitePool,
+    pub log: Log,
+    pub quarantine: Quarantine,
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) `DIR/sluice.db` and brings its schema up
+    /// to date. Copies and front-line events give way to `front_line`.
+    pub async fn open(data_dir: &Path, front_line: FrontLine) -> Result<Self, RecordError> {
+        let opts = connect_options(&data_dir.join("sluice.db"))?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts.clone()).await?;
+        migrate(&pool).await?;
+        let changes = Arc::new(tokio::sync::watch::Sender::new(0));
+        let quarantine = Quarantine::new(pool.clone(), opts.clone(), data_dir, changes, front_line.clone());
+        let log = Log::new(pool.clone(), opts, front_line);
+        Ok(Sqlite { pool, log, quarantine })
+    }
+
+    /// The storage traits' handles on this database.
+    pub fn into_store(self, front_line: FrontLine) -> Store {
+        let log = Arc::new(self.log);
+        Store {
+            events: log.clone(),
+            directory: log.clone(),
+            suppressions: log,
+            quarantine: Arc::new(self.quarantine),
+            front_line,
+            database: Arc::new(self.pool),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Sqlite {
+    pub(crate) async fn open_for_test(data_dir: &Path) -> Sqlite {
+        Sqlite::open(data_dir, FrontLine::default()).await.expect("a database")
+    }
+}
+
+impl Database for SqlitePool {
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(SqlitePool::close(self))
+    }
+}
+
+fn connect_options(path: &Path) -> Result<SqliteConnectOptions, RecordError> {
+    Ok(SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true)
+        // Reads straight from the mapped file instead of a read() and a
+        // copy per page (a recipient's history touches many pages), and
+        // a larger page cache per connection.
+        .pragma("mmap_size", "1073741824")
+        .pragma("cache_size", "-32768")
+        // Statement journals (a multi-row INSERT inside a transaction
+        // keeps one, to undo just that statement) and temporary sort
+        // trees in memory, not in temporary files: a stored copy's
+        // batch wrote its pages a second time to a file for nothing.
+        .pragma("temp_store", "memory")
+        // Deleted content is overwritten with zeros, so the bytes of a
+        // swept or expunged message do not linger in free pages.
+        .pragma("secure_delete", "on")
+        // A WAL that grew in a burst (checkpoints held off by readers)
+        // is cut back after the next checkpoint, not kept at its peak:
+        // on a full disk that space is what the spool needs back.
+        .pragma("journal_size_limit", "8388608"))
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), RecordError> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").execute(pool).await?;
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM schema_version").fetch_one(pool).await?;
+    let current = current.unwrap_or(0) as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+            .bind((i + 1) as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Runs `work` on a thread of its own in the idle scheduling class, with a
+/// runtime of its own and one connection of its own (whose SQLite thread,
+/// started from there, inherits the class): the writers that must take
+/// only what the front line leaves.
+pub(crate) fn spawn_idle<F, Fut>(name: &str, opts: SqliteConnectOptions, work: F) -> std::io::Result<()>
+where
+    F: FnOnce(SqlitePool) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let label = name.to_string();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            lowest_priority();
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return tracing::error!(error = %e, thread = %label, "cannot start a runtime"),
+            };
+            runtime.block_on(async move {
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(opts)
+                    .await;
+                match pool {
+                    Ok(pool) => work(pool).await,
+                    Err(e) => tracing::error!(error = %e, thread = %label, "cannot open the database"),
+                }
+            });
+        })
+        .map(|_| ())
+}
+
+/// The idle scheduling class for the calling thread (on Linux, per
+/// thread; threads started from it inherit it): it runs only on a core
+/// nothing else wants, and a waking relay thread takes the core from it at
+/// once. Nice 19 alone is not enough for that: under EEVDF a running nice-19
+/// thread keeps its core until its slice ends, which added a millisecond
+/// or two to the relay's p99 while a copy was being filed. Falls back to
+/// nice 19 where the idle class is refused.
+fn lowest_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` outlives the call; pid 0 is this thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+        return;
+    }
+    let idle_error = std::io::Error::last_os_error();
+    // SAFETY: setpriority takes no pointers; who = 0 is this thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    if rc != 0 {
+        tracing::warn!(
+            idle = %idle_error,
+            error = %std::io::Error::last_os_error(),
+            "cannot lower the store writer's priority"
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! What every backend must answer alike, asked through the storage traits
+//! only (a `Store`). Each test runs against every backend built here:
+//! SQLite today; a new backend joins `backends()` and passes these.
+
+use record::events::{Direction, EventKind, EventQuery, NewEvent, NewMessage, NewRecipient, Suppress};
+use record::quarantine::MessageMeta;
+use record::{RecordError, Store};
+
+/// A fresh, empty store of each backend, with what keeps it alive.
+async fn backends() -> Vec<(&'static str, Store, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let sqlite = Store::open(dir.path()).await.expect("a SQLite store");
+    vec![("sqlite", sqlite, dir)]
+}
+
+fn msg(id: &str, tenant: i64, rcpts: &[&str]) -> NewMessage {
+    NewMessage {
+        id: id.into(),
+        tenant,
+        direction: Direction::Outbound,
+        message_id: Some(format!("{id}@app.test")),
+        mail_from: "app@app.test".into(),
+        subject: Some("s".into()),
+        stream: None,
+        tags: vec!["t".into()],
+        metadata: serde_json::json!({}),
+        recipients: rcpts
+            .iter()
+            .map(|a| NewRecipient {
+                address: a.to_string(),
+                kind: "to".into(),
+                status: EventKind::Queued,
+                reason: None,
+            })
+            .collect(),
+        at: 1_000,
+        detail: None,
+        idempotency: None,
+    }
+}
+
+fn event(tenant: Option<i64>, message: &str, idx: i64, kind: EventKind, at: i64) -> NewEvent {
+    NewEvent {
+        tenant,
+        message: message.into(),
+        idx: Some(idx),
+        address: Some("a@x.test".into()),
+        kind,
+        at,
+        reason: Some("userunknown".into()),
+        smtp: None,
+        detail: None,
+        suppress: (kind == EventKind::Bounced)
+            .then(|| Suppress { reason: "userunknown".into(), expires_at: Some(5_000) }),
+        source: None,
+    }
+}
+
+#[tokio::test]
+async fn status_timeline_point_in_time_and_suppression_expiry() {
+    for (name, store, _dir) in backends().await {
+        let (o, s) = (&store.events, &store.suppressions);
+        let a = store.directory.tenant("a").await.unwrap();
+        let b = store.directory.tenant("b").await.unwrap();
+        o.accept(msg("m1", a.id, &["A@x.test"])).await.unwrap();
+        o.record(event(Some(a.id), "m1", 0, EventKind::Delivered, 2_000)).await.unwrap();
+        o.record(event(Some(a.id), "m1", 0, EventKind::Autoreplied, 2_500)).await.unwrap();
+        o.record(event(Some(a.id), "m1", 0, EventKind::Bounced, 3_000)).await.unwrap();
+
+        let now = o.message(&a, "m1", None).await.unwrap().unwrap();
+        assert_eq!(now.recipients[0].address, "a@x.test", "{name}");
+        assert_eq!(now.recipients[0].status, "bounced", "{name}");
+        assert_eq!(now.recipients[0].events.len(), 4, "{name}");
+        let then = o.message(&a, "m1", Some(2_600)).await.unwrap().unwrap();
+        assert_eq!(then.recipients[0].status, "delivered", "{name}: autoreplied does not change the status");
+        assert!(o.message(&a, "m1", Some(500)).await.unwrap().is_none(), "{name}: not yet sent at 500");
+        assert!(o.message(&b, "m1", None).await.unwrap().is_none(), "{name}: another tenant's message");
+
+        let addrs = vec!["a@x.test".to_string()];
+        assert_eq!(s.suppressed(a.id, &addrs, 4_000).await.unwrap().len(), 1, "{name}");
+        assert!(s.suppressed(a.id, &addrs, 6_000).await.unwrap().is_empty(), "{name}: expired");
+        assert!(s.suppressed(b.id, &addrs, 4_000).await.unwrap().is_empty(), "{name}");
+        // A bounce after expiry suppresses again.
+        let mut again = event(Some(a.id), "m1", 0, EventKind::Bounced, 7_000);
+        again.suppress = Some(Suppress { reason: "userunknown".into(), expires_at: None });
+        o.record(again).await.unwrap();
+        assert_eq!(s.suppressed(a.id, &addrs, 7_500).await.unwrap().len(), 1, "{name}");
+
+        let h = o.recipient(&a, "A@X.test", None, None, 2).await.unwrap();
+        assert_eq!(h.events.len(), 2, "{name}");
+        let older = o.recipient(&a, "a@x.test", None, h.next_cursor, 10).await.unwrap();
+        assert_eq!(older.events.len(), 3, "{name}");
+        assert!(older.events.iter().all(|e| e.id < h.events[1].id), "{name}");
+        let bounced = EventQuery { kind: Some(EventKind::Bounced), limit: 1, ..Default::default() };
+        let (page, next) = o.events(&a, &bounced).await.unwrap();
+        assert_eq!((page.len(), next.is_some()), (1, true), "{name}");
+        let all = EventQuery { limit: 10, ..Default::default() };
+        assert!(o.events(&b, &all).await.unwrap().0.is_empty(), "{name}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn idempotency_keys_conflict_and_manual_suppressions_list() {
+    for (name, store, _dir) in backends().await {
+        let (o, s) = (&store.events, &store.suppressions);
+        let t = store.directory.tenant("acme").await.unwrap();
+        assert!(matches!(store.directory.tenant("bad name!").await, Err(RecordError::Invalid(_))), "{name}");
+        let mut m = msg("m1", t.id, &["a@x.test"]);
+        m.idempotency = Some(("k1".into(), vec![1], "{}".into()));
+        o.accept(m.clone()).await.unwrap();
+        m.id = "m2".into();
+        assert!(matches!(o.accept(m).await, Err(RecordError::Conflict(_))), "{name}");
+        assert!(
+            o.message(&t, "m2", None).await.unwrap().is_none(),
+            "{name}: a conflicting send writes nothing"
+        );
+        assert_eq!(o.idempotent(t.id, "k1").await.unwrap(), Some((vec![1], "{}".into())), "{name}");
+        assert!(o.has_message("m1").await.unwrap() && !o.has_message("m2").await.unwrap(), "{name}");
+
+        for a in ["c@x.test", "A@x.test", "b@x.test"] {
+            s.suppress(&t, a, "manual", None).await.unwrap();
+        }
+        let listed: Vec<String> =
+            s.suppressions(&t, None, 2).await.unwrap().into_iter().map(|e| e.address).collect();
+        assert_eq!(listed, ["a@x.test", "b@x.test"], "{name}: in address order, normalized");
+        let rest = s.suppressions(&t, Some("b@x.test"), 10).await.unwrap();
+        assert_eq!(rest.len(), 1, "{name}");
+        assert!(s.unsuppress(&t, "C@X.test").await.unwrap(), "{name}");
+        assert!(!s.unsuppress(&t, "c@x.test").await.unwrap(), "{name}: already gone");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn keys_are_revoked_by_any_prefix_of_eight_or_more_or_whole() {
+    for (name, store, _dir) in backends().await {
+        let d = &store.directory;
+        let active = || async { d.api_keys("acme").await.unwrap().iter().filter(|k| k.2.is_none()).count() };
+        let (a, b, c) = (
+            d.create_api_key("acme").await.unwrap(),
+            d.create_api_key("acme").await.unwrap(),
+            d.create_api_key("acme").await.unwrap(),
+        );
+        assert_eq!(d.authenticate(&a).await.unwrap().map(|t| t.name), Some("acme".into()), "{name}");
+        assert_eq!(d.authenticate("sk_wrong").await.unwrap(), None, "{name}");
+        // Too short, not ASCII (cut inside a character), another tenant's.
+        assert!(d.revoke_api_key("acme", "sk_1234").await.is_err(), "{name}");
+        assert!(d.revoke_api_key("acme", "sk_12345é").await.is_err(), "{name}");
+        assert!(d.revoke_api_key("acme", "sk_1234567é").await.is_err(), "{name}");
+        assert_eq!(d.revoke_api_key("other", &a[..11]).await.unwrap(), 0, "{name}");
+        // Eight to eleven characters: the start of the shown prefix.
+        assert_eq!(d.revoke_api_key("acme", &a[..8]).await.unwrap(), 1, "{name}");
+        assert_eq!(d.revoke_api_key("acme", &b[..10]).await.unwrap(), 1, "{name}");
+        assert!(d.authenticate(&a).await.unwrap().is_none() && d.authenticate(&b).await.unwrap().is_none());
+        // Longer: the whole key, and only that key.
+        let mut wrong_tail = c.clone();
+        wrong_tail.pop();
+        assert_eq!(d.revoke_api_key("acme", &wrong_tail).await.unwrap(), 0, "{name}");
+        assert_eq!(active().await, 1, "{name}");
+        assert_eq!(d.revoke_api_key("acme", &c).await.unwrap(), 1, "{name}");
+        assert_eq!(active().await, 0, "{name}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn users_accounts_and_their_tenants() {
+    for (name, store, _dir) in backends().await {
+        let (d, q) = (&store.directory, &store.quarantine);
+        d.set_user("alice", "s3cret").await.unwrap();
+        assert!(d.verify_user("alice", "s3cret").await.unwrap(), "{name}");
+        assert!(!d.verify_user("alice", "wrong").await.unwrap(), "{name}");
+        assert!(!d.verify_user("bob", "s3cret").await.unwrap(), "{name}");
+        assert!(matches!(d.set_user("a b", "x").await, Err(RecordError::Invalid(_))), "{name}");
+        assert_eq!(d.users().await.unwrap(), ["alice"], "{name}");
+        assert_eq!(d.user_tenant("alice").await.unwrap(), None, "{name}");
+        d.set_user_tenant("alice", "acme").await.unwrap();
+        assert_eq!(d.user_tenant("alice").await.unwrap().map(|t| t.name), Some("acme".into()), "{name}");
+        assert!(matches!(d.set_user_tenant("nobody", "acme").await, Err(RecordError::Invalid(_))), "{name}");
+
+        q.add_account("shop", "pw", &["Shop.Test".into()]).await.unwrap();
+        assert!(q.verify_account("shop", "pw").await.unwrap(), "{name}");
+        assert_eq!(q.domain_accounts().await.unwrap(), [("shop.test".into(), "shop".into())], "{name}");
+        assert!(d.account_tenants().await.unwrap().is_empty(), "{name}");
+        d.set_account_tenant("shop", "acme").await.unwrap();
+        let acme = d.tenant("acme").await.unwrap();
+        assert_eq!(d.account_tenants().await.unwrap(), [("shop".into(), acme.id)], "{name}");
+        assert!(
+            matches!(d.set_account_tenant("nobody", "acme").await, Err(RecordError::Invalid(_))),
+            "{name}"
+        );
+        let names: Vec<String> = d.tenants().await.unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["acme"], "{name}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_received_message_lists_its_recipients_and_reads_their_states_from_events() {
+    for (name, store, _dir) in backends().await {
+        let o = &store.events;
+        let t = store.directory.tenant("default").await.unwrap();
+        let recipients = serde_json::json!([
+            {"address": "ann@example.test", "kind": "rcpt"},
+            {"address": "shop", "kind": "copy"},
+        ]);
+        o.note_message(
+            1_000,
+            Box::new(move || NewMessage {
+                direction: Direction::Inbound,
+                recipients: Vec::new(),
+                detail: Some(serde_json::json!({"peer": "192.0.2.1", "recipients": recipients})),
+                ..msg("q1", t.id, &[])
+            }),
+        );
+        o.note(event(None, "q1", 0, EventKind::Relayed, 2_000));
+        o.note(event(None, "q1", 1, EventKind::Filed, 2_100));
+        o.note(event(None, "never-received", 0, EventKind::Relayed, 2_200));
+        o.flush().await;
+
+        let (found, id) = o.find_message("<q1@app.test>").await.unwrap().expect("found by Message-ID");
+        assert_eq!((found.name.as_str(), id.as_str()), ("default", "q1"), "{name}");
+        let m = o.message(&t, "q1", None).await.unwrap().expect("recorded");
+        assert_eq!(m.direction, Direction::Inbound, "{name}");
+        let states: Vec<(&str, &str, &str)> =
+            m.recipients.iter().map(|r| (r.address.as_str(), r.kind.as_str(), r.status.as_str())).collect();
+        assert_eq!(states, [("ann@example.test", "rcpt", "relayed"), ("shop", "copy", "filed")], "{name}");
+        let then = o.message(&t, "q1", Some(1_500)).await.unwrap().expect("recorded by then");
+        assert_eq!(then.recipients[0].status, "received", "{name}");
+        // Bounces match outbound mail only.
+        assert_eq!(o.by_message_id("q1@app.test", "ann@example.test").await.unwrap(), None, "{name}");
+        // An event of a message never recorded is dropped.
+        assert!(!o.has_message("never-received").await.unwrap(), "{name}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn the_quarantine_files_reads_flags_and_expunges_copies() {
+    for (name, store, _dir) in backends().await {
+        let q = &store.quarantine;
+        q.add_account("shop", "pw", &[]).await.unwrap();
+        let meta =
+            MessageMeta { received_at: 1_700_000_000, queue_id: Some("q1".into()), ..Default::default() };
+        let placed = q.store("shop", "Bounces/Hard", b"Subject: x\r\n\r\nhi\r\n", &meta).await.unwrap();
+        let folder = q.folder("shop", "Bounces/Hard").await.unwrap().expect("the folder");
+        assert_eq!((folder.id, folder.uidvalidity), (placed.folder_id, placed.uidvalidity), "{name}");
+        assert_eq!(folder.uidnext, placed.uid + 1, "{name}");
+        let rows = q.messages(folder.id).await.unwrap();
+        assert_eq!(rows.len(), 1, "{name}");
+        assert_eq!(q.read_blob(&rows[0].blob).await.unwrap(), b"Subject: x\r\n\r\nhi\r\n", "{name}");
+        assert_eq!(
+            q.filed_from("shop", "q1").await.unwrap(),
+            Some(("Bounces/Hard".into(), placed.uid)),
+            "{name}"
+        );
+        q.set_flags(folder.id, &[(placed.uid, "\\Seen".into())]).await.unwrap();
+        assert_eq!(q.messages(folder.id).await.unwrap()[0].flags, "\\Seen", "{name}");
+        assert_eq!(q.expunge(folder.id, &[placed.uid]).await.unwrap(), 1, "{name}");
+        assert!(q.messages(folder.id).await.unwrap().is_empty(), "{name}");
+        // UIDs are never given out twice.
+        let again = q.store("shop", "Bounces/Hard", b"again", &meta).await.unwrap();
+        assert!(again.uid > placed.uid, "{name}");
+        store.close().await;
+    }
+}
