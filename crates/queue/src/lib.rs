@@ -6,14 +6,16 @@
 pub mod journal;
 pub mod lane;
 pub mod log;
+mod routes;
 pub mod scheduler;
 mod settle;
 pub mod spool;
 
 pub use journal::{Attempted, Journal};
 pub use lane::COPIES_IN_FLIGHT;
+pub use routes::{Concurrency, DsnPolicy, RouteSpec, Routes};
 pub use scheduler::{
-    AttemptOutcome, AttemptResult, BoxFuture, DsnBuilder, DsnInput, Job, Routes, Scheduler, SchedulerConfig,
+    AttemptOutcome, AttemptResult, BoxFuture, DsnBuilder, DsnInput, Job, Scheduler, SchedulerConfig,
     Transport, Waker, now_secs,
 };
 pub use spool::{Entry, Recovery, Spool, SpoolError, is_locked, is_storage_full};

@@ -21,12 +21,13 @@ use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Reply, Route};
 
 use crate::journal::Journal;
 use crate::lane::{CopyLane, Place};
+use crate::routes::{Concurrency, DsnPolicy, RouteSpec, Routes};
 use crate::settle::{Settled, settle};
 use crate::spool::{Entry, Spool};
 
-/// One route's job in an attempt: the route, the indexes of its pending
+/// One route's job in an attempt: the route and its descriptor, the indexes of its pending
 /// recipients, and a copy's place in its lane.
-type RouteGroup<'e> = (&'e Route, Vec<usize>, Option<Place>);
+type RouteGroup<'e, 'r> = (&'e Route, &'r Arc<RouteSpec>, Vec<usize>, Option<Place>);
 
 /// Retry and expiry policy.
 #[derive(Debug, Clone)]
@@ -35,7 +36,9 @@ pub struct SchedulerConfig {
     pub retry_initial: Duration,
     /// Upper bound of the retry delay.
     pub retry_max: Duration,
-    /// Attempts running at once across all destinations.
+    /// Attempts of the downstream ([`crate::Concurrency::Downstream`], the
+    /// relay) running at once; copies have their lane, and the outbound
+    /// path paces itself per destination.
     pub max_parallel: usize,
     /// Our hostname, for DSNs.
     pub hostname: String,
@@ -84,30 +87,9 @@ pub struct AttemptResult {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Something that can take a message: the relay today, more routes later.
+/// Something that can take a message: what a route delivers with.
 pub trait Transport: Send + Sync + 'static {
     fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult>;
-}
-
-/// The transport of each route. A route without one is not attempted: its
-/// recipients wait in the spool (e.g. no `--relay` configured).
-#[derive(Clone, Default)]
-pub struct Routes {
-    pub relay: Option<Arc<dyn Transport>>,
-    pub quarantine: Option<Arc<dyn Transport>>,
-    pub outbound: Option<Arc<dyn Transport>>,
-    pub feedback: Option<Arc<dyn Transport>>,
-}
-
-impl Routes {
-    fn get(&self, route: &Route) -> Option<&Arc<dyn Transport>> {
-        match route {
-            Route::Relay => self.relay.as_ref(),
-            Route::Quarantine { .. } => self.quarantine.as_ref(),
-            Route::Outbound { .. } => self.outbound.as_ref(),
-            Route::Feedback => self.feedback.as_ref(),
-        }
-    }
 }
 
 /// Input for a delivery status notification.
@@ -417,7 +399,7 @@ impl AttemptCtx {
     /// place. A copy runs only if its lane has a place now; otherwise it
     /// stays pending (the `bool`) and the message queues for the lane
     /// (`CopyLane::wait`).
-    fn route_groups<'e>(&self, entry: &'e Entry) -> (Vec<RouteGroup<'e>>, bool) {
+    fn route_groups<'e>(&self, entry: &'e Entry) -> (Vec<RouteGroup<'e, '_>>, bool) {
         let mut groups: Vec<(&Route, Vec<usize>)> = Vec::new();
         for (i, r) in entry.pending() {
             match groups.iter_mut().find(|(route, _)| *route == &r.route) {
@@ -429,19 +411,19 @@ impl AttemptCtx {
         let groups = groups
             .into_iter()
             .filter_map(|(route, idx)| {
-                let place = match route {
-                    Route::Quarantine { .. } if self.routes.get(route).is_some() => {
-                        match self.copies.take(entry.id) {
-                            Some(place) => Some(place),
-                            None => {
-                                copy_deferred = true;
-                                return None;
-                            }
+                // A route without a descriptor is not attempted.
+                let spec = self.routes.get(route)?;
+                let place = match spec.concurrency {
+                    Concurrency::Lane => match self.copies.take(entry.id) {
+                        Some(place) => Some(place),
+                        None => {
+                            copy_deferred = true;
+                            return None;
                         }
-                    }
+                    },
                     _ => None,
                 };
-                Some((route, idx, place))
+                Some((route, spec, idx, place))
             })
             .collect();
         (groups, copy_deferred)
@@ -467,8 +449,8 @@ impl AttemptCtx {
             }
         };
         let (groups, copy_deferred) = self.route_groups(&entry);
-        if !groups.iter().any(|(route, _, _)| **route == Route::Relay) {
-            // Nothing to relay (a copy alone): the relay slot is not needed.
+        if !groups.iter().any(|(_, spec, _, _)| spec.concurrency == Concurrency::Downstream) {
+            // Nothing for the downstream (a copy alone): no slot is needed.
             release();
         }
         if groups.is_empty() && copy_deferred {
@@ -476,10 +458,9 @@ impl AttemptCtx {
             self.wake_for_copy(self.copies.wait(id));
             return Some(id);
         }
-        let attempts = groups.into_iter().filter_map(|(route, idx, place)| {
-            let transport = self.routes.get(route)?;
+        let attempts = groups.into_iter().map(|(route, spec, idx, place)| {
             let (entry, content, release) = (&entry, &content, &release);
-            Some(async move {
+            async move {
                 let job = Job {
                     id,
                     route,
@@ -490,8 +471,8 @@ impl AttemptCtx {
                     expires_at: entry.expires_at,
                     recovered: entry.recovered,
                 };
-                let result = transport.deliver(&job).await;
-                if *route == Route::Relay {
+                let result = spec.transport.deliver(&job).await;
+                if spec.concurrency == Concurrency::Downstream {
                     release();
                 }
                 // The copy's place goes back, and the next message waiting
@@ -499,8 +480,8 @@ impl AttemptCtx {
                 if let Some(place) = place {
                     self.wake_for_copy(self.copies.hand_on(place));
                 }
-                (route, idx, result)
-            })
+                (spec.as_ref(), idx, result)
+            }
         });
         let results = futures::future::join_all(attempts).await;
         let now = now_secs();
@@ -537,7 +518,7 @@ impl AttemptCtx {
             .attempted
             .iter()
             .copied()
-            .filter(|&i| s.rcpts[i].route == Route::Relay)
+            .filter(|&i| self.routes.get(&s.rcpts[i].route).is_some_and(|r| r.dsn == DsnPolicy::Sender))
             .filter(|&i| {
                 let r = &s.rcpts[i];
                 let notify = r.notify.unwrap_or_default();
@@ -588,8 +569,9 @@ impl AttemptCtx {
         // A deferred copy waits for the lane, not for a retry delay (the
         // timer is then only a fallback should a wake-up be missed); unless
         // the original itself must be retried: the copy goes along then.
-        let wait_for_lane =
-            copy_deferred && !s.rcpts.iter().any(|r| r.route == Route::Relay && !r.status.is_terminal());
+        let in_lane =
+            |r: &Recipient| self.routes.get(&r.route).is_some_and(|s| s.concurrency == Concurrency::Lane);
+        let wait_for_lane = copy_deferred && !s.rcpts.iter().any(|r| !in_lane(r) && !r.status.is_terminal());
         if wait_for_lane {
             next = now + COPY_FALLBACK_SECS;
         }

@@ -2,9 +2,10 @@
 //! state from its route's reply (a permanent refusal nobody can be told of
 //! is held, never dropped), logged, and what the journal is told.
 
-use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Reply, Route};
+use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Reply};
 
 use crate::journal::Attempted;
+use crate::routes::{Concurrency, DsnPolicy, RouteSpec};
 use crate::scheduler::{AttemptOutcome, AttemptResult};
 use crate::spool::{Entry, with_status};
 
@@ -57,13 +58,13 @@ impl Settled {
 /// Each attempted recipient's new state from its route's reply, logged.
 pub(crate) fn settle(
     entry: &Entry,
-    results: &[(&Route, Vec<usize>, AttemptResult)],
+    results: &[(&RouteSpec, Vec<usize>, AttemptResult)],
     expired: bool,
 ) -> Settled {
     let mut s = Settled::unattempted(entry);
-    for (route, idx, result) in results {
-        let relay = **route == Route::Relay;
-        if relay {
+    for (spec, idx, result) in results {
+        let downstream = spec.concurrency == Concurrency::Downstream;
+        if downstream {
             s.connection_failed = matches!(result.outcome, AttemptOutcome::Failed(_));
             s.remote = result.remote.clone();
             s.downstream_dsn = result.downstream_dsn;
@@ -78,8 +79,8 @@ pub(crate) fn settle(
                     .unwrap_or_else(|| Reply::new(451, "4.3.0", "no reply for this recipient")),
                 AttemptOutcome::Failed(reply) => reply.clone(),
             };
-            let status = status_of(reply, route, entry.envelope.is_null_sender(), expired);
-            s.any_delivered |= relay && matches!(status, RcptStatus::Delivered { .. });
+            let status = status_of(reply, spec.dsn, entry.envelope.is_null_sender(), expired);
+            s.any_delivered |= downstream && matches!(status, RcptStatus::Delivered { .. });
             let r = with_status(s.rcpts[i].clone(), status);
             log_attempt(entry.id, &r, result);
             s.rcpts[i] = r;
@@ -91,8 +92,8 @@ pub(crate) fn settle(
 /// A recipient's state after a reply. A permanent refusal that nobody can
 /// be told about (the relayed original of a `<>` sender, a store copy) is a
 /// dead letter, held, never dropped.
-fn status_of(reply: Reply, route: &Route, null_sender: bool, expired: bool) -> RcptStatus {
-    let untold = matches!(route, Route::Quarantine { .. }) || (*route == Route::Relay && null_sender);
+fn status_of(reply: Reply, dsn: DsnPolicy, null_sender: bool, expired: bool) -> RcptStatus {
+    let untold = dsn == DsnPolicy::Nobody || (dsn == DsnPolicy::Sender && null_sender);
     if reply.is_positive() {
         RcptStatus::Delivered { reply }
     } else if reply.is_permanent() && untold {

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use queue::{
-    AttemptOutcome, AttemptResult, BoxFuture, DsnInput, Job, Routes, Scheduler, SchedulerConfig, Spool,
-    Transport,
+    AttemptOutcome, AttemptResult, BoxFuture, Concurrency, DsnInput, DsnPolicy, Job, RouteSpec, Routes,
+    Scheduler, SchedulerConfig, Spool, Transport,
 };
 use tokio::sync::watch;
-use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Reply};
+use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Reply, RouteKind};
 
 /// Answers attempts from a script; when the script is empty, accepts.
 #[derive(Default)]
@@ -59,6 +59,12 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// The relay as `serve` describes it: the downstream, whose failures the
+/// sender is told of.
+fn relay(transport: Arc<dyn Transport>) -> RouteSpec {
+    RouteSpec { transport, concurrency: Concurrency::Downstream, dsn: DsnPolicy::Sender }
+}
+
 fn start(script: Vec<AttemptOutcome>, retry_secs: u64) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path(), true).unwrap();
@@ -74,7 +80,7 @@ fn start(script: Vec<AttemptOutcome>, retry_secs: u64) -> Harness {
         held_retention: None,
         delay_warning: None,
     };
-    let routes = Routes { relay: Some(transport.clone()), ..Default::default() };
+    let routes = Routes::default().with(RouteKind::Relay, relay(transport.clone()));
     let sched = Scheduler::new(spool.clone(), routes, dsn, cfg);
     let waker = sched.waker();
     let (tx, rx) = watch::channel(false);
@@ -194,7 +200,10 @@ fn start_tee(
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path(), true).unwrap();
     let spool = Arc::new(spool);
-    let routes = Routes { relay: Some(relay), quarantine: Some(store), ..Default::default() };
+    let routes = Routes::default().with(RouteKind::Relay, self::relay(relay)).with(
+        RouteKind::Quarantine,
+        RouteSpec { transport: store, concurrency: Concurrency::Lane, dsn: DsnPolicy::Nobody },
+    );
     let dsn = Arc::new(|_: &DsnInput<'_>| b"DSN\r\n".to_vec());
     let cfg = SchedulerConfig {
         retry_initial: Duration::from_secs(3600),

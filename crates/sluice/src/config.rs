@@ -200,7 +200,7 @@ pub struct QueueConfig {
     pub retry_max_secs: u64,
     /// Recipients still undelivered after this many seconds expire (DSN).
     pub max_age_secs: u64,
-    /// Delivery attempts running at once.
+    /// Relay attempts running at once (copies and outbound mail have bounds of their own).
     pub max_parallel: usize,
     /// fsync the spool before acknowledging. Turn off only to measure it.
     pub fsync: bool,

@@ -317,33 +317,59 @@ async fn routes(cfg: &Config, core: &Core, clients: &Clients) -> anyhow::Result<
     } else {
         None
     };
-    Ok(queue::Routes {
-        relay: clients.relay.as_ref().map(|(client, dest)| {
-            Arc::new(relay::RelayTransport { client: client.clone(), dest: dest.clone() })
-                as Arc<dyn queue::Transport>
+    use queue::{Concurrency, DsnPolicy, RouteSpec};
+    use vocabulary::RouteKind;
+    let outbound = outbound::OutboundTransport {
+        client: clients.outbound.clone(),
+        hops: Arc::new(outbound_wiring::Hops::new(cfg)?),
+        signer: dkim_keys.map(|k| Arc::new(outbound_wiring::Dkim(k)) as Arc<dyn outbound::Signer>),
+        pace: (o.rate_per_domain > 0).then(|| {
+            let rate = deliver::rate::Rate::new(o.rate_per_domain as f64, o.rate_per_domain.max(1));
+            Arc::new(outbound_wiring::Paced(deliver::rate::RateLimiter::new(Some(rate))))
+                as Arc<dyn outbound::transport::Pace>
         }),
-        quarantine: Some(Arc::new(tee::QuarantineTransport {
-            store: core.store.quarantine.clone(),
-            inbound: core.inbound.clone(),
-        })),
-        outbound: Some(Arc::new(outbound::OutboundTransport {
-            client: clients.outbound.clone(),
-            hops: Arc::new(outbound_wiring::Hops::new(cfg)?),
-            signer: dkim_keys.map(|k| Arc::new(outbound_wiring::Dkim(k)) as Arc<dyn outbound::Signer>),
-            pace: (o.rate_per_domain > 0).then(|| {
-                let rate = deliver::rate::Rate::new(o.rate_per_domain as f64, o.rate_per_domain.max(1));
-                Arc::new(outbound_wiring::Paced(deliver::rate::RateLimiter::new(Some(rate))))
-                    as Arc<dyn outbound::transport::Pace>
-            }),
-            verp: core.verp.clone(),
-            record: core.store.events.clone(),
-            public_url: cfg.http.public_url.clone(),
-        })),
-        feedback: Some(Arc::new(outbound::FeedbackTransport {
-            verp: core.verp.clone(),
-            record: core.store.events.clone(),
-        })),
-    })
+        verp: core.verp.clone(),
+        record: core.store.events.clone(),
+        public_url: cfg.http.public_url.clone(),
+    };
+    let feedback = outbound::FeedbackTransport { verp: core.verp.clone(), record: core.store.events.clone() };
+    let copies =
+        tee::QuarantineTransport { store: core.store.quarantine.clone(), inbound: core.inbound.clone() };
+    // The relay is the downstream: its attempts hold the scheduler's slots
+    // and its senders are told by DSN. Copies run in their lane and tell
+    // nobody (a refused copy is held). The outbound path paces itself per
+    // destination and records each recipient's fate, as feedback does.
+    let mut routes = queue::Routes::default()
+        .with(
+            RouteKind::Quarantine,
+            RouteSpec { transport: Arc::new(copies), concurrency: Concurrency::Lane, dsn: DsnPolicy::Nobody },
+        )
+        .with(
+            RouteKind::Outbound,
+            RouteSpec {
+                transport: Arc::new(outbound),
+                concurrency: Concurrency::Unbounded,
+                dsn: DsnPolicy::Transport,
+            },
+        )
+        .with(
+            RouteKind::Feedback,
+            RouteSpec {
+                transport: Arc::new(feedback),
+                concurrency: Concurrency::Unbounded,
+                dsn: DsnPolicy::Transport,
+            },
+        );
+    if let Some((client, dest)) = &clients.relay {
+        let relay = relay::RelayTransport { client: client.clone(), dest: dest.clone() };
+        let spec = RouteSpec {
+            transport: Arc::new(relay),
+            concurrency: Concurrency::Downstream,
+            dsn: DsnPolicy::Sender,
+        };
+        routes = routes.with(RouteKind::Relay, spec);
+    }
+    Ok(routes)
 }
 
 fn scheduler_config(cfg: &Config) -> SchedulerConfig {

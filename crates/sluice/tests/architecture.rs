@@ -221,3 +221,18 @@ fn only_a_backend_module_speaks_its_database() {
     }
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
+
+/// The queue runs routes by their descriptors (`queue/src/routes.rs`):
+/// no code of it branches on a particular route.
+#[test]
+fn the_queue_names_no_route() {
+    let mut files = Vec::new();
+    sources_at(&root().join("crates/queue/src"), &mut files);
+    assert!(files.len() >= 5, "found too few queue sources");
+    let naming: Vec<String> = files
+        .iter()
+        .filter(|(_, text)| text.contains("Route::") || text.contains("RouteKind::"))
+        .map(|(path, _)| path.display().to_string())
+        .collect();
+    assert!(naming.is_empty(), "the queue branches on a route in: {naming:?}");
+}

@@ -125,6 +125,26 @@ pub enum Route {
     Feedback,
 }
 
+/// A route without its data: what a route's handling is configured by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    Relay,
+    Quarantine,
+    Outbound,
+    Feedback,
+}
+
+impl Route {
+    pub fn kind(&self) -> RouteKind {
+        match self {
+            Route::Relay => RouteKind::Relay,
+            Route::Quarantine { .. } => RouteKind::Quarantine,
+            Route::Outbound { .. } => RouteKind::Outbound,
+            Route::Feedback => RouteKind::Feedback,
+        }
+    }
+}
+
 /// One recipient of a message and its delivery state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {

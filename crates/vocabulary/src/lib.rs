@@ -8,7 +8,7 @@ pub mod event;
 pub mod lines;
 mod reply;
 
-pub use envelope::{Envelope, QueueId, RcptStatus, Recipient, Route, domain_of, is_role_local};
+pub use envelope::{Envelope, QueueId, RcptStatus, Recipient, Route, RouteKind, domain_of, is_role_local};
 pub use event::{Direction, EventKind};
 pub use lines::LineFaults;
 pub use reply::{Reply, Severity};
