@@ -16,7 +16,7 @@ use tokio::net::{UnixListener, UnixStream};
 use vocabulary::QueueId;
 
 use crate::config::Config;
-use crate::release::Reinjector;
+use route::release::Reinjector;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -283,7 +283,7 @@ pub async fn request(cfg: &Config, req: Request) -> anyhow::Result<Response> {
         max_age: cfg.queue.max_age_secs as i64,
         inbound: match read_only {
             true => None,
-            false => Some(crate::inbound::InboundRecord::open(store.clone()).await?),
+            false => Some(route::inbound::InboundRecord::open(store.clone()).await?),
         },
     };
     let resp = handle(&reinjector.spool, None, &reinjector, req).await;

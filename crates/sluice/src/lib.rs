@@ -5,12 +5,7 @@
 
 pub mod config;
 pub mod control;
-pub mod inbound;
 pub mod logbuf;
 pub mod outbound_wiring;
-pub mod postmaster;
-pub mod relay;
-pub mod release;
 pub mod serve;
-pub mod tee;
 pub mod tls;

@@ -10,7 +10,7 @@ use deliver::mx::{MxResolver, Overrides};
 use deliver::rate::RateLimiter;
 use deliver::smtp::{Credentials, Destination, TlsMode};
 use outbound::transport::Pace;
-use outbound::{NextHop, Outbox, Signer};
+use outbound::{NextHop, Signer};
 use queue::BoxFuture;
 use vocabulary::Reply;
 
@@ -115,42 +115,5 @@ pub struct Paced(pub RateLimiter);
 impl Pace for Paced {
     fn wait<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(self.0.acquire(domain))
-    }
-}
-
-/// Submission by a user who belongs to a tenant: the same outbox as the API.
-pub async fn submit(
-    outbox: &Outbox,
-    tenant: i64,
-    msg: ingress::Accepted,
-    hostname: &str,
-) -> Result<(), Reply> {
-    let from = msg.envelope.mail_from.clone();
-    let (content, message_id, subject) = outbound::outbox::complete_headers(msg.content, &from, hostname)
-        .map_err(|m| Reply::new(554, "5.6.0", format!("Message refused: {m}")))?;
-    let draft = outbound::Draft {
-        from,
-        recipients: msg.envelope.rcpts.iter().map(|r| (r.address.clone(), "to")).collect(),
-        content,
-        message_id: Some(message_id),
-        subject,
-        trace: msg.trace,
-        smtputf8: msg.envelope.smtputf8,
-        metadata: serde_json::json!({"submitted_by": msg.envelope.auth_user}),
-        ..Default::default()
-    };
-    match outbox.send(tenant, draft).await {
-        Ok(sent) => {
-            tracing::info!(id = %sent.id, tenant, "submission accepted for the outbound path");
-            Ok(())
-        }
-        Err(outbound::SendError::StorageFull(e)) => {
-            tracing::warn!(error = %e, "outbound submission refused: the disk is full");
-            Err(crate::serve::storage_full_reply())
-        }
-        Err(e) => {
-            tracing::error!(error = ?e, "outbound submission failed");
-            Err(Reply::new(451, "4.3.0", "Temporary local problem, please try again later"))
-        }
     }
 }

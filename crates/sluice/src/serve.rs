@@ -9,85 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ingress::{Accepted, Authenticator, BoxFuture, ListenerKind, Sink};
+use ingress::{Authenticator, BoxFuture, ListenerKind, Sink};
 use queue::{Scheduler, SchedulerConfig, Spool, Waker};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use vocabulary::Reply;
 
 use crate::config::{Config, SmartHostTls, parse_host_port};
-use crate::inbound::InboundRecord;
-use crate::{control, outbound_wiring, relay, release, tee, tls};
-
-/// Accepted messages go to the spool; the 250 waits for its fsync.
-struct SpoolSink {
-    spool: Arc<Spool>,
-    waker: Option<Waker>,
-    max_age: i64,
-    accounts: tee::Accounts,
-    /// Mail to this domain is feedback for the outbound record (VERP).
-    bounce_domain: String,
-    /// Submission by a tenant's user takes the outbound path.
-    outbox: Arc<outbound::Outbox>,
-    hostname: String,
-    /// Held for every message being accepted: the tee's copies give way meanwhile.
-    front_line: record::FrontLine,
-    /// postmaster and abuse: to a person, never to the feedback route.
-    roles: crate::postmaster::Roles,
-    inbound: InboundRecord,
-}
-
-impl Sink for SpoolSink {
-    fn accept(&self, msg: Accepted) -> BoxFuture<'_, Result<(), Reply>> {
-        Box::pin(async move {
-            // Until the 250 (or the refusal): the tee's copies wait meanwhile.
-            let _accepting = self.front_line.accepting();
-            if let Some(user) = &msg.envelope.auth_user {
-                let tenant = self.outbox.record.directory.user_tenant(user).await.map_err(|e| {
-                    tracing::error!(error = %e, "user tenant lookup failed");
-                    Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
-                })?;
-                if let Some(t) = tenant {
-                    return outbound_wiring::submit(&self.outbox, t.id, msg, &self.hostname).await;
-                }
-            }
-            let expires = msg.envelope.received_at + self.max_age;
-            let mut envelope = msg.envelope;
-            for r in envelope.rcpts.iter_mut() {
-                if self.roles.route(r) {
-                    continue;
-                }
-                if r.route == vocabulary::Route::Relay
-                    && vocabulary::domain_of(&r.address) == self.bounce_domain
-                {
-                    r.route = vocabulary::Route::Feedback;
-                }
-            }
-            self.accounts.tee(&mut envelope);
-            let received = self.inbound.received(msg.id, &envelope, &msg.content, msg.tls.as_deref());
-            let id =
-                self.spool.enqueue(msg.id, envelope, msg.trace, msg.content, expires).await.map_err(|e| {
-                    if e.is_storage_full() {
-                        // ingress logs the 452 at WARN with the peer.
-                        tracing::debug!(error = %e, "spool full");
-                        return storage_full_reply();
-                    }
-                    tracing::error!(error = %e, "spool write failed");
-                    Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
-                })?;
-            self.inbound.keep(received);
-            if let Some(w) = &self.waker {
-                w.now(id);
-            }
-            Ok(())
-        })
-    }
-}
-
-/// RFC 3463 4.3.1: the reply to every message refused for a full disk.
-pub fn storage_full_reply() -> Reply {
-    Reply::new(452, "4.3.1", "Insufficient system storage, please try again later")
-}
+use crate::{control, outbound_wiring, tls};
+use route::inbound::InboundRecord;
+use route::{relay, release, tee};
 
 struct UsersAuth(Arc<dyn record::Directory>);
 
@@ -407,7 +337,7 @@ fn start_smtp(
         max_bad_commands: cfg.smtp.max_bad_commands,
         reject_bare_newlines: cfg.smtp.bare_newlines == crate::config::BareNewlines::Reject,
     };
-    let sink: Arc<dyn Sink> = Arc::new(SpoolSink {
+    let sink: Arc<dyn Sink> = Arc::new(route::Router {
         spool: core.spool.clone(),
         waker: waker.clone(),
         max_age: cfg.queue.max_age_secs as i64,
@@ -416,7 +346,7 @@ fn start_smtp(
         outbox: outbox.clone(),
         hostname: cfg.server.hostname.clone(),
         front_line: core.store.front_line.clone(),
-        roles: crate::postmaster::Roles::new(
+        roles: route::postmaster::Roles::new(
             &cfg.server.hostname,
             cfg.server.accept_domains.iter().cloned().chain([core.bounce_domain.clone()]),
             cfg.relay.host.is_some(),

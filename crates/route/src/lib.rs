@@ -1,0 +1,136 @@
+//! Inbound routing: where each recipient of an accepted message goes, and
+//! the transports that take it there.
+//!
+//! The [`Router`] is the SMTP listeners' sink. It decides each recipient's
+//! route as the message is accepted: a tenant's authenticated user submits
+//! to the outbound path (`submit`); mail to the bounce domain is feedback;
+//! postmaster and abuse go to a person (`postmaster.rs`); everything else
+//! is relayed, and a domain that belongs to a store account also gets a
+//! classified copy (`tee.rs`). This is where a filter-mode policy will
+//! decide each recipient's fate. The message then goes to the spool (the
+//! 250 waits for its fsync) and its record to the front line's record
+//! (`inbound.rs`). The transports the queue runs for these routes are here
+//! too: the relay (`relay.rs`) and the store copy (`tee.rs`); release puts
+//! a stored copy back in the spool (`release.rs`).
+
+pub mod inbound;
+pub mod postmaster;
+pub mod relay;
+pub mod release;
+pub mod tee;
+
+use std::sync::Arc;
+
+use ingress::{Accepted, BoxFuture, Sink};
+use queue::{Spool, Waker};
+use vocabulary::Reply;
+
+use crate::inbound::InboundRecord;
+
+/// Routes accepted messages and writes them to the spool; the 250 waits
+/// for its fsync.
+pub struct Router {
+    pub spool: Arc<Spool>,
+    pub waker: Option<Waker>,
+    pub max_age: i64,
+    pub accounts: tee::Accounts,
+    /// Mail to this domain is feedback for the outbound record (VERP).
+    pub bounce_domain: String,
+    /// Submission by a tenant's user takes the outbound path.
+    pub outbox: Arc<outbound::Outbox>,
+    pub hostname: String,
+    /// Held for every message being accepted: the tee's copies give way meanwhile.
+    pub front_line: record::FrontLine,
+    /// postmaster and abuse: to a person, never to the feedback route.
+    pub roles: postmaster::Roles,
+    pub inbound: InboundRecord,
+}
+
+impl Sink for Router {
+    fn accept(&self, msg: Accepted) -> BoxFuture<'_, Result<(), Reply>> {
+        Box::pin(async move {
+            // Until the 250 (or the refusal): the tee's copies wait meanwhile.
+            let _accepting = self.front_line.accepting();
+            if let Some(user) = &msg.envelope.auth_user {
+                let tenant = self.outbox.record.directory.user_tenant(user).await.map_err(|e| {
+                    tracing::error!(error = %e, "user tenant lookup failed");
+                    Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
+                })?;
+                if let Some(t) = tenant {
+                    return submit(&self.outbox, t.id, msg, &self.hostname).await;
+                }
+            }
+            let expires = msg.envelope.received_at + self.max_age;
+            let mut envelope = msg.envelope;
+            for r in envelope.rcpts.iter_mut() {
+                if self.roles.route(r) {
+                    continue;
+                }
+                if r.route == vocabulary::Route::Relay
+                    && vocabulary::domain_of(&r.address) == self.bounce_domain
+                {
+                    r.route = vocabulary::Route::Feedback;
+                }
+            }
+            self.accounts.tee(&mut envelope);
+            let received = self.inbound.received(msg.id, &envelope, &msg.content, msg.tls.as_deref());
+            let id =
+                self.spool.enqueue(msg.id, envelope, msg.trace, msg.content, expires).await.map_err(|e| {
+                    if e.is_storage_full() {
+                        // ingress logs the 452 at WARN with the peer.
+                        tracing::debug!(error = %e, "spool full");
+                        return storage_full_reply();
+                    }
+                    tracing::error!(error = %e, "spool write failed");
+                    Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
+                })?;
+            self.inbound.keep(received);
+            if let Some(w) = &self.waker {
+                w.now(id);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// RFC 3463 4.3.1: the reply to every message refused for a full disk.
+pub fn storage_full_reply() -> Reply {
+    Reply::new(452, "4.3.1", "Insufficient system storage, please try again later")
+}
+
+/// Submission by a user who belongs to a tenant: the same outbox as the API.
+async fn submit(
+    outbox: &outbound::Outbox,
+    tenant: i64,
+    msg: ingress::Accepted,
+    hostname: &str,
+) -> Result<(), Reply> {
+    let from = msg.envelope.mail_from.clone();
+    let (content, message_id, subject) = outbound::outbox::complete_headers(msg.content, &from, hostname)
+        .map_err(|m| Reply::new(554, "5.6.0", format!("Message refused: {m}")))?;
+    let draft = outbound::Draft {
+        from,
+        recipients: msg.envelope.rcpts.iter().map(|r| (r.address.clone(), "to")).collect(),
+        content,
+        message_id: Some(message_id),
+        subject,
+        trace: msg.trace,
+        smtputf8: msg.envelope.smtputf8,
+        metadata: serde_json::json!({"submitted_by": msg.envelope.auth_user}),
+        ..Default::default()
+    };
+    match outbox.send(tenant, draft).await {
+        Ok(sent) => {
+            tracing::info!(id = %sent.id, tenant, "submission accepted for the outbound path");
+            Ok(())
+        }
+        Err(outbound::SendError::StorageFull(e)) => {
+            tracing::warn!(error = %e, "outbound submission refused: the disk is full");
+            Err(storage_full_reply())
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "outbound submission failed");
+            Err(Reply::new(451, "4.3.0", "Temporary local problem, please try again later"))
+        }
+    }
+}
