@@ -5,12 +5,14 @@
 //!
 //! Callers use the record through traits, one per part
 //! ([`EventLog`], [`Directory`], [`Suppressions`], [`QuarantineStore`]),
-//! gathered in a [`Store`]. A backend implements those traits and nothing
+//! gathered in a [`Store`]. The record stores and reads; when background
+//! work runs and what it gives way to is the routing stage's to say
+//! ([`Busy`]). A backend implements those traits and nothing
 //! else: [`sqlite`] (WAL, in the data directory) is the default.
 
 pub mod directory;
 pub mod events;
-mod front_line;
+pub mod idle;
 mod password;
 pub mod quarantine;
 pub mod sqlite;
@@ -23,8 +25,7 @@ use std::sync::Arc;
 
 pub use directory::Directory;
 pub use events::EventLog;
-pub use front_line::{Accepting, COPY_LAG_MAX, CROWD_HOLD, FrontLine};
-pub use quarantine::{Filing, QuarantineStore};
+pub use quarantine::QuarantineStore;
 pub use suppress::Suppressions;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -86,6 +87,22 @@ impl RecordError {
     }
 }
 
+/// Whether background writes (the front line's own record) should wait
+/// a moment: the composition answers (the routing stage, while the front
+/// line is accepting mail); the record only asks.
+pub trait Busy: Send + Sync + 'static {
+    fn busy(&self) -> bool;
+}
+
+/// Never busy: what a command that serves no mail runs with.
+pub struct NeverBusy;
+
+impl Busy for NeverBusy {
+    fn busy(&self) -> bool {
+        false
+    }
+}
+
 /// A backend as a whole.
 pub trait Database: Send + Sync + 'static {
     /// Closes its connections once the writes under way are done.
@@ -99,10 +116,6 @@ pub struct Store {
     pub directory: Arc<dyn Directory>,
     pub suppressions: Arc<dyn Suppressions>,
     pub quarantine: Arc<dyn QuarantineStore>,
-    /// The front line as the work beside it sees it: the SMTP listener
-    /// marks each message it accepts, and the store's copies and the
-    /// front line's record give way meanwhile.
-    pub front_line: FrontLine,
     database: Arc<dyn Database>,
 }
 
@@ -110,8 +123,13 @@ impl Store {
     /// Opens the SQLite database in `data_dir` (creating it if needed) and
     /// brings its schema up to date.
     pub async fn open(data_dir: &Path) -> Result<Self, RecordError> {
-        let front_line = FrontLine::default();
-        Ok(sqlite::Sqlite::open(data_dir, front_line.clone()).await?.into_store(front_line))
+        Store::open_with(data_dir, Arc::new(NeverBusy)).await
+    }
+
+    /// As [`Store::open`], for a server: background writes wait while
+    /// `busy` says so.
+    pub async fn open_with(data_dir: &Path, busy: Arc<dyn Busy>) -> Result<Self, RecordError> {
+        Ok(sqlite::Sqlite::open(data_dir, busy).await?.into_store())
     }
 
     pub async fn close(&self) {

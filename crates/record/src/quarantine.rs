@@ -96,11 +96,14 @@ pub struct ReleaseInfo {
     pub queue_id: Option<String>,
 }
 
-/// Decides, on the writer's thread, where a copy goes and what is known of
-/// it: the folder and the metadata (the tee classifies the bytes here, so a
-/// copy crosses threads once and all of its work runs at the writer's low
-/// priority).
-pub type Filing = Box<dyn FnOnce(&[u8]) -> (String, MessageMeta) + Send>;
+/// A copy to store: where, its bytes, and what is known of it.
+#[derive(Debug, Clone)]
+pub struct NewCopy {
+    pub account: String,
+    pub folder: String,
+    pub bytes: Vec<u8>,
+    pub meta: MessageMeta,
+}
 
 /// A quarantine store: accounts, their folders, and the stored copies.
 pub trait QuarantineStore: Send + Sync + 'static {
@@ -128,15 +131,9 @@ pub trait QuarantineStore: Send + Sync + 'static {
         bytes: &'a [u8],
         meta: &'a MessageMeta,
     ) -> Res<'a, Placed>;
-    /// Stores a copy where `filing` says, run where the store writes (for
-    /// the tee: classification and storage in one place, off the relay).
-    fn store_filed<'a>(
-        &'a self,
-        account: &'a str,
-        received_at: i64,
-        bytes: Vec<u8>,
-        filing: Filing,
-    ) -> Res<'a, Placed>;
+    /// Stores many copies in one write (one transaction where the backend
+    /// has them); each has its own answer, in order.
+    fn store_many(&self, copies: Vec<NewCopy>) -> BoxFuture<'_, Vec<Result<Placed, RecordError>>>;
     fn set_flags<'a>(&'a self, folder_id: i64, flags: &'a [(i64, String)]) -> Res<'a, ()>;
     /// Copies to another folder: (destination UIDVALIDITY, (source UID, new UID) pairs).
     fn copy<'a>(&'a self, from: i64, uids: &'a [i64], to: i64) -> Res<'a, (i64, Vec<(i64, i64)>)>;

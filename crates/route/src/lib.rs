@@ -10,9 +10,13 @@
 //! decide each recipient's fate. The message then goes to the spool (the
 //! 250 waits for its fsync) and its record to the front line's record
 //! (`inbound.rs`). The transports the queue runs for these routes are here
-//! too: the relay (`relay.rs`) and the store copy (`tee.rs`); release puts
-//! a stored copy back in the spool (`release.rs`).
+//! too: the relay (`relay.rs`) and the store copy (`tee.rs`, classified
+//! and filed off the relay's path by `copies.rs`, giving way to the front
+//! line, `front_line.rs`); release puts a stored copy back in the spool
+//! (`release.rs`).
 
+pub mod copies;
+pub mod front_line;
 pub mod inbound;
 pub mod postmaster;
 pub mod relay;
@@ -40,7 +44,7 @@ pub struct Router {
     pub outbox: Arc<outbound::Outbox>,
     pub hostname: String,
     /// Held for every message being accepted: the tee's copies give way meanwhile.
-    pub front_line: record::FrontLine,
+    pub front_line: front_line::FrontLine,
     /// postmaster and abuse: to a person, never to the feedback route.
     pub roles: postmaster::Roles,
     pub inbound: InboundRecord,

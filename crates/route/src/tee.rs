@@ -69,6 +69,8 @@ async fn filed_before(store: &dyn record::QuarantineStore, job: &Job<'_>, accoun
 /// The quarantine route: classify and store the exact bytes received.
 pub struct QuarantineTransport {
     pub store: Arc<dyn record::QuarantineStore>,
+    /// Classifies and files the copies, off the relay's path.
+    pub copies: crate::copies::Copies,
     /// Where `filed` is recorded.
     pub inbound: crate::inbound::InboundRecord,
 }
@@ -85,7 +87,7 @@ impl Transport for QuarantineTransport {
                 .collect();
             let mut replies = Vec::with_capacity(job.rcpts.len());
             for account in &job.rcpts {
-                let arrival = deliver::quarantine::Arrival {
+                let arrival = crate::copies::Arrival {
                     received_at: job.envelope.received_at,
                     mail_from: &job.envelope.mail_from,
                     rcpts: relay_rcpts.clone(),
@@ -95,18 +97,11 @@ impl Transport for QuarantineTransport {
                     replies.push(reply);
                     continue;
                 }
-                let reply = match deliver::quarantine::file(
-                    self.store.as_ref(),
-                    account,
-                    job.content,
-                    arrival,
-                )
-                .await
-                {
+                let reply = match self.copies.classify_and_file(account, job.content, arrival).await {
                     // The scheduler's "delivery attempt" line carries this
                     // reply: where the copy went and why, in one line.
                     Ok((placed, c)) => {
-                        let folder = deliver::quarantine::folder_for(&c);
+                        let folder = crate::copies::folder_for(&c);
                         self.inbound.filed(
                             job.id,
                             job.envelope,

@@ -153,6 +153,9 @@ struct Core {
     accounts: tee::Accounts,
     /// The front line's events, written beside the applications'.
     inbound: InboundRecord,
+    /// The SMTP listeners mark each message they accept; the copies and
+    /// the front line's record give way meanwhile.
+    front_line: route::front_line::FrontLine,
     verp: outbound::Verp,
     bounce_domain: String,
 }
@@ -161,7 +164,10 @@ impl Core {
     async fn open(cfg: &Config) -> anyhow::Result<Self> {
         let data = cfg.server.data.clone();
         std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-        let store = record::Store::open(&data).await.context("opening the database")?;
+        let front_line = route::front_line::FrontLine::default();
+        let store = record::Store::open_with(&data, Arc::new(front_line.clone()))
+            .await
+            .context("opening the database")?;
         let spool_dir = data.join("spool");
         let (spool, recovery) = Spool::open(&spool_dir, cfg.queue.fsync).context("opening the spool")?;
         let spool = Arc::new(spool);
@@ -187,7 +193,7 @@ impl Core {
             Err(e) => tracing::error!(error = %e, "reconciling the spool with the outbound record"),
         }
         let inbound = InboundRecord::open(store.clone()).await.context("opening the inbound record")?;
-        Ok(Core { data, store, spool, spool_dir, accounts, inbound, verp, bounce_domain })
+        Ok(Core { data, store, spool, spool_dir, accounts, inbound, front_line, verp, bounce_domain })
     }
 }
 
@@ -263,8 +269,11 @@ async fn routes(cfg: &Config, core: &Core, clients: &Clients) -> anyhow::Result<
         public_url: cfg.http.public_url.clone(),
     };
     let feedback = outbound::FeedbackTransport { verp: core.verp.clone(), record: core.store.events.clone() };
-    let copies =
-        tee::QuarantineTransport { store: core.store.quarantine.clone(), inbound: core.inbound.clone() };
+    let copies = tee::QuarantineTransport {
+        store: core.store.quarantine.clone(),
+        copies: route::copies::Copies::new(core.store.quarantine.clone(), core.front_line.clone()),
+        inbound: core.inbound.clone(),
+    };
     // The relay is the downstream: its attempts hold the scheduler's slots
     // and its senders are told by DSN. Copies run in their lane and tell
     // nobody (a refused copy is held). The outbound path paces itself per
@@ -345,7 +354,7 @@ fn start_smtp(
         bounce_domain: core.bounce_domain.clone(),
         outbox: outbox.clone(),
         hostname: cfg.server.hostname.clone(),
-        front_line: core.store.front_line.clone(),
+        front_line: core.front_line.clone(),
         roles: route::postmaster::Roles::new(
             &cfg.server.hostname,
             cfg.server.accept_domains.iter().cloned().chain([core.bounce_domain.clone()]),

@@ -11,7 +11,7 @@ use crate::events::{
     Describe, EventLog, EventQuery, EventRow, MessageView, NewEvent, NewMessage, RecipientHistory,
 };
 use crate::quarantine::{
-    Filing, FolderInfo, MessageMeta, MessageRow, Placed, QuarantineStore, ReleaseInfo, Swept,
+    FolderInfo, MessageMeta, MessageRow, NewCopy, Placed, QuarantineStore, ReleaseInfo, Swept,
 };
 use crate::suppress::{Suppression, Suppressions};
 use crate::{BoxFuture, RecordError};
@@ -58,14 +58,8 @@ impl QuarantineStore for Quarantine {
     ) -> Res<'a, Placed> {
         Box::pin(Quarantine::store(self, account, folder, bytes, meta))
     }
-    fn store_filed<'a>(
-        &'a self,
-        account: &'a str,
-        received_at: i64,
-        bytes: Vec<u8>,
-        filing: Filing,
-    ) -> Res<'a, Placed> {
-        Box::pin(Quarantine::store_filed(self, account, received_at, bytes, filing))
+    fn store_many(&self, copies: Vec<NewCopy>) -> BoxFuture<'_, Vec<Result<Placed, RecordError>>> {
+        Box::pin(Quarantine::store_many(self, copies))
     }
     fn set_flags<'a>(&'a self, folder_id: i64, flags: &'a [(i64, String)]) -> Res<'a, ()> {
         Box::pin(Quarantine::set_flags(self, folder_id, flags))

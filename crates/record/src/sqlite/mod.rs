@@ -20,7 +20,7 @@ use sqlx::sqlite::{
 pub use log::Log;
 pub use quarantine::Quarantine;
 
-use crate::{BoxFuture, Database, FrontLine, RecordError, Store};
+use crate::{BoxFuture, Busy, Database, RecordError, Store};
 
 /// Schema steps, applied in order; each runs once (tracked in `schema_version`).
 const MIGRATIONS: &[&str] = &[
@@ -43,26 +43,25 @@ pub struct Sqlite {
 
 impl Sqlite {
     /// Opens (creating if needed) `DIR/sluice.db` and brings its schema up
-    /// to date. Copies and front-line events give way to `front_line`.
-    pub async fn open(data_dir: &Path, front_line: FrontLine) -> Result<Self, RecordError> {
+    /// to date. The front line's events wait while `busy` says so.
+    pub async fn open(data_dir: &Path, busy: Arc<dyn Busy>) -> Result<Self, RecordError> {
         let opts = connect_options(&data_dir.join("sluice.db"))?;
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts.clone()).await?;
         migrate(&pool).await?;
         let changes = Arc::new(tokio::sync::watch::Sender::new(0));
-        let quarantine = Quarantine::new(pool.clone(), opts.clone(), data_dir, changes, front_line.clone());
-        let log = Log::new(pool.clone(), opts, front_line);
+        let quarantine = Quarantine::new(pool.clone(), opts.clone(), data_dir, changes);
+        let log = Log::new(pool.clone(), opts, busy);
         Ok(Sqlite { pool, log, quarantine })
     }
 
     /// The storage traits' handles on this database.
-    pub fn into_store(self, front_line: FrontLine) -> Store {
+    pub fn into_store(self) -> Store {
         let log = Arc::new(self.log);
         Store {
             events: log.clone(),
             directory: log.clone(),
             suppressions: log,
             quarantine: Arc::new(self.quarantine),
-            front_line,
             database: Arc::new(self.pool),
         }
     }
@@ -71,7 +70,7 @@ impl Sqlite {
 #[cfg(test)]
 impl Sqlite {
     pub(crate) async fn open_for_test(data_dir: &Path) -> Sqlite {
-        Sqlite::open(data_dir, FrontLine::default()).await.expect("a database")
+        Sqlite::open(data_dir, Arc::new(crate::NeverBusy)).await.expect("a database")
     }
 }
 
@@ -135,51 +134,16 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let label = name.to_string();
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            lowest_priority();
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(r) => r,
-                Err(e) => return tracing::error!(error = %e, thread = %label, "cannot start a runtime"),
-            };
-            runtime.block_on(async move {
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .connect_with(opts)
-                    .await;
-                match pool {
-                    Ok(pool) => work(pool).await,
-                    Err(e) => tracing::error!(error = %e, thread = %label, "cannot open the database"),
-                }
-            });
-        })
-        .map(|_| ())
-}
-
-/// The idle scheduling class for the calling thread (on Linux, per
-/// thread; threads started from it inherit it): it runs only on a core
-/// nothing else wants, and a waking relay thread takes the core from it at
-/// once. Nice 19 alone is not enough for that: under EEVDF a running nice-19
-/// thread keeps its core until its slice ends, which added a millisecond
-/// or two to the relay's p99 while a copy was being filed. Falls back to
-/// nice 19 where the idle class is refused.
-fn lowest_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` outlives the call; pid 0 is this thread.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
-        return;
-    }
-    let idle_error = std::io::Error::last_os_error();
-    // SAFETY: setpriority takes no pointers; who = 0 is this thread.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
-    if rc != 0 {
-        tracing::warn!(
-            idle = %idle_error,
-            error = %std::io::Error::last_os_error(),
-            "cannot lower the store writer's priority"
-        );
-    }
+    crate::idle::spawn(name, move || async move {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await;
+        match pool {
+            Ok(pool) => work(pool).await,
+            Err(e) => tracing::error!(error = %e, thread = %label, "cannot open the database"),
+        }
+    })
 }

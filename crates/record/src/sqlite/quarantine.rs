@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use super::quarantine_writer::{STORE_BATCH, StoreReq};
 use crate::quarantine::ARCHIVE_RETENTION_DAYS;
 use crate::quarantine::{FOLDERS, FolderInfo, MessageRow, ReleaseInfo, Swept};
-use crate::{FrontLine, RecordError, password};
+use crate::{RecordError, password};
 
 /// Folder listings by folder id, with the modseq they were read at.
 type ListingCache = Arc<std::sync::Mutex<std::collections::HashMap<i64, (i64, Arc<Vec<MessageRow>>)>>>;
@@ -31,8 +31,6 @@ pub struct Quarantine {
     /// (account, folder) to folder id: folders are never deleted, so an id
     /// once known stays right (the tee path saves three queries a message).
     folder_ids: Arc<std::sync::RwLock<std::collections::HashMap<(String, String), i64>>>,
-    /// Whether the front line is busy accepting mail (copies give way to it).
-    pub(crate) front_line: FrontLine,
     pub(crate) writer: mpsc::Sender<StoreReq>,
     /// How the writer opens its own connection.
     pub(crate) writer_opts: sqlx::sqlite::SqliteConnectOptions,
@@ -50,7 +48,6 @@ impl Quarantine {
         writer_opts: sqlx::sqlite::SqliteConnectOptions,
         data_dir: &Path,
         changes: Arc<watch::Sender<u64>>,
-        front_line: FrontLine,
     ) -> Self {
         let (writer, writer_rx) = mpsc::channel(4 * STORE_BATCH);
         Quarantine {
@@ -62,7 +59,6 @@ impl Quarantine {
             changes,
             listings: ListingCache::default(),
             folder_ids: Arc::default(),
-            front_line,
         }
     }
 

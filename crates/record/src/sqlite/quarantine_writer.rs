@@ -16,21 +16,10 @@
 //!
 //! The writer runs on a thread of its own in the idle scheduling class, with
 //! its own connection (whose SQLite thread, started from there, inherits
-//! that priority). Storing copies is the analysis path: on a busy machine
-//! it takes what the relay leaves, and the copies wait in the spool.
-//!
-//! The idle class is not enough on its own: on a small machine a relay
-//! that is latency-bound (sessions waiting on fsyncs and round trips)
-//! still pays for every core a copy holds when one of its threads wakes.
-//! So copies also give way to the front line ([`crate::FrontLine`]): while it is
-//! busy (a message is being accepted, or concurrent accepts overlapped
-//! less than [`crate::CROWD_HOLD`] ago), a batch waits, until it is quiet or the
-//! batch's oldest copy's message arrived [`COPY_LAG_MAX`] ago. A burst is
-//! relayed at full speed and its copies are filed after it; serial mail
-//! leaves them the rest of each cycle. Past the lag copies flow whatever
-//! the front line does, still in the idle class: under load that never
-//! stops they fall behind as far as the spare CPU leaves them, and wait in
-//! the spool meanwhile.
+//! that priority): storing copies is background work, and on a busy
+//! machine it takes what the relay leaves. When copies are written (and
+//! how they give way to the front line) is the routing stage's to decide
+//! (`route::copies`); the writer only writes what it is handed, together.
 
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqlitePool, SqliteSynchronous};
@@ -38,25 +27,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::quarantine::{Quarantine, hex};
 use super::spawn_idle;
-use crate::front_line::GIVE_WAY_POLL;
-use crate::quarantine::{Filing, MessageMeta, Placed};
-use crate::{COPY_LAG_MAX, RecordError};
+use crate::RecordError;
+use crate::quarantine::{MessageMeta, NewCopy, Placed};
 
-/// Where a stored copy goes.
-pub(crate) enum Destination {
-    Folder { folder: String, meta: MessageMeta },
-    Filing(Filing),
-}
-
-/// One `store` call waiting for the writer.
-pub(crate) struct StoreReq {
-    pub(crate) account: String,
-    /// When the message arrived (Unix seconds): how long it may wait.
-    pub(crate) received_at: i64,
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) to: Destination,
-    pub(crate) reply: oneshot::Sender<Result<Placed, String>>,
-}
+/// Copies handed to the writer together (written in the same
+/// transaction), each with where its answer goes.
+pub(crate) struct StoreReq(Vec<(NewCopy, oneshot::Sender<Result<Placed, String>>)>);
 
 /// A request whose folder and metadata are known.
 struct Filed {
@@ -73,6 +49,10 @@ pub(crate) const STORE_BATCH: usize = 256;
 /// far below SQLite's limit on bound parameters).
 const ROWS_PER_INSERT: usize = 64;
 
+fn gone() -> RecordError {
+    RecordError::Unavailable("the store writer stopped".into())
+}
+
 impl Quarantine {
     /// Stores a copy of a message in `account`/`folder`, giving it the next
     /// UID. Calls made at the same time are written together, in one
@@ -85,37 +65,47 @@ impl Quarantine {
         bytes: &[u8],
         meta: &MessageMeta,
     ) -> Result<Placed, RecordError> {
-        let to = Destination::Folder { folder: folder.to_string(), meta: meta.clone() };
-        self.send_to_writer(account, meta.received_at, bytes.to_vec(), to).await
+        let copy = NewCopy {
+            account: account.to_string(),
+            folder: folder.to_string(),
+            bytes: bytes.to_vec(),
+            meta: meta.clone(),
+        };
+        let mut answer = self.send_to_writer(vec![copy]).await?;
+        answer.pop().ok_or_else(gone)?.await.map_err(|_| gone())?.map_err(RecordError::Unavailable)
     }
 
-    /// Stores a copy of a message that arrived at `received_at` (Unix
-    /// seconds) where `filing`, run on the writer's thread, says.
-    pub async fn store_filed(
-        &self,
-        account: &str,
-        received_at: i64,
-        bytes: Vec<u8>,
-        filing: Filing,
-    ) -> Result<Placed, RecordError> {
-        self.send_to_writer(account, received_at, bytes, Destination::Filing(filing)).await
+    /// Stores many copies, handed to the writer together so that they are
+    /// written in one transaction; each has its own answer.
+    pub async fn store_many(&self, copies: Vec<NewCopy>) -> Vec<Result<Placed, RecordError>> {
+        let n = copies.len();
+        let answers = match self.send_to_writer(copies).await {
+            Ok(answers) => answers,
+            Err(e) => return (0..n).map(|_| Err(RecordError::Unavailable(e.to_string()))).collect(),
+        };
+        let mut placed = Vec::with_capacity(n);
+        for answer in answers {
+            placed.push(answer.await.map_err(|_| gone()).and_then(|r| r.map_err(RecordError::Unavailable)));
+        }
+        placed
     }
 
     async fn send_to_writer(
         &self,
-        account: &str,
-        received_at: i64,
-        bytes: Vec<u8>,
-        to: Destination,
-    ) -> Result<Placed, RecordError> {
+        copies: Vec<NewCopy>,
+    ) -> Result<Vec<oneshot::Receiver<Result<Placed, String>>>, RecordError> {
         if let Some(rx) = self.writer_rx.lock().unwrap_or_else(|e| e.into_inner()).take() {
             self.start_writer(rx)?;
         }
-        let (reply, answer) = oneshot::channel();
-        let req = StoreReq { account: account.to_string(), received_at, bytes, to, reply };
-        let gone = || RecordError::Unavailable("the store writer stopped".into());
-        self.writer.send(req).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?.map_err(RecordError::Unavailable)
+        let (req, answers): (Vec<_>, Vec<_>) = copies
+            .into_iter()
+            .map(|copy| {
+                let (reply, answer) = oneshot::channel();
+                ((copy, reply), answer)
+            })
+            .unzip();
+        self.writer.send(StoreReq(req)).await.map_err(|_| gone())?;
+        Ok(answers)
     }
 
     /// Starts the writer's thread: the idle scheduling class, a runtime of
@@ -131,37 +121,17 @@ impl Quarantine {
     }
 
     async fn write_loop(self, pool: SqlitePool, mut rx: mpsc::Receiver<StoreReq>) {
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            loop {
-                while batch.len() < STORE_BATCH {
-                    match rx.try_recv() {
-                        Ok(r) => batch.push(r),
-                        Err(_) => break,
-                    }
+        while let Some(StoreReq(mut batch)) = rx.recv().await {
+            while batch.len() < STORE_BATCH {
+                match rx.try_recv() {
+                    Ok(StoreReq(more)) => batch.extend(more),
+                    Err(_) => break,
                 }
-                if batch.len() >= STORE_BATCH || !self.must_give_way(&batch) {
-                    break;
-                }
-                tokio::time::sleep(GIVE_WAY_POLL).await;
             }
-            // A request whose filing panics, or whose folder cannot be had,
-            // fails alone.
+            // A copy whose folder cannot be had fails alone.
             let mut ready = Vec::with_capacity(batch.len());
-            for req in batch {
-                let StoreReq { account, bytes, to, reply, .. } = req;
-                let (folder, meta) = match to {
-                    Destination::Folder { folder, meta } => (folder, meta),
-                    Destination::Filing(filing) => {
-                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| filing(&bytes))) {
-                            Ok(filed) => filed,
-                            Err(_) => {
-                                let _ = reply.send(Err("filing the copy failed (a parser panicked)".into()));
-                                continue;
-                            }
-                        }
-                    }
-                };
+            for (copy, reply) in batch {
+                let NewCopy { account, folder, bytes, meta } = copy;
                 match self.folder_id(&account, &folder).await {
                     Ok(id) => ready.push((id, Filed { bytes, meta, reply })),
                     Err(e) => {
@@ -192,14 +162,6 @@ impl Quarantine {
                 }
             }
         }
-    }
-
-    /// Whether `batch` waits: the front line is busy and none of the
-    /// batch's messages arrived [`COPY_LAG_MAX`] ago. Copies
-    /// that arrive while it waits join it.
-    fn must_give_way(&self, batch: &[StoreReq]) -> bool {
-        let oldest = batch.iter().map(|r| r.received_at).min().unwrap_or(i64::MIN);
-        self.front_line.busy() && chrono::Utc::now().timestamp() - oldest < COPY_LAG_MAX
     }
 
     /// Writes a batch in one transaction on the writer's connection, which
@@ -316,8 +278,7 @@ impl Quarantine {
 #[cfg(test)]
 mod tests {
     use super::super::quarantine::{Quarantine, hex};
-    use crate::COPY_LAG_MAX;
-    use crate::quarantine::{Filing, MessageMeta, Placed, Swept};
+    use crate::quarantine::{MessageMeta, Placed, Swept};
     use crate::sqlite::Sqlite;
     use crate::sqlite::quarantine::tests::blob_rows;
 
@@ -426,28 +387,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_filing_decides_the_folder_and_a_panicking_one_fails_alone() {
-        let (_dir, store, q) = acme().await;
-        let by_subject: Filing = Box::new(|bytes: &[u8]| {
-            let folder = if bytes.starts_with(b"Subject: bounce") { "Bounces/Hard" } else { "Human" };
-            (folder.to_string(), MessageMeta { verdict: Some(folder.into()), ..meta(1) })
-        });
-        let panics: Filing = Box::new(|_: &[u8]| panic!("a parser bug"));
-        let (a, b) = tokio::join!(
-            q.store_filed("acme", 86_400, b"Subject: bounce\r\n\r\nx".to_vec(), by_subject),
-            q.store_filed("acme", 86_400, b"Subject: boom\r\n\r\nx".to_vec(), panics),
-        );
-        let a = a.unwrap();
-        assert!(b.is_err(), "{b:?}");
-        assert_eq!(a.folder_id, q.folder_id("acme", "Bounces/Hard").await.unwrap());
-        let h = q.blob_of(a.folder_id, a.uid).await.unwrap().unwrap();
-        assert_eq!(q.read_blob(&h).await.unwrap(), b"Subject: bounce\r\n\r\nx");
-        assert_eq!(blob_rows(&store.quarantine).await, 1, "nothing of the failed copy is stored");
-        // The writer is still there.
-        q.store("acme", "Human", b"after", &meta(1)).await.unwrap();
-    }
-
-    #[tokio::test]
     async fn a_failed_batch_leaves_no_bytes_and_no_uids() {
         let (_dir, store, q) = acme().await;
         // Make the batch fail after its bytes were inserted (the messages
@@ -512,45 +451,5 @@ mod tests {
         assert_eq!(q.sweep(100 * 86_400).await.unwrap(), Swept { messages: 2, blobs: 2 });
         assert!(!path.exists());
         assert_eq!(blob_rows(&store.quarantine).await, 0);
-    }
-
-    fn now() -> i64 {
-        chrono::Utc::now().timestamp()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn copies_give_way_to_a_busy_front_line_but_not_past_their_lag() {
-        let (_dir, _store, q) = acme().await;
-        // A quiet front line: a fresh copy is stored at once.
-        let t = std::time::Instant::now();
-        q.store("acme", "Human", b"quiet", &MessageMeta { received_at: now(), ..Default::default() })
-            .await
-            .unwrap();
-        assert!(t.elapsed() < std::time::Duration::from_millis(900), "{:?}", t.elapsed());
-
-        // A busy one (a message is being accepted until `busy` is dropped):
-        // a fresh copy waits.
-        let front = q.front_line.clone();
-        let busy = front.accepting();
-        let (q2, t) = (q.clone(), std::time::Instant::now());
-        let fresh = tokio::spawn(async move {
-            let m = MessageMeta { received_at: now(), ..Default::default() };
-            q2.store("acme", "Human", b"fresh", &m).await.unwrap();
-            t.elapsed()
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-        assert!(!fresh.is_finished(), "a fresh copy went ahead of a busy front line");
-        // One whose message is about to reach the lag goes even so.
-        let t = std::time::Instant::now();
-        let m = MessageMeta { received_at: now() - COPY_LAG_MAX + 1, ..Default::default() };
-        q.store("acme", "Human", b"old", &m).await.unwrap();
-        assert!(t.elapsed() < std::time::Duration::from_millis(2500), "{:?}", t.elapsed());
-        // The fresh one went in the old one's batch (a batch goes whole),
-        // having waited for it.
-        drop(busy);
-        let waited = fresh.await.unwrap();
-        assert!(waited >= std::time::Duration::from_millis(1500), "{waited:?}");
-        let human = q.folder_id("acme", "Human").await.unwrap();
-        assert_eq!(q.messages(human).await.unwrap().len(), 3);
     }
 }

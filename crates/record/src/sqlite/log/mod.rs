@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::directory::Tenant;
 use crate::events::{Describe, NewEvent, NewMessage};
-use crate::{FrontLine, RecordError};
+use crate::{Busy, RecordError};
 
 /// The record's handle (cheap to clone; clones share the writers).
 #[derive(Clone)]
@@ -47,11 +47,11 @@ impl Log {
     pub(crate) fn new(
         pool: SqlitePool,
         opts: sqlx::sqlite::SqliteConnectOptions,
-        front_line: FrontLine,
+        busy: Arc<dyn Busy>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer::run(pool.clone(), rx));
-        Log { pool, writer: tx, front: writer::Front::new(opts, front_line), keys: Arc::default() }
+        Log { pool, writer: tx, front: writer::Front::new(opts, busy), keys: Arc::default() }
     }
 
     /// A stored response for an idempotency key: the request's hash and the

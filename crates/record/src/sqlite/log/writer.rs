@@ -12,8 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::events::{
     Direction, EventKind, Idempotency, NewEvent, NewMessage, NewRecipient, Suppress, normalize, now_ms,
 };
-use crate::front_line::GIVE_WAY_POLL;
-use crate::{COPY_LAG_MAX, FrontLine, RecordError};
+use crate::{Busy, RecordError};
 
 type Answer<T> = Option<oneshot::Sender<Result<T, RecordError>>>;
 
@@ -160,13 +159,15 @@ struct FrontWriter {
     /// the front line starts no thread.
     tx: OnceLock<mpsc::UnboundedSender<Op>>,
     opts: SqliteConnectOptions,
-    front_line: FrontLine,
+    busy: Arc<dyn Busy>,
     backlog: Arc<AtomicUsize>,
 }
 
-/// How long (ms) front-line events may wait for the front line to be
-/// quiet, as the store's copies do ([`COPY_LAG_MAX`]).
-const FRONT_LAG_MAX_MS: i64 = COPY_LAG_MAX * 1000;
+/// How long (ms) front-line events may wait while [`Busy`] says so.
+const FRONT_LAG_MAX_MS: i64 = 10_000;
+
+/// How often a batch that waits looks again.
+const GIVE_WAY_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Front-line writes waiting, at most. Past this (a front line that never
 /// rests and a record that cannot keep up) new events are not recorded,
@@ -183,18 +184,18 @@ const FRONT_BATCH: usize = 1024;
 const FRONT_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Front {
-    pub(super) fn new(opts: SqliteConnectOptions, front_line: FrontLine) -> Front {
+    pub(super) fn new(opts: SqliteConnectOptions, busy: Arc<dyn Busy>) -> Front {
         let backlog = Arc::new(AtomicUsize::new(0));
-        Front(Arc::new(FrontWriter { tx: OnceLock::new(), opts, front_line, backlog }))
+        Front(Arc::new(FrontWriter { tx: OnceLock::new(), opts, busy, backlog }))
     }
 
     fn sender(&self) -> &mpsc::UnboundedSender<Op> {
         let w = &*self.0;
         w.tx.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let (left, front_line) = (w.backlog.clone(), w.front_line.clone());
+            let (left, busy) = (w.backlog.clone(), w.busy.clone());
             let started = crate::sqlite::spawn_idle("record-writer", w.opts.clone(), move |pool| {
-                run_front(pool, rx, left, front_line)
+                run_front(pool, rx, left, busy)
             });
             if let Err(e) = started {
                 tracing::error!(error = %e, "cannot start the front line's record writer");
@@ -237,7 +238,7 @@ async fn run_front(
     pool: SqlitePool,
     mut rx: mpsc::UnboundedReceiver<Op>,
     backlog: Arc<AtomicUsize>,
-    front_line: FrontLine,
+    busy: Arc<dyn Busy>,
 ) {
     let mut batch = Vec::with_capacity(FRONT_BATCH);
     loop {
@@ -251,10 +252,8 @@ async fn run_front(
         }
         let oldest = batch.iter().map(Op::at).min().unwrap_or(i64::MAX);
         let flushing = batch.iter().any(|op| matches!(op, Op::Flush(_)));
-        let due = flushing
-            || batch.len() >= FRONT_BATCH
-            || !front_line.busy()
-            || now_ms() - oldest >= FRONT_LAG_MAX_MS;
+        let due =
+            flushing || batch.len() >= FRONT_BATCH || !busy.busy() || now_ms() - oldest >= FRONT_LAG_MAX_MS;
         if batch.is_empty() || !due {
             tokio::time::sleep(if batch.is_empty() { FRONT_TICK } else { GIVE_WAY_POLL }).await;
             continue;

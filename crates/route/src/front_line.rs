@@ -1,6 +1,7 @@
 //! The front line (SMTP acceptance) as the work that must not slow it
-//! sees it: whatever runs beside the relay (the store's copies, the
-//! front line's record) gives way while a message is being accepted.
+//! sees it: whatever runs beside the relay (the store's copies,
+//! `copies.rs`; the front line's record, through `record::Busy`) gives way
+//! while a message is being accepted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,7 +18,7 @@ pub const COPY_LAG_MAX: i64 = 10;
 /// company (another message being accepted at the same time).
 pub const CROWD_HOLD: Duration = Duration::from_millis(2);
 
-/// The front line (SMTP acceptance), as the store writer sees it: how many
+/// The front line (SMTP acceptance), as the copies see it: how many
 /// messages are being accepted right now (from the end of their data to
 /// their 250, spool fsync included), and until when it was last crowded.
 ///
@@ -84,7 +85,7 @@ impl FrontLine {
         Accepting { crowd, overlaps }
     }
 
-    pub(crate) fn busy(&self) -> bool {
+    pub fn busy(&self) -> bool {
         let crowd = &*self.0;
         crowd.accepting.load(Ordering::Relaxed) > 0
             || crowd.micros() < crowd.crowded_until.load(Ordering::Relaxed)
@@ -97,6 +98,12 @@ impl Drop for Accepting<'_> {
         if others > 0 || self.crowd.overlaps.load(Ordering::Relaxed) != self.overlaps {
             self.crowd.hold();
         }
+    }
+}
+
+impl record::Busy for FrontLine {
+    fn busy(&self) -> bool {
+        FrontLine::busy(self)
     }
 }
 
