@@ -66,17 +66,7 @@ impl Sink for Router {
             }
             let expires = msg.envelope.received_at + self.max_age;
             let mut envelope = msg.envelope;
-            for r in envelope.rcpts.iter_mut() {
-                if self.roles.route(r) {
-                    continue;
-                }
-                if r.route == vocabulary::Route::Relay
-                    && vocabulary::domain_of(&r.address) == self.bounce_domain
-                {
-                    r.route = vocabulary::Route::Feedback;
-                }
-            }
-            self.accounts.tee(&mut envelope);
+            self.route(&mut envelope);
             let received = self.inbound.received(msg.id, &envelope, &msg.content, msg.tls.as_deref());
             let id =
                 self.spool.enqueue(msg.id, envelope, msg.trace, msg.content, expires).await.map_err(|e| {
@@ -94,6 +84,26 @@ impl Sink for Router {
             }
             Ok(())
         })
+    }
+}
+
+impl Router {
+    /// Each recipient's route: postmaster and abuse to a person, the
+    /// bounce domain's mail to the feedback route, the rest to the relay,
+    /// and a copy for each store account whose domain is among them. (A
+    /// filter-mode policy decides each recipient's fate here, once the
+    /// message is scanned.)
+    fn route(&self, envelope: &mut vocabulary::Envelope) {
+        for r in envelope.rcpts.iter_mut() {
+            if self.roles.route(r) {
+                continue;
+            }
+            if r.route == vocabulary::Route::Relay && vocabulary::domain_of(&r.address) == self.bounce_domain
+            {
+                r.route = vocabulary::Route::Feedback;
+            }
+        }
+        self.accounts.tee(envelope);
     }
 }
 
