@@ -126,7 +126,7 @@ impl From<&Entry> for EntryView {
 /// What one route has pending: how many messages and recipients wait for
 /// it, and since when. For the quarantine routes this is how far the
 /// copies are behind (they give way to the front line, see
-/// `record::FrontLine`, and wait in the spool meanwhile).
+/// `route::front_line::FrontLine`, and wait in the spool meanwhile).
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub struct RouteBacklog {
     /// `relay`, `quarantine:ACCOUNT`, ...
