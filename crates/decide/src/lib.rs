@@ -21,34 +21,7 @@ use serde::Serialize;
 pub use explain::explain;
 pub use reason::{Reason, warm_up};
 
-/// The kind of message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    Bounce,
-    Delay,
-    Delivered,
-    Autoreply,
-    Complaint,
-    Unsubscribe,
-    Challenge,
-    Human,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Bounce => "bounce",
-            Verdict::Delay => "delay",
-            Verdict::Delivered => "delivered",
-            Verdict::Autoreply => "autoreply",
-            Verdict::Complaint => "complaint",
-            Verdict::Unsubscribe => "unsubscribe",
-            Verdict::Challenge => "challenge",
-            Verdict::Human => "human",
-        }
-    }
-}
+pub use vocabulary::Verdict;
 
 /// One recipient named in a delivery report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use decide::{Classification, RecipientReport, Verdict};
+use decide::{Classification, RecipientReport};
 use queue::{AttemptOutcome, AttemptResult, BoxFuture, Job, Transport};
 use record::EventLog;
 use record::events::{EventKind, NewEvent, SmtpResponse, Suppress};
@@ -84,7 +84,7 @@ impl FeedbackTransport {
         rcpt: &str,
         class: &Classification,
     ) -> Result<usize, String> {
-        let Some(kind) = event_of(class.verdict) else {
+        let Some(kind) = class.verdict.event() else {
             tracing::info!(%queue_id, verdict = class.verdict.as_str(), "feedback not attached: nothing to record");
             return Ok(0);
         };
@@ -173,20 +173,6 @@ fn own_message_id(content: &[u8]) -> Option<String> {
         return (!value.is_empty()).then_some(value);
     }
     None
-}
-
-/// The event a verdict records; `None` for mail that says nothing about a
-/// delivery (a human writing to the bounce address).
-fn event_of(v: Verdict) -> Option<EventKind> {
-    Some(match v {
-        Verdict::Bounce => EventKind::Bounced,
-        Verdict::Delay => EventKind::Deferred,
-        Verdict::Delivered => EventKind::Delivered,
-        Verdict::Autoreply | Verdict::Challenge => EventKind::Autoreplied,
-        Verdict::Complaint => EventKind::Complained,
-        Verdict::Unsubscribe => EventKind::Unsubscribed,
-        Verdict::Human => return None,
-    })
 }
 
 fn event(

@@ -15,7 +15,8 @@ use crate::{BoxFuture, RecordError};
 
 type Res<'a, T> = BoxFuture<'a, Result<T, RecordError>>;
 
-/// The folders every account has, by verdict (IMAP hierarchy with `/`).
+/// The folders every account has (IMAP hierarchy with `/`): one per
+/// verdict (`vocabulary::Verdict::folder`), then Spam, Archive and Release.
 pub const FOLDERS: &[&str] = &[
     "Bounces/Hard",
     "Bounces/Soft",
@@ -143,4 +144,18 @@ pub trait QuarantineStore: Send + Sync + 'static {
     fn filed_from<'a>(&'a self, account: &'a str, queue_id: &'a str) -> Res<'a, Option<(String, i64)>>;
     /// Deletes what is past its retention at `as_of` (Unix seconds).
     fn sweep(&self, as_of: i64) -> Res<'_, Swept>;
+}
+
+#[cfg(test)]
+mod tests {
+    use vocabulary::Verdict;
+
+    #[test]
+    fn every_verdict_has_its_folder_in_every_account() {
+        for v in Verdict::ALL {
+            for hard in [false, true] {
+                assert!(super::FOLDERS.contains(&v.folder(hard)), "{v:?} files in a folder no account has");
+            }
+        }
+    }
 }

@@ -20,7 +20,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use decide::{Classification, Verdict};
+use decide::Classification;
 use record::quarantine::{MessageMeta, NewCopy, Placed};
 use record::{QuarantineStore, RecordError};
 use tokio::sync::{mpsc, oneshot};
@@ -137,24 +137,14 @@ fn classify(batch: Vec<Request>) -> (Vec<NewCopy>, Vec<Reply>) {
 
 /// The folder a classified message belongs in.
 pub fn folder_for(c: &Classification) -> &'static str {
-    match c.verdict {
-        Verdict::Bounce if c.recipients.iter().any(|r| r.hard) => "Bounces/Hard",
-        Verdict::Bounce => "Bounces/Soft",
-        Verdict::Delay => "Delays",
-        Verdict::Delivered => "Delivered",
-        Verdict::Autoreply => "AutoReplies",
-        Verdict::Complaint => "Complaints",
-        Verdict::Unsubscribe => "Unsubscribes",
-        Verdict::Challenge => "Challenges",
-        Verdict::Human => "Human",
-    }
+    c.verdict.folder(c.recipients.iter().any(|r| r.hard))
 }
 
-/// IMAP keywords: `$Verdict_<verdict>` and one `$Reason_<reason>` per reason.
+/// IMAP keywords: the verdict's and one per reason.
 pub fn keywords_for(c: &Classification) -> Vec<String> {
-    let mut k = vec![format!("$Verdict_{}", c.verdict.as_str())];
+    let mut k = vec![c.verdict.keyword()];
     for r in &c.recipients {
-        let kw = format!("$Reason_{}", r.reason.as_str());
+        let kw = r.reason.keyword();
         if !k.contains(&kw) {
             k.push(kw);
         }

@@ -7,8 +7,10 @@ mod envelope;
 pub mod event;
 pub mod lines;
 mod reply;
+pub mod verdict;
 
 pub use envelope::{Envelope, QueueId, RcptStatus, Recipient, Route, RouteKind, domain_of, is_role_local};
 pub use event::{Direction, EventKind};
 pub use lines::LineFaults;
 pub use reply::{Reply, Severity};
+pub use verdict::{Reason, Verdict};
