@@ -229,11 +229,16 @@ impl Front {
     }
 }
 
-/// Writes the front line's events every `FRONT_TICK`, in short batches,
-/// each when the front line is quiet (a message being accepted, or accepts
-/// that overlapped a moment ago, hold it) or its oldest event is
+/// Writes the front line's events once every `FRONT_TICK`: a tick's
+/// events go in one transaction (more when they pass `FRONT_BATCH`), each
+/// written when the front line is quiet (a message being accepted, or
+/// accepts that overlapped a moment ago, hold it) or its oldest event is
 /// `FRONT_LAG_MAX_MS` old. Sending never wakes the writer: the front line
-/// pays no thread switch per event, and a tick's events make one batch.
+/// pays no thread switch per event. Committing once a tick, not whenever
+/// something is waiting, is what keeps the record cheap under steady load:
+/// every transaction rewrites the pages it touches (the event table's end,
+/// each index's), so back-to-back small ones wrote the same pages to the
+/// WAL over and over.
 async fn run_front(
     pool: SqlitePool,
     mut rx: mpsc::UnboundedReceiver<Op>,
@@ -241,27 +246,48 @@ async fn run_front(
     busy: Arc<dyn Busy>,
 ) {
     let mut batch = Vec::with_capacity(FRONT_BATCH);
+    let mut tick = tokio::time::interval(FRONT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        while batch.len() < FRONT_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) if batch.is_empty() => return,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
+        tick.tick().await;
+        loop {
+            let open = take(&mut rx, &mut batch);
+            if batch.is_empty() {
+                if !open {
+                    return;
+                }
+                break;
+            }
+            let oldest = batch.iter().map(Op::at).min().unwrap_or(i64::MAX);
+            let flushing = batch.iter().any(|op| matches!(op, Op::Flush(_)));
+            let full = batch.len() >= FRONT_BATCH;
+            if !(flushing || full || !busy.busy() || now_ms() - oldest >= FRONT_LAG_MAX_MS) {
+                tokio::time::sleep(GIVE_WAY_POLL).await;
+                continue;
+            }
+            backlog.fetch_sub(batch.len(), Ordering::Relaxed);
+            let ops = std::mem::replace(&mut batch, Vec::with_capacity(FRONT_BATCH));
+            commit(&pool, ops.into_iter().map(Op::described).collect()).await;
+            // A full batch leaves more behind: on at once. Otherwise the
+            // next tick's events make the next transaction.
+            if !full {
+                break;
             }
         }
-        let oldest = batch.iter().map(Op::at).min().unwrap_or(i64::MAX);
-        let flushing = batch.iter().any(|op| matches!(op, Op::Flush(_)));
-        let due =
-            flushing || batch.len() >= FRONT_BATCH || !busy.busy() || now_ms() - oldest >= FRONT_LAG_MAX_MS;
-        if batch.is_empty() || !due {
-            tokio::time::sleep(if batch.is_empty() { FRONT_TICK } else { GIVE_WAY_POLL }).await;
-            continue;
-        }
-        backlog.fetch_sub(batch.len(), Ordering::Relaxed);
-        let ops = std::mem::replace(&mut batch, Vec::with_capacity(FRONT_BATCH));
-        commit(&pool, ops.into_iter().map(Op::described).collect()).await;
     }
+}
+
+/// Moves waiting writes into `batch` (up to `FRONT_BATCH`); false once the
+/// sending side is gone.
+fn take(rx: &mut mpsc::UnboundedReceiver<Op>, batch: &mut Vec<Op>) -> bool {
+    while batch.len() < FRONT_BATCH {
+        match rx.try_recv() {
+            Ok(op) => batch.push(op),
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
+    true
 }
 
 fn fail_all(batch: Vec<Op>, why: &str) {
