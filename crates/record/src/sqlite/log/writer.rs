@@ -10,7 +10,8 @@ use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::events::{
-    Direction, EventKind, Idempotency, NewEvent, NewMessage, NewRecipient, Suppress, normalize, now_ms,
+    Describe, Direction, EventKind, Idempotency, NewEvent, NewMessage, NewRecipient, Suppress, normalize,
+    now_ms,
 };
 use crate::{Busy, RecordError};
 
@@ -26,7 +27,7 @@ pub(super) enum Op {
     Flush(oneshot::Sender<()>),
     /// A front-line message to describe (on the writer) and record; when
     /// it happened (ms).
-    Describe(i64, Box<dyn FnOnce() -> NewMessage + Send + Sync>),
+    Describe(i64, Describe),
 }
 
 impl Op {
