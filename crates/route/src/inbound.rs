@@ -266,6 +266,7 @@ fn kind_of(r: &Recipient) -> Option<EventKind> {
 
 impl Journal for InboundRecord {
     fn attempted(&self, id: QueueId, _envelope: &Envelope, rcpts: &[Attempted<'_>]) {
+        let message = id.to_string();
         for a in rcpts {
             let Some(kind) = kind_of(a.rcpt) else { continue };
             if kind == EventKind::Deferred && same_deferral(a.was, &a.rcpt.status) {
@@ -285,19 +286,20 @@ impl Journal for InboundRecord {
                     tls: a.tls.map(str::to_string),
                 }),
                 detail: Some(serde_json::json!({ "attempt": a.rcpt.attempts })),
-                ..event(id.to_string(), a.idx, &a.rcpt.address, kind)
+                ..event(message.clone(), a.idx, &a.rcpt.address, kind)
             });
         }
     }
 
     fn dsn_queued(&self, id: QueueId, dsn: QueueId, rcpts: &[(usize, &Recipient)]) {
+        let (message, dsn) = (id.to_string(), dsn.to_string());
         for (idx, r) in rcpts {
             self.record.events.note(NewEvent {
                 detail: Some(serde_json::json!({
-                    "dsn_id": dsn.to_string(),
+                    "dsn_id": dsn,
                     "action": crate::relay::dsn_action(&r.status).0.as_str(),
                 })),
-                ..event(id.to_string(), *idx, &r.address, EventKind::DsnSent)
+                ..event(message.clone(), *idx, &r.address, EventKind::DsnSent)
             });
         }
     }

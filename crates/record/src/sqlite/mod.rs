@@ -107,6 +107,19 @@ fn connect_options(path: &Path) -> Result<SqliteConnectOptions, RecordError> {
         .pragma("journal_size_limit", "8388608"))
 }
 
+/// True when `select` (one password hash by name) finds `name` and
+/// `password` matches its hash. An unknown name costs the same time as a
+/// known one, so timing does not reveal which names exist.
+async fn verify_password(
+    pool: &SqlitePool,
+    select: &'static str,
+    name: &str,
+    password: &str,
+) -> Result<bool, RecordError> {
+    let stored: Option<String> = sqlx::query_scalar(select).bind(name).fetch_optional(pool).await?;
+    crate::password::verify(stored, password).await
+}
+
 async fn migrate(pool: &SqlitePool) -> Result<(), RecordError> {
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").execute(pool).await?;
     let current: Option<i64> =

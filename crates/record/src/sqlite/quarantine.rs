@@ -108,11 +108,8 @@ impl Quarantine {
     }
 
     pub async fn verify_account(&self, name: &str, password: &str) -> Result<bool, RecordError> {
-        let stored: Option<String> = sqlx::query_scalar("SELECT password_hash FROM accounts WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        password::verify(stored, password).await
+        let sql = "SELECT password_hash FROM accounts WHERE name = ?";
+        super::verify_password(&self.pool, sql, name, password).await
     }
 
     /// The account that receives copies of mail for `domain`.

@@ -106,14 +106,23 @@ impl Log {
 
     /// Makes a submission user send on behalf of `tenant`.
     pub async fn set_user_tenant(&self, user: &str, tenant: &str) -> Result<(), RecordError> {
+        self.give_to_tenant("UPDATE users SET tenant_id = ? WHERE name = ?", "user", user, tenant).await
+    }
+
+    /// Runs `update` (setting the `tenant_id` of the row called `name`)
+    /// for `tenant`, created if new; an unknown `name` (a `what`) is the
+    /// caller's error.
+    async fn give_to_tenant(
+        &self,
+        update: &'static str,
+        what: &str,
+        name: &str,
+        tenant: &str,
+    ) -> Result<(), RecordError> {
         let tenant = self.tenant(tenant).await?;
-        let done = sqlx::query("UPDATE users SET tenant_id = ? WHERE name = ?")
-            .bind(tenant.id)
-            .bind(user)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(update).bind(tenant.id).bind(name).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
-            return Err(RecordError::Invalid(format!("no such user: {user}")));
+            return Err(RecordError::Invalid(format!("no such {what}: {name}")));
         }
         Ok(())
     }
@@ -146,16 +155,8 @@ impl Log {
 
     /// Makes a store account (and so its domains' inbound mail) a tenant's.
     pub async fn set_account_tenant(&self, account: &str, tenant: &str) -> Result<(), RecordError> {
-        let tenant = self.tenant(tenant).await?;
-        let done = sqlx::query("UPDATE accounts SET tenant_id = ? WHERE name = ?")
-            .bind(tenant.id)
-            .bind(account)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(RecordError::Invalid(format!("no such account: {account}")));
-        }
-        Ok(())
+        self.give_to_tenant("UPDATE accounts SET tenant_id = ? WHERE name = ?", "account", account, tenant)
+            .await
     }
 
     /// Adds a user or replaces their password.
@@ -176,11 +177,8 @@ impl Log {
     /// True when `name` exists and `password` matches. Unknown users cost the
     /// same time as known ones, so timing does not reveal which names exist.
     pub async fn verify_user(&self, name: &str, password: &str) -> Result<bool, RecordError> {
-        let stored: Option<String> = sqlx::query_scalar("SELECT password_hash FROM users WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        password::verify(stored, password).await
+        let sql = "SELECT password_hash FROM users WHERE name = ?";
+        super::super::verify_password(&self.pool, sql, name, password).await
     }
 
     pub async fn users(&self) -> Result<Vec<String>, RecordError> {
