@@ -58,12 +58,13 @@ def test_relayed_refused_filed_dsn_and_released_are_tracked(sink, sluice_factory
     sl.add_account("acme", "sluice.test")
     sl.start()
 
-    qid = send(sl, "alice@sender.test", ["bob@sluice.test", "gone@sluice.test"], "lunch?", "lunch-1@sender.test")
+    qid = send(sl, "alice@sender.test", ["bob@sluice.test", "carol@sluice.test", "gone@sluice.test"], "lunch?",
+               "lunch-1@sender.test")
     sink.wait_for(1, timeout=20)
 
     def settled():
         doc = track(sl, qid)
-        done = ("relayed" in kinds(rcpt(doc, "bob@sluice.test"))
+        done = ("relayed" in kinds(rcpt(doc, "bob@sluice.test")) and "relayed" in kinds(rcpt(doc, "carol@sluice.test"))
                 and {"refused", "dsn_sent"} <= set(kinds(rcpt(doc, "gone@sluice.test")))
                 and "filed" in kinds(rcpt(doc, "acme")))
         return doc if done else None
@@ -79,6 +80,10 @@ def test_relayed_refused_filed_dsn_and_released_are_tracked(sink, sluice_factory
     # The downstream's own reply, and who gave it.
     assert relayed["smtp_code"] == 250 and "OK stored" in relayed["smtp_text"]
     assert relayed["remote"] and sink.addr.split(":")[-1] in relayed["remote"]
+    # One reply to two recipients is one event, each one's.
+    carol = rcpt(doc, "carol@sluice.test")
+    assert carol["status"] == "relayed" and carol["events"][-1]["id"] == relayed["id"]
+    assert carol["events"][-1]["smtp_text"] == relayed["smtp_text"]
 
     gone = rcpt(doc, "gone@sluice.test")
     assert gone["status"] == "refused", gone
@@ -100,7 +105,8 @@ def test_relayed_refused_filed_dsn_and_released_are_tracked(sink, sluice_factory
     # message's (one per message, listing its recipients).
     history = track(sl, "bob@sluice.test")
     assert [e["message"] for e in history["events"] if e["type"] == "relayed"] == [qid]
-    assert [r["address"] for r in detail(received)["recipients"]] == ["bob@sluice.test", "gone@sluice.test", "acme"]
+    assert [r["address"] for r in detail(received)["recipients"]] == [
+        "bob@sluice.test", "carol@sluice.test", "gone@sluice.test", "acme"]
     words = sl.cli("track", qid, "--data", sl.data).stdout.decode()
     assert f"message {qid} (inbound, tenant default)" in words
     assert "refused" in words and "550 5.1.1" in words and f"folder={folder}" in words
@@ -110,6 +116,9 @@ def test_relayed_refused_filed_dsn_and_released_are_tracked(sink, sluice_factory
     status, page, _ = api(sl, "GET", f"/v1/events?type=relayed&recipient=bob@sluice.test", key)
     assert status == 200 and [e["message"] for e in page["events"]] == [qid], page
     assert page["events"][0]["smtp_code"] == 250
+    status, page, _ = api(sl, "GET", f"/v1/events?type=relayed&message={qid}", key)
+    whom = [(e["id"], e["address"]) for e in page["events"]]
+    assert whom == [(relayed["id"], "bob@sluice.test"), (relayed["id"], "carol@sluice.test")], page
     status, m, _ = api(sl, "GET", f"/v1/messages/{qid}", key)
     assert status == 200 and m["direction"] == "inbound"
     other = create_key(sl, "someone-else")

@@ -55,6 +55,7 @@ pub async fn one_click(
             detail: None,
             suppress: Some(Suppress { reason: "unsubscribed (one-click)".into(), expires_at: None }),
             source: None,
+            group: Vec::new(),
         })
         .await?;
     tracing::info!(tenant, address = %address, "unsubscribed by one-click link");

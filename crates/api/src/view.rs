@@ -155,6 +155,7 @@ mod tests {
             remote: None,
             tls: None,
             detail: None,
+            group: Vec::new(),
         };
         let v = serde_json::to_value(Event::from(row)).unwrap();
         assert_eq!(v["type"], "bounced");

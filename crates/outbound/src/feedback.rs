@@ -222,6 +222,7 @@ fn event(
         })),
         suppress,
         source: Some(source),
+        group: Vec::new(),
     }
 }
 

@@ -235,6 +235,7 @@ impl OutboundTransport {
             detail: None,
             suppress,
             source: None,
+            group: Vec::new(),
         };
         if let Err(e) = self.record.record(event).await {
             tracing::error!(error = %e, "recording an outbound attempt");

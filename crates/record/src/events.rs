@@ -108,7 +108,31 @@ pub struct NewEvent {
     /// What produced it, when it could be produced twice (work repeated
     /// after a crash): [`EventLog::recorded`] finds it.
     pub source: Option<String>,
+    /// The recipients of an event that is the same for several of them
+    /// (one attempt's one reply to all of a transaction's recipients): it
+    /// is stored once, naming no one (`idx`, `address` None), and read
+    /// back as each one's. Empty for an event of one recipient (`idx`) or
+    /// of the whole message.
+    pub group: Vec<Addressee>,
 }
+
+impl NewEvent {
+    /// The recipients (by index) whose status it sets: the one it names,
+    /// or each of its group.
+    pub fn idxs(&self) -> impl Iterator<Item = i64> + '_ {
+        self.idx.into_iter().chain(self.group.iter().map(|a| a.0))
+    }
+
+    /// The addresses it may suppress: the one it names, or each of its group's.
+    pub fn addresses(&self) -> impl Iterator<Item = &str> + '_ {
+        self.address.as_deref().into_iter().chain(self.group.iter().map(|a| a.1.as_str()))
+    }
+}
+
+/// One recipient of an event that several share: its index among the
+/// message's recipients, and its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Addressee(pub i64, pub String);
 
 #[derive(Debug, Clone)]
 pub struct EventRow {
@@ -127,6 +151,40 @@ pub struct EventRow {
     pub remote: Option<String>,
     pub tls: Option<String>,
     pub detail: Option<String>,
+    /// As a backend reads it: the recipients of a row that several share
+    /// ([`NewEvent::group`]). What an [`EventLog`] answers never has one:
+    /// each such row is read as each recipient's ([`EventRow::expand`]).
+    pub group: Vec<Addressee>,
+}
+
+impl EventRow {
+    /// This event as recipient `idx`'s: itself when it names that
+    /// recipient or the whole message, narrowed to it when several share
+    /// it, `None` when it is another recipient's.
+    pub fn for_recipient(&self, idx: i64) -> Option<EventRow> {
+        if self.group.is_empty() {
+            return self.idx.is_none_or(|i| i == idx).then(|| self.clone());
+        }
+        let a = self.group.iter().find(|a| a.0 == idx)?;
+        Some(EventRow { idx: Some(a.0), address: Some(a.1.clone()), group: Vec::new(), ..self.clone() })
+    }
+
+    /// The events a stored row stands for, in recipient order: one per
+    /// recipient when several share it (all with the row's id), else itself.
+    pub fn expand(mut self) -> Vec<EventRow> {
+        let group = std::mem::take(&mut self.group);
+        if group.is_empty() {
+            return vec![self];
+        }
+        group
+            .into_iter()
+            .map(|Addressee(idx, address)| EventRow {
+                idx: Some(idx),
+                address: Some(address),
+                ..self.clone()
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -227,9 +285,9 @@ impl MessageView {
         let recipients = rcpts
             .into_iter()
             .map(|r| {
-                // A message's own events (idx NULL) are each recipient's too.
-                let events: Vec<EventRow> =
-                    events.iter().filter(|e| e.idx.is_none_or(|i| i == r.idx)).cloned().collect();
+                // A message's own events (idx NULL) are each recipient's
+                // too; a shared one is each of its group's.
+                let events: Vec<EventRow> = events.iter().filter_map(|e| e.for_recipient(r.idx)).collect();
                 let (status, reason, updated_at) = match derive {
                     false => (r.status, r.reason, r.updated_at),
                     true => events
@@ -261,7 +319,7 @@ impl MessageView {
 fn inbound_recipients(events: &[EventRow], created_at: i64) -> Vec<RecipientRow> {
     let listed = events
         .iter()
-        .find(|e| e.kind == EventKind::Received && e.idx.is_none())
+        .find(|e| e.kind == EventKind::Received && e.idx.is_none() && e.group.is_empty())
         .and_then(|e| serde_json::from_str::<serde_json::Value>(e.detail.as_deref()?).ok());
     let Some(serde_json::Value::Array(rcpts)) = listed.map(|mut d| d["recipients"].take()) else {
         return Vec::new();

@@ -2,7 +2,9 @@
 //! only (a `Store`). Each test runs against every backend built here:
 //! SQLite today; a new backend joins `backends()` and passes these.
 
-use record::events::{Direction, EventKind, EventQuery, NewEvent, NewMessage, NewRecipient, Suppress};
+use record::events::{
+    Addressee, Direction, EventKind, EventQuery, NewEvent, NewMessage, NewRecipient, Suppress,
+};
 use record::quarantine::MessageMeta;
 use record::{RecordError, Store};
 
@@ -53,6 +55,7 @@ fn event(tenant: Option<i64>, message: &str, idx: i64, kind: EventKind, at: i64)
         suppress: (kind == EventKind::Bounced)
             .then(|| Suppress { reason: "userunknown".into(), expires_at: Some(5_000) }),
         source: None,
+        group: Vec::new(),
     }
 }
 
@@ -96,6 +99,47 @@ async fn status_timeline_point_in_time_and_suppression_expiry() {
         assert_eq!((page.len(), next.is_some()), (1, true), "{name}");
         let all = EventQuery { limit: 10, ..Default::default() };
         assert!(o.events(&b, &all).await.unwrap().0.is_empty(), "{name}");
+        store.close().await;
+    }
+}
+
+/// One attempt's one reply to several recipients is one stored event, read
+/// back as each one's: in the message's timeline, in each address's
+/// history, and in a page of events (whole, with its id).
+#[tokio::test]
+async fn an_event_several_recipients_share_is_each_one_s() {
+    for (name, store, _dir) in backends().await {
+        let o = &store.events;
+        let t = store.directory.tenant("acme").await.unwrap();
+        o.accept(msg("m1", t.id, &["a@x.test", "B@x.test", "c@x.test"])).await.unwrap();
+        let mut both = event(Some(t.id), "m1", 0, EventKind::Bounced, 2_000);
+        (both.idx, both.address) = (None, None);
+        both.group = vec![Addressee(0, "a@x.test".into()), Addressee(1, "B@x.test".into())];
+        let id = o.record(both).await.unwrap();
+
+        let m = o.message(&t, "m1", None).await.unwrap().unwrap();
+        let status: Vec<&str> = m.recipients.iter().map(|r| r.status.as_str()).collect();
+        assert_eq!(status, ["bounced", "bounced", "queued"], "{name}");
+        let last = m.recipients[1].events.last().unwrap();
+        assert_eq!((last.id, last.idx, last.address.as_deref()), (id, Some(1), Some("b@x.test")), "{name}");
+        assert_eq!(m.recipients[2].events.len(), 1, "{name}: c's own event only");
+
+        let h = o.recipient(&t, "b@X.test", None, None, 10).await.unwrap();
+        let kinds: Vec<_> = h.events.iter().map(|e| (e.kind, e.idx)).collect();
+        assert_eq!(kinds, [(EventKind::Bounced, Some(1)), (EventKind::Queued, Some(1))], "{name}");
+        assert!(o.recipient(&t, "c@x.test", None, None, 10).await.unwrap().events.len() == 1, "{name}");
+
+        let bounced = EventQuery { kind: Some(EventKind::Bounced), limit: 1, ..Default::default() };
+        let (page, next) = o.events(&t, &bounced).await.unwrap();
+        let whom: Vec<_> = page.iter().map(|e| (e.id, e.address.as_deref())).collect();
+        assert_eq!(whom, [(id, Some("a@x.test")), (id, Some("b@x.test"))], "{name}: one event, whole");
+        assert!(next.is_none(), "{name}");
+        let to_b = EventQuery { recipient: Some("b@x.test".into()), limit: 10, ..bounced.clone() };
+        assert_eq!(o.events(&t, &to_b).await.unwrap().0.len(), 1, "{name}");
+
+        // Each recipient of the group is suppressed.
+        let addrs: Vec<String> = ["a@x.test", "b@x.test", "c@x.test"].map(String::from).to_vec();
+        assert_eq!(store.suppressions.suppressed(t.id, &addrs, 3_000).await.unwrap().len(), 2, "{name}");
         store.close().await;
     }
 }

@@ -13,7 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use queue::{Attempted, Journal};
-use record::events::{Direction, EventKind, NewEvent, NewMessage, RecipientView, SmtpResponse, now_ms};
+use record::events::{
+    Addressee, Direction, EventKind, NewEvent, NewMessage, RecipientView, SmtpResponse, now_ms,
+};
 use vocabulary::{Envelope, QueueId, RcptStatus, Recipient, Route};
 
 /// The tenant that owns inbound mail no store account of a tenant claims.
@@ -250,6 +252,19 @@ fn event(message: String, idx: usize, address: &str, kind: EventKind) -> NewEven
         detail: None,
         suppress: None,
         source: None,
+        group: Vec::new(),
+    }
+}
+
+/// An event of the message's own tenant, now, for these recipients: the
+/// one it names, or a group several share.
+fn shared(message: String, mut members: Vec<Addressee>, kind: EventKind) -> NewEvent {
+    match members.len() {
+        1 => {
+            let Addressee(idx, address) = members.remove(0);
+            event(message, idx as usize, &address, kind)
+        }
+        _ => NewEvent { idx: None, address: None, group: members, ..event(message, 0, "", kind) },
     }
 }
 
@@ -265,13 +280,24 @@ fn kind_of(r: &Recipient) -> Option<EventKind> {
 }
 
 impl Journal for InboundRecord {
+    /// One event per outcome, not per recipient: the recipients of one
+    /// attempt that got the same reply share one (a relay's ten recipients
+    /// accepted by one DATA reply are one `relayed`).
     fn attempted(&self, id: QueueId, _envelope: &Envelope, rcpts: &[Attempted<'_>]) {
-        let message = id.to_string();
+        let mut outcomes: Vec<(EventKind, &Attempted<'_>, Vec<Addressee>)> = Vec::new();
         for a in rcpts {
             let Some(kind) = kind_of(a.rcpt) else { continue };
             if kind == EventKind::Deferred && same_deferral(a.was, &a.rcpt.status) {
                 continue;
             }
+            let member = Addressee(a.idx as i64, a.rcpt.address.clone());
+            match outcomes.iter_mut().find(|(k, first, _)| *k == kind && same_outcome(first, a)) {
+                Some((_, _, members)) => members.push(member),
+                None => outcomes.push((kind, a, vec![member])),
+            }
+        }
+        let message = id.to_string();
+        for (kind, a, members) in outcomes {
             let reply = a.rcpt.status.reply();
             let reason = reply
                 .filter(|r| !r.is_positive())
@@ -286,23 +312,38 @@ impl Journal for InboundRecord {
                     tls: a.tls.map(str::to_string),
                 }),
                 detail: Some(serde_json::json!({ "attempt": a.rcpt.attempts })),
-                ..event(message.clone(), a.idx, &a.rcpt.address, kind)
+                ..shared(message.clone(), members, kind)
             });
         }
     }
 
     fn dsn_queued(&self, id: QueueId, dsn: QueueId, rcpts: &[(usize, &Recipient)]) {
-        let (message, dsn) = (id.to_string(), dsn.to_string());
+        let mut by_action: Vec<(&str, Vec<Addressee>)> = Vec::new();
         for (idx, r) in rcpts {
+            let action = crate::relay::dsn_action(&r.status).0.as_str();
+            let member = Addressee(*idx as i64, r.address.clone());
+            match by_action.iter_mut().find(|(a, _)| *a == action) {
+                Some((_, members)) => members.push(member),
+                None => by_action.push((action, vec![member])),
+            }
+        }
+        let (message, dsn) = (id.to_string(), dsn.to_string());
+        for (action, members) in by_action {
             self.record.events.note(NewEvent {
-                detail: Some(serde_json::json!({
-                    "dsn_id": dsn,
-                    "action": crate::relay::dsn_action(&r.status).0.as_str(),
-                })),
-                ..event(message.clone(), *idx, &r.address, EventKind::DsnSent)
+                detail: Some(serde_json::json!({ "dsn_id": dsn, "action": action })),
+                ..shared(message.clone(), members, EventKind::DsnSent)
             });
         }
     }
+}
+
+/// Whether two recipients' attempts came out the same: one reply, from
+/// the same host, over the same TLS, on the same attempt.
+fn same_outcome(a: &Attempted<'_>, b: &Attempted<'_>) -> bool {
+    a.rcpt.status.reply() == b.rcpt.status.reply()
+        && a.remote == b.remote
+        && a.tls == b.tls
+        && a.rcpt.attempts == b.rcpt.attempts
 }
 
 /// A deferral that says nothing new: deferred before with the same reply

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_drop_received_index.sql"),
     include_str!("../../migrations/sqlite/0007_idempotency.sql"),
     include_str!("../../migrations/sqlite/0008_inbound.sql"),
+    include_str!("../../migrations/sqlite/0009_event_groups.sql"),
 ];
 
 /// An open SQLite database and its parts.

@@ -1,6 +1,9 @@
 //! Reads of the record on SQLite. Every query a tenant makes is scoped
 //! by its tenant.
 
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
 use super::Log;
 use crate::RecordError;
 use crate::directory::Tenant;
@@ -9,50 +12,46 @@ use crate::events::{
     normalize, now_ms,
 };
 
-type EventTuple = (
-    i64,
-    String,
-    Option<i64>,
-    Option<String>,
-    String,
-    i64,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
 /// A stored event, or None (logged) if its type is no name of the schema:
 /// only the writer writes events, from `EventKind`, so that is a damaged row.
-fn event_row(t: EventTuple) -> Option<EventRow> {
-    let (id, message, idx, address, kind, at, reason, smtp_code, smtp_status, smtp_text, remote, tls, detail) =
-        t;
+fn event_row(row: SqliteRow) -> Result<Option<EventRow>, sqlx::Error> {
+    let (id, message, kind): (i64, String, String) =
+        (row.try_get("id")?, row.try_get("message")?, row.try_get("type")?);
     let Some(kind) = EventKind::parse(&kind) else {
         tracing::warn!(event = id, %message, kind, "a stored event of no known type: skipped");
-        return None;
+        return Ok(None);
     };
-    Some(EventRow {
+    let group: Option<String> = row.try_get("rcpts")?;
+    Ok(Some(EventRow {
         id,
         message,
-        idx,
-        address,
+        idx: row.try_get("idx")?,
+        address: row.try_get("address")?,
         kind,
-        at,
-        reason,
-        smtp_code,
-        smtp_status,
-        smtp_text,
-        remote,
-        tls,
-        detail,
-    })
+        at: row.try_get("at")?,
+        reason: row.try_get("reason")?,
+        smtp_code: row.try_get("smtp_code")?,
+        smtp_status: row.try_get("smtp_status")?,
+        smtp_text: row.try_get("smtp_text")?,
+        remote: row.try_get("remote")?,
+        tls: row.try_get("tls")?,
+        detail: row.try_get("detail")?,
+        group: group.and_then(|g| serde_json::from_str(&g).ok()).unwrap_or_default(),
+    }))
 }
 
-const EVENT_COLUMNS: &str =
-    "id, message, idx, address, type, at, reason, smtp_code, smtp_status, smtp_text, remote, tls, detail";
+/// Events read, less any damaged row (logged).
+fn event_rows(rows: Vec<SqliteRow>) -> Result<Vec<EventRow>, sqlx::Error> {
+    Ok(rows.into_iter().map(event_row).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect())
+}
+
+/// An event's columns (`events e`).
+const EVENT_COLUMNS: &str = "e.id AS id, e.message, e.idx, e.address, e.type, e.at, e.reason, e.smtp_code, \
+     e.smtp_status, e.smtp_text, e.remote, e.tls, e.detail, e.rcpts";
+
+/// A shared event's columns as one member's (`event_rcpts r JOIN events e`).
+const MEMBER_COLUMNS: &str = "e.id AS id, e.message, r.idx, r.address, e.type, e.at, e.reason, e.smtp_code, \
+     e.smtp_status, e.smtp_text, e.remote, e.tls, e.detail, NULL AS rcpts";
 
 /// idx, address, kind, status, reason, updated_at.
 type RecipientRowT = (i64, String, String, String, Option<String>, i64);
@@ -90,14 +89,14 @@ impl Log {
             Direction::Inbound => None,
             _ => Some(self.recipient_rows(&id).await?),
         };
-        let events: Vec<EventTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE message = ? AND at <= ? ORDER BY id"
+        let events = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE message = ? AND at <= ? ORDER BY id"
         )))
         .bind(&id)
         .bind(as_of.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        let events = events.into_iter().filter_map(event_row).collect();
+        let events = event_rows(events)?;
         let head =
             MessageHead { id, direction, message_id, from, subject, stream, tags, metadata, created_at };
         Ok(Some(MessageView::assemble(head, stored, events, as_of)))
@@ -124,7 +123,8 @@ impl Log {
             .collect())
     }
 
-    /// One address's history across messages, newest first.
+    /// One address's history across messages, newest first: the events
+    /// that name it, and those it shares with other recipients.
     pub async fn recipient(
         &self,
         tenant: &Tenant,
@@ -136,11 +136,15 @@ impl Log {
         let address = normalize(address);
         let limit = limit.clamp(1, 1000);
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events
-             WHERE tenant_id = ? AND address = ? AND id < ? AND at <= ?
-             ORDER BY id DESC LIMIT ?"
+            "SELECT * FROM (
+               SELECT {EVENT_COLUMNS} FROM events e
+               WHERE e.tenant_id = ?1 AND e.address = ?2 AND e.id < ?3 AND e.at <= ?4
+               UNION ALL
+               SELECT {MEMBER_COLUMNS} FROM event_rcpts r JOIN events e ON e.id = r.event_id
+               WHERE r.tenant_id = ?1 AND r.address = ?2 AND r.event_id < ?3 AND e.at <= ?4)
+             ORDER BY id DESC LIMIT ?5"
         );
-        let events = sqlx::query_as::<_, EventTuple>(sqlx::AssertSqlSafe(sql))
+        let events = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant.id)
             .bind(&address)
             .bind(cursor.unwrap_or(i64::MAX))
@@ -151,7 +155,7 @@ impl Log {
         let suppression = self.suppression(tenant, &address, as_of.unwrap_or_else(now_ms));
         let (events, suppression) = tokio::join!(events, suppression);
         let (events, suppression) = (events?, suppression?);
-        let mut events: Vec<EventRow> = events.into_iter().filter_map(event_row).collect();
+        let mut events = event_rows(events)?;
         let next_cursor = if events.len() > limit as usize {
             events.truncate(limit as usize);
             events.last().map(|e| e.id)
@@ -162,63 +166,44 @@ impl Log {
     }
 
     /// A page of events in the order they were recorded, and the cursor of
-    /// the next page when there is one.
+    /// the next page when there is one. An event several recipients share
+    /// is read as each one's (with its id): a page holds all of them, so it
+    /// may run a few past `limit`.
     pub async fn events(
         &self,
         tenant: &Tenant,
         q: &EventQuery,
     ) -> Result<(Vec<EventRow>, Option<i64>), RecordError> {
         let limit = q.limit.clamp(1, 1000) as i64;
-        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ? AND id > ?");
-        if q.kind.is_some() {
-            sql.push_str(" AND type = ?");
+        let mut sql = QueryBuilder::<Sqlite>::new("");
+        match &q.recipient {
+            None => {
+                sql.push(format!("SELECT {EVENT_COLUMNS} FROM events e WHERE "));
+                event_filters(&mut sql, tenant, q);
+            }
+            Some(address) => {
+                let address = normalize(address);
+                sql.push(format!("SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events e WHERE e.address = "));
+                sql.push_bind(address.clone()).push(" AND ");
+                event_filters(&mut sql, tenant, q);
+                sql.push(format!(
+                    " UNION ALL SELECT {MEMBER_COLUMNS} FROM event_rcpts r JOIN events e ON e.id = r.event_id
+                      WHERE r.tenant_id = "
+                ));
+                sql.push_bind(tenant.id).push(" AND r.address = ").push_bind(address).push(" AND ");
+                event_filters(&mut sql, tenant, q);
+                sql.push(")");
+            }
         }
-        if q.since.is_some() {
-            sql.push_str(" AND at >= ?");
-        }
-        if q.until.is_some() {
-            sql.push_str(" AND at < ?");
-        }
-        if q.recipient.is_some() {
-            sql.push_str(" AND address = ?");
-        }
-        if q.message.is_some() {
-            sql.push_str(" AND message = ?");
-        }
-        if q.tag.is_some() {
-            sql.push_str(" AND message IN (SELECT message FROM out_tags WHERE tenant_id = ? AND tag = ?)");
-        }
-        sql.push_str(" ORDER BY id LIMIT ?");
-        let mut query = sqlx::query_as::<_, EventTuple>(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.id)
-            .bind(q.cursor.unwrap_or(0));
-        if let Some(k) = q.kind {
-            query = query.bind(k.as_str());
-        }
-        if let Some(s) = q.since {
-            query = query.bind(s);
-        }
-        if let Some(u) = q.until {
-            query = query.bind(u);
-        }
-        if let Some(r) = &q.recipient {
-            query = query.bind(normalize(r));
-        }
-        if let Some(m) = &q.message {
-            query = query.bind(m.clone());
-        }
-        if let Some(t) = &q.tag {
-            query = query.bind(tenant.id).bind(t.clone());
-        }
-        let mut rows: Vec<EventRow> =
-            query.bind(limit + 1).fetch_all(&self.pool).await?.into_iter().filter_map(event_row).collect();
+        sql.push(" ORDER BY id LIMIT ").push_bind(limit + 1);
+        let mut rows = event_rows(sql.build().fetch_all(&self.pool).await?)?;
         let next = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last().map(|e| e.id)
         } else {
             None
         };
-        Ok((rows, next))
+        Ok((rows.into_iter().flat_map(EventRow::expand).collect(), next))
     }
 
     /// Whether a message is in the record.
@@ -290,5 +275,27 @@ impl Log {
         .bind(normalize(address))
         .fetch_optional(&self.pool)
         .await?)
+    }
+}
+
+/// The conditions of `GET /v1/events` on `events e`: its tenant's, after
+/// the cursor, and each filter given.
+fn event_filters(sql: &mut QueryBuilder<Sqlite>, tenant: &Tenant, q: &EventQuery) {
+    sql.push("e.tenant_id = ").push_bind(tenant.id).push(" AND e.id > ").push_bind(q.cursor.unwrap_or(0));
+    if let Some(k) = q.kind {
+        sql.push(" AND e.type = ").push_bind(k.as_str());
+    }
+    if let Some(s) = q.since {
+        sql.push(" AND e.at >= ").push_bind(s);
+    }
+    if let Some(u) = q.until {
+        sql.push(" AND e.at < ").push_bind(u);
+    }
+    if let Some(m) = &q.message {
+        sql.push(" AND e.message = ").push_bind(m.clone());
+    }
+    if let Some(t) = &q.tag {
+        sql.push(" AND e.message IN (SELECT message FROM out_tags WHERE tenant_id = ").push_bind(tenant.id);
+        sql.push(" AND tag = ").push_bind(t.clone()).push(")");
     }
 }

@@ -10,8 +10,8 @@ use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::events::{
-    Describe, Direction, EventKind, Idempotency, NewEvent, NewMessage, NewRecipient, Suppress, normalize,
-    now_ms,
+    Addressee, Describe, Direction, EventKind, Idempotency, NewEvent, NewMessage, NewRecipient, Suppress,
+    normalize, now_ms,
 };
 use crate::{Busy, RecordError};
 
@@ -343,41 +343,52 @@ async fn write(
 
     // Events: each accepted recipient's first one, then the events asked
     // for, in order, each with its tenant (the message's, when not given).
-    let first_events: Vec<NewEvent> = accepts.iter().flat_map(|m| first_events(m)).collect();
+    let firsts: Vec<(NewEvent, &NewMessage)> =
+        accepts.iter().flat_map(|m| first_events(m).into_iter().map(move |e| (e, *m))).collect();
     let tenants = message_tenants(&mut tx, batch).await?;
-    let mut asked: Vec<(usize, NewEvent)> = Vec::new();
-    // The front line's events (those that take their message's tenant)
-    // set no stored status: a received message's is read from its events.
-    let mut stored_status: Vec<bool> = Vec::new();
+    let mut rows: Vec<Row> =
+        firsts.iter().map(|(e, m)| Row { tenant: m.tenant, event: e, detail: m.detail.as_ref() }).collect();
+    let mut asked: Vec<usize> = Vec::new();
     for (i, op) in batch.iter().enumerate() {
         let Op::Event(e, _) = op else { continue };
         match e.tenant.or_else(|| tenants.get(e.message.as_str()).copied()) {
-            Some(t) => {
-                stored_status.push(e.tenant.is_some());
-                asked.push((i, NewEvent { tenant: Some(t), ..(**e).clone() }));
+            Some(tenant) => {
+                asked.push(i);
+                rows.push(Row { tenant, event: e, detail: e.detail.as_ref() });
             }
             None => results[i] = Err(RecordError::Invalid(format!("no message {} recorded", e.message))),
         }
     }
-    let all: Vec<NewEvent> = first_events.into_iter().chain(asked.iter().map(|(_, e)| e.clone())).collect();
-    let ids = insert_events(&mut tx, &all).await?;
-    let asked_ids = &ids[ids.len().saturating_sub(asked.len())..];
-    for ((i, _), id) in asked.iter().zip(asked_ids) {
+    let ids = insert_events(&mut tx, &rows).await?;
+    insert_groups(&mut tx, &rows, &ids).await?;
+    let first_asked = rows.len() - asked.len();
+    for (i, id) in asked.iter().zip(&ids[first_asked..]) {
         results[*i] = Ok(*id);
     }
-    let asked: Vec<(i64, &NewEvent)> = asked_ids.iter().copied().zip(asked.iter().map(|(_, e)| e)).collect();
-    let with_status: Vec<(i64, &NewEvent)> =
-        asked.iter().zip(&stored_status).filter(|(_, s)| **s).map(|(a, _)| *a).collect();
+    let asked: Vec<(i64, &Row)> = ids[first_asked..].iter().copied().zip(&rows[first_asked..]).collect();
+    // The front line's events (those that take their message's tenant)
+    // set no stored status: a received message's is read from its events.
+    let with_status: Vec<(i64, &Row)> =
+        asked.iter().filter(|(_, r)| r.event.tenant.is_some()).copied().collect();
     update_status(&mut tx, &with_status).await?;
     add_suppressions(&mut tx, &asked).await?;
     tx.commit().await?;
     Ok(())
 }
 
+/// An event as it is inserted: its tenant, and its detail (a new
+/// message's first events share the message's).
+struct Row<'a> {
+    tenant: i64,
+    event: &'a NewEvent,
+    detail: Option<&'a serde_json::Value>,
+}
+
 type Tx<'c> = sqlx::Transaction<'c, Sqlite>;
 
 /// A new message's first events: each recipient's (an application's), or
-/// the one `received` of a message the front line took.
+/// the one `received` of a message the front line took. They carry the
+/// message's detail ([`Row::detail`]).
 fn first_events(m: &NewMessage) -> Vec<NewEvent> {
     let first = |idx: Option<usize>, address: Option<&str>, kind, reason: Option<&String>| NewEvent {
         tenant: Some(m.tenant),
@@ -388,9 +399,10 @@ fn first_events(m: &NewMessage) -> Vec<NewEvent> {
         at: m.at,
         reason: reason.cloned(),
         smtp: None,
-        detail: m.detail.clone(),
+        detail: None,
         suppress: None,
         source: None,
+        group: Vec::new(),
     };
     if m.direction == Direction::Inbound {
         return vec![first(None, None, EventKind::Received, None)];
@@ -525,32 +537,34 @@ async fn message_tenants<'b>(
     Ok(found)
 }
 
-/// Appends events (each with its tenant set); their ids, in order. Row ids
-/// are handed out in insertion order (max + 1), so the sorted ids of one
-/// statement are its rows in order.
-async fn insert_events(tx: &mut Tx<'_>, all: &[NewEvent]) -> Result<Vec<i64>, sqlx::Error> {
-    let mut ids = Vec::with_capacity(all.len());
-    for chunk in all.chunks(ROWS_PER_STATEMENT / 15) {
+/// Appends events; their ids, in order. Row ids are handed out in
+/// insertion order (max + 1), so the sorted ids of one statement are its
+/// rows in order.
+async fn insert_events(tx: &mut Tx<'_>, rows: &[Row<'_>]) -> Result<Vec<i64>, sqlx::Error> {
+    let mut ids = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT / 15) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (tenant_id, message, idx, address, type, at, reason, smtp_code, smtp_status,
-                                 smtp_text, remote, tls, detail, source) ",
+                                 smtp_text, remote, tls, detail, source, rcpts) ",
         );
-        q.push_values(chunk, |mut b, e| {
-            let smtp = e.smtp.clone().unwrap_or_default();
-            b.push_bind(e.tenant.unwrap_or_default())
-                .push_bind(e.message.clone())
+        q.push_values(chunk, |mut b, Row { tenant, event: e, detail }| {
+            let smtp = e.smtp.as_ref();
+            let group = (!e.group.is_empty()).then(|| stored_group(&e.group));
+            b.push_bind(*tenant)
+                .push_bind(&e.message)
                 .push_bind(e.idx)
                 .push_bind(e.address.as_deref().map(normalize))
                 .push_bind(e.kind.as_str())
                 .push_bind(e.at)
-                .push_bind(e.reason.clone())
-                .push_bind(smtp.code.map(i64::from))
-                .push_bind(smtp.status)
-                .push_bind(smtp.text)
-                .push_bind(smtp.remote)
-                .push_bind(smtp.tls)
-                .push_bind(e.detail.as_ref().map(|d| d.to_string()))
-                .push_bind(e.source.clone());
+                .push_bind(&e.reason)
+                .push_bind(smtp.and_then(|s| s.code).map(i64::from))
+                .push_bind(smtp.and_then(|s| s.status.as_deref()))
+                .push_bind(smtp.and_then(|s| s.text.as_deref()))
+                .push_bind(smtp.and_then(|s| s.remote.as_deref()))
+                .push_bind(smtp.and_then(|s| s.tls.as_deref()))
+                .push_bind(detail.map(|d| d.to_string()))
+                .push_bind(&e.source)
+                .push_bind(group);
         });
         q.push(" RETURNING id");
         let mut got: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
@@ -560,25 +574,56 @@ async fn insert_events(tx: &mut Tx<'_>, all: &[NewEvent]) -> Result<Vec<i64>, sq
     Ok(ids)
 }
 
+/// A shared event's recipients as its row lists them (`rcpts`: JSON
+/// `[[idx, address], ...]`, addresses normalized).
+fn stored_group(group: &[Addressee]) -> String {
+    let normalized: Vec<Addressee> =
+        group.iter().map(|Addressee(i, a)| Addressee(*i, normalize(a))).collect();
+    serde_json::to_string(&normalized).unwrap_or_default()
+}
+
+/// Each recipient of a shared event, by address: how an address's history
+/// finds it (one narrow row each, not a whole event).
+async fn insert_groups(tx: &mut Tx<'_>, rows: &[Row<'_>], ids: &[i64]) -> Result<(), sqlx::Error> {
+    let members: Vec<(i64, i64, &Addressee)> = rows
+        .iter()
+        .zip(ids)
+        .flat_map(|(r, id)| r.event.group.iter().map(move |a| (r.tenant, *id, a)))
+        .collect();
+    for chunk in members.chunks(ROWS_PER_STATEMENT / 4) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT OR IGNORE INTO event_rcpts (tenant_id, address, event_id, idx) ",
+        );
+        q.push_values(chunk, |mut b, (tenant, id, Addressee(idx, address))| {
+            b.push_bind(*tenant).push_bind(normalize(address)).push_bind(*id).push_bind(*idx);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Each recipient's status: the last status-setting event of the batch.
-async fn update_status(tx: &mut Tx<'_>, asked: &[(i64, &NewEvent)]) -> Result<(), sqlx::Error> {
+async fn update_status(tx: &mut Tx<'_>, asked: &[(i64, &Row<'_>)]) -> Result<(), sqlx::Error> {
     let mut latest: std::collections::HashMap<(&str, i64), &NewEvent> = std::collections::HashMap::new();
-    for (_, e) in asked {
-        if let (true, Some(idx)) = (e.kind.sets_status(), e.idx) {
-            latest.insert((e.message.as_str(), idx), e);
+    for (_, r) in asked {
+        let e = r.event;
+        if e.kind.sets_status() {
+            for idx in e.idxs() {
+                latest.insert((e.message.as_str(), idx), e);
+            }
         }
     }
-    let latest: Vec<&NewEvent> = latest.into_values().collect();
+    let latest: Vec<((&str, i64), &NewEvent)> = latest.into_iter().collect();
     for chunk in latest.chunks(ROWS_PER_STATEMENT / 5) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "UPDATE out_recipients SET status = v.column3, reason = v.column4, updated_at = v.column5
              FROM (",
         );
-        q.push_values(chunk, |mut b, e| {
-            b.push_bind(e.message.clone())
-                .push_bind(e.idx)
+        q.push_values(chunk, |mut b, ((message, idx), e)| {
+            b.push_bind(*message)
+                .push_bind(*idx)
                 .push_bind(e.kind.as_str())
-                .push_bind(e.reason.clone())
+                .push_bind(&e.reason)
                 .push_bind(e.at);
         });
         q.push(") AS v WHERE out_recipients.message = v.column1 AND out_recipients.idx = v.column2");
@@ -588,17 +633,19 @@ async fn update_status(tx: &mut Tx<'_>, asked: &[(i64, &NewEvent)]) -> Result<()
 }
 
 /// Suppressions; an existing entry stands unless it has expired.
-async fn add_suppressions(tx: &mut Tx<'_>, asked: &[(i64, &NewEvent)]) -> Result<(), sqlx::Error> {
-    let suppress: Vec<(&NewEvent, &Suppress, &String, i64)> = asked
+async fn add_suppressions(tx: &mut Tx<'_>, asked: &[(i64, &Row<'_>)]) -> Result<(), sqlx::Error> {
+    let suppress: Vec<(&Row, &Suppress, &str, i64)> = asked
         .iter()
-        .filter_map(|(id, e)| Some((*e, e.suppress.as_ref()?, e.address.as_ref()?, *id)))
+        .filter_map(|(id, r)| Some((*r, r.event.suppress.as_ref()?, *id)))
+        .flat_map(|(r, s, id)| r.event.addresses().map(move |a| (r, s, a, id)))
         .collect();
     for chunk in suppress.chunks(ROWS_PER_STATEMENT / 7) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO suppressions (tenant_id, address, reason, source, event_id, created_at, expires_at) ",
         );
-        q.push_values(chunk, |mut b, (e, s, address, id)| {
-            b.push_bind(e.tenant.unwrap_or_default())
+        q.push_values(chunk, |mut b, (r, s, address, id)| {
+            let e = r.event;
+            b.push_bind(r.tenant)
                 .push_bind(normalize(address))
                 .push_bind(s.reason.clone())
                 .push_bind(e.kind.as_str())
