@@ -116,18 +116,32 @@ async fn an_event_several_recipients_share_is_each_one_s() {
         (both.idx, both.address) = (None, None);
         both.group = vec![Addressee(0, "a@x.test".into()), Addressee(1, "B@x.test".into())];
         let id = o.record(both).await.unwrap();
+        // Events written in one batch each get their own id, in order.
+        let to_c =
+            |kind, at| NewEvent { address: Some("c@x.test".into()), ..event(Some(t.id), "m1", 2, kind, at) };
+        let (x, y) = tokio::join!(
+            o.record(to_c(EventKind::Deferred, 2_100)),
+            o.record(to_c(EventKind::Delivered, 2_200))
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(id < x && x < y, "{name}: {id} {x} {y}");
 
         let m = o.message(&t, "m1", None).await.unwrap().unwrap();
         let status: Vec<&str> = m.recipients.iter().map(|r| r.status.as_str()).collect();
-        assert_eq!(status, ["bounced", "bounced", "queued"], "{name}");
+        assert_eq!(status, ["bounced", "bounced", "delivered"], "{name}");
         let last = m.recipients[1].events.last().unwrap();
         assert_eq!((last.id, last.idx, last.address.as_deref()), (id, Some(1), Some("b@x.test")), "{name}");
-        assert_eq!(m.recipients[2].events.len(), 1, "{name}: c's own event only");
+        let c: Vec<_> = m.recipients[2].events.iter().map(|e| (e.id, e.kind)).collect();
+        assert_eq!(
+            c[1..],
+            [(x, EventKind::Deferred), (y, EventKind::Delivered)],
+            "{name}: c's own events only"
+        );
 
         let h = o.recipient(&t, "b@X.test", None, None, 10).await.unwrap();
         let kinds: Vec<_> = h.events.iter().map(|e| (e.kind, e.idx)).collect();
         assert_eq!(kinds, [(EventKind::Bounced, Some(1)), (EventKind::Queued, Some(1))], "{name}");
-        assert!(o.recipient(&t, "c@x.test", None, None, 10).await.unwrap().events.len() == 1, "{name}");
+        assert!(o.recipient(&t, "c@x.test", None, None, 10).await.unwrap().events.len() == 3, "{name}");
 
         let bounced = EventQuery { kind: Some(EventKind::Bounced), limit: 1, ..Default::default() };
         let (page, next) = o.events(&t, &bounced).await.unwrap();

@@ -538,8 +538,8 @@ async fn message_tenants<'b>(
 }
 
 /// Appends events; their ids, in order. Row ids are handed out in
-/// insertion order (max + 1), so the sorted ids of one statement are its
-/// rows in order.
+/// insertion order (max + 1, the writer holding the write lock), so one
+/// statement's rows are the ids up to its last: no row comes back.
 async fn insert_events(tx: &mut Tx<'_>, rows: &[Row<'_>]) -> Result<Vec<i64>, sqlx::Error> {
     let mut ids = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(ROWS_PER_STATEMENT / 15) {
@@ -566,10 +566,8 @@ async fn insert_events(tx: &mut Tx<'_>, rows: &[Row<'_>]) -> Result<Vec<i64>, sq
                 .push_bind(&e.source)
                 .push_bind(group);
         });
-        q.push(" RETURNING id");
-        let mut got: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
-        got.sort_unstable();
-        ids.extend(got);
+        let last = q.build().execute(&mut **tx).await?.last_insert_rowid();
+        ids.extend(last + 1 - chunk.len() as i64..=last);
     }
     Ok(ids)
 }
