@@ -18,6 +18,10 @@
 #                TLS module (libnet-ssleay-perl) for STARTTLS.
 #   - isync    : mbsync, the terminal IMAP client that syncs a store account
 #                to a Maildir in the IMAP tests.
+#   - postgresql : Debian's server binaries, for the tests' private servers
+#                (scripts/pg-test-server: initdb into a temporary directory
+#                as an unprivileged user); no system cluster is created or
+#                started.
 #   - aiosmtpd : the downstream SMTP peer of the suite (tests/peers/sink.py).
 #   - pytest   : the runner.
 set -euo pipefail
@@ -56,6 +60,13 @@ command -v mbsync >/dev/null 2>&1 || need_apt+=(isync)
 [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
     need_apt+=(python3-pip)
+fi
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    need_apt+=(postgresql)
+    # postgresql-common creates (and starts) a "main" cluster on install
+    # unless told not to; the tests run their own.
+    $SUDO mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.d/sluice-tests.conf >/dev/null
 fi
 
 if [ "${#need_apt[@]}" -gt 0 ]; then

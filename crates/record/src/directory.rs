@@ -4,6 +4,10 @@
 //! `crate::sqlite::Log`. The rules every backend shares (what a tenant's
 //! name may be, how a key is made, kept and matched) are here.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use sha2::{Digest, Sha256};
 
 use crate::{BoxFuture, RecordError};
@@ -67,6 +71,36 @@ impl KeyRef {
             true => KeyRef::Prefix(given.to_string()),
             false => KeyRef::Hash(key_hash(given)),
         })
+    }
+}
+
+/// Recently seen API keys (by hash) and their tenants: a request need not
+/// read the database to know its tenant. An entry lives [`KeyCache::TTL`],
+/// so a key revoked elsewhere stops working within that time; a backend
+/// that hears of revocations sooner clears it at once.
+#[derive(Default)]
+pub struct KeyCache(Mutex<HashMap<Vec<u8>, (Tenant, Instant)>>);
+
+impl KeyCache {
+    pub const TTL: Duration = Duration::from_secs(30);
+    /// Entries kept, at most (past it the cache starts again empty).
+    const MAX: usize = 10_000;
+
+    pub fn get(&self, hash: &[u8]) -> Option<Tenant> {
+        let keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        keys.get(hash).filter(|(_, at)| at.elapsed() < Self::TTL).map(|(t, _)| t.clone())
+    }
+
+    pub fn put(&self, hash: Vec<u8>, tenant: Tenant) {
+        let mut keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.len() >= Self::MAX {
+            keys.clear();
+        }
+        keys.insert(hash, (tenant, Instant::now()));
+    }
+
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

@@ -8,12 +8,15 @@
 //! gathered in a [`Store`]. The record stores and reads; when background
 //! work runs and what it gives way to is the routing stage's to say
 //! ([`Busy`]). A backend implements those traits and nothing
-//! else: [`sqlite`] (WAL, in the data directory) is the default.
+//! else: [`sqlite`] (WAL, in the data directory) is the default;
+//! [`postgres`] (shared by many nodes) has the directory and the
+//! suppression lists so far.
 
 pub mod directory;
 pub mod events;
 pub mod idle;
 mod password;
+pub mod postgres;
 pub mod quarantine;
 pub mod sqlite;
 pub mod suppress;

@@ -22,6 +22,31 @@ pub struct Suppression {
     pub expires_at: Option<i64>,
 }
 
+impl Suppression {
+    /// An entry made by hand (not by an event), from now.
+    pub fn manual(address: &str, reason: &str, expires_at: Option<i64>) -> Self {
+        Suppression {
+            address: crate::events::normalize(address),
+            reason: reason.to_string(),
+            source: "manual".into(),
+            event_id: None,
+            created_at: crate::events::now_ms(),
+            expires_at,
+        }
+    }
+}
+
+/// An entry's columns as every backend selects them ([`COLUMNS`]).
+pub(crate) type Row = (String, String, String, Option<i64>, i64, Option<i64>);
+
+pub(crate) const COLUMNS: &str = "address, reason, source, event_id, created_at, expires_at";
+
+impl From<Row> for Suppression {
+    fn from((address, reason, source, event_id, created_at, expires_at): Row) -> Self {
+        Suppression { address, reason, source, event_id, created_at, expires_at }
+    }
+}
+
 /// A tenant's suppression list.
 pub trait Suppressions: Send + Sync + 'static {
     /// The entries in force at `at` (ms) among `addresses`.

@@ -1,18 +1,66 @@
 //! What every backend must answer alike, asked through the storage traits
-//! only (a `Store`). Each test runs against every backend built here:
-//! SQLite today; a new backend joins `backends()` and passes these.
+//! only. Each test runs against every backend that has the parts it asks:
+//! a whole `Store` (`backends()`: SQLite; PostgreSQL joins once it has an
+//! event log and a quarantine store), or the directory and the suppression
+//! lists (`directories()`: SQLite and PostgreSQL).
+
+mod pg;
+
+use std::sync::Arc;
 
 use record::events::{
     Addressee, Direction, EventKind, EventQuery, NewEvent, NewMessage, NewRecipient, Suppress,
 };
+use record::postgres::Postgres;
 use record::quarantine::MessageMeta;
-use record::{RecordError, Store};
+use record::{Directory, RecordError, Store, Suppressions};
 
 /// A fresh, empty store of each backend, with what keeps it alive.
 async fn backends() -> Vec<(&'static str, Store, tempfile::TempDir)> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let sqlite = Store::open(dir.path()).await.expect("a SQLite store");
     vec![("sqlite", sqlite, dir)]
+}
+
+/// A backend's directory and suppression lists, fresh and empty.
+struct Parts {
+    name: &'static str,
+    directory: Arc<dyn Directory>,
+    suppressions: Arc<dyn Suppressions>,
+    sqlite: Option<(Store, tempfile::TempDir)>,
+    postgres: Option<Postgres>,
+}
+
+impl Parts {
+    async fn close(self) {
+        if let Some((store, _dir)) = self.sqlite {
+            store.close().await;
+        }
+        if let Some(pg) = self.postgres {
+            pg.close().await;
+        }
+    }
+}
+
+async fn directories() -> Vec<Parts> {
+    let (_, sqlite, dir) = backends().await.remove(0);
+    let pg = Postgres::connect(&pg::fresh_database().await, 4).await.expect("a PostgreSQL store");
+    vec![
+        Parts {
+            name: "sqlite",
+            directory: sqlite.directory.clone(),
+            suppressions: sqlite.suppressions.clone(),
+            sqlite: Some((sqlite, dir)),
+            postgres: None,
+        },
+        Parts {
+            name: "postgres",
+            directory: Arc::new(pg.clone()),
+            suppressions: Arc::new(pg.clone()),
+            sqlite: None,
+            postgres: Some(pg),
+        },
+    ]
 }
 
 fn msg(id: &str, tenant: i64, rcpts: &[&str]) -> NewMessage {
@@ -159,9 +207,9 @@ async fn an_event_several_recipients_share_is_each_one_s() {
 }
 
 #[tokio::test]
-async fn idempotency_keys_conflict_and_manual_suppressions_list() {
+async fn idempotency_keys_conflict() {
     for (name, store, _dir) in backends().await {
-        let (o, s) = (&store.events, &store.suppressions);
+        let o = &store.events;
         let t = store.directory.tenant("acme").await.unwrap();
         assert!(matches!(store.directory.tenant("bad name!").await, Err(RecordError::Invalid(_))), "{name}");
         let mut m = msg("m1", t.id, &["a@x.test"]);
@@ -175,7 +223,15 @@ async fn idempotency_keys_conflict_and_manual_suppressions_list() {
         );
         assert_eq!(o.idempotent(t.id, "k1").await.unwrap(), Some((vec![1], "{}".into())), "{name}");
         assert!(o.has_message("m1").await.unwrap() && !o.has_message("m2").await.unwrap(), "{name}");
+        store.close().await;
+    }
+}
 
+#[tokio::test]
+async fn manual_suppressions_are_listed_in_order_and_removed() {
+    for parts in directories().await {
+        let (name, s) = (parts.name, &parts.suppressions);
+        let t = parts.directory.tenant("acme").await.unwrap();
         for a in ["c@x.test", "A@x.test", "b@x.test"] {
             s.suppress(&t, a, "manual", None).await.unwrap();
         }
@@ -186,14 +242,21 @@ async fn idempotency_keys_conflict_and_manual_suppressions_list() {
         assert_eq!(rest.len(), 1, "{name}");
         assert!(s.unsuppress(&t, "C@X.test").await.unwrap(), "{name}");
         assert!(!s.unsuppress(&t, "c@x.test").await.unwrap(), "{name}: already gone");
-        store.close().await;
+        // In force from when it was made, until it expires.
+        let other = parts.directory.tenant("other").await.unwrap();
+        let until = s.suppress(&other, "B@x.test", "manual", Some(i64::MAX - 1)).await.unwrap();
+        let b = vec!["b@x.test".to_string()];
+        assert_eq!(s.suppressed(other.id, &b, until.created_at).await.unwrap().len(), 1, "{name}");
+        assert!(s.suppressed(other.id, &b, until.created_at - 1).await.unwrap().is_empty(), "{name}");
+        assert!(s.suppression(&other, "b@X.test", i64::MAX).await.unwrap().is_none(), "{name}: expired");
+        parts.close().await;
     }
 }
 
 #[tokio::test]
 async fn keys_are_revoked_by_any_prefix_of_eight_or_more_or_whole() {
-    for (name, store, _dir) in backends().await {
-        let d = &store.directory;
+    for parts in directories().await {
+        let (name, d) = (parts.name, &parts.directory);
         let active = || async { d.api_keys("acme").await.unwrap().iter().filter(|k| k.2.is_none()).count() };
         let (a, b, c) = (
             d.create_api_key("acme").await.unwrap(),
@@ -218,25 +281,39 @@ async fn keys_are_revoked_by_any_prefix_of_eight_or_more_or_whole() {
         assert_eq!(active().await, 1, "{name}");
         assert_eq!(d.revoke_api_key("acme", &c).await.unwrap(), 1, "{name}");
         assert_eq!(active().await, 0, "{name}");
-        store.close().await;
+        parts.close().await;
     }
 }
 
 #[tokio::test]
-async fn users_accounts_and_their_tenants() {
-    for (name, store, _dir) in backends().await {
-        let (d, q) = (&store.directory, &store.quarantine);
+async fn users_and_their_tenants() {
+    for parts in directories().await {
+        let (name, d) = (parts.name, &parts.directory);
+        d.set_user("alice", "s3cret").await.unwrap();
+        d.set_user("Zed", "other").await.unwrap();
         d.set_user("alice", "s3cret").await.unwrap();
         assert!(d.verify_user("alice", "s3cret").await.unwrap(), "{name}");
         assert!(!d.verify_user("alice", "wrong").await.unwrap(), "{name}");
         assert!(!d.verify_user("bob", "s3cret").await.unwrap(), "{name}");
         assert!(matches!(d.set_user("a b", "x").await, Err(RecordError::Invalid(_))), "{name}");
-        assert_eq!(d.users().await.unwrap(), ["alice"], "{name}");
+        assert_eq!(d.users().await.unwrap(), ["Zed", "alice"], "{name}: byte order");
         assert_eq!(d.user_tenant("alice").await.unwrap(), None, "{name}");
         d.set_user_tenant("alice", "acme").await.unwrap();
         assert_eq!(d.user_tenant("alice").await.unwrap().map(|t| t.name), Some("acme".into()), "{name}");
         assert!(matches!(d.set_user_tenant("nobody", "acme").await, Err(RecordError::Invalid(_))), "{name}");
+        let acme = d.tenant("acme").await.unwrap();
+        assert_eq!(d.tenant(" acme ").await.unwrap(), acme, "{name}: the same tenant");
+        let names: Vec<String> = d.tenants().await.unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["acme"], "{name}");
+        parts.close().await;
+    }
+}
 
+/// (PostgreSQL joins once it has the quarantine store's accounts.)
+#[tokio::test]
+async fn a_store_account_belongs_to_a_tenant() {
+    for (name, store, _dir) in backends().await {
+        let (d, q) = (&store.directory, &store.quarantine);
         q.add_account("shop", "pw", &["Shop.Test".into()]).await.unwrap();
         assert!(q.verify_account("shop", "pw").await.unwrap(), "{name}");
         assert_eq!(q.domain_accounts().await.unwrap(), [("shop.test".into(), "shop".into())], "{name}");
@@ -248,8 +325,6 @@ async fn users_accounts_and_their_tenants() {
             matches!(d.set_account_tenant("nobody", "acme").await, Err(RecordError::Invalid(_))),
             "{name}"
         );
-        let names: Vec<String> = d.tenants().await.unwrap().into_iter().map(|t| t.name).collect();
-        assert_eq!(names, ["acme"], "{name}");
         store.close().await;
     }
 }

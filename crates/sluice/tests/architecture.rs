@@ -195,31 +195,46 @@ fn only_a_backend_module_speaks_its_database() {
     let mut files = Vec::new();
     sources_at(&crates, &mut files);
     assert!(files.len() > 50, "found too few sources: {}", files.len());
-    let backend = crates.join("record").join("src").join("sqlite");
+    let record = crates.join("record");
+    // Each backend's module, and the names only it may use.
+    let backends = [
+        (record.join("src/sqlite"), "SQLite", &["Sqlite", "sqlx::sqlite"][..]),
+        (record.join("src/postgres"), "PostgreSQL", &["PgPool", "PgConnection", "sqlx::postgres"][..]),
+    ];
     let mut broken = Vec::new();
     // This file names what it looks for.
     for (path, text) in files.iter().filter(|(p, _)| !p.ends_with("sluice/tests/architecture.rs")) {
-        let in_record = path.starts_with(crates.join("record"));
-        if !in_record && mentions(text, "sqlx") {
-            broken.push(format!("{} uses sqlx: storage belongs in record", path.display()));
+        if !path.starts_with(&record) {
+            if mentions(text, "sqlx") {
+                broken.push(format!("{} uses sqlx: storage belongs in record", path.display()));
+            }
+            continue;
         }
-        let speaks_sqlite =
-            ["Sqlite", "sqlx::sqlite", "sqlx::query", "sqlx::raw_sql"].iter().any(|n| text.contains(n));
-        if in_record
-            && !path.starts_with(&backend)
-            && !path.starts_with(crates.join("record/tests"))
-            && speaks_sqlite
-        {
-            // lib.rs opens the default backend by its name, and only that.
-            let allowed = path.ends_with("record/src/lib.rs")
-                && text.matches("Sqlite").count() == 1
-                && text.contains("sqlite::Sqlite::open");
-            if !allowed {
-                broken.push(format!("{} speaks SQLite outside record/src/sqlite/", path.display()));
+        if path.starts_with(record.join("tests")) {
+            continue;
+        }
+        let home = backends.iter().find(|(dir, ..)| path.starts_with(dir)).map(|(_, name, _)| *name);
+        if home.is_none() && ["sqlx::query", "sqlx::raw_sql"].iter().any(|n| text.contains(n)) {
+            broken.push(format!("{} runs SQL outside a backend's module", path.display()));
+        }
+        for (_, name, words) in &backends {
+            if home != Some(*name)
+                && words.iter().any(|w| text.contains(w))
+                && !opens_default(path, text, name)
+            {
+                broken.push(format!("{} speaks {name} outside its backend's module", path.display()));
             }
         }
     }
     assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+/// lib.rs opens the default backend by its name, and only that.
+fn opens_default(path: &Path, text: &str, backend: &str) -> bool {
+    backend == "SQLite"
+        && path.ends_with("record/src/lib.rs")
+        && text.matches("Sqlite").count() == 1
+        && text.contains("sqlite::Sqlite::open")
 }
 
 /// The queue runs routes by their descriptors (`queue/src/routes.rs`):

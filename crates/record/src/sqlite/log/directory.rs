@@ -1,8 +1,6 @@
 //! Tenants, API keys, submission users and accounts' tenants on SQLite.
 
-use std::time::Instant;
-
-use super::{KEY_TTL, Log};
+use super::Log;
 use crate::directory::{KEY_PREFIX_LEN, KeyInfo, KeyRef, Tenant, key_hash, new_api_key, tenant_name};
 use crate::events::now_ms;
 use crate::{RecordError, password};
@@ -51,7 +49,7 @@ impl Log {
 
     /// Revokes a tenant's keys that start with `prefix` (as `api_keys`
     /// shows them: at least 8 characters), or the one key given whole. A
-    /// running server stops accepting them within `KEY_TTL`.
+    /// running server stops accepting them within `KeyCache::TTL`.
     pub async fn revoke_api_key(&self, tenant: &str, prefix: &str) -> Result<u64, RecordError> {
         // Only the first KEY_PREFIX_LEN characters are kept in clear: a
         // shorter prefix matches their start, a longer one is the whole key.
@@ -71,20 +69,15 @@ impl Log {
             .bind(h),
         };
         let done = q.bind(tenant).execute(&self.pool).await?;
-        self.keys.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.keys.clear();
         Ok(done.rows_affected())
     }
 
     /// The tenant of a (not revoked) API key.
     pub async fn authenticate(&self, key: &str) -> Result<Option<Tenant>, RecordError> {
         let hash = key_hash(key);
-        {
-            let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((t, at)) = keys.get(&hash)
-                && at.elapsed() < KEY_TTL
-            {
-                return Ok(Some(t.clone()));
-            }
+        if let Some(t) = self.keys.get(&hash) {
+            return Ok(Some(t));
         }
         let row: Option<(i64, String)> = sqlx::query_as(
             "SELECT t.id, t.name FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
@@ -95,11 +88,7 @@ impl Log {
         .await?;
         let tenant = row.map(|(id, name)| Tenant { id, name });
         if let Some(t) = &tenant {
-            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            if keys.len() > 10_000 {
-                keys.clear();
-            }
-            keys.insert(hash, (t.clone(), Instant::now()));
+            self.keys.put(hash, t.clone());
         }
         Ok(tenant)
     }

@@ -14,12 +14,10 @@ mod suppress;
 mod writer;
 
 use sqlx::SqlitePool;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
-use crate::directory::Tenant;
+use crate::directory::KeyCache;
 use crate::events::{Describe, NewEvent, NewMessage};
 use crate::{Busy, RecordError};
 
@@ -32,16 +30,9 @@ pub struct Log {
     /// writer of their own in the idle scheduling class, started on the
     /// first of them.
     front: writer::Front,
-    /// Recently seen keys (by hash): a request need not read the database
-    /// to know its tenant. Entries live `KEY_TTL`, so a key removed from
-    /// the database stops working within that time.
-    keys: Arc<Mutex<KeyCache>>,
+    /// Recently seen keys.
+    keys: Arc<KeyCache>,
 }
-
-/// Key hash -> tenant, and when it was read.
-type KeyCache = HashMap<Vec<u8>, (Tenant, Instant)>;
-
-const KEY_TTL: Duration = Duration::from_secs(30);
 
 impl Log {
     pub(crate) fn new(

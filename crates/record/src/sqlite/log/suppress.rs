@@ -4,15 +4,7 @@ use super::Log;
 use crate::RecordError;
 use crate::directory::Tenant;
 use crate::events::{normalize, now_ms};
-use crate::suppress::Suppression;
-
-type Row = (String, String, String, Option<i64>, i64, Option<i64>);
-
-fn row((address, reason, source, event_id, created_at, expires_at): Row) -> Suppression {
-    Suppression { address, reason, source, event_id, created_at, expires_at }
-}
-
-const COLUMNS: &str = "address, reason, source, event_id, created_at, expires_at";
+use crate::suppress::{COLUMNS, Row, Suppression};
 
 impl Log {
     /// The entries in force at `at` among `addresses` (normalized).
@@ -34,7 +26,7 @@ impl Log {
         for a in addresses {
             q = q.bind(normalize(a));
         }
-        Ok(q.bind(at).bind(at).fetch_all(&self.pool).await?.into_iter().map(row).collect())
+        Ok(q.bind(at).bind(at).fetch_all(&self.pool).await?.into_iter().map(Suppression::from).collect())
     }
 
     pub async fn suppression(
@@ -63,7 +55,7 @@ impl Log {
         .bind(limit.clamp(1, 100_000) as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(row).collect())
+        Ok(rows.into_iter().map(Suppression::from).collect())
     }
 
     /// Adds (or replaces) an entry by hand.
@@ -74,8 +66,7 @@ impl Log {
         reason: &str,
         expires_at: Option<i64>,
     ) -> Result<Suppression, RecordError> {
-        let address = normalize(address);
-        let now = now_ms();
+        let entry = Suppression::manual(address, reason, expires_at);
         sqlx::query(
             "INSERT INTO suppressions (tenant_id, address, reason, source, event_id, created_at, expires_at)
              VALUES (?, ?, ?, 'manual', NULL, ?, ?)
@@ -83,20 +74,13 @@ impl Log {
                 event_id = NULL, created_at = excluded.created_at, expires_at = excluded.expires_at",
         )
         .bind(tenant.id)
-        .bind(&address)
+        .bind(&entry.address)
         .bind(reason)
-        .bind(now)
+        .bind(entry.created_at)
         .bind(expires_at)
         .execute(&self.pool)
         .await?;
-        Ok(Suppression {
-            address,
-            reason: reason.to_string(),
-            source: "manual".into(),
-            event_id: None,
-            created_at: now,
-            expires_at,
-        })
+        Ok(entry)
     }
 
     /// Removes an entry; false when there was none.
