@@ -62,6 +62,36 @@ pub struct NewMessage {
     pub idempotency: Option<Idempotency>,
 }
 
+impl NewMessage {
+    /// Its first events, as every backend records them with it: each
+    /// recipient's (an application's), or the one `received` of a message
+    /// the front line took. They carry the message's `detail` when stored.
+    pub(crate) fn first_events(&self) -> Vec<NewEvent> {
+        let first = |idx: Option<usize>, address: Option<&str>, kind, reason: Option<&String>| NewEvent {
+            tenant: Some(self.tenant),
+            message: self.id.clone(),
+            idx: idx.map(|i| i as i64),
+            address: address.map(str::to_string),
+            kind,
+            at: self.at,
+            reason: reason.cloned(),
+            smtp: None,
+            detail: None,
+            suppress: None,
+            source: None,
+            group: Vec::new(),
+        };
+        if self.direction == Direction::Inbound {
+            return vec![first(None, None, EventKind::Received, None)];
+        }
+        self.recipients
+            .iter()
+            .enumerate()
+            .map(|(i, r)| first(Some(i), Some(&r.address), r.status, r.reason.as_ref()))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewRecipient {
     pub address: String,
@@ -127,6 +157,14 @@ impl NewEvent {
     pub fn addresses(&self) -> impl Iterator<Item = &str> + '_ {
         self.address.as_deref().into_iter().chain(self.group.iter().map(|a| a.1.as_str()))
     }
+}
+
+/// A shared event's recipients as a backend stores them (JSON
+/// `[[idx, address], ...]`, addresses normalized).
+pub(crate) fn stored_group(group: &[Addressee]) -> String {
+    let normalized: Vec<Addressee> =
+        group.iter().map(|Addressee(i, a)| Addressee(*i, normalize(a))).collect();
+    serde_json::to_string(&normalized).unwrap_or_default()
 }
 
 /// One recipient of an event that several share: its index among the

@@ -18,6 +18,7 @@ pub mod idle;
 mod password;
 pub mod postgres;
 pub mod quarantine;
+mod sql;
 pub mod sqlite;
 pub mod suppress;
 

@@ -1,8 +1,8 @@
 //! What every backend must answer alike, asked through the storage traits
 //! only. Each test runs against every backend that has the parts it asks:
-//! a whole `Store` (`backends()`: SQLite; PostgreSQL joins once it has an
-//! event log and a quarantine store), or the directory and the suppression
-//! lists (`directories()`: SQLite and PostgreSQL).
+//! a whole `Store` (`backends()`: SQLite; PostgreSQL joins once it has a
+//! quarantine store), or the event log, the directory and the suppression
+//! lists (`parts()`: SQLite and PostgreSQL).
 
 mod pg;
 
@@ -13,7 +13,7 @@ use record::events::{
 };
 use record::postgres::Postgres;
 use record::quarantine::MessageMeta;
-use record::{Directory, RecordError, Store, Suppressions};
+use record::{Directory, EventLog, RecordError, Store, Suppressions};
 
 /// A fresh, empty store of each backend, with what keeps it alive.
 async fn backends() -> Vec<(&'static str, Store, tempfile::TempDir)> {
@@ -22,9 +22,10 @@ async fn backends() -> Vec<(&'static str, Store, tempfile::TempDir)> {
     vec![("sqlite", sqlite, dir)]
 }
 
-/// A backend's directory and suppression lists, fresh and empty.
+/// A backend's event log, directory and suppression lists, fresh and empty.
 struct Parts {
     name: &'static str,
+    events: Arc<dyn EventLog>,
     directory: Arc<dyn Directory>,
     suppressions: Arc<dyn Suppressions>,
     sqlite: Option<(Store, tempfile::TempDir)>,
@@ -42,12 +43,13 @@ impl Parts {
     }
 }
 
-async fn directories() -> Vec<Parts> {
+async fn parts() -> Vec<Parts> {
     let (_, sqlite, dir) = backends().await.remove(0);
     let pg = Postgres::connect(&pg::fresh_database().await, 4).await.expect("a PostgreSQL store");
     vec![
         Parts {
             name: "sqlite",
+            events: sqlite.events.clone(),
             directory: sqlite.directory.clone(),
             suppressions: sqlite.suppressions.clone(),
             sqlite: Some((sqlite, dir)),
@@ -55,6 +57,7 @@ async fn directories() -> Vec<Parts> {
         },
         Parts {
             name: "postgres",
+            events: Arc::new(pg.clone()),
             directory: Arc::new(pg.clone()),
             suppressions: Arc::new(pg.clone()),
             sqlite: None,
@@ -109,8 +112,9 @@ fn event(tenant: Option<i64>, message: &str, idx: i64, kind: EventKind, at: i64)
 
 #[tokio::test]
 async fn status_timeline_point_in_time_and_suppression_expiry() {
-    for (name, store, _dir) in backends().await {
-        let (o, s) = (&store.events, &store.suppressions);
+    for store in parts().await {
+        let name = store.name;
+        let (o, s) = (&*store.events, &*store.suppressions);
         let a = store.directory.tenant("a").await.unwrap();
         let b = store.directory.tenant("b").await.unwrap();
         o.accept(msg("m1", a.id, &["A@x.test"])).await.unwrap();
@@ -156,8 +160,9 @@ async fn status_timeline_point_in_time_and_suppression_expiry() {
 /// history, and in a page of events (whole, with its id).
 #[tokio::test]
 async fn an_event_several_recipients_share_is_each_one_s() {
-    for (name, store, _dir) in backends().await {
-        let o = &store.events;
+    for store in parts().await {
+        let name = store.name;
+        let o = &*store.events;
         let t = store.directory.tenant("acme").await.unwrap();
         o.accept(msg("m1", t.id, &["a@x.test", "B@x.test", "c@x.test"])).await.unwrap();
         let mut both = event(Some(t.id), "m1", 0, EventKind::Bounced, 2_000);
@@ -208,8 +213,9 @@ async fn an_event_several_recipients_share_is_each_one_s() {
 
 #[tokio::test]
 async fn idempotency_keys_conflict() {
-    for (name, store, _dir) in backends().await {
-        let o = &store.events;
+    for store in parts().await {
+        let name = store.name;
+        let o = &*store.events;
         let t = store.directory.tenant("acme").await.unwrap();
         assert!(matches!(store.directory.tenant("bad name!").await, Err(RecordError::Invalid(_))), "{name}");
         let mut m = msg("m1", t.id, &["a@x.test"]);
@@ -229,7 +235,7 @@ async fn idempotency_keys_conflict() {
 
 #[tokio::test]
 async fn manual_suppressions_are_listed_in_order_and_removed() {
-    for parts in directories().await {
+    for parts in parts().await {
         let (name, s) = (parts.name, &parts.suppressions);
         let t = parts.directory.tenant("acme").await.unwrap();
         for a in ["c@x.test", "A@x.test", "b@x.test"] {
@@ -255,7 +261,7 @@ async fn manual_suppressions_are_listed_in_order_and_removed() {
 
 #[tokio::test]
 async fn keys_are_revoked_by_any_prefix_of_eight_or_more_or_whole() {
-    for parts in directories().await {
+    for parts in parts().await {
         let (name, d) = (parts.name, &parts.directory);
         let active = || async { d.api_keys("acme").await.unwrap().iter().filter(|k| k.2.is_none()).count() };
         let (a, b, c) = (
@@ -287,7 +293,7 @@ async fn keys_are_revoked_by_any_prefix_of_eight_or_more_or_whole() {
 
 #[tokio::test]
 async fn users_and_their_tenants() {
-    for parts in directories().await {
+    for parts in parts().await {
         let (name, d) = (parts.name, &parts.directory);
         d.set_user("alice", "s3cret").await.unwrap();
         d.set_user("Zed", "other").await.unwrap();
@@ -331,8 +337,9 @@ async fn a_store_account_belongs_to_a_tenant() {
 
 #[tokio::test]
 async fn a_received_message_lists_its_recipients_and_reads_their_states_from_events() {
-    for (name, store, _dir) in backends().await {
-        let o = &store.events;
+    for store in parts().await {
+        let name = store.name;
+        let o = &*store.events;
         let t = store.directory.tenant("default").await.unwrap();
         let recipients = serde_json::json!([
             {"address": "ann@example.test", "kind": "rcpt"},

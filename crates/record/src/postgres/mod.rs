@@ -4,12 +4,15 @@
 //! spool; nothing here is a node's alone.
 //!
 //! Built so far: the [`Directory`](crate::Directory) (tenants, API keys,
-//! submission users, accounts' tenants) and the
-//! [`Suppressions`](crate::Suppressions). The event log and the quarantine
-//! store are still SQLite's only, so a `Store` cannot be opened on
-//! PostgreSQL yet.
+//! submission users, accounts' tenants), the
+//! [`Suppressions`](crate::Suppressions) and the
+//! [`EventLog`](crate::EventLog) (its events partitioned by month). The
+//! quarantine store is still SQLite's only, so a `Store` cannot be opened
+//! on PostgreSQL yet.
 
 mod directory;
+mod impls;
+mod log;
 mod suppress;
 
 use std::sync::Arc;
@@ -22,7 +25,10 @@ use crate::RecordError;
 use crate::directory::KeyCache;
 
 /// Schema steps, applied in order, each once (tracked in `schema_version`).
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_directory.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_directory.sql"),
+    include_str!("../../migrations/postgres/0002_events.sql"),
+];
 
 /// The advisory lock nodes take to migrate one at a time (any constant: "sluice").
 const MIGRATION_LOCK: i64 = 0x511CE;
@@ -32,6 +38,8 @@ const MIGRATION_LOCK: i64 = 0x511CE;
 pub struct Postgres {
     pool: PgPool,
     keys: Arc<KeyCache>,
+    /// The front line's events, to the task that writes them.
+    notes: tokio::sync::mpsc::UnboundedSender<log::Note>,
 }
 
 impl Postgres {
@@ -44,7 +52,10 @@ impl Postgres {
             .connect(url)
             .await?;
         migrate(&pool).await?;
-        Ok(Postgres { pool, keys: Arc::default() })
+        Postgres::partitions_ahead(&pool).await?;
+        let (notes, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(log::run_notes(pool.clone(), rx));
+        Ok(Postgres { pool, keys: Arc::default(), notes })
     }
 
     pub async fn close(&self) {

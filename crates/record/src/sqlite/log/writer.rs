@@ -10,8 +10,8 @@ use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::events::{
-    Addressee, Describe, Direction, EventKind, Idempotency, NewEvent, NewMessage, NewRecipient, Suppress,
-    normalize, now_ms,
+    Addressee, Describe, Idempotency, NewEvent, NewMessage, NewRecipient, Suppress, normalize, now_ms,
+    stored_group,
 };
 use crate::{Busy, RecordError};
 
@@ -344,7 +344,7 @@ async fn write(
     // Events: each accepted recipient's first one, then the events asked
     // for, in order, each with its tenant (the message's, when not given).
     let firsts: Vec<(NewEvent, &NewMessage)> =
-        accepts.iter().flat_map(|m| first_events(m).into_iter().map(move |e| (e, *m))).collect();
+        accepts.iter().flat_map(|m| m.first_events().into_iter().map(move |e| (e, *m))).collect();
     let tenants = message_tenants(&mut tx, batch).await?;
     let mut rows: Vec<Row> =
         firsts.iter().map(|(e, m)| Row { tenant: m.tenant, event: e, detail: m.detail.as_ref() }).collect();
@@ -385,34 +385,6 @@ struct Row<'a> {
 }
 
 type Tx<'c> = sqlx::Transaction<'c, Sqlite>;
-
-/// A new message's first events: each recipient's (an application's), or
-/// the one `received` of a message the front line took. They carry the
-/// message's detail ([`Row::detail`]).
-fn first_events(m: &NewMessage) -> Vec<NewEvent> {
-    let first = |idx: Option<usize>, address: Option<&str>, kind, reason: Option<&String>| NewEvent {
-        tenant: Some(m.tenant),
-        message: m.id.clone(),
-        idx: idx.map(|i| i as i64),
-        address: address.map(str::to_string),
-        kind,
-        at: m.at,
-        reason: reason.cloned(),
-        smtp: None,
-        detail: None,
-        suppress: None,
-        source: None,
-        group: Vec::new(),
-    };
-    if m.direction == Direction::Inbound {
-        return vec![first(None, None, EventKind::Received, None)];
-    }
-    m.recipients
-        .iter()
-        .enumerate()
-        .map(|(i, r)| first(Some(i), Some(&r.address), r.status, r.reason.as_ref()))
-        .collect()
-}
 
 /// Takes the batch's idempotency keys; a send whose key is taken fails
 /// with [`RecordError::Conflict`].
@@ -570,14 +542,6 @@ async fn insert_events(tx: &mut Tx<'_>, rows: &[Row<'_>]) -> Result<Vec<i64>, sq
         ids.extend(last + 1 - chunk.len() as i64..=last);
     }
     Ok(ids)
-}
-
-/// A shared event's recipients as its row lists them (`rcpts`: JSON
-/// `[[idx, address], ...]`, addresses normalized).
-fn stored_group(group: &[Addressee]) -> String {
-    let normalized: Vec<Addressee> =
-        group.iter().map(|Addressee(i, a)| Addressee(*i, normalize(a))).collect();
-    serde_json::to_string(&normalized).unwrap_or_default()
 }
 
 /// Each recipient of a shared event, by address: how an address's history

@@ -1,0 +1,299 @@
+//! The event log's reads that both backends say in the same SQL: written
+//! once here, generic over the database, and run by each backend. (Every
+//! statement here is standard SQL that SQLite and PostgreSQL read alike;
+//! what differs stays in the backend's module.)
+
+use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
+
+use crate::directory::Tenant;
+use crate::events::{Direction, EventKind, EventQuery, EventRow, MessageHead, RecipientRow, normalize};
+
+/// An event's columns (`events e`).
+const EVENT_COLUMNS: &str = "e.id AS id, e.message AS message, e.idx AS idx, e.address AS address, \
+     e.type AS type, e.at AS at, e.reason AS reason, e.smtp_code AS smtp_code, e.smtp_status AS smtp_status, \
+     e.smtp_text AS smtp_text, e.remote AS remote, e.tls AS tls, e.detail AS detail, e.rcpts AS rcpts";
+
+/// A shared event's columns as one member's (`event_rcpts r JOIN events e`).
+const MEMBER_COLUMNS: &str = "e.id AS id, e.message AS message, r.idx AS idx, r.address AS address, \
+     e.type AS type, e.at AS at, e.reason AS reason, e.smtp_code AS smtp_code, e.smtp_status AS smtp_status, \
+     e.smtp_text AS smtp_text, e.remote AS remote, e.tls AS tls, e.detail AS detail, CAST(NULL AS TEXT) AS rcpts";
+
+/// What a value bound here must be in `DB`.
+pub(crate) trait Binds<DB: Database>: for<'t> Encode<'t, DB> + Type<DB> + Send + 'static {}
+impl<DB: Database, T: for<'t> Encode<'t, DB> + Type<DB> + Send + 'static> Binds<DB> for T {}
+
+/// A message's row, as [`message_head`] selects it.
+pub(crate) type HeadRow =
+    (String, String, Option<String>, String, Option<String>, Option<String>, String, String, i64);
+
+/// A tenant's message by id (its columns as [`HeadRow`]).
+pub(crate) fn message_head<DB: Database>(id: &str, tenant: i64) -> QueryBuilder<DB>
+where
+    i64: Binds<DB>,
+    String: Binds<DB>,
+{
+    let mut sql = QueryBuilder::new(
+        "SELECT id, direction, message_id, mail_from, subject, stream, tags, metadata, created_at
+         FROM out_messages WHERE id = ",
+    );
+    sql.push_bind(id.to_string()).push(" AND tenant_id = ").push_bind(tenant);
+    sql
+}
+
+pub(crate) fn head(
+    (id, direction, message_id, from, subject, stream, tags, metadata, created_at): HeadRow,
+) -> MessageHead {
+    let direction = Direction::parse(&direction).unwrap_or(Direction::Outbound);
+    MessageHead { id, direction, message_id, from, subject, stream, tags, metadata, created_at }
+}
+
+/// A recipient's row, as [`recipient_rows`] selects it.
+pub(crate) type RecipientTuple = (i64, String, String, String, Option<String>, i64);
+
+/// An application's message's recipients with their stored states, in order.
+pub(crate) fn recipient_rows<DB: Database>(message: &str) -> QueryBuilder<DB>
+where
+    String: Binds<DB>,
+{
+    let mut sql = QueryBuilder::new(
+        "SELECT idx, address, kind, status, reason, updated_at FROM out_recipients WHERE message = ",
+    );
+    sql.push_bind(message.to_string()).push(" ORDER BY idx");
+    sql
+}
+
+pub(crate) fn recipient((idx, address, kind, status, reason, updated_at): RecipientTuple) -> RecipientRow {
+    RecipientRow { idx, address, kind, status, reason, updated_at }
+}
+
+/// A message's events up to `as_of`, in order.
+pub(crate) fn message_events<DB: Database>(message: &str, as_of: Option<i64>) -> QueryBuilder<DB>
+where
+    i64: Binds<DB>,
+    String: Binds<DB>,
+{
+    let mut sql = QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.message = "));
+    sql.push_bind(message.to_string()).push(" AND e.at <= ").push_bind(as_of.unwrap_or(i64::MAX));
+    sql.push(" ORDER BY e.id");
+    sql
+}
+
+/// One address's events across messages (its own and those it shares),
+/// newest first, before `cursor`, up to `as_of`; one more than `limit`.
+pub(crate) fn history<DB: Database>(
+    tenant: &Tenant,
+    address: &str,
+    as_of: Option<i64>,
+    cursor: Option<i64>,
+    limit: u32,
+) -> QueryBuilder<DB>
+where
+    i64: Binds<DB>,
+    String: Binds<DB>,
+{
+    let (before, until) = (cursor.unwrap_or(i64::MAX), as_of.unwrap_or(i64::MAX));
+    let mut sql = QueryBuilder::new(format!(
+        "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events e WHERE e.tenant_id = "
+    ));
+    sql.push_bind(tenant.id).push(" AND e.address = ").push_bind(address.to_string());
+    sql.push(" AND e.id < ").push_bind(before).push(" AND e.at <= ").push_bind(until);
+    sql.push(format!(
+        " UNION ALL SELECT {MEMBER_COLUMNS} FROM event_rcpts r JOIN events e ON e.id = r.event_id"
+    ));
+    sql.push(" WHERE r.tenant_id = ")
+        .push_bind(tenant.id)
+        .push(" AND r.address = ")
+        .push_bind(address.to_string());
+    sql.push(" AND r.event_id < ").push_bind(before).push(" AND e.at <= ").push_bind(until);
+    sql.push(") h ORDER BY id DESC LIMIT ").push_bind(i64::from(limit) + 1);
+    sql
+}
+
+/// A page of `GET /v1/events`: the tenant's events after the cursor that
+/// pass every filter, in order; one more row than `limit`.
+pub(crate) fn event_page<DB: Database>(tenant: &Tenant, q: &EventQuery, limit: i64) -> QueryBuilder<DB>
+where
+    i64: Binds<DB>,
+    String: Binds<DB>,
+    &'static str: Binds<DB>,
+{
+    let mut sql = QueryBuilder::new("");
+    match &q.recipient {
+        None => {
+            sql.push(format!("SELECT {EVENT_COLUMNS} FROM events e WHERE "));
+            event_filters(&mut sql, tenant, q);
+        }
+        Some(address) => {
+            let address = normalize(address);
+            sql.push(format!("SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events e WHERE e.address = "));
+            sql.push_bind(address.clone()).push(" AND ");
+            event_filters(&mut sql, tenant, q);
+            sql.push(format!(
+                " UNION ALL SELECT {MEMBER_COLUMNS} FROM event_rcpts r JOIN events e ON e.id = r.event_id"
+            ));
+            sql.push(" WHERE r.tenant_id = ").push_bind(tenant.id);
+            sql.push(" AND r.address = ").push_bind(address).push(" AND ");
+            event_filters(&mut sql, tenant, q);
+            sql.push(") page");
+        }
+    }
+    sql.push(" ORDER BY id LIMIT ").push_bind(limit + 1);
+    sql
+}
+
+/// The conditions of `GET /v1/events` on `events e`: its tenant's, after
+/// the cursor, and each filter given.
+fn event_filters<DB: Database>(sql: &mut QueryBuilder<DB>, tenant: &Tenant, q: &EventQuery)
+where
+    i64: Binds<DB>,
+    String: Binds<DB>,
+    &'static str: Binds<DB>,
+{
+    sql.push("e.tenant_id = ").push_bind(tenant.id).push(" AND e.id > ").push_bind(q.cursor.unwrap_or(0));
+    if let Some(k) = q.kind {
+        sql.push(" AND e.type = ").push_bind(k.as_str());
+    }
+    if let Some(s) = q.since {
+        sql.push(" AND e.at >= ").push_bind(s);
+    }
+    if let Some(u) = q.until {
+        sql.push(" AND e.at < ").push_bind(u);
+    }
+    if let Some(m) = &q.message {
+        sql.push(" AND e.message = ").push_bind(m.clone());
+    }
+    if let Some(t) = &q.tag {
+        sql.push(" AND e.message IN (SELECT message FROM out_tags WHERE tenant_id = ").push_bind(tenant.id);
+        sql.push(" AND tag = ").push_bind(t.clone()).push(")");
+    }
+}
+
+/// Stored events read, less any damaged row (one of no known type: only
+/// the writers write events, from `EventKind`; logged and skipped).
+pub(crate) fn event_rows<R: Row>(rows: Vec<R>) -> Result<Vec<EventRow>, sqlx::Error>
+where
+    &'static str: ColumnIndex<R>,
+    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+{
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (id, message, kind): (i64, String, String) =
+            (row.try_get("id")?, row.try_get("message")?, row.try_get("type")?);
+        let Some(kind) = EventKind::parse(&kind) else {
+            tracing::warn!(event = id, %message, kind, "a stored event of no known type: skipped");
+            continue;
+        };
+        let group: Option<String> = row.try_get("rcpts")?;
+        events.push(EventRow {
+            id,
+            message,
+            idx: row.try_get("idx")?,
+            address: row.try_get("address")?,
+            kind,
+            at: row.try_get("at")?,
+            reason: row.try_get("reason")?,
+            smtp_code: row.try_get("smtp_code")?,
+            smtp_status: row.try_get("smtp_status")?,
+            smtp_text: row.try_get("smtp_text")?,
+            remote: row.try_get("remote")?,
+            tls: row.try_get("tls")?,
+            detail: row.try_get("detail")?,
+            group: group.and_then(|g| serde_json::from_str(&g).ok()).unwrap_or_default(),
+        });
+    }
+    Ok(events)
+}
+
+/// The page a query's rows make: at most `limit` rows (their shared
+/// events read as each recipient's), and the cursor of the next page.
+pub(crate) fn page(mut rows: Vec<EventRow>, limit: usize) -> (Vec<EventRow>, Option<i64>) {
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|e| e.id)
+    } else {
+        None
+    };
+    (rows.into_iter().flat_map(EventRow::expand).collect(), next)
+}
+
+/// A message with each recipient's status and timeline, as known at
+/// `as_of`, read from either backend's pool.
+pub(crate) async fn message_view<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+    tenant: &Tenant,
+    id: &str,
+    as_of: Option<i64>,
+) -> Result<Option<crate::events::MessageView>, crate::RecordError>
+where
+    HeadRow: for<'r> sqlx::FromRow<'r, DB::Row>,
+    RecipientTuple: for<'r> sqlx::FromRow<'r, DB::Row>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    i64: Binds<DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    String: Binds<DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    &'static str: Binds<DB> + ColumnIndex<DB::Row>,
+{
+    let row: Option<HeadRow> = message_head(id, tenant.id).build_query_as().fetch_optional(pool).await?;
+    let Some(head) = row.map(head) else { return Ok(None) };
+    if as_of.is_some_and(|t| t < head.created_at) {
+        return Ok(None);
+    }
+    // The stored statuses first, then the events: an event is never older
+    // than the status it set (no read transaction spans both).
+    let stored = match head.direction {
+        Direction::Inbound => None,
+        _ => {
+            let rows: Vec<RecipientTuple> = recipient_rows(&head.id).build_query_as().fetch_all(pool).await?;
+            Some(rows.into_iter().map(recipient).collect())
+        }
+    };
+    let events = message_events(&head.id, as_of).build().fetch_all(pool).await?;
+    Ok(Some(crate::events::MessageView::assemble(head, stored, event_rows(events)?, as_of)))
+}
+
+/// A page of `GET /v1/events`, read from either backend's pool.
+pub(crate) async fn events<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+    tenant: &Tenant,
+    q: &EventQuery,
+) -> Result<(Vec<EventRow>, Option<i64>), crate::RecordError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    i64: Binds<DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    String: Binds<DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    &'static str: Binds<DB> + ColumnIndex<DB::Row>,
+{
+    let limit = q.limit.clamp(1, 1000) as i64;
+    let rows = event_rows(event_page(tenant, q, limit).build().fetch_all(pool).await?)?;
+    Ok(page(rows, limit as usize))
+}
+
+/// One address's history across messages, newest first (the events that
+/// name it, and those it shares), with its suppression: read from either
+/// backend's pool and suppression list at once.
+pub(crate) async fn recipient_history<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+    suppressions: &dyn crate::Suppressions,
+    tenant: &Tenant,
+    address: &str,
+    (as_of, cursor, limit): (Option<i64>, Option<i64>, u32),
+) -> Result<crate::events::RecipientHistory, crate::RecordError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    i64: Binds<DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    String: Binds<DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    &'static str: Binds<DB> + ColumnIndex<DB::Row>,
+{
+    let (address, limit) = (normalize(address), limit.clamp(1, 1000));
+    let mut query = history(tenant, &address, as_of, cursor, limit);
+    let events = async {
+        Ok::<_, crate::RecordError>(page(event_rows(query.build().fetch_all(pool).await?)?, limit as usize))
+    };
+    let suppression = suppressions.suppression(tenant, &address, as_of.unwrap_or_else(crate::events::now_ms));
+    let (events, suppression) = tokio::join!(events, suppression);
+    let (events, next_cursor) = events?;
+    Ok(crate::events::RecipientHistory { address, suppression: suppression?, events, next_cursor })
+}
