@@ -1,8 +1,6 @@
 //! What every backend must answer alike, asked through the storage traits
-//! only. Each test runs against every backend that has the parts it asks:
-//! a whole `Store` (`backends()`: SQLite; PostgreSQL joins once it has a
-//! quarantine store), or the event log, the directory and the suppression
-//! lists (`parts()`: SQLite and PostgreSQL).
+//! only. Each test runs against every backend (`backends()`: SQLite and
+//! PostgreSQL, each fresh and empty).
 
 mod pg;
 
@@ -12,58 +10,47 @@ use record::events::{
     Addressee, Direction, EventKind, EventQuery, NewEvent, NewMessage, NewRecipient, Suppress,
 };
 use record::postgres::Postgres;
-use record::quarantine::MessageMeta;
+use record::quarantine::{MessageMeta, NewCopy};
 use record::{Directory, EventLog, RecordError, Store, Suppressions};
 
 /// A fresh, empty store of each backend, with what keeps it alive.
 async fn backends() -> Vec<(&'static str, Store, tempfile::TempDir)> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let sqlite = Store::open(dir.path()).await.expect("a SQLite store");
-    vec![("sqlite", sqlite, dir)]
+    let pg = Postgres::connect(&pg::fresh_database().await, 4).await.expect("a PostgreSQL store");
+    let nothing = tempfile::tempdir().expect("a temporary directory");
+    vec![("sqlite", sqlite, dir), ("postgres", pg.into_store(), nothing)]
 }
 
-/// A backend's event log, directory and suppression lists, fresh and empty.
+/// A backend's parts, by name.
 struct Parts {
     name: &'static str,
     events: Arc<dyn EventLog>,
     directory: Arc<dyn Directory>,
     suppressions: Arc<dyn Suppressions>,
-    sqlite: Option<(Store, tempfile::TempDir)>,
-    postgres: Option<Postgres>,
+    store: Store,
+    _dir: tempfile::TempDir,
 }
 
 impl Parts {
     async fn close(self) {
-        if let Some((store, _dir)) = self.sqlite {
-            store.close().await;
-        }
-        if let Some(pg) = self.postgres {
-            pg.close().await;
-        }
+        self.store.close().await;
     }
 }
 
 async fn parts() -> Vec<Parts> {
-    let (_, sqlite, dir) = backends().await.remove(0);
-    let pg = Postgres::connect(&pg::fresh_database().await, 4).await.expect("a PostgreSQL store");
-    vec![
-        Parts {
-            name: "sqlite",
-            events: sqlite.events.clone(),
-            directory: sqlite.directory.clone(),
-            suppressions: sqlite.suppressions.clone(),
-            sqlite: Some((sqlite, dir)),
-            postgres: None,
-        },
-        Parts {
-            name: "postgres",
-            events: Arc::new(pg.clone()),
-            directory: Arc::new(pg.clone()),
-            suppressions: Arc::new(pg.clone()),
-            sqlite: None,
-            postgres: Some(pg),
-        },
-    ]
+    backends()
+        .await
+        .into_iter()
+        .map(|(name, store, _dir)| Parts {
+            name,
+            events: store.events.clone(),
+            directory: store.directory.clone(),
+            suppressions: store.suppressions.clone(),
+            store,
+            _dir,
+        })
+        .collect()
 }
 
 fn msg(id: &str, tenant: i64, rcpts: &[&str]) -> NewMessage {
@@ -315,7 +302,6 @@ async fn users_and_their_tenants() {
     }
 }
 
-/// (PostgreSQL joins once it has the quarantine store's accounts.)
 #[tokio::test]
 async fn a_store_account_belongs_to_a_tenant() {
     for (name, store, _dir) in backends().await {
@@ -402,6 +388,49 @@ async fn the_quarantine_files_reads_flags_and_expunges_copies() {
         // UIDs are never given out twice.
         let again = q.store("shop", "Bounces/Hard", b"again", &meta).await.unwrap();
         assert!(again.uid > placed.uid, "{name}");
+        store.close().await;
+    }
+}
+
+/// Retention: a sweep deletes what is past its folder's retention, and
+/// bytes only once no copy shares them.
+#[tokio::test]
+async fn the_sweep_deletes_what_is_past_retention_and_unshared_bytes() {
+    for (name, store, _dir) in backends().await {
+        let q = &store.quarantine;
+        q.add_account("shop", "pw", &[]).await.unwrap();
+        q.set_retention("shop", None, 10).await.unwrap();
+        q.set_retention("shop", Some("Human"), 2).await.unwrap();
+        assert!(q.set_retention("shop", None, 0).await.is_err(), "{name}");
+        let day = 86_400;
+        let at = |d: i64| MessageMeta { received_at: d * day, ..Default::default() };
+        let copies = vec![
+            NewCopy {
+                account: "shop".into(),
+                folder: "Human".into(),
+                bytes: b"shared".to_vec(),
+                meta: at(100),
+            },
+            NewCopy {
+                account: "shop".into(),
+                folder: "Spam".into(),
+                bytes: b"shared".to_vec(),
+                meta: at(100),
+            },
+            NewCopy { account: "nobody".into(), folder: "Spam".into(), bytes: b"x".to_vec(), meta: at(100) },
+        ];
+        let placed = q.store_many(copies).await;
+        assert!(placed[0].is_ok() && placed[1].is_ok() && placed[2].is_err(), "{name}: {placed:?}");
+        // Day 103: Human's two days are past, Spam's ten are not; the
+        // bytes stay for Spam's copy.
+        let swept = q.sweep(103 * day).await.unwrap();
+        assert_eq!((swept.messages, swept.blobs), (1, 0), "{name}");
+        let spam = q.folder("shop", "Spam").await.unwrap().expect("Spam");
+        let rows = q.messages(spam.id).await.unwrap();
+        assert_eq!(q.read_blob(&rows[0].blob).await.unwrap(), b"shared", "{name}");
+        let swept = q.sweep(111 * day).await.unwrap();
+        assert_eq!((swept.messages, swept.blobs), (1, 1), "{name}");
+        assert!(q.read_blob(&rows[0].blob).await.is_err(), "{name}: the bytes are gone");
         store.close().await;
     }
 }

@@ -1,10 +1,14 @@
 //! What only the PostgreSQL backend has: its event table partitioned by
-//! month, made ahead of need, and migrations that nodes may run at once.
+//! month, made ahead of need, migrations that nodes may run at once, and
+//! store changes that every node hears of.
 
 mod pg;
 
+use std::time::Duration;
+
 use record::events::{Direction, EventKind, EventLog, NewMessage, now_ms};
 use record::postgres::Postgres;
+use record::quarantine::MessageMeta;
 use record::{Directory, RecordError};
 use sqlx::Connection;
 
@@ -57,6 +61,33 @@ async fn events_go_to_their_month_s_partition_made_ahead() {
         .expect("the event");
     assert_eq!(kind, EventKind::Received.as_str());
     assert!(matches!(a.tenant("no good").await, Err(RecordError::Invalid(_))));
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_copy_filed_on_one_node_wakes_the_other_s_watchers() {
+    let url = pg::fresh_database().await;
+    let a = Postgres::connect(&url, 2).await.expect("node a").into_store();
+    let b = Postgres::connect(&url, 2).await.expect("node b").into_store();
+    a.quarantine.add_account("shop", "pw", &[]).await.expect("an account");
+    let mut changes = b.quarantine.changes();
+    let meta = MessageMeta { received_at: 1, ..Default::default() };
+    // A node's listener says "changed" once when it starts listening (it
+    // may have missed something): let that pass, then every change it
+    // sees is another node's announcement.
+    a.quarantine.store("shop", "Spam", b"first", &meta).await.expect("filed on a");
+    tokio::time::timeout(Duration::from_secs(5), changes.changed()).await.expect("listening").expect("open");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    changes.borrow_and_update();
+    a.quarantine.store("shop", "Spam", b"hello", &meta).await.expect("filed on a");
+    tokio::time::timeout(Duration::from_secs(1), changes.changed())
+        .await
+        .expect("node b heard of it within a second")
+        .expect("open");
+    let spam = b.quarantine.folder("shop", "Spam").await.expect("read").expect("Spam");
+    let rows = b.quarantine.messages(spam.id).await.expect("read");
+    assert_eq!(b.quarantine.read_blob(&rows[1].blob).await.expect("bytes"), b"hello");
     a.close().await;
     b.close().await;
 }

@@ -1,11 +1,18 @@
-//! The event log trait, implemented on PostgreSQL: each method hands on to
-//! the backend's own (in `log/`).
+//! The event log and the quarantine store, implemented on PostgreSQL:
+//! each method hands on to the backend's own (in `log/`, `quarantine.rs`).
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use super::Postgres;
 use super::log::Note;
 use crate::directory::Tenant;
 use crate::events::{
     Describe, EventLog, EventQuery, EventRow, MessageView, NewEvent, NewMessage, RecipientHistory,
+};
+use crate::quarantine::{
+    FolderInfo, MessageMeta, MessageRow, NewCopy, Placed, QuarantineStore, ReleaseInfo, Swept,
 };
 use crate::{BoxFuture, RecordError};
 
@@ -72,5 +79,80 @@ impl EventLog for Postgres {
         address: &'a str,
     ) -> Res<'a, Option<(i64, String, i64)>> {
         Box::pin(self.sent_with(message_id, address))
+    }
+}
+
+impl QuarantineStore for Postgres {
+    fn add_account<'a>(&'a self, name: &'a str, password: &'a str, domains: &'a [String]) -> Res<'a, ()> {
+        Box::pin(self.add_store_account(name, password, domains))
+    }
+    fn set_retention<'a>(&'a self, account: &'a str, folder: Option<&'a str>, days: i64) -> Res<'a, ()> {
+        Box::pin(self.retention(account, folder, days))
+    }
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+    fn verify_account<'a>(&'a self, name: &'a str, password: &'a str) -> Res<'a, bool> {
+        Box::pin(self.account_password(name, password))
+    }
+    fn domain_accounts(&self) -> Res<'_, Vec<(String, String)>> {
+        Box::pin(async move {
+            let sql = "SELECT d.domain, a.name FROM account_domains d JOIN accounts a ON a.id = d.account_id";
+            Ok(sqlx::query_as(sql).fetch_all(&self.pool).await?)
+        })
+    }
+    fn folders<'a>(&'a self, account: &'a str) -> Res<'a, Vec<FolderInfo>> {
+        Box::pin(self.account_folders(account))
+    }
+    fn folder<'a>(&'a self, account: &'a str, name: &'a str) -> Res<'a, Option<FolderInfo>> {
+        Box::pin(self.account_folder(account, name))
+    }
+    fn messages(&self, folder_id: i64) -> Res<'_, Arc<Vec<MessageRow>>> {
+        Box::pin(self.folder_messages(folder_id))
+    }
+    fn read_blob<'a>(&'a self, hash: &'a str) -> Res<'a, Vec<u8>> {
+        Box::pin(self.blob(hash))
+    }
+    fn read_blobs(&self, hashes: Vec<String>) -> BoxFuture<'_, Vec<Option<Vec<u8>>>> {
+        Box::pin(self.blobs(hashes))
+    }
+    fn store<'a>(
+        &'a self,
+        account: &'a str,
+        folder: &'a str,
+        bytes: &'a [u8],
+        meta: &'a MessageMeta,
+    ) -> Res<'a, Placed> {
+        let copy = NewCopy {
+            account: account.into(),
+            folder: folder.into(),
+            bytes: bytes.to_vec(),
+            meta: meta.clone(),
+        };
+        Box::pin(async move {
+            let placed = self.file(vec![copy]).await.pop();
+            placed.unwrap_or_else(|| Err(RecordError::Unavailable("not filed".into())))
+        })
+    }
+    fn store_many(&self, copies: Vec<NewCopy>) -> BoxFuture<'_, Vec<Result<Placed, RecordError>>> {
+        Box::pin(self.file(copies))
+    }
+    fn set_flags<'a>(&'a self, folder_id: i64, flags: &'a [(i64, String)]) -> Res<'a, ()> {
+        Box::pin(self.flags(folder_id, flags))
+    }
+    fn copy<'a>(&'a self, from: i64, uids: &'a [i64], to: i64) -> Res<'a, (i64, Vec<(i64, i64)>)> {
+        Box::pin(self.copy_messages(from, uids, to))
+    }
+    fn expunge<'a>(&'a self, folder_id: i64, uids: &'a [i64]) -> Res<'a, u64> {
+        Box::pin(self.expunge_messages(folder_id, uids))
+    }
+    fn release_info(&self, folder_id: i64, uid: i64) -> Res<'_, Option<ReleaseInfo>> {
+        Box::pin(self.release(folder_id, uid))
+    }
+    fn filed_from<'a>(&'a self, account: &'a str, queue_id: &'a str) -> Res<'a, Option<(String, i64)>> {
+        Box::pin(self.filed(account, queue_id))
+    }
+    fn sweep(&self, as_of: i64) -> Res<'_, Swept> {
+        Box::pin(self.sweep_expired(as_of))
     }
 }

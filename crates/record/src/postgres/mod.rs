@@ -3,16 +3,18 @@
 //! store), so that any node answers for any other. Each node keeps its own
 //! spool; nothing here is a node's alone.
 //!
-//! Built so far: the [`Directory`](crate::Directory) (tenants, API keys,
+//! It has the [`Directory`](crate::Directory) (tenants, API keys,
 //! submission users, accounts' tenants), the
 //! [`Suppressions`](crate::Suppressions) and the
-//! [`EventLog`](crate::EventLog) (its events partitioned by month). The
-//! quarantine store is still SQLite's only, so a `Store` cannot be opened
-//! on PostgreSQL yet.
+//! [`EventLog`](crate::EventLog) (its events partitioned by month) and the
+//! [`QuarantineStore`](crate::QuarantineStore), bytes and all: a whole
+//! [`Store`]. The store's changes are announced with `NOTIFY`, so IMAP
+//! IDLE on one node hears of copies filed on another.
 
 mod directory;
 mod impls;
 mod log;
+mod quarantine;
 mod suppress;
 
 use std::sync::Arc;
@@ -21,13 +23,14 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::RecordError;
 use crate::directory::KeyCache;
+use crate::{BoxFuture, Database, RecordError, Store};
 
 /// Schema steps, applied in order, each once (tracked in `schema_version`).
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_directory.sql"),
     include_str!("../../migrations/postgres/0002_events.sql"),
+    include_str!("../../migrations/postgres/0003_quarantine.sql"),
 ];
 
 /// The advisory lock nodes take to migrate one at a time (any constant: "sluice").
@@ -40,6 +43,10 @@ pub struct Postgres {
     keys: Arc<KeyCache>,
     /// The front line's events, to the task that writes them.
     notes: tokio::sync::mpsc::UnboundedSender<log::Note>,
+    /// (account, folder) to folder id.
+    folder_ids: Arc<std::sync::RwLock<std::collections::HashMap<(String, String), i64>>>,
+    /// Moves whenever a copy is filed or removed, on any node.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Postgres {
@@ -55,11 +62,33 @@ impl Postgres {
         Postgres::partitions_ahead(&pool).await?;
         let (notes, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(log::run_notes(pool.clone(), rx));
-        Ok(Postgres { pool, keys: Arc::default(), notes })
+        let changes = Arc::new(tokio::sync::watch::Sender::new(0));
+        tokio::spawn(listen(pool.clone(), changes.clone()));
+        Ok(Postgres { pool, keys: Arc::default(), notes, folder_ids: Arc::default(), changes })
     }
 
+    /// Writes what the front line noted, then closes the connections.
     pub async fn close(&self) {
+        self.flush_notes().await;
         self.pool.close().await;
+    }
+
+    /// The storage traits' handles on this database.
+    pub fn into_store(self) -> Store {
+        let me = Arc::new(self);
+        Store {
+            events: me.clone(),
+            directory: me.clone(),
+            suppressions: me.clone(),
+            quarantine: me.clone(),
+            database: me,
+        }
+    }
+}
+
+impl Database for Postgres {
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Postgres::close(self))
     }
 }
 
@@ -83,4 +112,30 @@ async fn migrate(pool: &PgPool) -> Result<(), RecordError> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Hears every node's announcements (`LISTEN`) and passes them on: the
+/// store's changes to IMAP IDLE. Reconnects when the connection drops
+/// (and then says "changed" once, as something may have been missed).
+async fn listen(pool: PgPool, changes: Arc<tokio::sync::watch::Sender<u64>>) {
+    let bump = || changes.send_modify(|n| *n = n.wrapping_add(1));
+    while !pool.is_closed() {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for other nodes' changes; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(quarantine::CHANGES).await {
+            tracing::warn!(error = %e, "cannot listen for other nodes' changes; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        bump();
+        while let Ok(Some(_)) = listener.try_recv().await {
+            bump();
+        }
+    }
 }
