@@ -34,6 +34,9 @@ DKIMPY_VERSION="1.1.8"
 OPENAPI_VALIDATOR_VERSION="0.9.0"
 # Fuzzes the HTTP API from its own OpenAPI document (never a 5xx).
 SCHEMATHESIS_VERSION="4.32.5"
+# Reads a sluice's record on PostgreSQL, as the tests read SQLite's file
+# (over the system's libpq, installed with PostgreSQL).
+PSYCOPG_VERSION="3.3.9"
 PYTHON="${PYTHON:-python3}"
 
 say() { echo "install-test-deps: $*"; }
@@ -170,6 +173,7 @@ have_py "pytest==$PYTEST_VERSION" || py_need+=("pytest==$PYTEST_VERSION")
 have_py "dkimpy==$DKIMPY_VERSION" || py_need+=("dkimpy==$DKIMPY_VERSION")
 have_py "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" || py_need+=("openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION")
 have_py "schemathesis==$SCHEMATHESIS_VERSION" || py_need+=("schemathesis==$SCHEMATHESIS_VERSION")
+have_py "psycopg==$PSYCOPG_VERSION" || py_need+=("psycopg==$PSYCOPG_VERSION")
 
 if [ "${#py_need[@]}" -gt 0 ]; then
     say "installing Python packages: ${py_need[*]}"

@@ -16,7 +16,6 @@
 import json
 import re
 import smtplib
-import sqlite3
 import os
 
 from helpers.mail import send_raw
@@ -36,12 +35,8 @@ def send_unstuffed(sl, content, mail_from=""):
     return send_raw(sl.smtp, content + b"\r\n.\r\n", mail_from=mail_from, stuff=False)
 
 
-def stored_blobs(data_dir):
-    db = sqlite3.connect(os.path.join(data_dir, "sluice.db"))
-    try:
-        return [bytes(r[0]) for r in db.execute("SELECT bytes FROM blobs")]
-    finally:
-        db.close()
+def stored_blobs(sl):
+    return [bytes(r[0]) for r in sl.rows("SELECT bytes FROM blobs")]
 
 
 def test_bare_lf_cr_nul_and_long_lines_reach_a_strict_downstream(sink_factory, sluice_factory, tmp_path):
@@ -74,8 +69,8 @@ def test_bare_lf_cr_nul_and_long_lines_reach_a_strict_downstream(sink_factory, s
     assert long_body.replace(b"\r\n ", b"").startswith(b"x" * 2500 + b"\r\nshort"), long_body[:100]
 
     # The store keeps exactly what was received, bare line ends and all.
-    wait_until(lambda: len(stored_blobs(sl.data)) >= len(cases), 20, what="the tee copies")
-    blobs = stored_blobs(sl.data)
+    wait_until(lambda: len(stored_blobs(sl)) >= len(cases), 20, what="the tee copies")
+    blobs = stored_blobs(sl)
     for tag, c in cases.items():
         # (the CRLF before the ending dot is the content's last line end)
         assert c + b"\r\n" in blobs, f"copy of {tag!r} is not the exact bytes received"
@@ -160,6 +155,6 @@ def test_postmaster_goes_to_the_named_store_account_without_a_relay(sluice_facto
     msg = raw_message(b"pm", b"hello postmaster\r\n")
     with smtplib.SMTP(*sl.smtp, timeout=10) as c:
         c.sendmail("someone@elsewhere.test", [f"abuse@{HOSTNAME}"], msg)
-    wait_until(lambda: msg in stored_blobs(sl.data), 20, what="the copy in the ops account")
+    wait_until(lambda: msg in stored_blobs(sl), 20, what="the copy in the ops account")
     sl.wait_queue_empty(10)
     assert json.dumps(sl.queue_entries()) == "[]"

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import smtplib
-import sqlite3
 import urllib.request
 
 import pytest
@@ -19,11 +18,7 @@ BOUNCE_DOMAIN = "bounces.sluice.test"
 
 
 def db(sl, sql, *args):
-    con = sqlite3.connect(os.path.join(sl.data, "sluice.db"), timeout=10)
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
+    return sl.rows(sql, *args)
 
 
 def kill_message(mid):

@@ -41,12 +41,12 @@ def store(sink, sluice_factory, tmp_path):
 def deliver(sl, *names):
     """Sends corpus samples over SMTP; returns {name: bytes} once all are filed."""
     sent = {}
-    before = len(stored(sl.data))
+    before = len(stored(sl))
     for n in names:
         raw = fixture(n)
         send_raw(sl.smtp, raw, mail_from="", rcpts=("bounces@sluice.test",))
         sent[n] = raw
-    wait_until(lambda: len(stored(sl.data)) == before + len(names), 20, what="copies filed")
+    wait_until(lambda: len(stored(sl)) == before + len(names), 20, what="copies filed")
     return sent
 
 
@@ -156,7 +156,7 @@ def test_fetch_over_several_chunks_pairs_each_uid_with_its_own_bytes(store):
         for i in range(n):
             c.sendmail("ann@src.test", ["desk@sluice.test"],
                        f"From: ann@src.test\r\nSubject: note {i}\r\nX-Seq: {i}\r\n\r\nHello {i}\r\n")
-    wait_until(lambda: len(stored(store.data)) == n, 60, what=f"{n} copies filed")
+    wait_until(lambda: len(stored(store)) == n, 60, what=f"{n} copies filed")
     m = login(store)
     typ, data = m.select("Human", readonly=True)
     assert (typ, data) == ("OK", [str(n).encode()])
@@ -284,10 +284,10 @@ def test_release_reinjects_to_the_original_recipients(store, sink):
 def test_retention_with_as_of(store):
     sl = store
     deliver(sl, BOUNCE, AUTOREPLY)
-    rows = stored(sl.data)
+    rows = stored(sl)
     hashes = {r[5] for r in rows}
     for h in hashes:
-        assert blob(sl.data, h)
+        assert blob(sl, h)
     m = login(sl)
     # Fresh mail survives a sweep as of now + 29 days.
     later = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=29)).isoformat()
@@ -303,10 +303,12 @@ def test_retention_with_as_of(store):
     assert m.untagged_responses.get("EXPUNGE") == [b"1"], m.untagged_responses
     assert m.select('"Bounces/Hard"') == ("OK", [b"0"])
     for h in hashes:
-        assert blob(sl.data, h) is None
-    # Not just unreachable: the bytes are overwritten in the database's
-    # files (secure_delete, then a truncating checkpoint).
-    for rel in (BOUNCE, AUTOREPLY):
+        assert blob(sl, h) is None
+    # Not just unreachable: on SQLite the bytes are overwritten in the
+    # database's files (secure_delete, then a truncating checkpoint).
+    # (PostgreSQL keeps a deleted row's bytes in its files until VACUUM
+    # reuses the space: no such promise there yet.)
+    for rel in (BOUNCE, AUTOREPLY) if not sl.database else ():
         body = fixture(rel).split(b"\r\n\r\n", 1)[1]
         assert not on_disk(sl.data, body[:200]), f"swept bytes of {rel} still in {on_disk(sl.data, body[:200])}"
     # UIDs are never reused: the next copy is UID 2.
@@ -412,7 +414,7 @@ folder_retention_days = {{ "AutoReplies" = 1 }}
         return p.stdout
 
     assert b"swept 1 message(s)" in sweep(2)
-    assert [r[0] for r in stored(sl.data)] == ["Bounces/Hard"]
+    assert [r[0] for r in stored(sl)] == ["Bounces/Hard"]
     # The account keeps copies 60 days instead of 30.
     sl.cli("account", "retention", "acme", "60", "--data", sl.data)
     assert b"swept 0 message(s)" in sweep(40)

@@ -1,14 +1,18 @@
 """The quarantine store's commands (issue 4 groundwork): accounts and the
-retention sweep with a clock override, against a real SQLite file."""
+retention sweep with a clock override, against a real database (SQLite, or
+PostgreSQL when the suite runs on it)."""
 
-import sqlite3
+import os
 import subprocess
 
-from helpers.procs import sluice_bin
+from helpers.procs import db_rows, sluice_bin, database_for_test
+
+DATABASE = database_for_test()
 
 
 def run(*args, check=True):
-    p = subprocess.run([sluice_bin(), *args], capture_output=True, timeout=60)
+    env = {**os.environ, **({"SLUICE_DATABASE": DATABASE} if DATABASE else {})}
+    p = subprocess.run([sluice_bin(), *args], capture_output=True, timeout=60, env=env)
     if check:
         assert p.returncode == 0, p.stderr.decode()
     return p
@@ -21,9 +25,8 @@ def test_account_add_and_sweep(tmp_path):
     out = run("account", "add", "acme", "--password-file", str(pw), "--domain", "Bounces.Example.COM",
               "--data", data)
     assert b"account acme saved" in out.stdout
-    db = sqlite3.connect(f"{data}/sluice.db")
-    rows = db.execute("SELECT d.domain, a.name, a.password_hash FROM account_domains d "
-                      "JOIN accounts a ON a.id = d.account_id").fetchall()
+    rows = db_rows(data, DATABASE, "SELECT d.domain, a.name, a.password_hash FROM account_domains d "
+                   "JOIN accounts a ON a.id = d.account_id")
     assert len(rows) == 1
     domain, name, hashed = rows[0]
     assert (domain, name) == ("bounces.example.com", "acme")

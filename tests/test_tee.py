@@ -4,7 +4,6 @@ account's store as exact bytes. Corpus samples from the project's fixtures."""
 
 import hashlib
 import os
-import sqlite3
 
 from helpers.mail import send_raw
 from helpers.procs import wait_until
@@ -19,21 +18,15 @@ def fixture(rel):
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def stored(data_dir):
-    db = sqlite3.connect(os.path.join(data_dir, "sluice.db"))
-    return db.execute(
-        "SELECT f.name, m.uid, m.verdict, m.reason, m.flags, m.blob FROM messages m "
-        "JOIN folders f ON f.id = m.folder_id ORDER BY m.id").fetchall()
+def stored(sl):
+    return sl.rows("SELECT f.name, m.uid, m.verdict, m.reason, m.flags, m.blob FROM messages m "
+                   "JOIN folders f ON f.id = m.folder_id ORDER BY m.id")
 
 
-def blob(data_dir, h):
+def blob(sl, h):
     """The stored bytes named `h` (a message's sha256), or None."""
-    db = sqlite3.connect(os.path.join(data_dir, "sluice.db"))
-    try:
-        row = db.execute("SELECT bytes FROM blobs WHERE hash = ?", (h,)).fetchone()
-    finally:
-        db.close()
-    return None if row is None else bytes(row[0])
+    rows = sl.rows("SELECT bytes FROM blobs WHERE hash = ?", h)
+    return bytes(rows[0][0]) if rows else None
 
 
 def on_disk(data_dir, needle):
@@ -69,14 +62,14 @@ def test_bounce_and_autoreply_are_relayed_and_filed(sink, sluice_factory, tmp_pa
     assert any(b.endswith(bounce) for b in bodies)
     assert any(b.endswith(auto) for b in bodies)
 
-    rows = wait_until(lambda: len(stored(sl.data)) == 2 and stored(sl.data), 20, what="two stored copies")
+    rows = wait_until(lambda: len(stored(sl)) == 2 and stored(sl), 20, what="two stored copies")
     by_folder = {r[0]: r for r in rows}
     assert set(by_folder) == {"Bounces/Hard", "AutoReplies"}, rows
     folder, uid, verdict, reason, flags, h = by_folder["Bounces/Hard"]
     assert (uid, verdict, reason) == (1, "bounce", "userunknown")
     assert "$Reason_userunknown" in flags.split()
     # The copy is exactly the bytes received (no trace header), stored once.
-    assert blob(sl.data, h) == bounce
+    assert blob(sl, h) == bounce
     assert h == hashlib.sha256(bounce).hexdigest()
     assert by_folder["AutoReplies"][2] == "autoreply"
     # Nothing is left in the queue: both routes finished.
@@ -94,7 +87,7 @@ def test_mail_is_teed_even_while_the_downstream_is_down(sink_factory, sluice_fac
     msg = fixture("bounces/lhost-postfix-05.eml")
     send_raw(sl.smtp, msg, mail_from="", rcpts=("bounces@sluice.test",))
     # The copy is filed although the relay cannot deliver...
-    wait_until(lambda: len(stored(sl.data)) == 1, 20, what="the stored copy")
+    wait_until(lambda: len(stored(sl)) == 1, 20, what="the stored copy")
 
     def routes():
         entries = sl.queue_entries()

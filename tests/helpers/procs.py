@@ -23,6 +23,46 @@ def sluice_bin():
     return os.environ.get("SLUICE_BIN") or os.path.join(ROOT, "target", "debug", "sluice")
 
 
+# SLUICE_TEST_DATABASE=postgres runs every sluice of the suite on
+# PostgreSQL: one private server for the run (scripts/pg-test-server,
+# stopped when this process ends), a fresh database for each sluice, named
+# to it by SLUICE_DATABASE (serve and every CLI command read it).
+_PG_DIR = None
+
+
+def database_for_test():
+    """The URL of a fresh database for one sluice, or None on SQLite."""
+    global _PG_DIR
+    kind = os.environ.get("SLUICE_TEST_DATABASE", "sqlite")
+    if kind == "sqlite":
+        return None
+    assert kind == "postgres", f"SLUICE_TEST_DATABASE is sqlite or postgres, not {kind!r}"
+    script = os.path.join(ROOT, "scripts", "pg-test-server")
+    if _PG_DIR is None:
+        _PG_DIR = f"/tmp/sluice-pg-e2e-{os.getpid()}"
+        subprocess.run([script, "start", _PG_DIR, str(os.getpid())], check=True, capture_output=True)
+    name = f"s{time.monotonic_ns()}"
+    p = subprocess.run([script, "createdb", _PG_DIR, name], check=True, capture_output=True)
+    return p.stdout.decode().strip()
+
+
+def db_rows(data_dir, database, sql, args=()):
+    """The rows of `sql` (`?` placeholders) on a sluice's record: its
+    PostgreSQL database when `database` names one, else the SQLite file in
+    `data_dir`. Bytes come back as bytes on both."""
+    if database:
+        import psycopg
+        with psycopg.connect(database) as con:
+            return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                    for row in con.execute(sql.replace("?", "%s"), args).fetchall()]
+    import sqlite3
+    con = sqlite3.connect(os.path.join(data_dir, "sluice.db"), timeout=10)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
 def wait_until(predicate, timeout, interval=0.1, what="condition"):
     """Polls `predicate` until it returns something truthy; returns it. Raises
     AssertionError naming `what` after `timeout` seconds."""
@@ -90,7 +130,10 @@ class Sluice:
         self.hostname = hostname
         self.extra_args = list(extra_args)
         self.log_format = log_format
-        self.env = env
+        self.env = dict(env or {})
+        database = database_for_test()
+        if database:
+            self.env.setdefault("SLUICE_DATABASE", database)
         self.smtp_port = free_port()
         self.submission_port = free_port()
         self.imap_port = free_port()
@@ -221,10 +264,20 @@ class Sluice:
     def submission(self):
         return ("127.0.0.1", self.submission_port)
 
+    # -- the record ------------------------------------------------------
+    @property
+    def database(self):
+        """The PostgreSQL URL this sluice keeps its record in, or None."""
+        return self.env.get("SLUICE_DATABASE")
+
+    def rows(self, sql, *args):
+        """Rows of a query on this sluice's record (`?` placeholders)."""
+        return db_rows(self.data, self.database, sql, args)
+
     # -- CLI -------------------------------------------------------------
     def cli(self, *args, timeout=60, check=True, input=None):
         cmd = [sluice_bin(), *args]
-        p = subprocess.run(cmd, capture_output=True, timeout=timeout, input=input)
+        p = subprocess.run(cmd, capture_output=True, timeout=timeout, input=input, env={**os.environ, **self.env})
         if check and p.returncode != 0:
             raise SluiceError(f"{cmd} exited {p.returncode}\nstdout: {p.stdout!r}\nstderr: {p.stderr!r}")
         return p

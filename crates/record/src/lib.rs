@@ -21,6 +21,7 @@ pub mod quarantine;
 mod sql;
 pub mod sqlite;
 pub mod suppress;
+mod url;
 
 use std::future::Future;
 use std::path::Path;
@@ -31,6 +32,7 @@ pub use directory::Directory;
 pub use events::EventLog;
 pub use quarantine::QuarantineStore;
 pub use suppress::Suppressions;
+pub use url::DatabaseUrl;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -111,6 +113,8 @@ impl Busy for NeverBusy {
 pub trait Database: Send + Sync + 'static {
     /// Closes its connections once the writes under way are done.
     fn close(&self) -> BoxFuture<'_, ()>;
+    /// The last schema step applied.
+    fn schema_version(&self) -> BoxFuture<'_, Result<i64, RecordError>>;
 }
 
 /// The record's parts (cheap to clone: each is shared).
@@ -134,6 +138,39 @@ impl Store {
     /// `busy` says so.
     pub async fn open_with(data_dir: &Path, busy: Arc<dyn Busy>) -> Result<Self, RecordError> {
         Ok(sqlite::Sqlite::open(data_dir, busy).await?.into_store())
+    }
+
+    /// Opens the record `url` names (SQLite's in `data_dir` by default),
+    /// with up to `connections` connections to a server, its schema
+    /// brought up to date.
+    pub async fn connect(
+        url: &DatabaseUrl,
+        data_dir: &Path,
+        busy: Arc<dyn Busy>,
+        connections: u32,
+    ) -> Result<Self, RecordError> {
+        match url {
+            DatabaseUrl::Sqlite(None) => Store::open_with(data_dir, busy).await,
+            DatabaseUrl::Sqlite(Some(file)) => {
+                Ok(sqlite::Sqlite::open_file(file, data_dir, busy).await?.into_store())
+            }
+            DatabaseUrl::Postgres(url) => {
+                Ok(postgres::Postgres::connect(url, connections).await?.into_store())
+            }
+        }
+    }
+
+    /// The last schema step applied.
+    pub async fn schema_version(&self) -> Result<i64, RecordError> {
+        self.database.schema_version().await
+    }
+
+    /// Connectivity, the schema's version, and a round trip (the default
+    /// tenant read, created if new).
+    pub async fn check(&self) -> Result<i64, RecordError> {
+        let version = self.database.schema_version().await?;
+        self.directory.tenant("default").await?;
+        Ok(version)
     }
 
     pub async fn close(&self) {

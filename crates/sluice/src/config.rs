@@ -21,6 +21,7 @@ pub struct Config {
     pub quarantine: QuarantineConfig,
     pub http: HttpConfig,
     pub outbound: OutboundConfig,
+    pub database: DatabaseConfig,
     /// Store accounts, applied on `sluice serve` (same as `sluice account add`).
     pub accounts: Vec<AccountConfig>,
 }
@@ -277,6 +278,37 @@ impl Default for QuarantineConfig {
     }
 }
 
+/// `[database]`: where the record (tenants, keys, users, suppressions,
+/// events, the quarantine store) is kept. Each node's spool stays in its
+/// own data directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH`, or `postgres://USER:PASS@HOST:PORT/DB` for state
+    /// shared by many nodes. Default: `sluice.db` in the data directory.
+    /// `--database` (or the `SLUICE_DATABASE` environment variable)
+    /// overrides it.
+    pub url: Option<String>,
+    /// Connections to a database server, at most (PostgreSQL).
+    pub connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: None, connections: 16 }
+    }
+}
+
+impl DatabaseConfig {
+    /// The parsed URL (SQLite in the data directory when none is set).
+    pub fn url(&self) -> anyhow::Result<record::DatabaseUrl> {
+        match &self.url {
+            None => Ok(record::DatabaseUrl::Sqlite(None)),
+            Some(u) => record::DatabaseUrl::parse(u).context("database.url"),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -394,6 +426,23 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Opens the record the configuration names, its schema brought up to
+    /// date; background writes wait while `busy` says so.
+    pub async fn open_store_with(
+        &self,
+        busy: std::sync::Arc<dyn record::Busy>,
+    ) -> anyhow::Result<record::Store> {
+        let url = self.database.url()?;
+        record::Store::connect(&url, &self.server.data, busy, self.database.connections)
+            .await
+            .with_context(|| format!("opening the database ({url})"))
+    }
+
+    /// As [`Config::open_store_with`], for a command that serves no mail.
+    pub async fn open_store(&self) -> anyhow::Result<record::Store> {
+        self.open_store_with(std::sync::Arc::new(record::NeverBusy)).await
+    }
+
     /// Checks values that parse but make no sense, naming the key.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.server.hostname.is_empty() || self.server.hostname.contains(char::is_whitespace) {
@@ -404,6 +453,10 @@ impl Config {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             bail!("tls.cert and tls.key must be given together");
+        }
+        self.database.url()?;
+        if self.database.connections == 0 {
+            bail!("database.connections must be at least 1");
         }
         if self.smtp.max_message_size < 1024 {
             bail!("smtp.max_message_size must be at least 1024 bytes");

@@ -274,7 +274,7 @@ pub async fn request(cfg: &Config, req: Request) -> anyhow::Result<Response> {
     let (spool, _) = opened.with_context(|| {
         format!("the spool is in use but its control socket does not answer: {}", spool_dir.display())
     })?;
-    let store = record::Store::open(&cfg.server.data).await.context("opening the database")?;
+    let store = cfg.open_store().await?;
     let reinjector = Reinjector {
         spool: Arc::new(spool),
         waker: None,

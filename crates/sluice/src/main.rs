@@ -38,6 +38,10 @@ struct Common {
     /// Data directory: spool, database, generated certificate [default: ./sluice-data].
     #[arg(long, global = true)]
     data: Option<PathBuf>,
+    /// The record's database: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB
+    /// [default: sluice.db in the data directory].
+    #[arg(long, global = true, env = "SLUICE_DATABASE", hide_env_values = true)]
+    database: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +100,11 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// The record's database (SQLite, or PostgreSQL shared by many nodes).
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Classify messages (bounce, delay, auto-reply, complaint, ...); one JSON line each.
     Classify {
         /// Output format (only jsonl).
@@ -114,6 +123,21 @@ enum Command {
         jobs: Option<usize>,
         /// Message files; `-` reads standard input.
         files: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Bring the schema up to date (every node does so when it starts).
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Connect, bring the schema up to date, and make a round trip; fails
+    /// (exit status 2) when the database cannot be reached.
+    Check {
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -257,7 +281,34 @@ fn load_config(common: &Common) -> anyhow::Result<Config> {
     if let Some(d) = &common.data {
         cfg.server.data = d.clone();
     }
+    if let Some(url) = &common.database {
+        cfg.database.url = Some(url.clone());
+    }
     Ok(cfg)
+}
+
+/// `sluice db migrate` and `sluice db check`.
+async fn db_command(cfg: &Config, round_trip: bool) -> anyhow::Result<i32> {
+    let url = cfg.database.url()?;
+    if url == record::DatabaseUrl::Sqlite(None) {
+        std::fs::create_dir_all(&cfg.server.data)?;
+    }
+    let started = std::time::Instant::now();
+    let store = cfg.open_store().await?;
+    let version = match round_trip {
+        true => store.check().await,
+        false => store.schema_version().await,
+    };
+    store.close().await;
+    let version = version.with_context(|| format!("database {url}"))?;
+    match round_trip {
+        true => println!(
+            "database {url}: reachable, schema version {version}, {} ms",
+            started.elapsed().as_millis()
+        ),
+        false => println!("database {url}: schema version {version}, up to date"),
+    }
+    Ok(0)
 }
 
 /// Logs to stderr, for the commands that run and exit.
@@ -357,7 +408,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                         let cfg = load_config(&common)?;
                         let password = read_password(&password_file)?;
                         std::fs::create_dir_all(&cfg.server.data)?;
-                        let store = record::Store::open(&cfg.server.data).await?;
+                        let store = cfg.open_store().await?;
                         store.directory.set_user(&name, &password).await?;
                         if let Some(t) = &tenant {
                             store.directory.set_user_tenant(&name, t).await?;
@@ -367,7 +418,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     }
                     UserCommand::List { common } => {
                         let cfg = load_config(&common)?;
-                        let store = record::Store::open(&cfg.server.data).await?;
+                        let store = cfg.open_store().await?;
                         for u in store.directory.users().await? {
                             println!("{u}");
                         }
@@ -383,7 +434,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let password = read_password(&password_file)?;
             runtime()?.block_on(async {
                 std::fs::create_dir_all(&cfg.server.data)?;
-                let store = record::Store::open(&cfg.server.data).await?;
+                let store = cfg.open_store().await?;
                 store.quarantine.add_account(&name, &password, &domains).await?;
                 store.close().await;
                 println!("account {name} saved");
@@ -394,7 +445,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             init_logging("text");
             let cfg = load_config(&common)?;
             runtime()?.block_on(async {
-                let store = record::Store::open(&cfg.server.data).await?;
+                let store = cfg.open_store().await?;
                 let done = store.directory.set_account_tenant(&name, &tenant).await;
                 store.close().await;
                 done?;
@@ -406,7 +457,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             init_logging("text");
             let cfg = load_config(&common)?;
             runtime()?.block_on(async {
-                let store = record::Store::open(&cfg.server.data).await?;
+                let store = cfg.open_store().await?;
                 store.quarantine.set_retention(&name, folder.as_deref(), days).await?;
                 store.close().await;
                 println!(
@@ -426,12 +477,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 None => chrono::Utc::now().timestamp(),
             };
             runtime()?.block_on(async {
-                let store = record::Store::open(&cfg.server.data).await?;
+                let store = cfg.open_store().await?;
                 let swept = store.quarantine.sweep(as_of).await?;
                 store.close().await;
                 println!("swept {} message(s), {} blob(s)", swept.messages, swept.blobs);
                 Ok(0)
             })
+        }
+        Command::Db { command } => {
+            init_logging("text");
+            let (common, round_trip) = match command {
+                DbCommand::Migrate { common } => (common, false),
+                DbCommand::Check { common } => (common, true),
+            };
+            let cfg = load_config(&common)?;
+            runtime()?.block_on(db_command(&cfg, round_trip))
         }
         Command::Quarantine { command: QuarantineCommand::Release { account, folder, uid, common } } => {
             init_logging("text");

@@ -78,7 +78,7 @@ pub enum SuppressCommand {
 async fn open(common: &Common) -> anyhow::Result<Store> {
     let cfg = load_config(common)?;
     std::fs::create_dir_all(&cfg.server.data)?;
-    Ok(Store::open(&cfg.server.data).await?)
+    cfg.open_store().await
 }
 
 pub async fn apikey(cmd: ApikeyCommand) -> anyhow::Result<i32> {

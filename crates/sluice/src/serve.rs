@@ -165,9 +165,7 @@ impl Core {
         let data = cfg.server.data.clone();
         std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
         let front_line = route::front_line::FrontLine::default();
-        let store = record::Store::open_with(&data, Arc::new(front_line.clone()))
-            .await
-            .context("opening the database")?;
+        let store = cfg.open_store_with(Arc::new(front_line.clone())).await?;
         let spool_dir = data.join("spool");
         let (spool, recovery) = Spool::open(&spool_dir, cfg.queue.fsync).context("opening the spool")?;
         let spool = Arc::new(spool);

@@ -17,11 +17,12 @@ mod log;
 mod quarantine;
 mod suppress;
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::directory::KeyCache;
 use crate::{BoxFuture, Database, RecordError, Store};
@@ -53,10 +54,12 @@ impl Postgres {
     /// Connects to `url` (`postgres://USER:PASS@HOST:PORT/DB`) with up to
     /// `connections` connections, and brings its schema up to date.
     pub async fn connect(url: &str, connections: u32) -> Result<Self, RecordError> {
+        // Notices ("already exists, skipping") are not worth a log line.
+        let options = PgConnectOptions::from_str(url)?.options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options)
             .await?;
         migrate(&pool).await?;
         Postgres::partitions_ahead(&pool).await?;
@@ -89,6 +92,13 @@ impl Postgres {
 impl Database for Postgres {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(Postgres::close(self))
+    }
+    fn schema_version(&self) -> BoxFuture<'_, Result<i64, RecordError>> {
+        Box::pin(async move {
+            let v: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(version) FROM schema_version").fetch_one(&self.pool).await?;
+            Ok(v.unwrap_or(0))
+        })
     }
 }
 

@@ -46,7 +46,12 @@ impl Sqlite {
     /// Opens (creating if needed) `DIR/sluice.db` and brings its schema up
     /// to date. The front line's events wait while `busy` says so.
     pub async fn open(data_dir: &Path, busy: Arc<dyn Busy>) -> Result<Self, RecordError> {
-        let opts = connect_options(&data_dir.join("sluice.db"))?;
+        Sqlite::open_file(&data_dir.join("sluice.db"), data_dir, busy).await
+    }
+
+    /// As [`Sqlite::open`], the database in `file`.
+    pub async fn open_file(file: &Path, data_dir: &Path, busy: Arc<dyn Busy>) -> Result<Self, RecordError> {
+        let opts = connect_options(file)?;
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts.clone()).await?;
         migrate(&pool).await?;
         let changes = Arc::new(tokio::sync::watch::Sender::new(0));
@@ -78,6 +83,13 @@ impl Sqlite {
 impl Database for SqlitePool {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(SqlitePool::close(self))
+    }
+    fn schema_version(&self) -> BoxFuture<'_, Result<i64, RecordError>> {
+        Box::pin(async move {
+            let v: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(version) FROM schema_version").fetch_one(self).await?;
+            Ok(v.unwrap_or(0))
+        })
     }
 }
 
