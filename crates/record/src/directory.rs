@@ -136,4 +136,8 @@ pub trait Directory: Send + Sync + 'static {
     fn account_tenants(&self) -> Res<'_, Vec<(String, i64)>>;
     /// Makes a store account (and so its domains' inbound mail) a tenant's.
     fn set_account_tenant<'a>(&'a self, account: &'a str, tenant: &'a str) -> Res<'a, ()>;
+    /// The secret called `name` that every node shares: the one stored,
+    /// or `made` (stored now) when there is none yet. The first node to
+    /// ask decides; the others get its value.
+    fn secret<'a>(&'a self, name: &'a str, made: &'a [u8]) -> Res<'a, Vec<u8>>;
 }

@@ -298,6 +298,9 @@ async fn users_and_their_tenants() {
         assert_eq!(d.tenant(" acme ").await.unwrap(), acme, "{name}: the same tenant");
         let names: Vec<String> = d.tenants().await.unwrap().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["acme"], "{name}");
+        // A shared secret: the first to ask decides.
+        assert_eq!(d.secret("verp", b"first").await.unwrap(), b"first", "{name}");
+        assert_eq!(d.secret("verp", b"second").await.unwrap(), b"first", "{name}");
         parts.close().await;
     }
 }

@@ -91,3 +91,21 @@ async fn a_copy_filed_on_one_node_wakes_the_other_s_watchers() {
     a.close().await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn a_key_revoked_on_one_node_is_refused_on_the_other_within_a_second() {
+    let url = pg::fresh_database().await;
+    let a = Postgres::connect(&url, 2).await.expect("node a").into_store();
+    let b = Postgres::connect(&url, 2).await.expect("node b").into_store();
+    let key = a.directory.create_api_key("acme").await.expect("a key");
+    // B knows the key (and keeps it in its cache).
+    assert!(b.directory.authenticate(&key).await.expect("read").is_some());
+    assert_eq!(a.directory.revoke_api_key("acme", &key).await.expect("revoked"), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while b.directory.authenticate(&key).await.expect("read").is_some() {
+        assert!(std::time::Instant::now() < deadline, "node b still takes the revoked key after a second");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.close().await;
+    b.close().await;
+}

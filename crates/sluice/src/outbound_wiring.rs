@@ -16,28 +16,30 @@ use vocabulary::Reply;
 
 use crate::config::{Config, SmartHostTls, parse_host_port};
 
-/// The VERP signing key, made on first start (`DATA/verp.key`, mode 0600).
-pub fn verp_key(data: &Path) -> anyhow::Result<Vec<u8>> {
+/// The VERP/token HMAC key every node shares, kept in the record's
+/// database: the first node to start decides it. A `verp.key` file that
+/// an earlier version left in the data directory is what a single node
+/// offers first, so the tokens it handed out stay valid; a node whose file
+/// disagrees with the database uses the database's (and says so).
+pub async fn verp_key(data: &Path, directory: &dyn record::Directory) -> anyhow::Result<Vec<u8>> {
     let path = data.join("verp.key");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let key = text.trim().to_string();
-        anyhow::ensure!(key.len() >= 32, "{} is too short to be a key", path.display());
-        return Ok(key.into_bytes());
+    let file = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let key = text.trim().as_bytes().to_vec();
+            anyhow::ensure!(key.len() >= 32, "{} is too short to be a key", path.display());
+            Some(key)
+        }
+        Err(_) => None,
+    };
+    let made = match &file {
+        Some(key) => key.clone(),
+        None => format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()).into_bytes(),
+    };
+    let key = directory.secret("verp", &made).await.context("reading the VERP key")?;
+    if file.is_some_and(|f| f != key) {
+        tracing::warn!(file = %path.display(), "the VERP key file differs from the shared key: the shared key is used");
     }
-    let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        f.write_all(key.as_bytes())?;
-        f.sync_all()?;
-    }
-    Ok(key.into_bytes())
+    Ok(key)
 }
 
 /// Smart host, or the static routes and then the domain's MX (DNS).

@@ -179,7 +179,7 @@ impl Core {
         let accounts = tee::Accounts::load(store.quarantine.as_ref()).await;
         let bounce_domain = cfg.bounce_domain();
         let verp = outbound::Verp::new(
-            &outbound_wiring::verp_key(&data)?,
+            &outbound_wiring::verp_key(&data, store.directory.as_ref()).await?,
             &cfg.outbound.bounce_local,
             &bounce_domain,
         );

@@ -60,7 +60,11 @@ impl Postgres {
             .bind(now_ms())
             .bind(h),
         };
-        let done = q.bind(tenant).execute(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        let done = q.bind(tenant).execute(&mut *tx).await?;
+        // Every node forgets the keys it knew (on commit), this one at once.
+        sqlx::query("SELECT pg_notify($1, '')").bind(super::KEYS_CHANGED).execute(&mut *tx).await?;
+        tx.commit().await?;
         self.keys.clear();
         Ok(done.rows_affected())
     }
@@ -201,5 +205,22 @@ impl Directory for Postgres {
     fn set_account_tenant<'a>(&'a self, account: &'a str, tenant: &'a str) -> Res<'a, ()> {
         let update = "UPDATE accounts SET tenant_id = $1 WHERE name = $2";
         Box::pin(self.give_to_tenant(update, "account", account, tenant))
+    }
+
+    fn secret<'a>(&'a self, name: &'a str, made: &'a [u8]) -> Res<'a, Vec<u8>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(name)
+            .bind(made)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+            let value = sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool);
+            Ok(value.await?)
+        })
     }
 }

@@ -32,10 +32,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_directory.sql"),
     include_str!("../../migrations/postgres/0002_events.sql"),
     include_str!("../../migrations/postgres/0003_quarantine.sql"),
+    include_str!("../../migrations/postgres/0004_secrets.sql"),
 ];
 
 /// The advisory lock nodes take to migrate one at a time (any constant: "sluice").
 const MIGRATION_LOCK: i64 = 0x511CE;
+
+/// The channel a revocation of API keys is announced on.
+const KEYS_CHANGED: &str = "sluice_keys";
 
 /// A connection pool on one PostgreSQL database, its schema up to date.
 #[derive(Clone)]
@@ -65,9 +69,15 @@ impl Postgres {
         Postgres::partitions_ahead(&pool).await?;
         let (notes, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(log::run_notes(pool.clone(), rx));
-        let changes = Arc::new(tokio::sync::watch::Sender::new(0));
-        tokio::spawn(listen(pool.clone(), changes.clone()));
-        Ok(Postgres { pool, keys: Arc::default(), notes, folder_ids: Arc::default(), changes })
+        let me = Postgres {
+            pool,
+            keys: Arc::default(),
+            notes,
+            folder_ids: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+        };
+        tokio::spawn(listen(me.pool.clone(), me.keys.clone(), me.changes.clone()));
+        Ok(me)
     }
 
     /// Writes what the front line noted, then closes the connections.
@@ -124,11 +134,15 @@ async fn migrate(pool: &PgPool) -> Result<(), RecordError> {
     Ok(())
 }
 
-/// Hears every node's announcements (`LISTEN`) and passes them on: the
-/// store's changes to IMAP IDLE. Reconnects when the connection drops
-/// (and then says "changed" once, as something may have been missed).
-async fn listen(pool: PgPool, changes: Arc<tokio::sync::watch::Sender<u64>>) {
-    let bump = || changes.send_modify(|n| *n = n.wrapping_add(1));
+/// Hears every node's announcements (`LISTEN`) and acts on them: a store
+/// change moves the watch IMAP IDLE waits on; a key revocation empties the
+/// key cache. Reconnects when the connection drops, and then acts as if
+/// both had been announced (something may have been missed meanwhile).
+async fn listen(pool: PgPool, keys: Arc<KeyCache>, changes: Arc<tokio::sync::watch::Sender<u64>>) {
+    let missed = || {
+        keys.clear();
+        changes.send_modify(|n| *n = n.wrapping_add(1));
+    };
     while !pool.is_closed() {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -138,14 +152,17 @@ async fn listen(pool: PgPool, changes: Arc<tokio::sync::watch::Sender<u64>>) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen(quarantine::CHANGES).await {
+        if let Err(e) = listener.listen_all([quarantine::CHANGES, KEYS_CHANGED]).await {
             tracing::warn!(error = %e, "cannot listen for other nodes' changes; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        bump();
-        while let Ok(Some(_)) = listener.try_recv().await {
-            bump();
+        missed();
+        while let Ok(Some(n)) = listener.try_recv().await {
+            match n.channel() {
+                KEYS_CHANGED => keys.clear(),
+                _ => changes.send_modify(|n| *n = n.wrapping_add(1)),
+            }
         }
     }
 }

@@ -185,6 +185,9 @@ impl Directory for Log {
     fn set_account_tenant<'a>(&'a self, account: &'a str, tenant: &'a str) -> Res<'a, ()> {
         Box::pin(Log::set_account_tenant(self, account, tenant))
     }
+    fn secret<'a>(&'a self, name: &'a str, made: &'a [u8]) -> Res<'a, Vec<u8>> {
+        Box::pin(Log::secret(self, name, made))
+    }
 }
 
 impl Suppressions for Log {

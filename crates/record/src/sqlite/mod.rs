@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_idempotency.sql"),
     include_str!("../../migrations/sqlite/0008_inbound.sql"),
     include_str!("../../migrations/sqlite/0009_event_groups.sql"),
+    include_str!("../../migrations/sqlite/0010_secrets.sql"),
 ];
 
 /// An open SQLite database and its parts.

@@ -170,6 +170,20 @@ impl Log {
         super::super::verify_password(&self.pool, sql, name, password).await
     }
 
+    /// The secret called `name`, or `made` stored now when there is none.
+    pub async fn secret(&self, name: &str, made: &[u8]) -> Result<Vec<u8>, RecordError> {
+        sqlx::query("INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(name)
+            .bind(made)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     pub async fn users(&self) -> Result<Vec<String>, RecordError> {
         Ok(sqlx::query_scalar("SELECT name FROM users ORDER BY name").fetch_all(&self.pool).await?)
     }
