@@ -30,10 +30,11 @@ def sluice_bin():
 _PG_DIR = None
 
 
-def database_for_test():
-    """The URL of a fresh database for one sluice, or None on SQLite."""
+def database_for_test(kind=None):
+    """The URL of a fresh database for one sluice, or None on SQLite (the
+    suite's kind, unless `kind` says which)."""
     global _PG_DIR
-    kind = os.environ.get("SLUICE_TEST_DATABASE", "sqlite")
+    kind = kind or os.environ.get("SLUICE_TEST_DATABASE", "sqlite")
     if kind == "sqlite":
         return None
     assert kind == "postgres", f"SLUICE_TEST_DATABASE is sqlite or postgres, not {kind!r}"
