@@ -2,8 +2,11 @@
 """HTTP send API throughput and recipient-query latency, beside Postfix.
 
     bench/api.py [--repeats 3] [--seconds 10] [--events 1000000] [--skip-peer]
+                 [--backends sqlite,postgres]
 
-Per repeat, on a fresh data directory (SQLite, fsync on) with Postfix's
+For each backend of the record (SQLite in the data directory; PostgreSQL on
+a private server started for the run, scripts/pg-test-server with fsync
+on), per repeat, on a fresh data directory and database, with Postfix's
 smtp-sink as every domain's MX (the override map):
   single : wrk POSTs /v1/messages (one recipient, ~1 KiB body) from 64
            connections; accepted msgs/s = 202 answers / seconds. Every 202 is
@@ -93,9 +96,28 @@ class SmtpSink:
         self.proc.wait(10)
 
 
+PG_DIR = None
+
+
+def database(backend):
+    """A fresh database for one run: None (SQLite in the data directory) or
+    the URL of a new PostgreSQL database on the run's server."""
+    global PG_DIR
+    if backend == "sqlite":
+        return None
+    script = os.path.join(ROOT, "scripts", "pg-test-server")
+    if PG_DIR is None:
+        PG_DIR = f"/tmp/sluice-pg-bench-{os.getpid()}"
+        subprocess.run([script, "start", PG_DIR, str(os.getpid())], check=True, capture_output=True,
+                       env={**os.environ, "PG_FSYNC": "on"})
+    out = subprocess.run([script, "createdb", PG_DIR, f"b{time.time_ns()}"], check=True, capture_output=True)
+    return out.stdout.decode().strip()
+
+
 class Sluice:
-    def __init__(self, data, sink_port):
+    def __init__(self, data, sink_port, database=None):
         self.data = data
+        self.env = {**os.environ, **({"SLUICE_DATABASE": database} if database else {})}
         self.http = free_port()
         cfg = os.path.join(data, "bench.toml")
         with open(cfg, "w") as f:
@@ -105,11 +127,11 @@ class Sluice:
 
     def dkim(self, algorithm):
         subprocess.run([BIN, "dkim", "generate", "bench.test", "--algorithm", algorithm, "--data", self.data],
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, env=self.env)
 
     def key(self):
         out = subprocess.run([BIN, "apikey", "create", "--tenant", "bench", "--data", self.data],
-                             check=True, capture_output=True, text=True)
+                             check=True, capture_output=True, text=True, env=self.env)
         return out.stdout.strip()
 
     def start(self):
@@ -118,7 +140,7 @@ class Sluice:
             [BIN, "serve", "--data", self.data, "--config", self.cfg, "--http", f"127.0.0.1:{self.http}",
              "--smtp", f"127.0.0.1:{free_port()}", "--submission", f"127.0.0.1:{free_port()}",
              "--imap", f"127.0.0.1:{free_port()}", "--hostname", "bench.sluice.test"],
-            stdout=self.log, stderr=self.log, env={**os.environ, "SLUICE_LOG": "warn"})
+            stdout=self.log, stderr=self.log, env={**self.env, "SLUICE_LOG": "warn"})
         import urllib.request
         for _ in range(200):
             try:
@@ -175,11 +197,11 @@ def wrk(script, url, seconds, conns, threads=2):
     return [int(x) for x in m.group(1).split()]
 
 
-def send_run(kind, seconds, workdir, dkim=None):
+def send_run(kind, seconds, workdir, dkim=None, backend="sqlite"):
     sink = SmtpSink()
     data = os.path.join(workdir, f"{kind}-{time.time_ns()}")
     os.makedirs(data)
-    sl = Sluice(data, sink.port)
+    sl = Sluice(data, sink.port, database(backend))
     key = sl.key()
     if dkim:
         sl.dkim(dkim)
@@ -201,35 +223,56 @@ def send_run(kind, seconds, workdir, dkim=None):
             warnings = [line for line in f if "WARN" in line or "ERROR" in line]
         print(f"{bad} non-2xx answers; server warnings:\n" + "".join(warnings[-20:]), file=sys.stderr)
     shutil.rmtree(data, ignore_errors=True)
-    return {"kind": kind, "requests": requests, "non_2xx": bad, "accepted": accepted,
+    return {"kind": kind, "backend": backend, "requests": requests, "non_2xx": bad, "accepted": accepted,
             "accept_mps": accepted / (dur_us / 1e6), "e2e_mps": accepted / e2e if ok else 0.0,
             "delivered_all": ok, "p99_ms": p99_us / 1000}
 
 
-def query_run(events, seconds, workdir):
+EVENT_COLUMNS = ("tenant_id, message, idx, address, type, at, reason, smtp_code, smtp_status, smtp_text, "
+                 "remote, tls")
+
+
+def fill(sl, events, addresses):
+    """Writes `events` events (100 per address) straight into the record."""
+    kinds = ["queued", "delivered", "deferred", "bounced", "complained"]
+    now = int(time.time() * 1000)
+
+    def rows(tenant):
+        return ((tenant, f"{i // 3:032x}", i % 3, f"addr{i % addresses}@q.bench.test", kinds[i % 5],
+                 now - events + i, None, 250, "2.0.0", "OK", "mx.q.bench.test", "TLSv1.3") for i in range(events))
+    url = sl.env.get("SLUICE_DATABASE")
+    if url:
+        import psycopg
+        with psycopg.connect(url) as db:
+            tenant = db.execute("SELECT id FROM tenants WHERE name = 'bench'").fetchone()[0]
+            with db.cursor().copy(f"COPY events ({EVENT_COLUMNS}) FROM STDIN") as copy:
+                for row in rows(tenant):
+                    copy.write_row(row)
+            db.commit()
+            db.execute("ANALYZE events")
+        return
+    db = sqlite3.connect(os.path.join(sl.data, "sluice.db"))
+    tenant = db.execute("SELECT id FROM tenants WHERE name = 'bench'").fetchone()[0]
+    db.executemany(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows(tenant))
+    db.commit()
+    db.close()
+
+
+def query_run(events, seconds, workdir, backend="sqlite"):
     sink = SmtpSink()
-    data = os.path.join(workdir, "query")
+    data = os.path.join(workdir, f"query-{backend}")
     os.makedirs(data, exist_ok=True)
-    sl = Sluice(data, sink.port)
+    sl = Sluice(data, sink.port, database(backend))
     key = sl.key()
     sl.start()
     sl.stop()  # migrated, tenant made; now fill the record directly
-    db = sqlite3.connect(os.path.join(data, "sluice.db"))
-    tenant = db.execute("SELECT id FROM tenants WHERE name = 'bench'").fetchone()[0]
     addresses = max(1, events // 100)
-    kinds = ["queued", "delivered", "deferred", "bounced", "complained"]
-    now = int(time.time() * 1000)
-    rows = ((tenant, f"{i // 3:032x}", i % 3, f"addr{i % addresses}@q.bench.test", kinds[i % 5], now - events + i,
-             None, 250, "2.0.0", "OK", "mx.q.bench.test", "TLSv1.3") for i in range(events))
-    db.executemany("INSERT INTO events (tenant_id, message, idx, address, type, at, reason, smtp_code, smtp_status,"
-                   " smtp_text, remote, tls) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-    db.commit()
-    db.close()
+    fill(sl, events, addresses)
     sl.start()
     requests, bad, _, p50, p99 = wrk(GET_LUA % (key, addresses - 1), f"http://127.0.0.1:{sl.http}", seconds, 4, 1)
     sl.stop()
     sink.stop()
-    return {"events": events, "addresses": addresses, "requests": requests, "non_2xx": bad,
+    return {"backend": backend, "events": events, "addresses": addresses, "requests": requests, "non_2xx": bad,
             "p50_ms": p50 / 1000, "p99_ms": p99 / 1000}
 
 
@@ -255,45 +298,50 @@ def main():
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--dkim", choices=["rsa", "ed25519"], help="sign every message (a key for bench.test)")
+    ap.add_argument("--backends", default="sqlite,postgres", help="the record's databases, in one run")
     args = ap.parse_args()
+    backends = args.backends.split(",")
     need("wrk", "wrk")
     need("smtp-sink", "postfix")
     subprocess.run(["cargo", "build", "--release", "-p", "sluice"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="sluice-api-bench-")
     os.chmod(work, 0o755)  # the harness's Postfix runs as the postfix user
-    results = {"single": [], "batch": [], "postfix": []}
+    results = {"postfix": [], **{(b, k): [] for b in backends for k in ("single", "batch")}}
     for r in range(args.repeats):
         order = ["single", "batch"] if r % 2 == 0 else ["batch", "single"]
-        for kind in order:
-            res = send_run(kind, args.seconds, work, args.dkim)
-            print(json.dumps(res), flush=True)
-            results[kind].append(res)
+        for backend in backends if r % 2 == 0 else backends[::-1]:
+            for kind in order:
+                res = send_run(kind, args.seconds, work, args.dkim, backend)
+                print(json.dumps(res), flush=True)
+                results[(backend, kind)].append(res)
         if not args.skip_peer:
             peer = postfix_peer(work) or []
             for p in peer:
                 print(json.dumps({"kind": "postfix-smtp", **p}), flush=True)
             results["postfix"].extend(peer)
-    q = query_run(args.events, args.seconds, work) if args.events else None
-    if q:
+    queries = [query_run(args.events, args.seconds, work, b) for b in backends] if args.events else []
+    for q in queries:
         print(json.dumps({"kind": "query", **q}), flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
     med = lambda xs, k: statistics.median(x[k] for x in xs) if xs else float("nan")
     signed = f", DKIM {args.dkim}" if args.dkim else ""
     lines = [f"## sluice HTTP API{signed}, medians of {args.repeats} ({time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})",
-             "| path | accepted msgs/s | end-to-end msgs/s (to smtp-sink) | p99 request ms |",
-             "|---|---|---|---|"]
+             "| path | record | accepted msgs/s | end-to-end msgs/s (to smtp-sink) | p99 request ms |",
+             "|---|---|---|---|---|"]
     for kind, label in [("single", "POST /v1/messages (1 msg/request, 64 conns)"),
                         ("batch", "POST /v1/messages/batch (100 msgs/request, 8 conns)")]:
-        lines.append(f"| {label} | {med(results[kind], 'accept_mps'):.0f} | {med(results[kind], 'e2e_mps'):.0f} "
-                     f"| {med(results[kind], 'p99_ms'):.1f} |")
+        for b in backends:
+            rs = results[(b, kind)]
+            lines.append(f"| {label} | {b} | {med(rs, 'accept_mps'):.0f} | {med(rs, 'e2e_mps'):.0f} "
+                         f"| {med(rs, 'p99_ms'):.1f} |")
     if results["postfix"]:
-        lines.append(f"| peer: Postfix, SMTP from smtp-source (64 sessions, 4 KiB) | "
+        lines.append(f"| peer: Postfix, SMTP from smtp-source (64 sessions, 4 KiB) | its queue | "
                      f"{med(results['postfix'], 'accept_mps'):.0f} | {med(results['postfix'], 'e2e_mps'):.0f} | - |")
-    if q:
-        lines.append(f"\nGET /v1/recipients/{{address}} over {q['events']:,} events ({q['addresses']:,} addresses): "
-                     f"p50 {q['p50_ms']:.2f} ms, p99 {q['p99_ms']:.2f} ms, {q['requests']} requests, "
-                     f"{q['non_2xx']} non-2xx")
+    for q in queries:
+        lines.append(f"\nGET /v1/recipients/{{address}} on {q['backend']} over {q['events']:,} events "
+                     f"({q['addresses']:,} addresses): p50 {q['p50_ms']:.2f} ms, p99 {q['p99_ms']:.2f} ms, "
+                     f"{q['requests']} requests, {q['non_2xx']} non-2xx")
     text = "\n".join(lines)
     print("\n" + text)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)

@@ -46,6 +46,8 @@ const KEYS_CHANGED: &str = "sluice_keys";
 pub struct Postgres {
     pool: PgPool,
     keys: Arc<KeyCache>,
+    /// The API's sends and events, to the task that commits them together.
+    writes: tokio::sync::mpsc::Sender<log::Write>,
     /// The front line's events, to the task that writes them.
     notes: tokio::sync::mpsc::UnboundedSender<log::Note>,
     /// (account, folder) to folder id.
@@ -69,9 +71,12 @@ impl Postgres {
         Postgres::partitions_ahead(&pool).await?;
         let (notes, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(log::run_notes(pool.clone(), rx));
+        let (writes, rx) = tokio::sync::mpsc::channel(4096);
+        tokio::spawn(log::run_writes(pool.clone(), rx));
         let me = Postgres {
             pool,
             keys: Arc::default(),
+            writes,
             notes,
             folder_ids: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),

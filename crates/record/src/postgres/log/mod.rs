@@ -1,10 +1,13 @@
-//! The event log on PostgreSQL. An API's send or event is its own
-//! transaction (PostgreSQL commits concurrent ones together); the front
+//! The event log on PostgreSQL. An API's sends and events are committed
+//! together by a task (`group.rs`), each answered once durable; the front
 //! line's events, which nobody waits for, are gathered by a task of their
 //! own and written a tick's worth at a time.
 
+mod group;
 mod query;
 mod write;
+
+pub(in crate::postgres) use group::{Write, run as run_writes};
 
 use std::time::Duration;
 
@@ -31,23 +34,15 @@ pub(in crate::postgres) enum Note {
 
 impl Postgres {
     pub(in crate::postgres) async fn accept_message(&self, msg: NewMessage) -> Result<(), RecordError> {
-        let mut tx = self.pool.begin().await?;
-        let mut written = write::write(&mut tx, std::slice::from_ref(&msg), &[]).await?;
-        let result = written.messages.pop().unwrap_or(Ok(()));
-        if result.is_ok() {
-            tx.commit().await?;
-        }
-        result
+        let (answer, done) = oneshot::channel();
+        self.writes.send(Write::Accept(Box::new(msg), answer)).await.map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?
     }
 
     pub(in crate::postgres) async fn record_event(&self, event: NewEvent) -> Result<i64, RecordError> {
-        let mut tx = self.pool.begin().await?;
-        let mut written = write::write(&mut tx, &[], std::slice::from_ref(&event)).await?;
-        let result = written.events.pop().unwrap_or(Err(RecordError::Unavailable("no result".into())));
-        if result.is_ok() {
-            tx.commit().await?;
-        }
-        result
+        let (answer, done) = oneshot::channel();
+        self.writes.send(Write::Event(Box::new(event), answer)).await.map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?
     }
 
     pub(in crate::postgres) fn send_note(&self, note: Note) {
@@ -71,6 +66,10 @@ impl Postgres {
             .await?;
         Ok(())
     }
+}
+
+fn stopped() -> RecordError {
+    RecordError::Unavailable("the record writer stopped".into())
 }
 
 /// Writes the front line's notes once a tick, in one transaction, until
@@ -113,13 +112,7 @@ async fn write_notes(pool: &PgPool, notes: Vec<Note>) {
             Note::Flush(tx) => flushes.push(tx),
         }
     }
-    let written = async {
-        let mut tx = pool.begin().await?;
-        let written = write::write(&mut tx, &messages, &events).await?;
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(written)
-    };
-    match written.await {
+    match write::committed(pool, &messages, &events).await {
         Ok(w) => {
             for (e, r) in events.iter().zip(w.events) {
                 if let Err(why) = r {

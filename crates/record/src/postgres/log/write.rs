@@ -24,7 +24,19 @@ struct Row<'a> {
     detail: Option<&'a serde_json::Value>,
 }
 
-pub(super) async fn write(
+/// Writes a batch in a transaction of its own, committed.
+pub(super) async fn committed(
+    pool: &sqlx::PgPool,
+    messages: &[NewMessage],
+    events: &[NewEvent],
+) -> Result<Written, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let written = write(&mut tx, messages, events).await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+async fn write(
     tx: &mut PgConnection,
     messages: &[NewMessage],
     events: &[NewEvent],
