@@ -72,24 +72,49 @@ fn stopped() -> RecordError {
     RecordError::Unavailable("the record writer stopped".into())
 }
 
+/// Front-line writes kept while the database cannot be written, at most;
+/// past it the oldest are dropped (counted, at WARN). The mail itself is
+/// in the spool either way.
+const BACKLOG_MAX: usize = 1_000_000;
+
+/// The front line's writes not yet in the database.
+#[derive(Default)]
+struct Backlog {
+    messages: Vec<NewMessage>,
+    events: Vec<NewEvent>,
+    /// Since when writing has failed (ms), if it has.
+    failing_since: Option<i64>,
+    dropped: u64,
+}
+
 /// Writes the front line's notes once a tick, in one transaction, until
 /// every sender is gone; makes the coming months' partitions once a day.
+/// While the database cannot be written, the notes wait here and go in
+/// once it can: the record catches up.
 pub(in crate::postgres) async fn run_notes(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Note>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_partitions = now_ms();
+    let mut backlog = Backlog::default();
     loop {
         tick.tick().await;
-        let mut notes = Vec::new();
+        let mut flushes = Vec::new();
         let open = loop {
             match rx.try_recv() {
-                Ok(n) => notes.push(n),
+                Ok(Note::Message(describe)) => backlog.messages.push(describe()),
+                Ok(Note::Event(e)) => backlog.events.push(*e),
+                Ok(Note::Flush(tx)) => flushes.push(tx),
                 Err(mpsc::error::TryRecvError::Empty) => break true,
                 Err(mpsc::error::TryRecvError::Disconnected) => break false,
             }
         };
-        if !notes.is_empty() {
-            write_notes(&pool, notes).await;
+        if !backlog.messages.is_empty() || !backlog.events.is_empty() {
+            backlog.write(&pool).await;
+        }
+        // Answered once written, or once writing failed: a flush waits for
+        // the database no longer than one attempt.
+        for f in flushes {
+            let _ = f.send(());
         }
         if now_ms() - last_partitions > 86_400_000 {
             last_partitions = now_ms();
@@ -103,26 +128,71 @@ pub(in crate::postgres) async fn run_notes(pool: PgPool, mut rx: mpsc::Unbounded
     }
 }
 
-async fn write_notes(pool: &PgPool, notes: Vec<Note>) {
-    let (mut messages, mut events, mut flushes) = (Vec::new(), Vec::new(), Vec::new());
-    for n in notes {
-        match n {
-            Note::Message(describe) => messages.push(describe()),
-            Note::Event(e) => events.push(*e),
-            Note::Flush(tx) => flushes.push(tx),
+/// Whether an error says the database could not be reached (worth
+/// waiting for), not that it refused what was written.
+fn unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            true
         }
+        sqlx::Error::WorkerCrashed | sqlx::Error::Protocol(_) => true,
+        // Connection exceptions (class 08), and a server shutting down or
+        // starting (57P01-57P03).
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+        _ => false,
     }
-    match write::committed(pool, &messages, &events).await {
-        Ok(w) => {
-            for (e, r) in events.iter().zip(w.events) {
-                if let Err(why) = r {
-                    tracing::debug!(message = %e.message, error = %why, "front-line event not recorded");
+}
+
+impl Backlog {
+    async fn write(&mut self, pool: &PgPool) {
+        match write::committed(pool, &self.messages, &self.events).await {
+            Ok(w) => {
+                for (e, r) in self.events.iter().zip(w.events) {
+                    if let Err(why) = r {
+                        tracing::debug!(message = %e.message, error = %why, "front-line event not recorded");
+                    }
                 }
+                if let Some(since) = self.failing_since.take() {
+                    tracing::warn!(
+                        writes = self.messages.len() + self.events.len(),
+                        after_ms = now_ms() - since,
+                        "the database is back: the front line's record caught up"
+                    );
+                }
+                self.messages.clear();
+                self.events.clear();
+            }
+            Err(e) if unreachable(&e) => {
+                if self.failing_since.is_none() {
+                    self.failing_since = Some(now_ms());
+                    tracing::warn!(error = %e, "the front line's record cannot be written: kept until it can");
+                }
+                self.cap();
+            }
+            // The database refused these writes themselves: trying them
+            // again would refuse them again, and hold up every later one.
+            Err(e) => {
+                let writes = self.messages.len() + self.events.len();
+                tracing::error!(error = %e, writes, "the database refused a batch of the front line's record");
+                self.messages.clear();
+                self.events.clear();
             }
         }
-        Err(e) => tracing::error!(error = %e, writes = messages.len() + events.len(), "record batch failed"),
     }
-    for f in flushes {
-        let _ = f.send(());
+
+    /// Drops the oldest writes past `BACKLOG_MAX`.
+    fn cap(&mut self) {
+        let over = (self.messages.len() + self.events.len()).saturating_sub(BACKLOG_MAX);
+        if over == 0 {
+            return;
+        }
+        let from_events = over.min(self.events.len());
+        self.events.drain(..from_events);
+        self.messages.drain(..(over - from_events).min(self.messages.len()));
+        self.dropped += over as u64;
+        tracing::warn!(
+            dropped = self.dropped,
+            "the database has been down too long: front-line events are not recorded"
+        );
     }
 }
