@@ -53,22 +53,27 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// A URL with the password of its user part replaced by `***`.
+/// A URL with its password (of the user part, or a `password=`
+/// parameter) replaced by `***`.
 struct Redacted<'a>(&'a str);
 
 impl fmt::Display for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let url = self.0;
-        let Some((scheme, rest)) = url.split_once("://") else { return f.write_str(url) };
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        match authority.rsplit_once('@') {
-            Some((user, host)) => match user.split_once(':') {
-                Some((name, _)) => write!(f, "{scheme}://{name}:***@{host}{tail}"),
-                None => f.write_str(url),
-            },
-            None => f.write_str(url),
+        let mut shown = self.0.to_string();
+        if let Some((scheme, rest)) = self.0.split_once("://") {
+            let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            if let Some((user, host)) = authority.rsplit_once('@')
+                && let Some((name, _)) = user.split_once(':')
+            {
+                shown = format!("{scheme}://{name}:***@{host}{tail}");
+            }
         }
+        if let Some(i) = shown.find("password=") {
+            let value = i + "password=".len();
+            let end = shown[value..].find('&').map_or(shown.len(), |e| value + e);
+            shown.replace_range(value..end, "***");
+        }
+        f.write_str(&shown)
     }
 }
 
@@ -88,6 +93,9 @@ mod tests {
             DatabaseUrl::Sqlite(Some("/var/lib/s.db".into()))
         );
         assert!(DatabaseUrl::parse("sqlite://").is_err());
+        let param =
+            DatabaseUrl::parse("postgres://db/sluice?user=s&password=hunter2&sslmode=require").unwrap();
+        assert_eq!(param.to_string(), "postgres://db/sluice?user=s&password=***&sslmode=require");
         let wrong = DatabaseUrl::parse("mysql://root:hunter2@db/x").unwrap_err().to_string();
         assert!(wrong.contains("mysql://root:***@db/x") && !wrong.contains("hunter2"), "{wrong}");
     }

@@ -1,15 +1,15 @@
-//! The record on PostgreSQL: the state that many nodes share (tenants,
-//! keys, users, suppressions, and in time the event log and the quarantine
-//! store), so that any node answers for any other. Each node keeps its own
-//! spool; nothing here is a node's alone.
+//! The record on PostgreSQL: the state that many nodes share, so that any
+//! node answers for any other. Each node keeps its own spool; nothing here
+//! is a node's alone.
 //!
 //! It has the [`Directory`](crate::Directory) (tenants, API keys,
-//! submission users, accounts' tenants), the
-//! [`Suppressions`](crate::Suppressions) and the
+//! submission users, accounts' tenants, shared secrets), the
+//! [`Suppressions`](crate::Suppressions), the
 //! [`EventLog`](crate::EventLog) (its events partitioned by month) and the
 //! [`QuarantineStore`](crate::QuarantineStore), bytes and all: a whole
-//! [`Store`]. The store's changes are announced with `NOTIFY`, so IMAP
-//! IDLE on one node hears of copies filed on another.
+//! [`Store`]. Store changes and key revocations are announced with
+//! `NOTIFY`, so IMAP IDLE on one node hears of copies filed on another and
+//! a revoked key is refused everywhere at once.
 
 mod directory;
 mod impls;

@@ -1,6 +1,7 @@
 //! Writes to the record on PostgreSQL: a batch of new messages and events
-//! in one transaction, each table with one multi-row statement. An API's
-//! send or event is a batch of one; the front line's are a tick's worth.
+//! in one transaction, each table with one multi-row statement. The API's
+//! batches are what arrived while the last one committed (`group.rs`); the
+//! front line's, a tick's worth.
 
 use std::collections::{HashMap, HashSet};
 
