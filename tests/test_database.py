@@ -26,6 +26,11 @@ def test_migrate_and_check_name_the_database_and_its_schema(tmp_path):
     out = p.stdout.decode()
     assert "reachable, schema version" in out, out
     assert ("postgres://" in out) == bool(database), out
+    # Retention: nothing recorded before 2000; a month that is none is refused.
+    p = run("db", "forget", "--before", "2000-01", "--data", data, env=env)
+    assert p.returncode == 0 and b"forgot 0 event(s) from before 2000-01" in p.stdout, p
+    p = run("db", "forget", "--before", "2000-13", "--data", data, env=env)
+    assert p.returncode != 0 and b"is not a month" in p.stderr, p
 
 
 def test_a_bad_or_unreachable_database_is_a_clear_error_without_its_password(tmp_path):

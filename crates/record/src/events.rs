@@ -443,4 +443,19 @@ pub trait EventLog: Send + Sync + 'static {
         message_id: &'a str,
         address: &'a str,
     ) -> Res<'a, Option<(i64, String, i64)>>;
+    /// The record's retention: forgets the events of every month that
+    /// began before `month` (ms, the first instant of a month, UTC);
+    /// how many went. Messages stay. On PostgreSQL a month is a
+    /// partition, and goes whole.
+    fn forget_months_before(&self, month: i64) -> Res<'_, u64>;
+}
+
+/// The first instant (ms) of the month `at` (ms) falls in, UTC.
+pub fn month_start(at: i64) -> i64 {
+    use chrono::{Datelike, TimeZone};
+    let t = chrono::Utc.timestamp_millis_opt(at).single().unwrap_or_default();
+    chrono::Utc
+        .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+        .single()
+        .map_or(at, |m| m.timestamp_millis())
 }

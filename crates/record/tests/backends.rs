@@ -437,3 +437,26 @@ async fn the_sweep_deletes_what_is_past_retention_and_unshared_bytes() {
         store.close().await;
     }
 }
+
+/// Retention of the record: the events of months before a cutoff go;
+/// later ones, and the messages, stay.
+#[tokio::test]
+async fn the_events_of_months_before_a_cutoff_are_forgotten() {
+    for (name, store, _dir) in backends().await {
+        let o = &store.events;
+        let t = store.directory.tenant("acme").await.unwrap();
+        o.accept(msg("m1", t.id, &["a@x.test", "b@x.test"])).await.unwrap(); // queued at 1 s after 1970
+        let now = record::events::now_ms();
+        let mut both = event(Some(t.id), "m1", 0, EventKind::Delivered, now);
+        (both.idx, both.address) = (None, None);
+        both.group = vec![Addressee(0, "a@x.test".into()), Addressee(1, "b@x.test".into())];
+        o.record(both).await.unwrap();
+        assert_eq!(o.forget_months_before(now).await.unwrap(), 2, "{name}: the two queued events of 1970");
+        let m = o.message(&t, "m1", None).await.unwrap().expect("the message stays");
+        let kinds: Vec<_> = m.recipients[0].events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Delivered], "{name}");
+        assert_eq!(o.recipient(&t, "b@x.test", None, None, 10).await.unwrap().events.len(), 1, "{name}");
+        assert_eq!(o.forget_months_before(now).await.unwrap(), 0, "{name}: this month's stay");
+        store.close().await;
+    }
+}

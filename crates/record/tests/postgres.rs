@@ -12,6 +12,25 @@ use record::quarantine::MessageMeta;
 use record::{Directory, RecordError};
 use sqlx::Connection;
 
+/// A message the front line received, recorded at `at`.
+fn received(id: &str, tenant: i64, at: i64) -> NewMessage {
+    NewMessage {
+        id: id.into(),
+        tenant,
+        direction: Direction::Inbound,
+        message_id: None,
+        mail_from: "a@x.test".into(),
+        subject: None,
+        stream: None,
+        tags: Vec::new(),
+        metadata: serde_json::json!({}),
+        recipients: Vec::new(),
+        at,
+        detail: Some(serde_json::json!({"recipients": []})),
+        idempotency: None,
+    }
+}
+
 #[tokio::test]
 async fn events_go_to_their_month_s_partition_made_ahead() {
     let url = pg::fresh_database().await;
@@ -22,21 +41,7 @@ async fn events_go_to_their_month_s_partition_made_ahead() {
     assert_eq!(b.tenant("acme").await.expect("the same tenant on b"), t);
 
     let now = now_ms();
-    let msg = NewMessage {
-        id: "m1".into(),
-        tenant: t.id,
-        direction: Direction::Inbound,
-        message_id: None,
-        mail_from: "a@x.test".into(),
-        subject: None,
-        stream: None,
-        tags: Vec::new(),
-        metadata: serde_json::json!({}),
-        recipients: Vec::new(),
-        at: now,
-        detail: Some(serde_json::json!({"recipients": []})),
-        idempotency: None,
-    };
+    let msg = received("m1", t.id, now);
     a.accept(msg).await.expect("accepted");
     assert!(matches!(b.message(&t, "m1", None).await, Ok(Some(m)) if m.recipients.is_empty()));
 
@@ -108,4 +113,26 @@ async fn a_key_revoked_on_one_node_is_refused_on_the_other_within_a_second() {
     }
     a.close().await;
     b.close().await;
+}
+
+#[tokio::test]
+async fn a_month_past_retention_goes_as_a_partition() {
+    let url = pg::fresh_database().await;
+    let store = Postgres::connect(&url, 2).await.expect("a store").into_store();
+    let t = store.directory.tenant("acme").await.expect("a tenant");
+    let now = now_ms();
+    let msg = received("m1", t.id, now);
+    store.events.accept(msg).await.expect("accepted");
+    let month = chrono::Utc::now().format("events_%Y_%m").to_string();
+    // Forty days on, this month is past: its partition is dropped whole.
+    let gone = store.events.forget_months_before(now + 40 * 86_400_000).await.expect("forgotten");
+    assert_eq!(gone, 1);
+    let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_class WHERE relname = $1")
+        .bind(&month)
+        .fetch_one(&mut c)
+        .await
+        .expect("catalogue");
+    assert_eq!(left, 0, "{month} dropped");
+    store.close().await;
 }

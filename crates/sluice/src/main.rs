@@ -139,6 +139,16 @@ enum DbCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// The record's retention: forget the events of every month before
+    /// this one (messages stay; on PostgreSQL each month goes as a
+    /// partition).
+    Forget {
+        /// The first month kept, YYYY-MM.
+        #[arg(long)]
+        before: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args)]
@@ -484,14 +494,27 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 Ok(0)
             })
         }
-        Command::Db { command } => {
+        Command::Db { command: DbCommand::Forget { before, common } } => {
             init_logging("text");
-            let (common, round_trip) = match command {
-                DbCommand::Migrate { common } => (common, false),
-                DbCommand::Check { common } => (common, true),
-            };
             let cfg = load_config(&common)?;
-            runtime()?.block_on(db_command(&cfg, round_trip))
+            let month = chrono::NaiveDate::parse_from_str(&format!("{before}-01"), "%Y-%m-%d")
+                .with_context(|| format!("--before {before:?} is not a month (YYYY-MM)"))?;
+            let month = month.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_millis();
+            runtime()?.block_on(async {
+                let store = cfg.open_store().await?;
+                let gone = store.events.forget_months_before(month).await;
+                store.close().await;
+                println!("forgot {} event(s) from before {before}", gone?);
+                Ok(0)
+            })
+        }
+        Command::Db { command: DbCommand::Migrate { common } } => {
+            init_logging("text");
+            runtime()?.block_on(db_command(&load_config(&common)?, false))
+        }
+        Command::Db { command: DbCommand::Check { common } } => {
+            init_logging("text");
+            runtime()?.block_on(db_command(&load_config(&common)?, true))
         }
         Command::Quarantine { command: QuarantineCommand::Release { account, folder, uid, common } } => {
             init_logging("text");

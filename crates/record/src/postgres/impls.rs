@@ -80,6 +80,9 @@ impl EventLog for Postgres {
     ) -> Res<'a, Option<(i64, String, i64)>> {
         Box::pin(self.sent_with(message_id, address))
     }
+    fn forget_months_before(&self, month: i64) -> Res<'_, u64> {
+        Box::pin(self.drop_months_before(month))
+    }
 }
 
 impl QuarantineStore for Postgres {

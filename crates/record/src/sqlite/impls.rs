@@ -143,6 +143,9 @@ impl EventLog for Log {
     ) -> Res<'a, Option<(i64, String, i64)>> {
         Box::pin(Log::by_message_id(self, message_id, address))
     }
+    fn forget_months_before(&self, month: i64) -> Res<'_, u64> {
+        Box::pin(Log::forget_months_before(self, month))
+    }
 }
 
 impl Directory for Log {

@@ -57,6 +57,44 @@ impl Postgres {
         let _ = done.await;
     }
 
+    /// Drops the event partitions of the months before `month`, and
+    /// deletes from the default partition what is older; how many events
+    /// went. Their shared recipients' rows go too.
+    pub(in crate::postgres) async fn drop_months_before(&self, month: i64) -> Result<u64, RecordError> {
+        let month = crate::events::month_start(month);
+        let mut tx = self.pool.begin().await?;
+        // Each partition's upper bound, from the catalogue's bound expression.
+        let partitions: Vec<(String, String)> = sqlx::query_as(
+            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i
+               JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'events'::regclass",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut gone = 0u64;
+        for (name, bound) in partitions {
+            let Some(upper) = partition_upper(&bound) else { continue };
+            if upper > month {
+                continue;
+            }
+            let (n, high): (i64, Option<i64>) =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*), MAX(id) FROM \"{name}\"")))
+                    .fetch_one(&mut *tx)
+                    .await?;
+            // A name from the catalogue: one of ours, events_YYYY_MM.
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE \"{name}\""))).execute(&mut *tx).await?;
+            gone += n as u64;
+            forget_shared(&mut tx, high).await?;
+        }
+        let ids: Vec<i64> = sqlx::query_scalar("DELETE FROM events_default WHERE at < $1 RETURNING id")
+            .bind(month)
+            .fetch_all(&mut *tx)
+            .await?;
+        gone += ids.len() as u64;
+        forget_shared(&mut tx, ids.into_iter().max()).await?;
+        tx.commit().await?;
+        Ok(gone)
+    }
+
     /// Makes this month's event partition and the next ones, if missing.
     pub(in crate::postgres) async fn partitions_ahead(pool: &PgPool) -> Result<(), RecordError> {
         sqlx::query("SELECT sluice_event_partitions($1, $2)")
@@ -66,6 +104,25 @@ impl Postgres {
             .await?;
         Ok(())
     }
+}
+
+/// A range partition's upper bound (ms), from `FOR VALUES FROM (a) TO (b)`;
+/// `None` for the default partition.
+fn partition_upper(bound: &str) -> Option<i64> {
+    let to = bound.split(" TO (").nth(1)?;
+    to.trim_end_matches(')').trim().trim_matches('\'').parse().ok()
+}
+
+/// Deletes the shared recipients' rows of events that are gone, up to `high`.
+async fn forget_shared(tx: &mut sqlx::PgConnection, high: Option<i64>) -> Result<(), sqlx::Error> {
+    let Some(high) = high else { return Ok(()) };
+    sqlx::query(
+        "DELETE FROM event_rcpts r WHERE r.event_id <= $1 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = r.event_id)",
+    )
+    .bind(high)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 fn stopped() -> RecordError {

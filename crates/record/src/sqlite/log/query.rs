@@ -113,4 +113,35 @@ impl Log {
         .fetch_optional(&self.pool)
         .await?)
     }
+
+    /// Forgets the events of the months before `month` (and their shared
+    /// recipients' rows), in small transactions.
+    pub async fn forget_months_before(&self, month: i64) -> Result<u64, RecordError> {
+        let month = crate::events::month_start(month);
+        let mut gone = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? LIMIT 5000) RETURNING id",
+            )
+            .bind(month)
+            .fetch_all(&mut *tx)
+            .await?;
+            if ids.is_empty() {
+                return Ok(gone);
+            }
+            let (low, high) =
+                (ids.iter().min().copied().unwrap_or(0), ids.iter().max().copied().unwrap_or(0));
+            sqlx::query(
+                "DELETE FROM event_rcpts WHERE event_id BETWEEN ? AND ?
+                 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = event_rcpts.event_id)",
+            )
+            .bind(low)
+            .bind(high)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            gone += ids.len() as u64;
+        }
+    }
 }
