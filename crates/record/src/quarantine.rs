@@ -13,6 +13,13 @@ use tokio::sync::watch;
 
 use crate::{BoxFuture, RecordError};
 
+/// The name a copy's bytes are stored under, on every backend: their
+/// SHA-256, in lower-case hex (one stored content per distinct bytes).
+pub fn content_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 type Res<'a, T> = BoxFuture<'a, Result<T, RecordError>>;
 
 /// The folders every account has (IMAP hierarchy with `/`): one per

@@ -8,21 +8,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
 use super::Postgres;
 use crate::quarantine::{
-    ARCHIVE_RETENTION_DAYS, FOLDERS, FolderInfo, MessageMeta, MessageRow, NewCopy, Placed, ReleaseInfo, Swept,
+    ARCHIVE_RETENTION_DAYS, FOLDERS, FolderInfo, MessageMeta, MessageRow, NewCopy, Placed, ReleaseInfo,
+    Swept, content_hash,
 };
 use crate::{RecordError, password};
 
 /// The channel store changes are announced on.
 pub(super) const CHANGES: &str = "sluice_store";
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn folder_info((id, name, uidvalidity, uidnext): (i64, String, i64, i64)) -> FolderInfo {
     FolderInfo { id, name, uidvalidity, uidnext }
@@ -254,7 +250,7 @@ impl Postgres {
         // locks it, so a sweep cannot drop these bytes before the copies
         // refer to them), in hash order, so filings that share contents
         // never wait on each other in a circle.
-        let hashes: Vec<String> = ready.iter().map(|(_, _, c)| hex(&Sha256::digest(&c.bytes))).collect();
+        let hashes: Vec<String> = ready.iter().map(|(_, _, c)| content_hash(&c.bytes)).collect();
         let mut contents: Vec<(&String, &Vec<u8>)> =
             hashes.iter().zip(ready.iter().map(|(_, _, c)| &c.bytes)).collect();
         contents.sort_unstable_by_key(|(h, _)| *h);

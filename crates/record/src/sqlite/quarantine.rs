@@ -38,10 +38,6 @@ pub struct Quarantine {
     pub(crate) writer_rx: Arc<std::sync::Mutex<Option<mpsc::Receiver<StoreReq>>>>,
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Quarantine {
     pub(crate) fn new(
         pool: SqlitePool,

@@ -21,14 +21,13 @@
 //! how they give way to the front line) is the routing stage's to decide
 //! (`route::copies`); the writer only writes what it is handed, together.
 
-use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqlitePool, SqliteSynchronous};
 use tokio::sync::{mpsc, oneshot};
 
-use super::quarantine::{Quarantine, hex};
+use super::quarantine::Quarantine;
 use super::spawn_idle;
 use crate::RecordError;
-use crate::quarantine::{MessageMeta, NewCopy, Placed};
+use crate::quarantine::{MessageMeta, NewCopy, Placed, content_hash};
 
 /// Copies handed to the writer together (written in the same
 /// transaction), each with where its answer goes.
@@ -187,7 +186,7 @@ impl Quarantine {
         conn: &mut sqlx::SqliteConnection,
         batch: &[(i64, Filed)],
     ) -> Result<Vec<Placed>, RecordError> {
-        let hashes: Vec<String> = batch.iter().map(|(_, r)| hex(&Sha256::digest(&r.bytes))).collect();
+        let hashes: Vec<String> = batch.iter().map(|(_, r)| content_hash(&r.bytes)).collect();
         let mut tx = sqlx::Connection::begin(conn).await?;
         // UIDs handed out in memory from each folder's UIDNEXT, written back once.
         let mut next: std::collections::BTreeMap<i64, (i64, i64)> = std::collections::BTreeMap::new();
@@ -277,7 +276,8 @@ impl Quarantine {
 
 #[cfg(test)]
 mod tests {
-    use super::super::quarantine::{Quarantine, hex};
+    use super::super::quarantine::Quarantine;
+    use crate::quarantine::content_hash;
     use crate::quarantine::{MessageMeta, Placed, Swept};
     use crate::sqlite::Sqlite;
     use crate::sqlite::quarantine::tests::blob_rows;
@@ -423,7 +423,7 @@ mod tests {
         // What a version before 0005 left: a file named by the hash, and a
         // row pointing at it.
         let old = b"stored by an earlier version\r\n".to_vec();
-        let h = hex(&<sha2::Sha256 as sha2::Digest>::digest(&old));
+        let h = content_hash(&old);
         let path = dir.path().join("store/blobs").join(&h[..2]).join(&h);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &old).unwrap();
