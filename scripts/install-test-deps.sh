@@ -116,7 +116,9 @@ unpack_debs() {  # ROOT PACKAGE...
 need_libs() {  # BINARY PACKAGE...: install the packages if BINARY lacks a library
     local bin="$1"
     shift
-    if ldd "$bin" | grep -q "not found"; then
+    # Not `grep -q`: it exits at the first match, ldd then dies of
+    # SIGPIPE, and under pipefail the test reads as "nothing missing".
+    if ldd "$bin" | grep "not found" >/dev/null; then
         say "installing the libraries of $bin: $*"
         $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
     fi
