@@ -4,8 +4,10 @@ data directory, or PostgreSQL when the suite runs on it)."""
 
 import os
 import subprocess
+import time
 
-from helpers.procs import database_for_test, sluice_bin
+from helpers.mail import send_raw
+from helpers.procs import database_for_test, sluice_bin, wait_until
 
 
 def run(*args, env=None):
@@ -49,3 +51,24 @@ def test_a_bad_or_unreachable_database_is_a_clear_error_without_its_password(tmp
             "--database", "postgres://sluice:hunter2@127.0.0.1:1/x")
     err = p.stderr.decode()
     assert p.returncode != 0 and "opening the database" in err and "hunter2" not in err, err
+
+
+def test_a_running_server_forgets_the_months_past_retention(sink, sluice_factory):
+    """`[database] event_retention_months`: a server forgets older months
+    by itself (PostgreSQL drops their partitions), this month's stay."""
+    sl = sluice_factory(relay=sink.addr, config={"database": {"event_retention_months": 1}})
+    send_raw(sl.smtp, b"Subject: old\r\n\r\nold news\r\n", rcpts=("old@sluice.test",))
+    sink.wait_for(1)
+    wait_until(lambda: sl.rows("SELECT COUNT(*) FROM events")[0][0] >= 2, 20, what="the old message's events")
+    sl.stop()
+    # Its events move four months back, as if recorded then.
+    sl.rows("UPDATE events SET at = at - ?", 120 * 86_400_000)
+    sl.start()
+    send_raw(sl.smtp, b"Subject: new\r\n\r\nnews\r\n", rcpts=("new@sluice.test",))
+    sink.wait_for(2)
+    sl.log_when(lambda text: "events past retention forgotten" in text, timeout=20,
+                what="the upkeep forgetting the old month")
+    ages = wait_until(lambda: sl.rows("SELECT MIN(at) FROM events")[0], 20, what="this month's events")
+    assert ages[0] > int(time.time() * 1000) - 40 * 86_400_000, ages
+    left = sl.rows("SELECT COUNT(*) FROM events WHERE at < ?", int(time.time() * 1000) - 100 * 86_400_000)
+    assert left == [(0,)], left

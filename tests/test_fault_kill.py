@@ -62,6 +62,34 @@ def test_every_accepted_copy_is_filed_exactly_once_under_kills(sink, sluice_fact
     assert not no_stranded(sl)
 
 
+def inbound_recorded(sl):
+    """The Message-IDs of inbound messages whose record has both their
+    `received` (the message itself) and a `relayed` event."""
+    rows = db(sl, "SELECT m.message_id FROM out_messages m WHERE m.direction = 'inbound' AND EXISTS "
+                  "(SELECT 1 FROM events e WHERE e.message = m.id AND e.type = 'relayed')")
+    return {r[0] for r in rows}
+
+
+@pytest.mark.time_limit(240)
+def test_every_accepted_message_ends_in_the_record_with_its_outcome_under_kills(sink, sluice_factory):
+    """The front line's record is written without waiting (the 250 promised
+    the spool), so a kill takes its last writes; the spool keeps what they
+    were made from until the record has them, and the next start catches
+    up: every accepted message ends `received` and `relayed`."""
+    sl = sluice_factory(relay=sink.addr, config={
+        "queue": {"retry_initial_secs": 1, "retry_max_secs": 2},
+        "smtp": {"max_connections_per_ip": 1000}})
+    mids = [f"rec{i}@kill.test" for i in range(600)]
+    accepted, kills = under_kills(sl, mids, smtp_job(sl, "a@src.test"), seed="record")
+    assert kills >= 3 and accepted
+    sl.wait_queue_empty(60)
+    wait_until(lambda: set(accepted) <= inbound_recorded(sl), 60, interval=1,
+               what="every accepted message received and relayed in the record")
+    caught = sl.log().count("caught up from the spool")
+    print(f"\nrecord under kills: {len(accepted)} accepted, {kills} kills, {caught} starts caught up")
+    assert not no_stranded(sl)
+
+
 def api_send(sl, key, i):
     body = json.dumps({"from": "app@acme.test", "to": [f"r{i}@dest.test"], "subject": f"api {i}",
                        "text": "hello\n"}).encode()

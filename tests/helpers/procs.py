@@ -59,7 +59,9 @@ def db_rows(data_dir, database, sql, args=()):
     import sqlite3
     con = sqlite3.connect(os.path.join(data_dir, "sluice.db"), timeout=10)
     try:
-        return con.execute(sql, args).fetchall()
+        rows = con.execute(sql, args).fetchall()
+        con.commit()
+        return rows
     finally:
         con.close()
 

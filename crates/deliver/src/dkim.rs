@@ -108,7 +108,7 @@ pub fn key_path(dir: &Path, domain: &str, selector: &str) -> Result<PathBuf, Dki
 }
 
 /// Names become path components and DNS labels: keep them plain.
-fn check_name(what: &'static str, value: &str) -> Result<String, DkimError> {
+pub fn check_name(what: &'static str, value: &str) -> Result<String, DkimError> {
     let value = value.trim_end_matches('.').to_ascii_lowercase();
     let ok = !value.is_empty()
         && !value.starts_with('.')
@@ -122,34 +122,11 @@ impl DkimKeys {
     /// file that is not a usable key is an error naming it, so a bad key is
     /// found at startup rather than as unsigned mail.
     pub fn load(dir: &Path) -> Result<DkimKeys, DkimError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| DkimError::Io { path, source }
-        };
         let mut keys = DkimKeys::default();
-        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-            let entry = entry.map_err(io(dir))?;
-            let domain_dir = entry.path();
-            if !domain_dir.is_dir() {
-                continue;
-            }
-            let Some(domain) = entry.file_name().to_str().and_then(|d| check_name("domain", d).ok()) else {
-                continue;
-            };
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&domain_dir)
-                .map_err(io(&domain_dir))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "pem"))
-                .collect();
-            files.sort();
-            for path in files {
-                let Some(selector) = path.file_stem().and_then(|s| s.to_str()) else { continue };
-                let selector = check_name("selector", selector)?;
-                let pem = std::fs::read(&path).map_err(io(&path))?;
-                let signers = signers_from_pem(&pem, &domain, &selector)
-                    .map_err(|reason| DkimError::BadKey { path: path.clone(), reason })?;
-                keys.domains.entry(domain.clone()).or_default().push(Selector { name: selector, signers });
-            }
+        for (domain, selector, pem, path) in read_dir(dir)? {
+            let signers = signers_from_pem(&pem, &domain, &selector)
+                .map_err(|reason| DkimError::BadKey { path: path.clone(), reason })?;
+            keys.domains.entry(domain).or_default().push(Selector { name: selector, signers });
         }
         Ok(keys)
     }
@@ -215,6 +192,42 @@ impl DkimKeys {
         }
         (!headers.is_empty()).then_some(headers)
     }
+}
+
+/// A key file as [`read_dir`] finds it: domain, selector, PEM, path.
+pub type KeyFile = (String, String, Vec<u8>, PathBuf);
+
+/// Every `<dir>/<domain>/<selector>.pem`, in order; other files are ignored.
+pub fn read_dir(dir: &Path) -> Result<Vec<KeyFile>, DkimError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DkimError::Io { path, source }
+    };
+    let mut found = Vec::new();
+    let mut domains: Vec<_> = std::fs::read_dir(dir).map_err(io(dir))?.filter_map(|e| e.ok()).collect();
+    domains.sort_by_key(|e| e.file_name());
+    for entry in domains {
+        let domain_dir = entry.path();
+        let Some(domain) = entry.file_name().to_str().and_then(|d| check_name("domain", d).ok()) else {
+            continue;
+        };
+        if !domain_dir.is_dir() {
+            continue;
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&domain_dir)
+            .map_err(io(&domain_dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+            .collect();
+        files.sort();
+        for path in files {
+            let Some(selector) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+            let selector = check_name("selector", selector)?;
+            let pem = std::fs::read(&path).map_err(io(&path))?;
+            found.push((domain.clone(), selector, pem, path));
+        }
+    }
+    Ok(found)
 }
 
 fn signers_from_pem(pem: &[u8], domain: &str, selector: &str) -> Result<Signers, String> {

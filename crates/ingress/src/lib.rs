@@ -37,9 +37,11 @@ pub trait Sink: Send + Sync + 'static {
     fn accept(&self, msg: Accepted) -> BoxFuture<'_, Result<(), Reply>>;
 }
 
-/// Checks submission credentials.
+/// Checks submission credentials: whether they match, or the reply to give
+/// when they cannot be checked now (RFC 4954 §6: `454 4.7.0`, a temporary
+/// failure the client retries, never counted as a wrong password).
 pub trait Authenticator: Send + Sync + 'static {
-    fn verify<'a>(&'a self, user: &'a str, password: &'a str) -> BoxFuture<'a, bool>;
+    fn verify<'a>(&'a self, user: &'a str, password: &'a str) -> BoxFuture<'a, Result<bool, Reply>>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -391,7 +391,15 @@ impl Session {
     }
 
     async fn auth_check(&mut self, user: String, pass: String) -> Next {
-        if self.cfg.auth.verify(&user, &pass).await {
+        let verified = match self.cfg.auth.verify(&user, &pass).await {
+            Ok(v) => v,
+            Err(unavailable) => {
+                tracing::warn!(peer = %self.peer, user = %user, reply = %unavailable, "authentication unavailable");
+                self.conn.reply(&unavailable);
+                return Next::Continue;
+            }
+        };
+        if verified {
             tracing::info!(peer = %self.peer, user = %user, "authenticated");
             self.auth_user = Some(user);
             self.conn.reply(&reply(235, "2.7.0", "Authentication successful"));

@@ -24,8 +24,8 @@ impl Sink for MemorySink {
 
 struct NoUsers;
 impl Authenticator for NoUsers {
-    fn verify<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, bool> {
-        Box::pin(async { false })
+    fn verify<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<bool, vocabulary::Reply>> {
+        Box::pin(async { Ok(false) })
     }
 }
 

@@ -127,9 +127,33 @@ struct State {
     /// outlive every other segment holding a record of that message, or a
     /// replay would bring the message back.
     deps: HashMap<SegmentId, HashSet<SegmentId>>,
+    /// Messages a replay found finished (a done record after their message
+    /// record), with their recipients' final states: what a record that
+    /// lost its last writes in a crash catches up from. Their segments are
+    /// kept until [`Spool::release_finished`].
+    finished: HashMap<QueueId, Entry>,
+    /// Segments no live message needs any more, kept (with
+    /// [`Spool::keep_for_record`]) until the record has written what
+    /// happened to their messages: oldest first.
+    retiring: Vec<SegmentId>,
 }
 
 impl State {
+    /// Drops `entry`'s references to its segments; the segments no message
+    /// refers to any more.
+    fn release(&mut self, entry: &Entry) -> Vec<SegmentId> {
+        let mut freed = Vec::new();
+        for seg in &entry.segments {
+            let count = self.refs.entry(*seg).or_default();
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.refs.remove(seg);
+                freed.push(*seg);
+            }
+        }
+        freed
+    }
+
     /// Records that `entry` was finished by a done record in `done_seg`.
     fn bury(&mut self, entry: &Entry, done_seg: SegmentId) {
         let others = entry.segments.iter().copied().filter(|s| *s != done_seg);
@@ -142,8 +166,15 @@ pub struct Spool {
     dir: PathBuf,
     log: SegmentLog,
     state: Mutex<State>,
+    /// Whether freed segments wait for [`Spool::retire`].
+    keep_for_record: std::sync::atomic::AtomicBool,
     _lock: Option<LockFile>,
 }
+
+/// Segments kept for the record at most (16 MiB each): past them, while the
+/// record cannot keep up (its database down for long), the oldest goes and
+/// a crash could then lose the record of what it held (said at WARN).
+const MAX_RETIRING: usize = 64;
 
 /// The process-wide lock on a spool directory: one sluice at a time.
 struct LockFile {
@@ -179,6 +210,8 @@ pub struct Recovery {
     pub segments: usize,
     pub messages: usize,
     pub torn_tails: usize,
+    /// Finished messages whose records were still on disk.
+    pub finished: usize,
 }
 
 fn id_bytes(id: QueueId) -> [u8; 16] {
@@ -197,7 +230,13 @@ impl Spool {
         let lock = LockFile::acquire(dir)?;
         let (state, segments, recovery) = Self::replay(dir)?;
         let log = SegmentLog::open(dir, segments.last().copied(), fsync)?;
-        let spool = Spool { dir: dir.to_path_buf(), log, state: Mutex::new(state), _lock: Some(lock) };
+        let spool = Spool {
+            dir: dir.to_path_buf(),
+            log,
+            state: Mutex::new(state),
+            keep_for_record: false.into(),
+            _lock: Some(lock),
+        };
         spool.collect_garbage()?;
         Ok((spool, recovery))
     }
@@ -207,7 +246,11 @@ impl Spool {
     pub fn open_read_only(dir: &Path) -> Result<(Self, Recovery), SpoolError> {
         let (state, _, recovery) = Self::replay(dir)?;
         let log = SegmentLog::open_read_only(dir);
-        Ok((Spool { dir: dir.to_path_buf(), log, state: Mutex::new(state), _lock: None }, recovery))
+        let state = Mutex::new(state);
+        Ok((
+            Spool { dir: dir.to_path_buf(), log, state, keep_for_record: false.into(), _lock: None },
+            recovery,
+        ))
     }
 
     fn replay(dir: &Path) -> Result<(State, Vec<SegmentId>, Recovery), SpoolError> {
@@ -227,14 +270,16 @@ impl Spool {
                 apply_replayed(&mut state, rec);
             }
         }
-        // Recount segment references from the surviving entries only.
+        // Recount segment references from the surviving entries only (and
+        // the finished ones, until the record has caught up from them).
         state.refs.clear();
-        for entry in state.entries.values() {
+        for entry in state.entries.values().chain(state.finished.values()) {
             for seg in &entry.segments {
                 *state.refs.entry(*seg).or_default() += 1;
             }
         }
         recovery.messages = state.entries.len();
+        recovery.finished = state.finished.len();
         Ok((state, segments, recovery))
     }
 
@@ -458,13 +503,18 @@ impl Spool {
         self.bury(id, true).await
     }
 
-    /// Appends the message's done record and forgets it.
+    /// Appends the message's done record (with its recipients' final
+    /// states, which a record that lost its last writes reads back after a
+    /// crash) and forgets it.
     async fn bury(&self, id: QueueId, durable: bool) -> Result<(), SpoolError> {
-        if !self.state().entries.contains_key(&id) {
-            return Err(SpoolError::NotFound(id));
-        }
-        let parts = vec![id_bytes(id).to_vec()];
-        let done = self.log.append_final(KIND_DONE, parts, durable).await?;
+        let statuses = {
+            let state = self.state();
+            let entry = state.entries.get(&id).ok_or(SpoolError::NotFound(id))?;
+            entry.envelope.rcpts.iter().map(|r| &r.status).cloned().collect::<Vec<_>>()
+        };
+        let mut payload = id_bytes(id).to_vec();
+        serde_json::to_writer(&mut payload, &statuses).map_err(io::Error::other)?;
+        let done = self.log.append_final(KIND_DONE, vec![payload], durable).await?;
         let freed: Vec<SegmentId> = {
             let mut state = self.state();
             let Some(entry) = state.entries.remove(&id) else {
@@ -473,28 +523,83 @@ impl Spool {
                 return Ok(());
             };
             state.bury(&entry, done.segment);
-            let State { refs, .. } = &mut *state;
-            entry
-                .segments
-                .iter()
-                .filter(|seg| {
-                    let count = refs.entry(**seg).or_default();
-                    *count = count.saturating_sub(1);
-                    if *count == 0 {
-                        refs.remove(seg);
-                        true
-                    } else {
-                        false
-                    }
-                })
-                .copied()
-                .collect()
+            state.release(&entry)
         };
         self.log.unpin(done.segment);
-        for seg in freed {
+        self.free(freed)
+    }
+
+    /// Segments no live message needs: deleted now, or kept for the record
+    /// ([`Spool::keep_for_record`]).
+    fn free(&self, mut freed: Vec<SegmentId>) -> Result<(), SpoolError> {
+        if freed.is_empty() {
+            return Ok(());
+        }
+        // Oldest first: a tombstone is newer than the records it buries,
+        // and goes only after them.
+        freed.sort_unstable();
+        freed.dedup();
+        if !self.keep_for_record.load(std::sync::atomic::Ordering::Relaxed) {
+            for seg in freed {
+                self.try_remove_segment(seg)?;
+            }
+            return Ok(());
+        }
+        let over = {
+            let mut state = self.state();
+            state.retiring.extend(freed);
+            let over = state.retiring.len().saturating_sub(MAX_RETIRING);
+            state.retiring.drain(..over).collect::<Vec<_>>()
+        };
+        for seg in over {
+            tracing::warn!(
+                segment = seg,
+                "spool segment deleted before the record caught up with it: a crash now could lose its events"
+            );
             self.try_remove_segment(seg)?;
         }
         Ok(())
+    }
+
+    /// From now on, segments no message needs are kept until [`Spool::retire`]
+    /// is told the record has written what happened to their messages.
+    pub fn keep_for_record(&self) {
+        self.keep_for_record.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The segments waiting for the record, oldest first.
+    pub fn retiring(&self) -> Vec<SegmentId> {
+        self.state().retiring.clone()
+    }
+
+    /// The record has written everything about `segs`' messages: they go
+    /// (once no tombstone needs them).
+    pub fn retire(&self, segs: &[SegmentId]) -> io::Result<()> {
+        self.state().retiring.retain(|s| !segs.contains(s));
+        let mut segs = segs.to_vec();
+        segs.sort_unstable();
+        for seg in segs {
+            self.try_remove_segment(seg)?;
+        }
+        Ok(())
+    }
+
+    /// Messages finished before a restart whose records were still on
+    /// disk, each with its recipients' final states, oldest first.
+    pub fn finished(&self) -> Vec<Entry> {
+        let mut all: Vec<Entry> = self.state().finished.values().cloned().collect();
+        all.sort_by_key(|e| e.id);
+        all
+    }
+
+    /// The record has caught up from [`Spool::finished`]: their segments go.
+    pub fn release_finished(&self) -> Result<(), SpoolError> {
+        let freed = {
+            let mut state = self.state();
+            let finished: Vec<Entry> = state.finished.drain().map(|(_, e)| e).collect();
+            finished.iter().flat_map(|e| state.release(e)).collect()
+        };
+        self.free(freed)
     }
 
     /// Deletes `seg` if no live message and no tombstone needs it.
@@ -502,6 +607,7 @@ impl Spool {
         let blocked = {
             let state = self.state();
             state.refs.contains_key(&seg)
+                || state.retiring.contains(&seg)
                 || state.deps.get(&seg).is_some_and(|d| d.iter().any(|s| log::segment_exists(&self.dir, *s)))
         };
         if blocked || !self.log.remove_segment(seg)? {
@@ -591,8 +697,20 @@ fn apply_replayed(state: &mut State, rec: log::Replayed) {
             }
         }
         KIND_DONE => {
-            if let Some(entry) = state.entries.remove(&id) {
+            if let Some(mut entry) = state.entries.remove(&id) {
                 state.bury(&entry, seg);
+                // The final states (absent from done records of earlier versions).
+                let statuses =
+                    rec.payload.get(16..).and_then(|j| serde_json::from_slice::<Vec<RcptStatus>>(j).ok());
+                if let Some(statuses) = statuses.filter(|s| s.len() == entry.envelope.rcpts.len()) {
+                    for (r, status) in entry.envelope.rcpts.iter_mut().zip(statuses) {
+                        r.status = status;
+                    }
+                    if !entry.segments.contains(&seg) {
+                        entry.segments.push(seg);
+                    }
+                    state.finished.insert(id, entry);
+                }
             }
         }
         _ => {}
@@ -670,11 +788,53 @@ mod tests {
         spool.remove(a).await.unwrap();
         spool.close();
         drop(spool);
-        // Everything done: after a reopen no old segment is left.
+        // Everything done: after a reopen, once the record has caught up
+        // from the finished messages, no old segment is left.
         let (spool, rec) = Spool::open(dir.path(), true).unwrap();
-        assert_eq!(rec.messages, 0);
+        assert_eq!((rec.messages, rec.finished), (0, 2));
+        spool.release_finished().unwrap();
         assert_eq!(log::list_segments(dir.path()).unwrap().len(), 1);
         drop(spool);
+    }
+
+    #[tokio::test]
+    async fn a_finished_message_comes_back_with_its_final_states_until_the_record_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = QueueId::generate();
+        {
+            let (spool, _) = Spool::open(dir.path(), true).unwrap();
+            let rcpts = envelope(&["x@a.test", "y@a.test"]);
+            spool.enqueue(id, rcpts, "Received: t\r\n".into(), b"A".to_vec(), 99).await.unwrap();
+            spool.close();
+        }
+        let kept = {
+            let (spool, _) = Spool::open(dir.path(), true).unwrap();
+            spool.keep_for_record();
+            let mut rcpts = spool.claim(id).unwrap().envelope.rcpts;
+            rcpts[0].status = RcptStatus::Delivered { reply: vocabulary::Reply::new(250, "2.0.0", "ok") };
+            rcpts[1].status = RcptStatus::Failed { reply: vocabulary::Reply::new(550, "5.1.1", "no") };
+            assert!(spool.finish_attempt(id, rcpts, 0, false).await.unwrap());
+            let kept = spool.retiring();
+            assert_eq!(kept.len(), 1, "the message's segment waits for the record");
+            spool.collect_garbage().unwrap();
+            assert!(log::segment_exists(dir.path(), kept[0]), "and the collector leaves it alone");
+            spool.close();
+            kept
+        };
+        // A crash before the record had it: the next start reads it back.
+        let (spool, rec) = Spool::open(dir.path(), true).unwrap();
+        assert_eq!((rec.messages, rec.finished), (0, 1));
+        let finished = spool.finished();
+        let states: Vec<&str> = finished[0].envelope.rcpts.iter().map(|r| r.status.name()).collect();
+        assert_eq!((finished[0].id, states), (id, vec!["delivered", "failed"]));
+        assert_eq!(spool.content(finished[0].content).unwrap(), b"A");
+        spool.keep_for_record();
+        spool.release_finished().unwrap();
+        assert!(spool.finished().is_empty());
+        assert!(log::segment_exists(dir.path(), kept[0]), "kept until the record has written it");
+        spool.retire(&spool.retiring()).unwrap();
+        spool.collect_garbage().unwrap();
+        assert_eq!(log::list_segments(dir.path()).unwrap().len(), 1, "only the active segment is left");
     }
 
     #[tokio::test]
@@ -708,7 +868,8 @@ mod tests {
             spool.remove(keep).await.unwrap();
         }
         let (spool, rec) = Spool::open(dir.path(), true).unwrap();
-        assert_eq!(rec.messages, 0);
+        assert_eq!((rec.messages, rec.finished), (0, 2));
+        spool.release_finished().unwrap();
         spool.collect_garbage().unwrap();
         assert_eq!(log::list_segments(dir.path()).unwrap().len(), 1, "only the active segment is left");
     }

@@ -104,6 +104,36 @@ impl KeyCache {
     }
 }
 
+/// Waits until `changes` ([`Directory::changes`]) moves, or at most
+/// `every`: what a server keeps in memory is read again then, so even a
+/// change that was never heard of is caught up.
+pub async fn next_change(changes: &mut tokio::sync::watch::Receiver<u64>, every: Duration) {
+    tokio::select! {
+        heard = changes.changed() => {
+            if heard.is_err() {
+                tokio::time::sleep(every).await;
+            }
+        }
+        _ = tokio::time::sleep(every) => {}
+    }
+}
+
+/// A DKIM signing key as kept in the database, where every node finds the
+/// same keys. Its PEM is a secret: `Debug` leaves it out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DkimKey {
+    pub domain: String,
+    pub selector: String,
+    pub pem: String,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for DkimKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}._domainkey.{}", self.selector, self.domain)
+    }
+}
+
 /// Tenants, keys, users and accounts' tenants.
 pub trait Directory: Send + Sync + 'static {
     /// The tenant called `name`, created if new.
@@ -140,4 +170,16 @@ pub trait Directory: Send + Sync + 'static {
     /// or `made` (stored now) when there is none yet. The first node to
     /// ask decides; the others get its value.
     fn secret<'a>(&'a self, name: &'a str, made: &'a [u8]) -> Res<'a, Vec<u8>>;
+    /// Every DKIM signing key, by domain and selector.
+    fn dkim_keys(&self) -> Res<'_, Vec<DkimKey>>;
+    /// Stores a DKIM key unless its domain has one by that selector (the
+    /// one published in DNS is never replaced): true when stored.
+    fn add_dkim_key<'a>(&'a self, key: &'a DkimKey) -> Res<'a, bool>;
+    /// Removes a domain's DKIM key by selector: true when there was one.
+    fn remove_dkim_key<'a>(&'a self, domain: &'a str, selector: &'a str) -> Res<'a, bool>;
+    /// Moves whenever what a running server keeps in memory changes (store
+    /// accounts, their domains and tenants, API keys, DKIM keys), whoever
+    /// changed it: another node (PostgreSQL announces it at commit) or
+    /// another process (SQLite's counter, read every second).
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }

@@ -451,6 +451,14 @@ pub trait EventLog: Send + Sync + 'static {
 }
 
 /// The first instant (ms) of the month `at` (ms) falls in, UTC.
+/// The start of the month `n` months before the month of `at` (UTC): the
+/// cutoff that keeps this month and the `n` before it.
+pub fn months_before(at: i64, n: u32) -> i64 {
+    use chrono::{Months, TimeZone};
+    let start = chrono::Utc.timestamp_millis_opt(month_start(at)).single().unwrap_or_default();
+    start.checked_sub_months(Months::new(n)).map_or(i64::MIN, |m| m.timestamp_millis())
+}
+
 pub fn month_start(at: i64) -> i64 {
     use chrono::{Datelike, TimeZone};
     let t = chrono::Utc.timestamp_millis_opt(at).single().unwrap_or_default();

@@ -115,6 +115,11 @@ pub trait Database: Send + Sync + 'static {
     fn close(&self) -> BoxFuture<'_, ()>;
     /// The last schema step applied.
     fn schema_version(&self) -> BoxFuture<'_, Result<i64, RecordError>>;
+    /// What a long-running server does now and then to keep the database
+    /// in shape (PostgreSQL: the event partitions of the coming months).
+    fn upkeep(&self) -> BoxFuture<'_, Result<(), RecordError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The record's parts (cheap to clone: each is shared).
@@ -171,6 +176,11 @@ impl Store {
         let version = self.database.schema_version().await?;
         self.directory.tenant("default").await?;
         Ok(version)
+    }
+
+    /// The database's own upkeep ([`Database::upkeep`]).
+    pub async fn upkeep(&self) -> Result<(), RecordError> {
+        self.database.upkeep().await
     }
 
     pub async fn close(&self) {

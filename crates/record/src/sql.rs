@@ -1,4 +1,5 @@
-//! The event log's reads that both backends say in the same SQL: written
+//! What both backends say in the same SQL (the event log's reads, the
+//! DKIM keys): written
 //! once here, generic over the database, and run by each backend. (Every
 //! statement here is standard SQL that SQLite and PostgreSQL read alike;
 //! what differs stays in the backend's module.)
@@ -296,4 +297,68 @@ where
     let (events, suppression) = tokio::join!(events, suppression);
     let (events, next_cursor) = events?;
     Ok(crate::events::RecipientHistory { address, suppression: suppression?, events, next_cursor })
+}
+
+/// Every DKIM key, by domain and selector.
+pub(crate) async fn dkim_keys<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+) -> Result<Vec<crate::directory::DkimKey>, crate::RecordError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    (String, String, String, i64): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut sql = QueryBuilder::new(
+        "SELECT domain, selector, pem, created_at FROM dkim_keys ORDER BY domain, selector",
+    );
+    let rows: Vec<(String, String, String, i64)> = sql.build_query_as().fetch_all(pool).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(domain, selector, pem, created_at)| crate::directory::DkimKey {
+            domain,
+            selector,
+            pem,
+            created_at,
+        })
+        .collect())
+}
+
+/// Stores `key` unless its (domain, selector) has one: true when stored.
+pub(crate) async fn add_dkim_key<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+    key: &crate::directory::DkimKey,
+) -> Result<bool, crate::RecordError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    i64: Binds<DB>,
+    String: Binds<DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut sql = QueryBuilder::new("INSERT INTO dkim_keys (domain, selector, pem, created_at) VALUES (");
+    let mut values = sql.separated(", ");
+    values.push_bind(key.domain.clone()).push_bind(key.selector.clone()).push_bind(key.pem.clone());
+    values.push_bind(key.created_at);
+    sql.push(") ON CONFLICT DO NOTHING RETURNING domain");
+    let stored: Option<(String,)> = sql.build_query_as().fetch_optional(pool).await?;
+    Ok(stored.is_some())
+}
+
+/// Removes a domain's key by selector: true when there was one.
+pub(crate) async fn remove_dkim_key<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+    domain: &str,
+    selector: &str,
+) -> Result<bool, crate::RecordError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    String: Binds<DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut sql = QueryBuilder::new("DELETE FROM dkim_keys WHERE domain = ");
+    sql.push_bind(domain.to_string()).push(" AND selector = ").push_bind(selector.to_string());
+    sql.push(" RETURNING domain");
+    let removed: Option<(String,)> = sql.build_query_as().fetch_optional(pool).await?;
+    Ok(removed.is_some())
 }

@@ -460,3 +460,45 @@ async fn the_events_of_months_before_a_cutoff_are_forgotten() {
         store.close().await;
     }
 }
+
+/// Waits up to `within` for `changes` to move.
+async fn moves(changes: &mut tokio::sync::watch::Receiver<u64>, within: std::time::Duration) -> bool {
+    tokio::time::timeout(within, changes.changed()).await.is_ok_and(|r| r.is_ok())
+}
+
+#[tokio::test]
+async fn dkim_keys_are_kept_once_per_selector_and_every_change_is_heard() {
+    use record::directory::DkimKey;
+    let second = std::time::Duration::from_millis(2500);
+    for (name, store, _dir) in backends().await {
+        let d = &store.directory;
+        let mut changes = d.changes();
+        // A first read settles what the watch starts from.
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        changes.borrow_and_update();
+        let key = |selector: &str, pem: &str| DkimKey {
+            domain: "acme.test".into(),
+            selector: selector.into(),
+            pem: pem.into(),
+            created_at: 7,
+        };
+        assert!(d.add_dkim_key(&key("s1", "PEM one")).await.unwrap(), "{name}");
+        assert!(moves(&mut changes, second).await, "{name}: adding a DKIM key is heard");
+        // The selector published in DNS is never replaced.
+        assert!(!d.add_dkim_key(&key("s1", "PEM two")).await.unwrap(), "{name}");
+        assert!(d.add_dkim_key(&key("s2", "PEM three")).await.unwrap(), "{name}");
+        let kept = d.dkim_keys().await.unwrap();
+        assert_eq!(kept, [key("s1", "PEM one"), key("s2", "PEM three")], "{name}");
+        assert!(!format!("{kept:?}").contains("PEM"), "{name}: a key's Debug leaves the secret out");
+        changes.borrow_and_update();
+        assert!(d.remove_dkim_key("acme.test", "s1").await.unwrap(), "{name}");
+        assert!(!d.remove_dkim_key("acme.test", "s1").await.unwrap(), "{name}");
+        assert!(moves(&mut changes, second).await, "{name}: removing a DKIM key is heard");
+        assert_eq!(d.dkim_keys().await.unwrap(), [key("s2", "PEM three")], "{name}");
+        // A new store account (what the tee routes by) is heard too.
+        changes.borrow_and_update();
+        store.quarantine.add_account("shop", "pw", &["shop.test".into()]).await.unwrap();
+        assert!(moves(&mut changes, second).await, "{name}: a new store account is heard");
+        store.close().await;
+    }
+}

@@ -44,12 +44,19 @@ pub struct Pending {
 impl Pending {
     /// What `describe` needs: the envelope and the header block (the
     /// record reads the Message-ID and the Subject), copied.
-    fn new(id: QueueId, tenant: i64, envelope: &Envelope, content: &[u8], detail: serde_json::Value) -> Self {
+    /// It arrived at `at` (ms).
+    fn new(
+        id: QueueId,
+        tenant: i64,
+        envelope: &Envelope,
+        content: &[u8],
+        detail: serde_json::Value,
+        at: i64,
+    ) -> Self {
         let envelope = envelope.clone();
         // The header block (within the first 64 KiB): what the record reads.
         let head = &content[..content.len().min(64 * 1024)];
         let header = head[..deliver::dsn::header_end(head)].to_vec();
-        let at = now_ms();
         Pending {
             at,
             describe: Box::new(move || message(id, tenant, &envelope, &header, detail, at)),
@@ -82,11 +89,13 @@ impl InboundRecord {
         }
     }
 
-    /// Refreshes every `every` until the task is aborted (`sluice account
+    /// Refreshes whenever the directory changes (on any node), and at
+    /// least every `every`, until the task is aborted (`sluice account
     /// tenant` takes effect on a running server).
     pub async fn keep_fresh(self, every: Duration) {
+        let mut changes = self.record.directory.changes();
         loop {
-            tokio::time::sleep(every).await;
+            record::directory::next_change(&mut changes, every).await;
             self.refresh().await;
         }
     }
@@ -116,7 +125,34 @@ impl InboundRecord {
             "tls": tls,
             "auth": envelope.auth_user,
         });
-        Pending::new(id, self.tenant_of(envelope), envelope, content, detail)
+        Pending::new(id, self.tenant_of(envelope), envelope, content, detail, now_ms())
+    }
+
+    /// `received` for a message the spool held before a restart that the
+    /// record lost (a crash took its last writes): as of when it arrived,
+    /// marked recovered.
+    pub fn received_at(&self, entry: &queue::Entry, content: &[u8]) -> Pending {
+        let envelope = &entry.envelope;
+        let detail = serde_json::json!({
+            "peer": envelope.peer,
+            "helo": envelope.helo,
+            "size": content.len(),
+            "auth": envelope.auth_user,
+            "recovered": true,
+        });
+        Pending::new(
+            entry.id,
+            self.tenant_of(envelope),
+            envelope,
+            content,
+            detail,
+            envelope.received_at * 1000,
+        )
+    }
+
+    /// The record this writes to.
+    pub fn record(&self) -> &record::Store {
+        &self.record
     }
 
     /// Waits until everything noted so far is written.
@@ -234,7 +270,7 @@ impl InboundRecord {
             "account": from.account, "folder": from.folder, "uid": from.uid,
             "size": content.len(),
         });
-        Pending { events, ..Pending::new(new_id, tenant, envelope, content, detail) }
+        Pending { events, ..Pending::new(new_id, tenant, envelope, content, detail, now_ms()) }
     }
 }
 

@@ -15,6 +15,7 @@
 //! line, `front_line.rs`); release puts a stored copy back in the spool
 //! (`release.rs`).
 
+pub mod catch_up;
 pub mod copies;
 pub mod front_line;
 pub mod inbound;

@@ -30,10 +30,16 @@ impl Accounts {
         }
     }
 
-    /// Refreshes every `every` until the task is aborted.
-    pub async fn keep_fresh(self, store: Arc<dyn record::QuarantineStore>, every: Duration) {
+    /// Refreshes whenever the directory changes (on any node), and at
+    /// least every `every`, until the task is aborted.
+    pub async fn keep_fresh(
+        self,
+        store: Arc<dyn record::QuarantineStore>,
+        mut changes: tokio::sync::watch::Receiver<u64>,
+        every: Duration,
+    ) {
         loop {
-            tokio::time::sleep(every).await;
+            record::directory::next_change(&mut changes, every).await;
             self.refresh(store.as_ref()).await;
         }
     }

@@ -291,11 +291,15 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// Connections to a database server, at most (PostgreSQL).
     pub connections: u32,
+    /// Months of events kept besides the current one; older months are
+    /// forgotten (PostgreSQL drops their partitions) by a running server.
+    /// 0 (the default) keeps every event.
+    pub event_retention_months: u32,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: None, connections: 16 }
+        DatabaseConfig { url: None, connections: 16, event_retention_months: 0 }
     }
 }
 
@@ -364,7 +368,8 @@ pub struct OutboundConfig {
     pub smart_host_password_file: Option<PathBuf>,
     /// Static routes: domain (or `*`) to `HOST:PORT`, tried before DNS.
     pub mx_override: std::collections::BTreeMap<String, String>,
-    /// DKIM keys, `DOMAIN.SELECTOR.pem` (default: DATA/dkim).
+    /// DKIM key files of earlier versions, `DOMAIN/SELECTOR.pem` (default:
+    /// DATA/dkim): imported into the database at start, where keys live now.
     pub dkim_dir: Option<PathBuf>,
     /// Connections open at once per destination host.
     pub max_connections_per_host: usize,

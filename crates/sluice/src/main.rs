@@ -538,7 +538,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(control::print(&resp, json))
         }
         Command::Apikey { command } => runtime()?.block_on(outbound_cmd::apikey(command)),
-        Command::Dkim { command } => outbound_cmd::dkim(command),
+        Command::Dkim { command } => runtime()?.block_on(outbound_cmd::dkim(command)),
         Command::Suppress { command } => runtime()?.block_on(outbound_cmd::suppress(command)),
         Command::Track { target, tenant, json, common } => {
             let cfg = load_config(&common)?;

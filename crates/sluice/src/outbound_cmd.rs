@@ -293,7 +293,8 @@ async fn track_in(store: &Store, target: &str, tenant: Option<&str>, json: bool)
 
 #[derive(Subcommand)]
 pub enum DkimCommand {
-    /// Make a signing key for DOMAIN (kept in outbound.dkim_dir, default DATA/dkim) and print its DNS record.
+    /// Make a signing key for DOMAIN, kept in the database (every node signs
+    /// with it, a running server within a second), and print its DNS record.
     Generate {
         domain: String,
         #[arg(long, default_value = "sluice")]
@@ -304,29 +305,82 @@ pub enum DkimCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// The signing keys: domain, selector, when made.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Stop signing with a domain's key by SELECTOR (remove its DNS record after).
+    Remove {
+        domain: String,
+        selector: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Store the keys of DIR (`DOMAIN/SELECTOR.pem`, as earlier versions kept
+    /// them) in the database; `serve` does this for outbound.dkim_dir at start.
+    Import {
+        dir: std::path::PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
-pub fn dkim(cmd: DkimCommand) -> anyhow::Result<i32> {
-    let DkimCommand::Generate { domain, selector, algorithm, common } = cmd;
-    let cfg = load_config(&common)?;
-    let algorithm = match algorithm.as_str() {
-        "rsa" => deliver::dkim::Algorithm::RsaSha256,
-        "ed25519" => deliver::dkim::Algorithm::Ed25519Sha256,
-        other => anyhow::bail!("--algorithm must be rsa or ed25519, not {other:?}"),
-    };
-    let dir = cfg.outbound.dkim_dir.clone().unwrap_or_else(|| cfg.server.data.join("dkim"));
-    let key = deliver::dkim::generate(&domain, &selector, algorithm)?;
-    let path = key.save(&dir)?;
-    eprintln!("private key saved to {} (loaded by `sluice serve` at start)", path.display());
-    eprintln!("publish this TXT record:");
-    println!(
-        "{} IN TXT {}",
-        key.dns_name,
-        deliver::dkim::txt_strings(&key.dns_value)
-            .iter()
-            .map(|s| format!("\"{s}\""))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+pub async fn dkim(cmd: DkimCommand) -> anyhow::Result<i32> {
+    match cmd {
+        DkimCommand::Generate { domain, selector, algorithm, common } => {
+            let algorithm = match algorithm.as_str() {
+                "rsa" => deliver::dkim::Algorithm::RsaSha256,
+                "ed25519" => deliver::dkim::Algorithm::Ed25519Sha256,
+                other => anyhow::bail!("--algorithm must be rsa or ed25519, not {other:?}"),
+            };
+            let key = deliver::dkim::generate(&domain, &selector, algorithm)?;
+            let store = open(&common).await?;
+            let stored = record::directory::DkimKey {
+                domain: key.domain.clone(),
+                selector: key.selector.clone(),
+                pem: key.private_key_pem.clone(),
+                created_at: record::events::now_ms(),
+            };
+            let added = store.directory.add_dkim_key(&stored).await?;
+            store.close().await;
+            if !added {
+                eprintln!(
+                    "{domain} has a key by selector {selector} already (it may be the one in DNS): none made"
+                );
+                return Ok(1);
+            }
+            eprintln!("private key stored in the database (every node signs with it from now on)");
+            eprintln!("publish this TXT record:");
+            let txt = deliver::dkim::txt_strings(&key.dns_value);
+            let quoted: Vec<String> = txt.iter().map(|s| format!("\"{s}\"")).collect();
+            println!("{} IN TXT {}", key.dns_name, quoted.join(" "));
+        }
+        DkimCommand::List { common } => {
+            let store = open(&common).await?;
+            for k in store.directory.dkim_keys().await? {
+                println!("{}  {}  created {}", k.domain, k.selector, time(k.created_at));
+            }
+            store.close().await;
+        }
+        DkimCommand::Remove { domain, selector, common } => {
+            let domain = deliver::dkim::check_name("domain", &domain)?;
+            let selector = deliver::dkim::check_name("selector", &selector)?;
+            let store = open(&common).await?;
+            let removed = store.directory.remove_dkim_key(&domain, &selector).await?;
+            store.close().await;
+            if !removed {
+                eprintln!("{domain} has no key by selector {selector}");
+                return Ok(1);
+            }
+            println!("removed {selector}._domainkey.{domain}");
+        }
+        DkimCommand::Import { dir, common } => {
+            let store = open(&common).await?;
+            let done = sluice::outbound_wiring::import_dkim_dir(&dir, store.directory.as_ref()).await;
+            store.close().await;
+            println!("imported {} key(s)", done?);
+        }
+    }
     Ok(0)
 }

@@ -3,6 +3,7 @@
 //! submission sink that sends a tenant's mail through the outbox.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use deliver::dkim::{self, DkimKeys};
@@ -101,13 +102,91 @@ impl NextHop for Hops {
     }
 }
 
-/// DKIM: the key of the From header's domain (DMARC alignment), else of the sender's.
-pub struct Dkim(pub DkimKeys);
+/// DKIM: the keys in the database (every node signs with the same ones),
+/// read again whenever they change on any node; a message is signed with
+/// the key of its From header's domain (DMARC alignment), else of the
+/// sender's.
+pub struct Dkim(std::sync::RwLock<Arc<DkimKeys>>);
+
+impl Dkim {
+    /// The stored keys, kept fresh by a task until the server stops.
+    pub async fn load(directory: Arc<dyn record::Directory>) -> Arc<Dkim> {
+        let me = Arc::new(Dkim(std::sync::RwLock::new(Arc::new(stored_keys(directory.as_ref()).await))));
+        let weak = Arc::downgrade(&me);
+        let mut changes = directory.changes();
+        tokio::spawn(async move {
+            loop {
+                record::directory::next_change(&mut changes, std::time::Duration::from_secs(60)).await;
+                let Some(me) = weak.upgrade() else { return };
+                let keys = Arc::new(stored_keys(directory.as_ref()).await);
+                *me.0.write().unwrap_or_else(|e| e.into_inner()) = keys;
+            }
+        });
+        me
+    }
+}
+
+/// The database's DKIM keys; a key that cannot sign is named in a warning
+/// and left out (the others still sign).
+async fn stored_keys(directory: &dyn record::Directory) -> DkimKeys {
+    let mut keys = DkimKeys::default();
+    match directory.dkim_keys().await {
+        Ok(stored) => {
+            for k in stored {
+                if let Err(e) = keys.insert_pem(&k.domain, &k.selector, k.pem.as_bytes()) {
+                    tracing::warn!(key = ?k, error = %e, "a stored DKIM key cannot sign: mail of its domain goes unsigned by it");
+                }
+            }
+            tracing::info!(keys = ?keys, "DKIM keys loaded");
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the DKIM keys: the ones in use stay"),
+    }
+    keys
+}
+
+/// Moves the keys an earlier version kept as files (`DIR/DOMAIN/SELECTOR.pem`)
+/// into the database, where every node finds them. A selector the database
+/// already has keeps the database's key (and a differing file is named).
+/// How many keys were stored.
+pub async fn import_dkim_dir(dir: &Path, directory: &dyn record::Directory) -> anyhow::Result<usize> {
+    if !dir.is_dir() {
+        return Ok(0);
+    }
+    let mut imported = 0;
+    let stored = directory.dkim_keys().await.context("reading the DKIM keys")?;
+    for (domain, selector, pem, path) in dkim::read_dir(dir)? {
+        let pem = String::from_utf8(pem).with_context(|| format!("{} is not PEM text", path.display()))?;
+        DkimKeys::default().insert_pem(&domain, &selector, pem.as_bytes())?;
+        match stored.iter().find(|k| k.domain == domain && k.selector == selector) {
+            Some(k) if k.pem.trim() != pem.trim() => tracing::warn!(
+                file = %path.display(), "a DKIM key file differs from the database's key by that selector: the database's is used"
+            ),
+            Some(_) => {}
+            None => {
+                let key = record::directory::DkimKey {
+                    domain,
+                    selector,
+                    pem,
+                    created_at: record::events::now_ms(),
+                };
+                directory.add_dkim_key(&key).await.context("storing a DKIM key")?;
+                tracing::info!(key = ?key, file = %path.display(), "DKIM key file imported into the database");
+                imported += 1;
+            }
+        }
+    }
+    Ok(imported)
+}
 
 impl Signer for Dkim {
     fn sign(&self, domain: &str, content: &[u8]) -> Option<String> {
         let from = dkim::from_domain(content);
-        self.0.sign(from.as_deref().unwrap_or(domain), content)
+        let keys = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        keys.sign(from.as_deref().unwrap_or(domain), content)
+    }
+
+    fn has_keys(&self) -> bool {
+        !self.0.read().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 }
 

@@ -13,6 +13,7 @@ use ingress::{Authenticator, BoxFuture, ListenerKind, Sink};
 use queue::{Scheduler, SchedulerConfig, Spool, Waker};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use vocabulary::Reply;
 
 use crate::config::{Config, SmartHostTls, parse_host_port};
 use crate::{control, outbound_wiring, tls};
@@ -22,11 +23,11 @@ use route::{relay, release, tee};
 struct UsersAuth(Arc<dyn record::Directory>);
 
 impl Authenticator for UsersAuth {
-    fn verify<'a>(&'a self, user: &'a str, password: &'a str) -> BoxFuture<'a, bool> {
+    fn verify<'a>(&'a self, user: &'a str, password: &'a str) -> BoxFuture<'a, Result<bool, Reply>> {
         Box::pin(async move {
-            self.0.verify_user(user, password).await.unwrap_or_else(|e| {
+            self.0.verify_user(user, password).await.map_err(|e| {
                 tracing::error!(error = %e, "user lookup failed");
-                false
+                Reply::new(454, "4.7.0", "Temporary authentication failure, please try again later")
             })
         })
     }
@@ -111,13 +112,21 @@ pub async fn serve(
     tasks.push(start_http(&cfg, &core, listeners.http, &outbox, &stop_rx));
     let background = [
         control_task,
-        tokio::spawn(
-            core.accounts.clone().keep_fresh(core.store.quarantine.clone(), Duration::from_secs(10)),
-        ),
-        tokio::spawn(core.inbound.clone().keep_fresh(Duration::from_secs(10))),
+        tokio::spawn(core.accounts.clone().keep_fresh(
+            core.store.quarantine.clone(),
+            core.store.directory.changes(),
+            Duration::from_secs(60),
+        )),
+        tokio::spawn(core.inbound.clone().keep_fresh(Duration::from_secs(60))),
         tokio::spawn(sweep_every(
             core.store.quarantine.clone(),
             Duration::from_secs(cfg.quarantine.sweep_interval_secs),
+        )),
+        tokio::spawn(record_upkeep(core.store.clone(), cfg.database.event_retention_months)),
+        tokio::spawn(route::catch_up::retire_written(
+            core.spool.clone(),
+            core.inbound.clone(),
+            Duration::from_secs(1),
         )),
     ];
     addrs.announce(&cfg, &core, &cert);
@@ -135,8 +144,12 @@ pub async fn serve(
     }
     let _ = std::fs::remove_file(control::socket_path(&core.spool_dir));
     core.spool.close();
-    // The front line's last events, then the database.
+    // The front line's last events, then the database; the spool's
+    // segments kept for them are not needed then.
     core.store.events.flush().await;
+    if let Err(e) = core.spool.retire(&core.spool.retiring()) {
+        tracing::warn!(error = %e, "cannot delete spool segments the record is done with");
+    }
     core.store.close().await;
     tracing::info!(peak_rss_kb = peak_rss_kb(), "stopped");
     Ok(())
@@ -191,6 +204,7 @@ impl Core {
             Err(e) => tracing::error!(error = %e, "reconciling the spool with the outbound record"),
         }
         let inbound = InboundRecord::open(store.clone()).await.context("opening the inbound record")?;
+        catch_up(&spool, &inbound).await;
         Ok(Core { data, store, spool, spool_dir, accounts, inbound, front_line, verp, bounce_domain })
     }
 }
@@ -244,19 +258,14 @@ impl Clients {
 async fn routes(cfg: &Config, core: &Core, clients: &Clients) -> anyhow::Result<queue::Routes> {
     let o = &cfg.outbound;
     let dkim_dir = o.dkim_dir.clone().unwrap_or_else(|| core.data.join("dkim"));
-    let dkim_keys = if dkim_dir.is_dir() {
-        let keys = deliver::dkim::DkimKeys::load(&dkim_dir).context("loading DKIM keys")?;
-        tracing::info!(keys = ?keys, dir = %dkim_dir.display(), "DKIM keys loaded");
-        (!keys.is_empty()).then_some(keys)
-    } else {
-        None
-    };
+    outbound_wiring::import_dkim_dir(&dkim_dir, core.store.directory.as_ref()).await?;
+    let dkim = outbound_wiring::Dkim::load(core.store.directory.clone()).await;
     use queue::{Concurrency, DsnPolicy, RouteSpec};
     use vocabulary::RouteKind;
     let outbound = outbound::OutboundTransport {
         client: clients.outbound.clone(),
         hops: Arc::new(outbound_wiring::Hops::new(cfg)?),
-        signer: dkim_keys.map(|k| Arc::new(outbound_wiring::Dkim(k)) as Arc<dyn outbound::Signer>),
+        signer: Some(dkim as Arc<dyn outbound::Signer>),
         pace: (o.rate_per_domain > 0).then(|| {
             let rate = deliver::rate::Rate::new(o.rate_per_domain as f64, o.rate_per_domain.max(1));
             Arc::new(outbound_wiring::Paced(deliver::rate::RateLimiter::new(Some(rate))))
@@ -509,6 +518,52 @@ async fn sweep_every(store: Arc<dyn record::QuarantineStore>, every: Duration) {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "retention sweep failed"),
         }
+    }
+}
+
+/// After a crash the front line's record may lack its last writes: it
+/// catches up from what the spool holds; from then on the spool keeps a
+/// finished message's segments until the record has written its events.
+async fn catch_up(spool: &Spool, inbound: &InboundRecord) {
+    match route::catch_up::catch_up(spool, inbound).await {
+        Ok(c) => {
+            if c != route::catch_up::CaughtUp::default() {
+                tracing::warn!(
+                    messages = c.received,
+                    outcomes = c.outcomes,
+                    "the record lacked what a crash took; caught up from the spool"
+                );
+            }
+            if let Err(e) = spool.release_finished() {
+                tracing::warn!(error = %e, "cannot delete spool segments the record is done with");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the record cannot catch up from the spool now; it will at the next start")
+        }
+    }
+    spool.keep_for_record();
+}
+
+/// The record's upkeep, at start and then every hour: the database's own
+/// (PostgreSQL's partitions ahead), and forgetting the events of months
+/// past `[database] event_retention_months` when it is set.
+async fn record_upkeep(store: record::Store, months: u32) {
+    loop {
+        if let Err(e) = store.upkeep().await {
+            tracing::warn!(error = %e, "record upkeep failed; retried in an hour");
+        }
+        if months > 0 {
+            let before = record::events::months_before(record::events::now_ms(), months);
+            match store.events.forget_months_before(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, months_kept = months, "events past retention forgotten"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "forgetting events past retention failed; retried in an hour")
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }
 

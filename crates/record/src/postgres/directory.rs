@@ -2,7 +2,7 @@
 
 use super::Postgres;
 use crate::directory::{
-    Directory, KEY_PREFIX_LEN, KeyInfo, KeyRef, Tenant, key_hash, new_api_key, tenant_name,
+    Directory, DkimKey, KEY_PREFIX_LEN, KeyInfo, KeyRef, Tenant, key_hash, new_api_key, tenant_name,
 };
 use crate::events::now_ms;
 use crate::{BoxFuture, RecordError, password};
@@ -60,11 +60,9 @@ impl Postgres {
             .bind(now_ms())
             .bind(h),
         };
-        let mut tx = self.pool.begin().await?;
-        let done = q.bind(tenant).execute(&mut *tx).await?;
-        // Every node forgets the keys it knew (on commit), this one at once.
-        sqlx::query("SELECT pg_notify($1, '')").bind(super::KEYS_CHANGED).execute(&mut *tx).await?;
-        tx.commit().await?;
+        // Every node forgets the keys it knew when this commits (the
+        // table's trigger announces it), this one at once.
+        let done = q.bind(tenant).execute(&self.pool).await?;
         self.keys.clear();
         Ok(done.rows_affected())
     }
@@ -222,5 +220,21 @@ impl Directory for Postgres {
                 .fetch_one(&self.pool);
             Ok(value.await?)
         })
+    }
+
+    fn dkim_keys(&self) -> Res<'_, Vec<DkimKey>> {
+        Box::pin(crate::sql::dkim_keys(&self.pool))
+    }
+
+    fn add_dkim_key<'a>(&'a self, key: &'a DkimKey) -> Res<'a, bool> {
+        Box::pin(crate::sql::add_dkim_key(&self.pool, key))
+    }
+
+    fn remove_dkim_key<'a>(&'a self, domain: &'a str, selector: &'a str) -> Res<'a, bool> {
+        Box::pin(crate::sql::remove_dkim_key(&self.pool, domain, selector))
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.directory.subscribe()
     }
 }

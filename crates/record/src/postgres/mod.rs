@@ -7,9 +7,10 @@
 //! [`Suppressions`](crate::Suppressions), the
 //! [`EventLog`](crate::EventLog) (its events partitioned by month) and the
 //! [`QuarantineStore`](crate::QuarantineStore), bytes and all: a whole
-//! [`Store`]. Store changes and key revocations are announced with
-//! `NOTIFY`, so IMAP IDLE on one node hears of copies filed on another and
-//! a revoked key is refused everywhere at once.
+//! [`Store`]. Store changes and directory changes (accounts, API keys, DKIM
+//! keys: by triggers, whoever writes) are announced with `NOTIFY`, so IMAP
+//! IDLE on one node hears of copies filed on another, a revoked key is
+//! refused everywhere at once, and a new account or key is used at once.
 
 mod directory;
 mod impls;
@@ -33,13 +34,16 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_events.sql"),
     include_str!("../../migrations/postgres/0003_quarantine.sql"),
     include_str!("../../migrations/postgres/0004_secrets.sql"),
+    include_str!("../../migrations/postgres/0005_dkim_and_changes.sql"),
 ];
 
 /// The advisory lock nodes take to migrate one at a time (any constant: "sluice").
 const MIGRATION_LOCK: i64 = 0x511CE;
 
-/// The channel a revocation of API keys is announced on.
-const KEYS_CHANGED: &str = "sluice_keys";
+/// The channel the directory's triggers announce every change on (the
+/// payload names the table): store accounts, their domains, API keys, DKIM
+/// keys.
+const DIRECTORY_CHANGED: &str = "sluice_directory";
 
 /// A connection pool on one PostgreSQL database, its schema up to date.
 #[derive(Clone)]
@@ -54,6 +58,8 @@ pub struct Postgres {
     folder_ids: Arc<std::sync::RwLock<std::collections::HashMap<(String, String), i64>>>,
     /// Moves whenever a copy is filed or removed, on any node.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Moves whenever the directory changes, on any node.
+    directory: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Postgres {
@@ -80,8 +86,9 @@ impl Postgres {
             notes,
             folder_ids: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            directory: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
-        tokio::spawn(listen(me.pool.clone(), me.keys.clone(), me.changes.clone()));
+        tokio::spawn(listen(me.clone()));
         Ok(me)
     }
 
@@ -115,6 +122,9 @@ impl Database for Postgres {
             Ok(v.unwrap_or(0))
         })
     }
+    fn upkeep(&self) -> BoxFuture<'_, Result<(), RecordError>> {
+        Box::pin(Postgres::partitions_ahead(&self.pool))
+    }
 }
 
 /// Brings the schema up to date in one transaction, holding an advisory
@@ -140,16 +150,19 @@ async fn migrate(pool: &PgPool) -> Result<(), RecordError> {
 }
 
 /// Hears every node's announcements (`LISTEN`) and acts on them: a store
-/// change moves the watch IMAP IDLE waits on; a key revocation empties the
-/// key cache. Reconnects when the connection drops, and then acts as if
-/// both had been announced (something may have been missed meanwhile).
-async fn listen(pool: PgPool, keys: Arc<KeyCache>, changes: Arc<tokio::sync::watch::Sender<u64>>) {
+/// change moves the watch IMAP IDLE waits on; a directory change moves the
+/// directory's watch, and a change to API keys empties the key cache.
+/// Reconnects when the connection drops, and then acts as if everything
+/// had been announced (something may have been missed meanwhile).
+async fn listen(pg: Postgres) {
+    let bump = |w: &tokio::sync::watch::Sender<u64>| w.send_modify(|n| *n = n.wrapping_add(1));
     let missed = || {
-        keys.clear();
-        changes.send_modify(|n| *n = n.wrapping_add(1));
+        pg.keys.clear();
+        bump(&pg.changes);
+        bump(&pg.directory);
     };
-    while !pool.is_closed() {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+    while !pg.pool.is_closed() {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pg.pool).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for other nodes' changes; retrying");
@@ -157,17 +170,21 @@ async fn listen(pool: PgPool, keys: Arc<KeyCache>, changes: Arc<tokio::sync::wat
                 continue;
             }
         };
-        if let Err(e) = listener.listen_all([quarantine::CHANGES, KEYS_CHANGED]).await {
+        if let Err(e) = listener.listen_all([quarantine::CHANGES, DIRECTORY_CHANGED]).await {
             tracing::warn!(error = %e, "cannot listen for other nodes' changes; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
         missed();
         while let Ok(Some(n)) = listener.try_recv().await {
-            match n.channel() {
-                KEYS_CHANGED => keys.clear(),
-                _ => changes.send_modify(|n| *n = n.wrapping_add(1)),
+            if n.channel() != DIRECTORY_CHANGED {
+                bump(&pg.changes);
+                continue;
             }
+            if n.payload() == "api_keys" {
+                pg.keys.clear();
+            }
+            bump(&pg.directory);
         }
     }
 }

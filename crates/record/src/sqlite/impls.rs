@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::{Log, Quarantine};
-use crate::directory::{Directory, KeyInfo, Tenant};
+use crate::directory::{Directory, DkimKey, KeyInfo, Tenant};
 use crate::events::{
     Describe, EventLog, EventQuery, EventRow, MessageView, NewEvent, NewMessage, RecipientHistory,
 };
@@ -190,6 +190,18 @@ impl Directory for Log {
     }
     fn secret<'a>(&'a self, name: &'a str, made: &'a [u8]) -> Res<'a, Vec<u8>> {
         Box::pin(Log::secret(self, name, made))
+    }
+    fn dkim_keys(&self) -> Res<'_, Vec<DkimKey>> {
+        Box::pin(crate::sql::dkim_keys(self.pool()))
+    }
+    fn add_dkim_key<'a>(&'a self, key: &'a DkimKey) -> Res<'a, bool> {
+        Box::pin(crate::sql::add_dkim_key(self.pool(), key))
+    }
+    fn remove_dkim_key<'a>(&'a self, domain: &'a str, selector: &'a str) -> Res<'a, bool> {
+        Box::pin(crate::sql::remove_dkim_key(self.pool(), domain, selector))
+    }
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        Log::changes(self)
     }
 }
 

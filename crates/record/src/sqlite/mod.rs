@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_inbound.sql"),
     include_str!("../../migrations/sqlite/0009_event_groups.sql"),
     include_str!("../../migrations/sqlite/0010_secrets.sql"),
+    include_str!("../../migrations/sqlite/0011_dkim_and_changes.sql"),
 ];
 
 /// An open SQLite database and its parts.

@@ -24,6 +24,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// Months of event partitions made ahead of the current one.
 const MONTHS_AHEAD: i32 = 2;
 
+/// The advisory lock nodes forgetting old months take turns under.
+const RETENTION_LOCK: i64 = 0x511CF;
+
 /// What the front line hands the writer task.
 pub(in crate::postgres) enum Note {
     Message(Describe),
@@ -63,6 +66,8 @@ impl Postgres {
     pub(in crate::postgres) async fn drop_months_before(&self, month: i64) -> Result<u64, RecordError> {
         let month = crate::events::month_start(month);
         let mut tx = self.pool.begin().await?;
+        // Nodes forgetting at once take turns: the second finds nothing left.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(RETENTION_LOCK).execute(&mut *tx).await?;
         // Each partition's upper bound, from the catalogue's bound expression.
         let partitions: Vec<(String, String)> = sqlx::query_as(
             "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i

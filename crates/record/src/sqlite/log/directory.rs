@@ -184,8 +184,46 @@ impl Log {
             .await?)
     }
 
+    /// Moves whenever `directory_changes` does (its triggers count every
+    /// change to accounts, their domains, API keys and DKIM keys, from any
+    /// process): read every second by a task started on the first call.
+    /// A change also empties the key cache, so a key revoked by the CLI
+    /// stops working within a second.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes
+            .get_or_init(|| {
+                let (tx, _) = tokio::sync::watch::channel(0);
+                tokio::spawn(watch_changes(self.pool.clone(), self.keys.clone(), tx.clone()));
+                tx
+            })
+            .subscribe()
+    }
+
     pub async fn users(&self) -> Result<Vec<String>, RecordError> {
         Ok(sqlx::query_scalar("SELECT name FROM users ORDER BY name").fetch_all(&self.pool).await?)
+    }
+}
+
+async fn watch_changes(
+    pool: sqlx::SqlitePool,
+    keys: std::sync::Arc<crate::directory::KeyCache>,
+    changes: tokio::sync::watch::Sender<u64>,
+) {
+    let mut seen: Option<i64> = None;
+    while !pool.is_closed() {
+        match sqlx::query_scalar::<_, i64>("SELECT n FROM directory_changes").fetch_one(&pool).await {
+            Ok(n) if seen != Some(n) => {
+                if seen.is_some() {
+                    keys.clear();
+                    changes.send_modify(|c| *c = c.wrapping_add(1));
+                }
+                seen = Some(n);
+            }
+            Ok(_) => {}
+            Err(e) if !pool.is_closed() => tracing::debug!(error = %e, "cannot read directory_changes"),
+            Err(_) => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Log {
     front: writer::Front,
     /// Recently seen keys.
     keys: Arc<KeyCache>,
+    /// Moves when the directory changes ([`Log::changes`]).
+    changes: Arc<std::sync::OnceLock<tokio::sync::watch::Sender<u64>>>,
 }
 
 impl Log {
@@ -42,7 +44,13 @@ impl Log {
     ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer::run(pool.clone(), rx));
-        Log { pool, writer: tx, front: writer::Front::new(opts, busy), keys: Arc::default() }
+        let front = writer::Front::new(opts, busy);
+        Log { pool, writer: tx, front, keys: Arc::default(), changes: Arc::default() }
+    }
+
+    /// The pool the shared SQL (`crate::sql`) runs on.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// A stored response for an idempotency key: the request's hash and the
