@@ -2,7 +2,7 @@
 """HTTP send API throughput and recipient-query latency, beside Postfix.
 
     bench/api.py [--repeats 3] [--seconds 10] [--events 1000000] [--skip-peer]
-                 [--backends sqlite,postgres]
+                 [--backends sqlite,postgres] [--nodes 2]
 
 For each backend of the record (SQLite in the data directory; PostgreSQL on
 a private server started for the run, scripts/pg-test-server with fsync
@@ -14,6 +14,10 @@ smtp-sink as every domain's MX (the override map):
   batch  : wrk POSTs /v1/messages/batch with 100 messages per request.
   e2e    : for each of the above, the time until smtp-sink has received every
            accepted message, counted from the start of the load.
+  nodes  : with --nodes N (PostgreSQL only), single and batch again on N
+           sluice processes sharing the one database, each with its own data
+           directory and spool, wrk's connections split between them: the
+           aggregate beside one node's, in the same run.
 The peer, in the same run: Postfix accepting 4 KiB messages over SMTP from
 smtp-source (64 sessions) and relaying them to smtp-sink (the shared
 harness, ../shared/bench/smtp_bench.sh): the same work, durable accept and
@@ -197,34 +201,55 @@ def wrk(script, url, seconds, conns, threads=2):
     return [int(x) for x in m.group(1).split()]
 
 
-def send_run(kind, seconds, workdir, dkim=None, backend="sqlite"):
+def load(nodes, key, path, body, seconds, conns):
+    """wrk on every node at once, the connections split; (requests, non-2xx,
+    seconds, p99 us of the slowest node)."""
+    runs = [None] * len(nodes)
+
+    def one(i):
+        runs[i] = wrk(LUA % (key, body), f"http://127.0.0.1:{nodes[i].http}{path}", seconds,
+                      max(conns // len(nodes), 1))
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(nodes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return (sum(r[0] for r in runs), sum(r[1] for r in runs), max(r[2] for r in runs), max(r[3] for r in runs))
+
+
+def send_run(kind, seconds, workdir, dkim=None, backend="sqlite", nodes=1):
     sink = SmtpSink()
-    data = os.path.join(workdir, f"{kind}-{time.time_ns()}")
-    os.makedirs(data)
-    sl = Sluice(data, sink.port, database(backend))
-    key = sl.key()
+    url = database(backend)
+    sls = []
+    for n in range(nodes):
+        data = os.path.join(workdir, f"{kind}-{n}-{time.time_ns()}")
+        os.makedirs(data)
+        sls.append(Sluice(data, sink.port, url))
+    key = sls[0].key()
     if dkim:
-        sl.dkim(dkim)
-    sl.start()
+        sls[0].dkim(dkim)
+    for sl in sls:
+        sl.start()
     per = 1 if kind == "single" else 100
     body = json.dumps(message(1)) if per == 1 else json.dumps({"messages": [message(i) for i in range(per)]})
     path = "/v1/messages" if per == 1 else "/v1/messages/batch"
     t0 = time.monotonic()
-    requests, bad, dur_us, p99_us = wrk(LUA % (key, body), f"http://127.0.0.1:{sl.http}{path}", seconds,
-                                        64 if per == 1 else 8)
+    requests, bad, dur_us, p99_us = load(sls, key, path, body, seconds, 64 if per == 1 else 8)
     accepted = (requests - bad) * per
     ok = sink.wait_for(accepted, timeout=600)
     e2e = time.monotonic() - t0
-    sl.stop()
+    for sl in sls:
+        sl.stop()
     sink.stop()
-    if bad:
-        # Keep the server's warnings: a refusal under load must be explained.
-        with open(os.path.join(data, "serve.log"), errors="replace") as f:
-            warnings = [line for line in f if "WARN" in line or "ERROR" in line]
-        print(f"{bad} non-2xx answers; server warnings:\n" + "".join(warnings[-20:]), file=sys.stderr)
-    shutil.rmtree(data, ignore_errors=True)
-    return {"kind": kind, "backend": backend, "requests": requests, "non_2xx": bad, "accepted": accepted,
-            "accept_mps": accepted / (dur_us / 1e6), "e2e_mps": accepted / e2e if ok else 0.0,
+    for sl in sls:
+        if bad:
+            # Keep the server's warnings: a refusal under load must be explained.
+            with open(os.path.join(sl.data, "serve.log"), errors="replace") as f:
+                warnings = [line for line in f if "WARN" in line or "ERROR" in line]
+            print(f"{bad} non-2xx answers; server warnings:\n" + "".join(warnings[-20:]), file=sys.stderr)
+        shutil.rmtree(sl.data, ignore_errors=True)
+    return {"kind": kind, "backend": backend, "nodes": nodes, "requests": requests, "non_2xx": bad,
+            "accepted": accepted, "accept_mps": accepted / (dur_us / 1e6), "e2e_mps": accepted / e2e if ok else 0.0,
             "delivered_all": ok, "p99_ms": p99_us / 1000}
 
 
@@ -299,8 +324,11 @@ def main():
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--dkim", choices=["rsa", "ed25519"], help="sign every message (a key for bench.test)")
     ap.add_argument("--backends", default="sqlite,postgres", help="the record's databases, in one run")
+    ap.add_argument("--nodes", type=int, default=1, help="also run N nodes on one PostgreSQL (N > 1)")
     args = ap.parse_args()
     backends = args.backends.split(",")
+    if args.nodes > 1:
+        backends.append(f"postgres x{args.nodes}")
     need("wrk", "wrk")
     need("smtp-sink", "postfix")
     subprocess.run(["cargo", "build", "--release", "-p", "sluice"], cwd=ROOT, check=True)
@@ -311,7 +339,9 @@ def main():
         order = ["single", "batch"] if r % 2 == 0 else ["batch", "single"]
         for backend in backends if r % 2 == 0 else backends[::-1]:
             for kind in order:
-                res = send_run(kind, args.seconds, work, args.dkim, backend)
+                nodes = int(backend.rsplit("x", 1)[1]) if " x" in backend else 1
+                res = send_run(kind, args.seconds, work, args.dkim, backend.split(" ")[0], nodes)
+                res["backend"] = backend
                 print(json.dumps(res), flush=True)
                 results[(backend, kind)].append(res)
         if not args.skip_peer:
@@ -319,7 +349,8 @@ def main():
             for p in peer:
                 print(json.dumps({"kind": "postfix-smtp", **p}), flush=True)
             results["postfix"].extend(peer)
-    queries = [query_run(args.events, args.seconds, work, b) for b in backends] if args.events else []
+    queried = [b for b in backends if " x" not in b]
+    queries = [query_run(args.events, args.seconds, work, b) for b in queried] if args.events else []
     for q in queries:
         print(json.dumps({"kind": "query", **q}), flush=True)
     shutil.rmtree(work, ignore_errors=True)

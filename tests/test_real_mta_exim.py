@@ -42,6 +42,15 @@ CAUSES = {
 }
 
 
+# Exim keeps its retry state per IP address, not per port (its spec, "Retry
+# configuration"): a host that refuses or never greets on 127.0.0.1 would
+# hold back the lab's good deliveries to 127.0.0.1 ("retry time not
+# reached") until they expire too. The failing hosts get addresses of
+# their own (nothing listens on 127.0.0.2; the silent listener is on .3).
+DOWN_HOST = "127.0.0.2"
+SILENT_HOST = "127.0.0.3"
+
+
 @pytest.fixture
 def exim_lab(sink):
     if not os.access(EXIM, os.X_OK):
@@ -53,13 +62,13 @@ def exim_lab(sink):
             ("blocked.test", "127.0.0.1", ports["blocking"], False),
             ("storage.test", "127.0.0.1", ports["full"], False),
             ("tls.test", "127.0.0.1", ports["main"], True),
-            ("down.test", "127.0.0.1", free_port(), False),
-            ("silent.test", "127.0.0.1", ports["silent"], False),
+            ("down.test", DOWN_HOST, free_port(), False),
+            ("silent.test", SILENT_HOST, ports["silent"], False),
             ("gone.test", "no-such-host.invalid", 25, False),
             ("sender.test : refused.test", "127.0.0.1", sink.port, False),
         ])
 
-    with receiving_lab("sluice-eximlab-", sink.port, make) as lab:
+    with receiving_lab("sluice-eximlab-", sink.port, make, silent_host=SILENT_HOST) as lab:
         yield lab
 
 

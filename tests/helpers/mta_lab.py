@@ -68,8 +68,9 @@ class Silent:
     SMTP server that never greets, so the client's greeting timeout fires
     (the "timeouts until expiry" of the labs)."""
 
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, host="127.0.0.1"):
+        self.host = host
+        self.sock = socket.create_server((host, 0))
         self.port = self.sock.getsockname()[1]
         self.held = []
         threading.Thread(target=self._hold, daemon=True).start()

@@ -178,16 +178,18 @@ def receiver(root, sink_port):
 
 
 @contextlib.contextmanager
-def receiving_lab(prefix, sink_port, make, base=None):
+def receiving_lab(prefix, sink_port, make, base=None, silent_host="127.0.0.1"):
     """A lab: its DNS server (lab_dns) and a listener that never greets
     (`ports["silent"]`), B started, then the MTA under test that
     `make(root, ports)` builds, started; yields (mta, b) and stops all at
-    the end. An MTA that looks names up runs with `lab_dns.resolver_mount(root)`."""
+    the end. An MTA that looks names up runs with `lab_dns.resolver_mount(root)`.
+    The silent listener is on `silent_host` (for an MTA that keeps its retry
+    state per IP address, an address of its own)."""
     with lab_dir(prefix, base) as (root, mtas):
         dns = LabDNS(root, mx=LAB_MX, hosts={"localhost": "127.0.0.1"})
         mtas.append(dns)
         dns.start()
-        silent = Silent()
+        silent = Silent(silent_host)
         mtas.append(silent)
         b, ports = receiver(root, sink_port)
         ports["silent"] = silent.port
