@@ -547,7 +547,12 @@ impl Spool {
         }
         let over = {
             let mut state = self.state();
-            state.retiring.extend(freed);
+            for seg in freed {
+                // The active segment can be freed, written to, and freed again.
+                if !state.retiring.contains(&seg) {
+                    state.retiring.push(seg);
+                }
+            }
             let over = state.retiring.len().saturating_sub(MAX_RETIRING);
             state.retiring.drain(..over).collect::<Vec<_>>()
         };
