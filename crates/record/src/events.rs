@@ -424,6 +424,9 @@ pub trait EventLog: Send + Sync + 'static {
     fn events<'a>(&'a self, tenant: &'a Tenant, q: &'a EventQuery) -> Res<'a, (Vec<EventRow>, Option<i64>)>;
     /// Whether a message is in the record.
     fn has_message<'a>(&'a self, id: &'a str) -> Res<'a, bool>;
+    /// Which of `ids` are messages in the record (in a few queries, for
+    /// a start that checks a whole spool).
+    fn known_messages<'a>(&'a self, ids: &'a [String]) -> Res<'a, Vec<String>>;
     /// A message by our id or by its Message-ID header, in any tenant (for
     /// the operator's `sluice track`).
     fn find_message<'a>(&'a self, key: &'a str) -> Res<'a, Option<(Tenant, String)>>;

@@ -362,3 +362,28 @@ where
     let removed: Option<(String,)> = sql.build_query_as().fetch_optional(pool).await?;
     Ok(removed.is_some())
 }
+
+/// Which of `ids` are messages in the record (one query per 500 of them).
+pub(crate) async fn known_messages<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+    ids: &[String],
+) -> Result<Vec<String>, crate::RecordError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    String: Binds<DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut known = Vec::new();
+    for chunk in ids.chunks(500) {
+        let mut sql = QueryBuilder::new("SELECT id FROM out_messages WHERE id IN (");
+        let mut list = sql.separated(", ");
+        for id in chunk {
+            list.push_bind(id.clone());
+        }
+        sql.push(")");
+        let rows: Vec<(String,)> = sql.build_query_as().fetch_all(pool).await?;
+        known.extend(rows.into_iter().map(|(id,)| id));
+    }
+    Ok(known)
+}

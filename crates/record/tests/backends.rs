@@ -138,6 +138,10 @@ async fn status_timeline_point_in_time_and_suppression_expiry() {
         assert_eq!((page.len(), next.is_some()), (1, true), "{name}");
         let all = EventQuery { limit: 10, ..Default::default() };
         assert!(o.events(&b, &all).await.unwrap().0.is_empty(), "{name}");
+        // Which of many ids are messages: in chunks, any tenant's.
+        let mut ids: Vec<String> = (0..1200).map(|i| format!("nope{i}")).collect();
+        ids.insert(700, "m1".into());
+        assert_eq!(o.known_messages(&ids).await.unwrap(), ["m1"], "{name}");
         store.close().await;
     }
 }

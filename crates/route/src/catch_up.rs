@@ -7,6 +7,7 @@
 //! [`catch_up`] writes what the record lacks: a `received` for a message it
 //! does not know, and each relayed recipient's outcome it has not seen.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,25 +30,30 @@ pub struct CaughtUp {
 /// (live and finished) and waits until it is written; the finished
 /// messages' segments may go then ([`Spool::release_finished`]).
 pub async fn catch_up(spool: &Spool, inbound: &InboundRecord) -> Result<CaughtUp, record::RecordError> {
-    let mut done = CaughtUp::default();
     let live = spool.list().into_iter().map(|e| (e, false));
-    for (entry, finished) in live.chain(spool.finished().into_iter().map(|e| (e, true))) {
-        if entry.envelope.rcpts.iter().any(|r| matches!(r.route, Route::Outbound { .. })) {
-            continue; // an application's: recorded before its 202 (`outbox::reconcile`)
-        }
-        if entry.trace.is_empty() {
-            continue; // a DSN of ours: recorded as the original's `dsn_sent`
-        }
-        let id = entry.id.to_string();
-        let known = inbound.record().events.find_message(&id).await?;
-        if known.is_none() {
+    let entries: Vec<(Entry, bool)> = live
+        .chain(spool.finished().into_iter().map(|e| (e, true)))
+        // An application's is recorded before its 202 (`outbox::reconcile`);
+        // a DSN of ours (no trace header) as the original's `dsn_sent`.
+        .filter(|(e, _)| !e.envelope.rcpts.iter().any(|r| matches!(r.route, Route::Outbound { .. })))
+        .filter(|(e, _)| !e.trace.is_empty())
+        .collect();
+    let ids: Vec<String> = entries.iter().map(|(e, _)| e.id.to_string()).collect();
+    let known: HashSet<String> = inbound.record().events.known_messages(&ids).await?.into_iter().collect();
+    let mut done = CaughtUp::default();
+    for ((entry, finished), id) in entries.iter().zip(ids) {
+        let is_known = known.contains(&id);
+        if !is_known {
             let content = spool.content(entry.content).unwrap_or_default();
-            let pending = inbound.received_at(&entry, &content);
-            inbound.keep(pending);
+            inbound.keep(inbound.received_at(entry, &content));
             done.received += 1;
         }
-        if finished {
-            done.outcomes += outcomes(inbound, &entry, known).await?;
+        if *finished {
+            let seen = match is_known {
+                true => inbound.record().events.find_message(&id).await?,
+                false => None,
+            };
+            done.outcomes += outcomes(inbound, entry, seen).await?;
         }
     }
     inbound.flush().await;

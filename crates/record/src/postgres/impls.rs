@@ -61,6 +61,9 @@ impl EventLog for Postgres {
     fn has_message<'a>(&'a self, id: &'a str) -> Res<'a, bool> {
         Box::pin(self.has(id))
     }
+    fn known_messages<'a>(&'a self, ids: &'a [String]) -> Res<'a, Vec<String>> {
+        Box::pin(crate::sql::known_messages(&self.pool, ids))
+    }
     fn find_message<'a>(&'a self, key: &'a str) -> Res<'a, Option<(Tenant, String)>> {
         Box::pin(self.find(key))
     }

@@ -124,6 +124,9 @@ impl EventLog for Log {
     fn has_message<'a>(&'a self, id: &'a str) -> Res<'a, bool> {
         Box::pin(Log::has_message(self, id))
     }
+    fn known_messages<'a>(&'a self, ids: &'a [String]) -> Res<'a, Vec<String>> {
+        Box::pin(crate::sql::known_messages(self.pool(), ids))
+    }
     fn find_message<'a>(&'a self, key: &'a str) -> Res<'a, Option<(Tenant, String)>> {
         Box::pin(Log::find_message(self, key))
     }
