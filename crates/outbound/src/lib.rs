@@ -8,10 +8,12 @@
 //!                                  └► spool (route Outbound) ──► OutboundTransport ──► MX / smart host
 //!                                                                  └► record (sent / delivered / deferred / rejected / failed)
 //! bounce domain ──spool (route Feedback)──► FeedbackTransport ──decide──► record (bounced / complained / …)
+//! provider webhook body ──providers::parse──► the same events, from SES, SendGrid, Mailgun, Postmark, SparkPost
 //! ```
 
 pub mod feedback;
 pub mod outbox;
+pub mod providers;
 pub mod transport;
 pub mod verp;
 

@@ -3,6 +3,7 @@
 
 mod classify_cmd;
 mod outbound_cmd;
+mod webhook_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -123,6 +124,31 @@ enum Command {
         jobs: Option<usize>,
         /// Message files; `-` reads standard input.
         files: Vec<String>,
+    },
+    /// Provider webhooks (Amazon SES, SendGrid, Mailgun, Postmark, SparkPost).
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Print the normalized events of saved webhook bodies, one JSON line
+    /// each, through the endpoint's parser; nothing is recorded.
+    Parse {
+        /// ses, sendgrid, mailgun, postmark or sparkpost.
+        provider: String,
+        /// Saved request bodies.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The body's Content-Type [default: from the file name: .json is
+        /// JSON, .form a form (multipart when it starts with a boundary)].
+        #[arg(long)]
+        content_type: Option<String>,
+        /// Print the provider's event object too (`raw`).
+        #[arg(long)]
+        raw: bool,
     },
 }
 
@@ -560,6 +586,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Classify { format, eval, explain, jobs, files } => {
             classify_cmd::run(classify_cmd::Options { format, eval, explain, jobs, files })
+        }
+        Command::Webhook { command: WebhookCommand::Parse { provider, files, content_type, raw } } => {
+            webhook_cmd::run(webhook_cmd::Options { provider, files, content_type, raw })
         }
     }
 }
