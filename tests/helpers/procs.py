@@ -54,8 +54,10 @@ def db_rows(data_dir, database, sql, args=()):
     if database:
         import psycopg
         with psycopg.connect(database) as con:
-            return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
-                    for row in con.execute(sql.replace("?", "%s"), args).fetchall()]
+            cur = con.execute(sql.replace("?", "%s"), args)
+            if cur.description is None:  # a statement without rows (UPDATE, DELETE)
+                return []
+            return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in cur.fetchall()]
     import sqlite3
     con = sqlite3.connect(os.path.join(data_dir, "sluice.db"), timeout=10)
     try:
