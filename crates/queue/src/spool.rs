@@ -17,6 +17,8 @@ use vocabulary::{Envelope, QueueId, RcptStatus, Recipient};
 
 use crate::log::{self, Location, SegmentId, SegmentLog};
 
+mod for_record;
+
 const KIND_MESSAGE: u8 = 1;
 const KIND_UPDATE: u8 = 2;
 const KIND_DONE: u8 = 3;
@@ -170,11 +172,6 @@ pub struct Spool {
     keep_for_record: std::sync::atomic::AtomicBool,
     _lock: Option<LockFile>,
 }
-
-/// Segments kept for the record at most (16 MiB each): past them, while the
-/// record cannot keep up (its database down for long), the oldest goes and
-/// a crash could then lose the record of what it held (said at WARN).
-const MAX_RETIRING: usize = 64;
 
 /// The process-wide lock on a spool directory: one sluice at a time.
 struct LockFile {
@@ -529,84 +526,6 @@ impl Spool {
         self.free(freed)
     }
 
-    /// Segments no live message needs: deleted now, or kept for the record
-    /// ([`Spool::keep_for_record`]).
-    fn free(&self, mut freed: Vec<SegmentId>) -> Result<(), SpoolError> {
-        if freed.is_empty() {
-            return Ok(());
-        }
-        // Oldest first: a tombstone is newer than the records it buries,
-        // and goes only after them.
-        freed.sort_unstable();
-        freed.dedup();
-        if !self.keep_for_record.load(std::sync::atomic::Ordering::Relaxed) {
-            for seg in freed {
-                self.try_remove_segment(seg)?;
-            }
-            return Ok(());
-        }
-        let over = {
-            let mut state = self.state();
-            for seg in freed {
-                // The active segment can be freed, written to, and freed again.
-                if !state.retiring.contains(&seg) {
-                    state.retiring.push(seg);
-                }
-            }
-            let over = state.retiring.len().saturating_sub(MAX_RETIRING);
-            state.retiring.drain(..over).collect::<Vec<_>>()
-        };
-        for seg in over {
-            tracing::warn!(
-                segment = seg,
-                "spool segment deleted before the record caught up with it: a crash now could lose its events"
-            );
-            self.try_remove_segment(seg)?;
-        }
-        Ok(())
-    }
-
-    /// From now on, segments no message needs are kept until [`Spool::retire`]
-    /// is told the record has written what happened to their messages.
-    pub fn keep_for_record(&self) {
-        self.keep_for_record.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The segments waiting for the record, oldest first.
-    pub fn retiring(&self) -> Vec<SegmentId> {
-        self.state().retiring.clone()
-    }
-
-    /// The record has written everything about `segs`' messages: they go
-    /// (once no tombstone needs them).
-    pub fn retire(&self, segs: &[SegmentId]) -> io::Result<()> {
-        self.state().retiring.retain(|s| !segs.contains(s));
-        let mut segs = segs.to_vec();
-        segs.sort_unstable();
-        for seg in segs {
-            self.try_remove_segment(seg)?;
-        }
-        Ok(())
-    }
-
-    /// Messages finished before a restart whose records were still on
-    /// disk, each with its recipients' final states, oldest first.
-    pub fn finished(&self) -> Vec<Entry> {
-        let mut all: Vec<Entry> = self.state().finished.values().cloned().collect();
-        all.sort_by_key(|e| e.id);
-        all
-    }
-
-    /// The record has caught up from [`Spool::finished`]: their segments go.
-    pub fn release_finished(&self) -> Result<(), SpoolError> {
-        let freed = {
-            let mut state = self.state();
-            let finished: Vec<Entry> = state.finished.drain().map(|(_, e)| e).collect();
-            finished.iter().flat_map(|e| state.release(e)).collect()
-        };
-        self.free(freed)
-    }
-
     /// Deletes `seg` if no live message and no tombstone needs it.
     fn try_remove_segment(&self, seg: SegmentId) -> io::Result<bool> {
         let blocked = {
@@ -730,168 +649,4 @@ pub fn with_status(mut r: Recipient, status: RcptStatus) -> Recipient {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn envelope(rcpts: &[&str]) -> Envelope {
-        Envelope {
-            mail_from: "sender@example.org".into(),
-            rcpts: rcpts.iter().map(|r| Recipient::new(*r)).collect(),
-            smtputf8: false,
-            eight_bit: false,
-            helo: "client".into(),
-            peer: "127.0.0.1:1".into(),
-            auth_user: None,
-            received_at: 0,
-            line_faults: Default::default(),
-            dsn_ret: None,
-            dsn_envid: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn recovers_state_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b);
-        {
-            let (spool, rec) = Spool::open(dir.path(), true).unwrap();
-            assert_eq!(rec.messages, 0);
-            a = spool
-                .enqueue(
-                    QueueId::generate(),
-                    envelope(&["x@a.test", "y@a.test"]),
-                    "Received: t\r\n".into(),
-                    b"A".to_vec(),
-                    99,
-                )
-                .await
-                .unwrap();
-            b = spool
-                .enqueue(QueueId::generate(), envelope(&["z@a.test"]), String::new(), b"B".to_vec(), 99)
-                .await
-                .unwrap();
-            // x delivered, y deferred.
-            let entry = spool.claim(a).unwrap();
-            let mut rcpts = entry.envelope.rcpts.clone();
-            rcpts[0].status = RcptStatus::Delivered { reply: vocabulary::Reply::new(250, "2.0.0", "ok") };
-            assert!(!spool.finish_attempt(a, rcpts, 5, false).await.unwrap());
-            spool.set_held(a, true).await.unwrap();
-            spool.remove(b).await.unwrap();
-            // Locked while open.
-            assert!(matches!(Spool::open(dir.path(), true), Err(SpoolError::Locked(_))));
-            spool.close();
-        }
-        let (spool, rec) = Spool::open(dir.path(), true).unwrap();
-        assert_eq!(rec.messages, 1);
-        let entry = spool.get(a).unwrap();
-        assert!(entry.held);
-        assert_eq!(entry.trace.as_ref(), "Received: t\r\n");
-        assert_eq!(spool.content(entry.content).unwrap(), b"A");
-        assert!(entry.envelope.rcpts[0].status.is_terminal());
-        assert!(!entry.envelope.rcpts[1].status.is_terminal());
-        assert!(spool.get(b).is_none());
-        spool.remove(a).await.unwrap();
-        spool.close();
-        drop(spool);
-        // Everything done: after a reopen, once the record has caught up
-        // from the finished messages, no old segment is left.
-        let (spool, rec) = Spool::open(dir.path(), true).unwrap();
-        assert_eq!((rec.messages, rec.finished), (0, 2));
-        spool.release_finished().unwrap();
-        assert_eq!(log::list_segments(dir.path()).unwrap().len(), 1);
-        drop(spool);
-    }
-
-    #[tokio::test]
-    async fn a_finished_message_comes_back_with_its_final_states_until_the_record_has_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = QueueId::generate();
-        {
-            let (spool, _) = Spool::open(dir.path(), true).unwrap();
-            let rcpts = envelope(&["x@a.test", "y@a.test"]);
-            spool.enqueue(id, rcpts, "Received: t\r\n".into(), b"A".to_vec(), 99).await.unwrap();
-            spool.close();
-        }
-        let kept = {
-            let (spool, _) = Spool::open(dir.path(), true).unwrap();
-            spool.keep_for_record();
-            let mut rcpts = spool.claim(id).unwrap().envelope.rcpts;
-            rcpts[0].status = RcptStatus::Delivered { reply: vocabulary::Reply::new(250, "2.0.0", "ok") };
-            rcpts[1].status = RcptStatus::Failed { reply: vocabulary::Reply::new(550, "5.1.1", "no") };
-            assert!(spool.finish_attempt(id, rcpts, 0, false).await.unwrap());
-            let kept = spool.retiring();
-            assert_eq!(kept.len(), 1, "the message's segment waits for the record");
-            spool.collect_garbage().unwrap();
-            assert!(log::segment_exists(dir.path(), kept[0]), "and the collector leaves it alone");
-            spool.close();
-            kept
-        };
-        // A crash before the record had it: the next start reads it back.
-        let (spool, rec) = Spool::open(dir.path(), true).unwrap();
-        assert_eq!((rec.messages, rec.finished), (0, 1));
-        let finished = spool.finished();
-        let states: Vec<&str> = finished[0].envelope.rcpts.iter().map(|r| r.status.name()).collect();
-        assert_eq!((finished[0].id, states), (id, vec!["delivered", "failed"]));
-        assert_eq!(spool.content(finished[0].content).unwrap(), b"A");
-        spool.keep_for_record();
-        spool.release_finished().unwrap();
-        assert!(spool.finished().is_empty());
-        assert!(log::segment_exists(dir.path(), kept[0]), "kept until the record has written it");
-        spool.retire(&spool.retiring()).unwrap();
-        spool.collect_garbage().unwrap();
-        assert_eq!(log::list_segments(dir.path()).unwrap().len(), 1, "only the active segment is left");
-    }
-
-    #[tokio::test]
-    async fn a_tombstone_outlives_the_records_it_buries() {
-        let dir = tempfile::tempdir().unwrap();
-        let (keep, gone) = (QueueId::generate(), QueueId::generate());
-        {
-            let (spool, _) = Spool::open(dir.path(), true).unwrap();
-            for id in [keep, gone] {
-                spool.enqueue(id, envelope(&["x@a.test"]), String::new(), b"A".to_vec(), 99).await.unwrap();
-            }
-        }
-        // Each command opens the spool in a fresh segment, as the CLI does.
-        {
-            let (spool, _) = Spool::open(dir.path(), true).unwrap();
-            spool.set_held(keep, true).await.unwrap();
-        }
-        {
-            let (spool, _) = Spool::open(dir.path(), true).unwrap();
-            spool.remove(gone).await.unwrap();
-        }
-        for _ in 0..3 {
-            let (spool, rec) = Spool::open(dir.path(), true).unwrap();
-            assert_eq!(rec.messages, 1);
-            assert!(spool.get(gone).is_none(), "a removed message must stay removed");
-            assert!(spool.get(keep).unwrap().held);
-        }
-        // Once the last live message goes, everything can be collected.
-        {
-            let (spool, _) = Spool::open(dir.path(), true).unwrap();
-            spool.remove(keep).await.unwrap();
-        }
-        let (spool, rec) = Spool::open(dir.path(), true).unwrap();
-        assert_eq!((rec.messages, rec.finished), (0, 2));
-        spool.release_finished().unwrap();
-        spool.collect_garbage().unwrap();
-        assert_eq!(log::list_segments(dir.path()).unwrap().len(), 1, "only the active segment is left");
-    }
-
-    #[tokio::test]
-    async fn read_only_open_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = QueueId::generate();
-        {
-            let (spool, _) = Spool::open(dir.path(), true).unwrap();
-            spool.enqueue(id, envelope(&["x@a.test"]), String::new(), b"A".to_vec(), 99).await.unwrap();
-        }
-        let before = log::list_segments(dir.path()).unwrap();
-        let (spool, rec) = Spool::open_read_only(dir.path()).unwrap();
-        assert_eq!(rec.messages, 1);
-        assert_eq!(spool.content(spool.get(id).unwrap().content).unwrap(), b"A");
-        assert!(spool.set_held(id, true).await.is_err(), "read-only spools refuse writes");
-        assert_eq!(log::list_segments(dir.path()).unwrap(), before);
-    }
-}
+mod tests;
