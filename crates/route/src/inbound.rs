@@ -118,13 +118,7 @@ impl InboundRecord {
     /// about to be spooled: who sent it, from where, how big, over what.
     /// Written by [`InboundRecord::keep`] once the spool has it.
     pub fn received(&self, id: QueueId, envelope: &Envelope, content: &[u8], tls: Option<&str>) -> Pending {
-        let detail = serde_json::json!({
-            "peer": envelope.peer,
-            "helo": envelope.helo,
-            "size": content.len(),
-            "tls": tls,
-            "auth": envelope.auth_user,
-        });
+        let detail = received_detail(envelope, content.len(), tls);
         Pending::new(id, self.tenant_of(envelope), envelope, content, detail, now_ms())
     }
 
@@ -133,13 +127,8 @@ impl InboundRecord {
     /// marked recovered.
     pub fn received_at(&self, entry: &queue::Entry, content: &[u8]) -> Pending {
         let envelope = &entry.envelope;
-        let detail = serde_json::json!({
-            "peer": envelope.peer,
-            "helo": envelope.helo,
-            "size": content.len(),
-            "auth": envelope.auth_user,
-            "recovered": true,
-        });
+        let mut detail = received_detail(envelope, content.len(), None);
+        detail["recovered"] = true.into();
         Pending::new(
             entry.id,
             self.tenant_of(envelope),
@@ -168,6 +157,18 @@ impl InboundRecord {
             self.record.events.note(e);
         }
     }
+}
+
+/// What `received` says of a message: who sent it, from where, how big,
+/// over what.
+fn received_detail(envelope: &Envelope, size: usize, tls: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "peer": envelope.peer,
+        "helo": envelope.helo,
+        "size": size,
+        "tls": tls,
+        "auth": envelope.auth_user,
+    })
 }
 
 /// The record of an inbound message: its headers read, each recipient
