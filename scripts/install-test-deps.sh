@@ -61,6 +61,9 @@ perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need_apt+=(libnet-ssleay-perl)
 command -v mbsync >/dev/null 2>&1 || need_apt+=(isync)
 # The real-MTA labs' DNS server (NXDOMAIN and SERVFAIL by construction).
 [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
+# Test keys and signatures for provider webhooks (SNS certificates, SendGrid's
+# ECDSA), made as the providers make them, with the openssl command.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
     need_apt+=(python3-pip)
 fi

@@ -11,6 +11,7 @@ mod read;
 mod send;
 mod unsubscribe;
 pub mod view;
+mod webhooks_in;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ pub use compose::{SendRequest, compose};
 pub use error::ApiError;
 pub use limit::Limiter;
 pub use read::csv;
+pub use webhooks_in::{Hook, ProviderHooks};
 
 /// The OpenAPI description of this API, served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -49,6 +51,8 @@ pub struct AppState {
     pub verp: outbound::Verp,
     pub cfg: Arc<Config>,
     pub limiter: Arc<Limiter>,
+    /// The providers whose webhooks are received (`/v1/webhooks/{provider}`).
+    pub providers: Arc<ProviderHooks>,
 }
 
 impl AppState {
@@ -59,7 +63,13 @@ impl AppState {
         cfg: Config,
     ) -> Self {
         let limiter = Arc::new(Limiter::new(cfg.rate_per_sec));
-        AppState { record, outbox, verp, cfg: Arc::new(cfg), limiter }
+        AppState { record, outbox, verp, cfg: Arc::new(cfg), limiter, providers: Arc::default() }
+    }
+
+    /// Receives these providers' webhooks.
+    pub fn with_providers(mut self, providers: ProviderHooks) -> Self {
+        self.providers = Arc::new(providers);
+        self
     }
 }
 
@@ -78,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/suppressions/export", get(read::export_suppressions))
         .route("/v1/suppressions/{address}", get(read::suppression).delete(read::remove_suppression))
         .route("/v1/unsubscribe/{token}", get(unsubscribe::page).post(unsubscribe::one_click))
+        .route("/v1/webhooks/{provider}", post(webhooks_in::receive))
         .fallback(|| async { ApiError::not_found("endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
         // A client that trickles its request is cut off (408), so it cannot

@@ -71,6 +71,8 @@ pub struct EventsQuery {
     recipient: Option<String>,
     tag: Option<String>,
     message: Option<String>,
+    /// A provider (`ses`, `sendgrid`, ...): what its webhooks brought in.
+    source: Option<String>,
     cursor: Option<i64>,
     limit: Option<u32>,
 }
@@ -87,7 +89,14 @@ pub async fn events(
         })?),
         None => None,
     };
+    let source_prefix = match q.source.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => Some(outbound::provider_feed::source_prefix(
+            s.parse().map_err(|e: String| ApiError::invalid("source", e))?,
+        )),
+        None => None,
+    };
     let query = EventQuery {
+        source_prefix,
         kind,
         since: time("since", q.since.as_deref())?,
         until: time("until", q.until.as_deref())?,

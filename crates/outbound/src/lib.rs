@@ -13,7 +13,10 @@
 
 pub mod feedback;
 pub mod outbox;
+pub mod provider_feed;
 pub mod providers;
+pub mod standard_webhooks;
+pub mod tracking;
 pub mod transport;
 pub mod verp;
 

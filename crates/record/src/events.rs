@@ -269,6 +269,9 @@ pub struct EventQuery {
     pub recipient: Option<String>,
     pub tag: Option<String>,
     pub message: Option<String>,
+    /// Only events whose source starts with this (`provider:ses:`: what a
+    /// provider's webhooks brought in).
+    pub source_prefix: Option<String>,
     /// Events after this id.
     pub cursor: Option<i64>,
     pub limit: u32,
@@ -379,6 +382,29 @@ fn inbound_recipients(events: &[EventRow], created_at: i64) -> Vec<RecipientRow>
         .collect()
 }
 
+/// What an open or a click is about ([`EventLog::tracking_target`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackTarget {
+    pub tenant: i64,
+    pub address: String,
+    /// Where the link leads; `None` for an open or an unknown link.
+    pub url: Option<String>,
+    /// When the recipient's server (or the smart host) took it, ms.
+    pub delivered_at: Option<i64>,
+}
+
+/// A provider's message id and the message of ours it names, by the
+/// Message-ID header we sent it with ([`EventLog::by_message_id`] finds it
+/// and the recipient).
+#[derive(Debug, Clone)]
+pub struct ProviderLink {
+    pub provider: String,
+    pub provider_id: String,
+    pub tenant: i64,
+    pub message_id: String,
+    pub at: i64,
+}
+
 /// Describes a received message on the writer's side (reading its headers
 /// is work the front line need not wait for).
 pub type Describe = Box<dyn FnOnce() -> NewMessage + Send + Sync>;
@@ -446,6 +472,44 @@ pub trait EventLog: Send + Sync + 'static {
         message_id: &'a str,
         address: &'a str,
     ) -> Res<'a, Option<(i64, String, i64)>>;
+    /// Appends events together or not at all (one transaction): a
+    /// provider's webhook body is recorded whole or refused whole. Each
+    /// must name its tenant. Their ids, in order.
+    fn record_all(&self, events: Vec<NewEvent>) -> Res<'_, Vec<i64>>;
+    /// Which of `sources` some recorded event came from (a provider's
+    /// retried post is recorded once).
+    fn recorded_sources<'a>(&'a self, sources: &'a [String]) -> Res<'a, Vec<String>>;
+    /// Takes a one-time token a provider signed a post with (Mailgun's):
+    /// false when it was taken before, a replay. Tokens taken before
+    /// `forget_before` (ms) are forgotten.
+    fn claim_nonce<'a>(
+        &'a self,
+        provider: &'a str,
+        nonce: &'a str,
+        at: i64,
+        forget_before: i64,
+    ) -> Res<'a, bool>;
+    /// Gives a claimed token back (its post was not recorded after all,
+    /// and the provider's retry carries it again).
+    fn release_nonce<'a>(&'a self, provider: &'a str, nonce: &'a str) -> Res<'a, ()>;
+    /// The (tenant, Message-ID) a provider's own message id names, once
+    /// learnt ([`EventLog::link_provider_id`]).
+    fn provider_message<'a>(&'a self, provider: &'a str, id: &'a str) -> Res<'a, Option<(i64, String)>>;
+    /// Remembers which of our messages a provider's message id is.
+    fn link_provider_id<'a>(&'a self, link: &'a ProviderLink) -> Res<'a, ()>;
+    /// Keeps where each tracked link of a message leads (its number is its
+    /// place in `urls`); before the message is accepted, so no click can
+    /// come first.
+    fn keep_links<'a>(&'a self, message: &'a str, urls: &'a [String]) -> Res<'a, ()>;
+    /// What an open or a click of recipient `idx` of `message` needs: its
+    /// tenant and address, where link `link` leads, and when it was
+    /// delivered. `None` for a recipient the record does not have.
+    fn tracking_target<'a>(
+        &'a self,
+        message: &'a str,
+        idx: i64,
+        link: Option<i64>,
+    ) -> Res<'a, Option<TrackTarget>>;
     /// The record's retention: forgets the events of every month that
     /// began before `month` (ms, the first instant of a month, UTC);
     /// how many went. Messages stay. On PostgreSQL a month is a

@@ -163,6 +163,15 @@ where
     if let Some(m) = &q.message {
         sql.push(" AND e.message = ").push_bind(m.clone());
     }
+    if let Some(p) = q.source_prefix.as_deref().filter(|p| !p.is_empty()) {
+        // A prefix as a range, which the index on `source` answers: the
+        // last character moved one up bounds it.
+        let mut upper = p.to_string();
+        if let Some(last) = upper.pop() {
+            upper.push(char::from_u32(last as u32 + 1).unwrap_or(char::MAX));
+        }
+        sql.push(" AND e.source >= ").push_bind(p.to_string()).push(" AND e.source < ").push_bind(upper);
+    }
     if let Some(t) = &q.tag {
         sql.push(" AND e.message IN (SELECT message FROM out_tags WHERE tenant_id = ").push_bind(tenant.id);
         sql.push(" AND tag = ").push_bind(t.clone()).push(")");
@@ -386,4 +395,170 @@ where
         known.extend(rows.into_iter().map(|(id,)| id));
     }
     Ok(known)
+}
+
+/// Which of `sources` an event was recorded from (one query per 500).
+pub(crate) async fn recorded_sources<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+    sources: &[String],
+) -> Result<Vec<String>, crate::RecordError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    String: Binds<DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut seen = Vec::new();
+    for chunk in sources.chunks(500) {
+        let mut sql = QueryBuilder::new("SELECT DISTINCT source FROM events WHERE source IN (");
+        let mut list = sql.separated(", ");
+        for s in chunk {
+            list.push_bind(s.clone());
+        }
+        sql.push(")");
+        let rows: Vec<(String,)> = sql.build_query_as().fetch_all(pool).await?;
+        seen.extend(rows.into_iter().map(|(s,)| s));
+    }
+    Ok(seen)
+}
+
+/// Takes a provider's one-time token: false when it was taken before.
+/// Forgets the tokens taken before `forget_before` first.
+pub(crate) async fn claim_nonce<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+    provider: &str,
+    nonce: &str,
+    at: i64,
+    forget_before: i64,
+) -> Result<bool, crate::RecordError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    i64: Binds<DB>,
+    String: Binds<DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut forget = QueryBuilder::new("DELETE FROM webhook_nonces WHERE at < ");
+    forget.push_bind(forget_before);
+    forget.build().execute(pool).await?;
+    let mut sql = QueryBuilder::new("INSERT INTO webhook_nonces (provider, nonce, at) VALUES (");
+    let mut values = sql.separated(", ");
+    values.push_bind(provider.to_string()).push_bind(nonce.to_string()).push_bind(at);
+    sql.push(") ON CONFLICT DO NOTHING RETURNING nonce");
+    let taken: Option<(String,)> = sql.build_query_as().fetch_optional(pool).await?;
+    Ok(taken.is_some())
+}
+
+/// Forgets a claimed token.
+pub(crate) async fn release_nonce<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+    provider: &str,
+    nonce: &str,
+) -> Result<(), crate::RecordError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    String: Binds<DB>,
+{
+    let mut sql = QueryBuilder::new("DELETE FROM webhook_nonces WHERE provider = ");
+    sql.push_bind(provider.to_string()).push(" AND nonce = ").push_bind(nonce.to_string());
+    sql.build().execute(pool).await?;
+    Ok(())
+}
+
+/// The (tenant, Message-ID) a provider's message id was linked to.
+pub(crate) async fn provider_message<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+    provider: &str,
+    id: &str,
+) -> Result<Option<(i64, String)>, crate::RecordError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    String: Binds<DB>,
+    (i64, String): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut sql = QueryBuilder::new("SELECT tenant_id, message_id FROM provider_messages WHERE provider = ");
+    sql.push_bind(provider.to_string()).push(" AND provider_id = ").push_bind(id.to_string());
+    Ok(sql.build_query_as().fetch_optional(pool).await?)
+}
+
+/// Links a provider's message id to our message (the first link stands).
+pub(crate) async fn link_provider_id<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+    link: &crate::events::ProviderLink,
+) -> Result<(), crate::RecordError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    i64: Binds<DB>,
+    String: Binds<DB>,
+{
+    let mut sql = QueryBuilder::new(
+        "INSERT INTO provider_messages (provider, provider_id, tenant_id, message_id, created_at) VALUES (",
+    );
+    let mut values = sql.separated(", ");
+    values.push_bind(link.provider.clone()).push_bind(link.provider_id.clone()).push_bind(link.tenant);
+    values.push_bind(link.message_id.clone()).push_bind(link.at);
+    sql.push(") ON CONFLICT DO NOTHING");
+    sql.build().execute(pool).await?;
+    Ok(())
+}
+
+/// Where a message's tracked links lead (kept once: a second call for the
+/// same message changes nothing).
+pub(crate) async fn keep_links<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+    message: &str,
+    urls: &[String],
+) -> Result<(), crate::RecordError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    i64: Binds<DB>,
+    String: Binds<DB>,
+{
+    for (n, chunk) in urls.chunks(500).enumerate() {
+        let mut sql = QueryBuilder::new("INSERT INTO tracked_links (message, link, url) ");
+        sql.push_values(chunk.iter().enumerate(), |mut b, (i, url)| {
+            b.push_bind(message.to_string()).push_bind((n * 500 + i) as i64).push_bind(url.clone());
+        });
+        sql.push(" ON CONFLICT DO NOTHING");
+        sql.build().execute(pool).await?;
+    }
+    Ok(())
+}
+
+/// The recipient an open or a click is about, the link's destination and
+/// when the message reached the recipient, in one query.
+pub(crate) async fn tracking_target<DB: Database>(
+    pool: &sqlx::Pool<DB>,
+    message: &str,
+    idx: i64,
+    link: Option<i64>,
+) -> Result<Option<crate::events::TrackTarget>, crate::RecordError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    i64: Binds<DB>,
+    String: Binds<DB>,
+    &'static str: Binds<DB>,
+    (i64, String, Option<String>, Option<i64>): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut sql =
+        QueryBuilder::new("SELECT r.tenant_id, r.address, (SELECT url FROM tracked_links WHERE message = ");
+    sql.push_bind(message.to_string()).push(" AND link = ").push_bind(link.unwrap_or(-1));
+    sql.push("), (SELECT MIN(at) FROM events WHERE message = ").push_bind(message.to_string());
+    sql.push(" AND idx = ").push_bind(idx).push(" AND type IN (");
+    sql.push_bind(EventKind::Delivered.as_str()).push(", ").push_bind(EventKind::Sent.as_str());
+    sql.push(")) FROM out_recipients r WHERE r.message = ").push_bind(message.to_string());
+    sql.push(" AND r.idx = ").push_bind(idx);
+    let row: Option<(i64, String, Option<String>, Option<i64>)> =
+        sql.build_query_as().fetch_optional(pool).await?;
+    Ok(row.map(|(tenant, address, url, delivered_at)| crate::events::TrackTarget {
+        tenant,
+        address,
+        url,
+        delivered_at,
+    }))
 }

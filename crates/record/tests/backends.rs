@@ -506,3 +506,68 @@ async fn dkim_keys_are_kept_once_per_selector_and_every_change_is_heard() {
         store.close().await;
     }
 }
+
+/// A provider's webhook body is recorded whole (one transaction), its
+/// events found again by their source, its one-time tokens taken once, and
+/// its message ids linked to ours.
+#[tokio::test]
+async fn provider_events_are_recorded_together_and_found_by_source() {
+    use record::events::ProviderLink;
+    for store in parts().await {
+        let name = store.name;
+        let o = &*store.events;
+        let a = store.directory.tenant("a").await.unwrap();
+        o.accept(msg("m1", a.id, &["a@x.test", "b@x.test"])).await.unwrap();
+        let mut matched = event(Some(a.id), "m1", 1, EventKind::Delivered, 2_000);
+        matched.source = Some("provider:ses:e1:b@x.test".into());
+        let mut unmatched = event(Some(a.id), "ses:0100abc", 0, EventKind::Bounced, 2_100);
+        (unmatched.idx, unmatched.source) = (None, Some("provider:ses:e2:a@x.test".into()));
+        let mut other = event(Some(a.id), "m1", 0, EventKind::Opened, 2_200);
+        other.source = Some("provider:sendgrid:e3:a@x.test".into());
+        let ids = o.record_all(vec![matched, unmatched, other]).await.unwrap();
+        assert_eq!(ids.len(), 3, "{name}");
+        let view = o.message(&a, "m1", None).await.unwrap().unwrap();
+        assert_eq!(view.recipients[1].status, "delivered", "{name}: a matched event sets the status");
+        let sources = ["provider:ses:e1:b@x.test", "provider:ses:e2:a@x.test", "provider:ses:e9:a@x.test"];
+        let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+        let mut seen = o.recorded_sources(&sources).await.unwrap();
+        seen.sort();
+        assert_eq!(seen, sources[..2], "{name}");
+        let ses = EventQuery { source_prefix: Some("provider:ses:".into()), limit: 10, ..Default::default() };
+        let (page, _) = o.events(&a, &ses).await.unwrap();
+        assert_eq!(page.len(), 2, "{name}: the SES events, not SendGrid's");
+        assert!(page.iter().any(|e| e.message == "ses:0100abc" && e.kind == EventKind::Bounced), "{name}");
+        // An event that could fail alone (no tenant) refuses the whole call.
+        let mut lone = event(None, "m1", 0, EventKind::Clicked, 3_000);
+        lone.source = Some("provider:ses:e4:a@x.test".into());
+        let mut fine = event(Some(a.id), "m1", 0, EventKind::Clicked, 3_000);
+        fine.source = Some("provider:ses:e5:a@x.test".into());
+        assert!(matches!(o.record_all(vec![fine, lone]).await, Err(RecordError::Invalid(_))), "{name}");
+        let later: Vec<String> = vec!["provider:ses:e5:a@x.test".into()];
+        assert!(o.recorded_sources(&later).await.unwrap().is_empty(), "{name}: none of it recorded");
+
+        // One-time tokens: taken once, given back, forgotten when old.
+        assert!(o.claim_nonce("mailgun", "t1", 1_000, 0).await.unwrap(), "{name}");
+        assert!(!o.claim_nonce("mailgun", "t1", 1_100, 0).await.unwrap(), "{name}: a replay");
+        assert!(o.claim_nonce("sendgrid", "t1", 1_100, 0).await.unwrap(), "{name}: per provider");
+        o.release_nonce("mailgun", "t1").await.unwrap();
+        assert!(o.claim_nonce("mailgun", "t1", 1_200, 0).await.unwrap(), "{name}: given back");
+        assert!(o.claim_nonce("mailgun", "t2", 9_000, 5_000).await.unwrap(), "{name}");
+        assert!(o.claim_nonce("mailgun", "t1", 9_100, 5_000).await.unwrap(), "{name}: forgotten");
+
+        // A provider's id, linked to the Message-ID we sent; the first link stands.
+        let link = |m: &str| ProviderLink {
+            provider: "sendgrid".into(),
+            provider_id: "sg1".into(),
+            tenant: a.id,
+            message_id: m.into(),
+            at: 1,
+        };
+        o.link_provider_id(&link("m1@app.test")).await.unwrap();
+        o.link_provider_id(&link("other@app.test")).await.unwrap();
+        let found = o.provider_message("sendgrid", "sg1").await.unwrap();
+        assert_eq!(found, Some((a.id, "m1@app.test".to_string())), "{name}");
+        assert_eq!(o.provider_message("ses", "sg1").await.unwrap(), None, "{name}");
+        store.close().await;
+    }
+}

@@ -24,6 +24,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Store accounts, applied on `sluice serve` (same as `sluice account add`).
     pub accounts: Vec<AccountConfig>,
+    /// `[provider_webhooks.ses]` and so on: the email providers whose
+    /// webhooks `POST /v1/webhooks/{provider}` receives (none by default).
+    pub provider_webhooks: std::collections::BTreeMap<String, crate::provider_hooks::ProviderWebhookConfig>,
 }
 
 /// `[[accounts]]`: one quarantine-store account.
@@ -497,6 +500,7 @@ impl Config {
         if self.outbound.smart_host_user.is_some() != self.outbound.smart_host_password_file.is_some() {
             bail!("outbound.smart_host_user and outbound.smart_host_password_file go together");
         }
+        crate::provider_hooks::hooks(&self.provider_webhooks)?;
         if self.http.max_batch == 0 || self.outbound.max_connections_per_host == 0 {
             bail!("http.max_batch and outbound.max_connections_per_host must be at least 1");
         }

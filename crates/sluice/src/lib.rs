@@ -7,5 +7,6 @@ pub mod config;
 pub mod control;
 pub mod logbuf;
 pub mod outbound_wiring;
+pub mod provider_hooks;
 pub mod serve;
 pub mod tls;

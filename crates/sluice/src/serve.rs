@@ -444,6 +444,15 @@ fn start_http(
             request_timeout: Duration::from_secs(cfg.http.request_timeout_secs.max(1)),
         },
     );
+    // Checked when the configuration was validated: a failure here is a
+    // file that changed since, and the API answers 404 for the providers.
+    let state = match crate::provider_hooks::hooks(&cfg.provider_webhooks) {
+        Ok(hooks) => state.with_providers(hooks),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "provider webhooks not received");
+            state
+        }
+    };
     tokio::spawn(api::serve(listener, state, stop_rx.clone()))
 }
 

@@ -19,6 +19,25 @@ use vocabulary::EventKind;
 
 use super::{ParseError, Payload, ProviderEvent, Skipped, bracketed, form, json, text, time};
 
+/// What Mailgun signed a post with: (timestamp, token, signature), from
+/// the JSON `signature` object or the legacy form's fields. `None` when
+/// the body has no complete signature.
+pub fn signed_with(content_type: &str, body: &[u8]) -> Option<(String, String, String)> {
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let get = |f: &dyn Fn(&str) -> Option<String>| Some((f("timestamp")?, f("token")?, f("signature")?));
+    if mime == "multipart/form-data" || mime == "application/x-www-form-urlencoded" {
+        let fields = form::fields(content_type, body).ok()?;
+        return get(&|k| field(&fields, k).map(str::to_string));
+    }
+    let v = json(body).ok()?;
+    let sig = v.get("signature")?;
+    get(&|k| match sig.get(k)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
 pub(crate) fn parse(content_type: &str, body: &[u8]) -> Result<Payload, ParseError> {
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if mime == "multipart/form-data" || mime == "application/x-www-form-urlencoded" {

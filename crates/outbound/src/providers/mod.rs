@@ -27,6 +27,8 @@ pub mod mailgun;
 pub mod postmark;
 pub mod sendgrid;
 pub mod ses;
+pub mod signature;
+pub mod sns;
 pub mod sparkpost;
 
 /// The providers whose webhooks sluice reads.

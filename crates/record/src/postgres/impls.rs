@@ -9,7 +9,8 @@ use super::Postgres;
 use super::log::Note;
 use crate::directory::Tenant;
 use crate::events::{
-    Describe, EventLog, EventQuery, EventRow, MessageView, NewEvent, NewMessage, RecipientHistory,
+    Describe, EventLog, EventQuery, EventRow, MessageView, NewEvent, NewMessage, ProviderLink,
+    RecipientHistory, TrackTarget,
 };
 use crate::quarantine::{
     FolderInfo, MessageMeta, MessageRow, NewCopy, Placed, QuarantineStore, ReleaseInfo, Swept,
@@ -82,6 +83,41 @@ impl EventLog for Postgres {
         address: &'a str,
     ) -> Res<'a, Option<(i64, String, i64)>> {
         Box::pin(self.sent_with(message_id, address))
+    }
+    fn record_all(&self, events: Vec<NewEvent>) -> Res<'_, Vec<i64>> {
+        Box::pin(self.record_events(events))
+    }
+    fn recorded_sources<'a>(&'a self, sources: &'a [String]) -> Res<'a, Vec<String>> {
+        Box::pin(crate::sql::recorded_sources(&self.pool, sources))
+    }
+    fn claim_nonce<'a>(
+        &'a self,
+        provider: &'a str,
+        nonce: &'a str,
+        at: i64,
+        forget_before: i64,
+    ) -> Res<'a, bool> {
+        Box::pin(crate::sql::claim_nonce(&self.pool, provider, nonce, at, forget_before))
+    }
+    fn release_nonce<'a>(&'a self, provider: &'a str, nonce: &'a str) -> Res<'a, ()> {
+        Box::pin(crate::sql::release_nonce(&self.pool, provider, nonce))
+    }
+    fn keep_links<'a>(&'a self, message: &'a str, urls: &'a [String]) -> Res<'a, ()> {
+        Box::pin(crate::sql::keep_links(&self.pool, message, urls))
+    }
+    fn tracking_target<'a>(
+        &'a self,
+        message: &'a str,
+        idx: i64,
+        link: Option<i64>,
+    ) -> Res<'a, Option<TrackTarget>> {
+        Box::pin(crate::sql::tracking_target(&self.pool, message, idx, link))
+    }
+    fn provider_message<'a>(&'a self, provider: &'a str, id: &'a str) -> Res<'a, Option<(i64, String)>> {
+        Box::pin(crate::sql::provider_message(&self.pool, provider, id))
+    }
+    fn link_provider_id<'a>(&'a self, link: &'a ProviderLink) -> Res<'a, ()> {
+        Box::pin(crate::sql::link_provider_id(&self.pool, link))
     }
     fn forget_months_before(&self, month: i64) -> Res<'_, u64> {
         Box::pin(self.drop_months_before(month))

@@ -35,6 +35,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_quarantine.sql"),
     include_str!("../../migrations/postgres/0004_secrets.sql"),
     include_str!("../../migrations/postgres/0005_dkim_and_changes.sql"),
+    include_str!("../../migrations/postgres/0006_provider_webhooks.sql"),
+    include_str!("../../migrations/postgres/0007_tracking.sql"),
 ];
 
 /// The advisory lock nodes take to migrate one at a time (any constant: "sluice").
@@ -51,7 +53,7 @@ pub struct Postgres {
     pool: PgPool,
     keys: Arc<KeyCache>,
     /// The API's sends and events, to the task that commits them together.
-    writes: tokio::sync::mpsc::Sender<log::Write>,
+    writes: tokio::sync::mpsc::Sender<Vec<log::Write>>,
     /// The front line's events, to the task that writes them.
     notes: tokio::sync::mpsc::UnboundedSender<log::Note>,
     /// (account, folder) to folder id.

@@ -35,6 +35,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_event_groups.sql"),
     include_str!("../../migrations/sqlite/0010_secrets.sql"),
     include_str!("../../migrations/sqlite/0011_dkim_and_changes.sql"),
+    include_str!("../../migrations/sqlite/0012_provider_webhooks.sql"),
+    include_str!("../../migrations/sqlite/0013_tracking.sql"),
 ];
 
 /// An open SQLite database and its parts.

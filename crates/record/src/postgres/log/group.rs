@@ -19,12 +19,13 @@ pub(in crate::postgres) enum Write {
 /// Writes in one transaction, at most.
 const BATCH: usize = 512;
 
-pub(in crate::postgres) async fn run(pool: PgPool, mut rx: mpsc::Receiver<Write>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
+/// Runs the writer. What arrives together (one `Vec`: a provider's
+/// webhook body's events) is written in one transaction, never split.
+pub(in crate::postgres) async fn run(pool: PgPool, mut rx: mpsc::Receiver<Vec<Write>>) {
+    while let Some(mut batch) = rx.recv().await {
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(w) => batch.push(w),
+                Ok(w) => batch.extend(w),
                 Err(_) => break,
             }
         }

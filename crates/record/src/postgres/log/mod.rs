@@ -38,14 +38,38 @@ pub(in crate::postgres) enum Note {
 impl Postgres {
     pub(in crate::postgres) async fn accept_message(&self, msg: NewMessage) -> Result<(), RecordError> {
         let (answer, done) = oneshot::channel();
-        self.writes.send(Write::Accept(Box::new(msg), answer)).await.map_err(|_| stopped())?;
+        self.writes.send(vec![Write::Accept(Box::new(msg), answer)]).await.map_err(|_| stopped())?;
         done.await.map_err(|_| stopped())?
     }
 
     pub(in crate::postgres) async fn record_event(&self, event: NewEvent) -> Result<i64, RecordError> {
         let (answer, done) = oneshot::channel();
-        self.writes.send(Write::Event(Box::new(event), answer)).await.map_err(|_| stopped())?;
+        self.writes.send(vec![Write::Event(Box::new(event), answer)]).await.map_err(|_| stopped())?;
         done.await.map_err(|_| stopped())?
+    }
+
+    /// Appends events in one transaction, all or none; each must name its
+    /// tenant (an event without one could fail alone).
+    pub(in crate::postgres) async fn record_events(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<i64>, RecordError> {
+        if events.iter().any(|e| e.tenant.is_none()) {
+            return Err(RecordError::Invalid("events recorded together must name their tenant".into()));
+        }
+        let (writes, answers): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .map(|e| {
+                let (answer, done) = oneshot::channel();
+                (Write::Event(Box::new(e), answer), done)
+            })
+            .unzip();
+        self.writes.send(writes).await.map_err(|_| stopped())?;
+        let mut ids = Vec::with_capacity(answers.len());
+        for done in answers {
+            ids.push(done.await.map_err(|_| stopped())??);
+        }
+        Ok(ids)
     }
 
     pub(in crate::postgres) fn send_note(&self, note: Note) {

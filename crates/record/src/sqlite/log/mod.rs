@@ -25,7 +25,7 @@ use crate::{Busy, RecordError};
 #[derive(Clone)]
 pub struct Log {
     pool: SqlitePool,
-    writer: mpsc::Sender<writer::Op>,
+    writer: mpsc::Sender<Vec<writer::Op>>,
     /// The front line's events, which nobody waits for: written by a
     /// writer of their own in the idle scheduling class, started on the
     /// first of them.
@@ -79,6 +79,27 @@ impl Log {
         answer.await.map_err(|_| gone())?
     }
 
+    /// Appends events in one transaction, all or none; each must name its
+    /// tenant (an event without one could fail alone).
+    pub async fn record_all(&self, events: Vec<NewEvent>) -> Result<Vec<i64>, RecordError> {
+        if events.iter().any(|e| e.tenant.is_none()) {
+            return Err(RecordError::Invalid("events recorded together must name their tenant".into()));
+        }
+        let (ops, answers): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .map(|e| {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                (writer::Op::Event(Box::new(e), Some(reply)), answer)
+            })
+            .unzip();
+        self.writer.send(ops).await.map_err(|_| gone())?;
+        let mut ids = Vec::with_capacity(answers.len());
+        for answer in answers {
+            ids.push(answer.await.map_err(|_| gone())??);
+        }
+        Ok(ids)
+    }
+
     /// Records a message the front line received, without waiting: the
     /// spool already holds the message itself. `describe` runs on the
     /// record's writer, at its low priority (reading the headers is work
@@ -97,7 +118,7 @@ impl Log {
     /// the store.
     pub async fn flush(&self) {
         let (tx, done) = tokio::sync::oneshot::channel();
-        if self.writer.send(writer::Op::Flush(tx)).await.is_ok() {
+        if self.writer.send(vec![writer::Op::Flush(tx)]).await.is_ok() {
             let _ = done.await;
         }
         let (tx, done) = tokio::sync::oneshot::channel();
@@ -106,7 +127,7 @@ impl Log {
     }
 
     async fn send(&self, op: writer::Op) -> Result<(), RecordError> {
-        self.writer.send(op).await.map_err(|_| gone())
+        self.writer.send(vec![op]).await.map_err(|_| gone())
     }
 }
 

@@ -83,12 +83,13 @@ fn unanswered(message: &str, r: Result<i64, RecordError>) {
 
 const BATCH: usize = 512;
 
-pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Op>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
+/// Runs the writer. What arrives together (one `Vec`: a provider's
+/// webhook body's events) is written in one transaction, never split.
+pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Vec<Op>>) {
+    while let Some(mut batch) = rx.recv().await {
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(op) => batch.push(op),
+                Ok(ops) => batch.extend(ops),
                 Err(_) => break,
             }
         }
