@@ -91,6 +91,10 @@ pub struct SendRequest {
     /// one-click link when `[http] public_url` is set).
     #[serde(default)]
     pub list_unsubscribe: bool,
+    /// A tracking pixel in the HTML (default: the stream's, or `[tracking]`'s).
+    pub track_opens: Option<bool>,
+    /// The HTML's links through the click tracker (default as for opens).
+    pub track_clicks: Option<bool>,
 }
 
 /// Headers the API writes itself; a request may not set them.
@@ -337,6 +341,8 @@ mod properties {
                 metadata: Default::default(),
                 stream: None,
                 list_unsubscribe: false,
+                track_opens: None,
+                track_clicks: None,
             };
             if let Ok(c) = compose(&req, "h.test") {
                 let head_end = c.content.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(c.content.len());

@@ -9,6 +9,7 @@ mod extract;
 mod limit;
 mod read;
 mod send;
+mod track;
 mod unsubscribe;
 pub mod view;
 mod webhooks_in;
@@ -25,6 +26,7 @@ pub use compose::{SendRequest, compose};
 pub use error::ApiError;
 pub use limit::Limiter;
 pub use read::csv;
+pub use track::Tracking;
 pub use webhooks_in::{Hook, ProviderHooks};
 
 /// The OpenAPI description of this API, served at `/v1/openapi.json`.
@@ -53,6 +55,8 @@ pub struct AppState {
     pub limiter: Arc<Limiter>,
     /// The providers whose webhooks are received (`/v1/webhooks/{provider}`).
     pub providers: Arc<ProviderHooks>,
+    /// Open and click tracking (`/t/o/…`, `/t/c/…`), when configured.
+    pub tracking: Option<Arc<Tracking>>,
 }
 
 impl AppState {
@@ -63,7 +67,21 @@ impl AppState {
         cfg: Config,
     ) -> Self {
         let limiter = Arc::new(Limiter::new(cfg.rate_per_sec));
-        AppState { record, outbox, verp, cfg: Arc::new(cfg), limiter, providers: Arc::default() }
+        AppState {
+            record,
+            outbox,
+            verp,
+            cfg: Arc::new(cfg),
+            limiter,
+            providers: Arc::default(),
+            tracking: None,
+        }
+    }
+
+    /// Serves open and click tracking.
+    pub fn with_tracking(mut self, tracking: Tracking) -> Self {
+        self.tracking = Some(Arc::new(tracking));
+        self
     }
 
     /// Receives these providers' webhooks.
@@ -89,6 +107,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/suppressions/{address}", get(read::suppression).delete(read::remove_suppression))
         .route("/v1/unsubscribe/{token}", get(unsubscribe::page).post(unsubscribe::one_click))
         .route("/v1/webhooks/{provider}", post(webhooks_in::receive))
+        .route("/t/o/{token}", get(track::open))
+        .route("/t/c/{token}", get(track::click))
         .fallback(|| async { ApiError::not_found("endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
         // A client that trickles its request is cut off (408), so it cannot
@@ -110,6 +130,8 @@ pub async fn serve(listener: TcpListener, state: AppState, mut stop: watch::Rece
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
+    // The peer's address reaches handlers (tracking records it).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         tracing::error!(error = %e, "http api stopped");
     }

@@ -95,6 +95,15 @@ fn draft_of(req: &SendRequest, state: &AppState) -> Result<Draft, ApiError> {
             e.trim().to_string()
         }
     };
+    let track = outbound::tracking::Track { opens: req.track_opens, clicks: req.track_clicks };
+    for (field, asked) in [("track_opens", track.opens), ("track_clicks", track.clicks)] {
+        if asked == Some(true) && state.tracking.is_none() {
+            return Err(ApiError::invalid(
+                field,
+                "tracking is not set up on this server ([tracking] base_url)",
+            ));
+        }
+    }
     Ok(Draft {
         from,
         recipients: c.recipients,
@@ -105,6 +114,7 @@ fn draft_of(req: &SendRequest, state: &AppState) -> Result<Draft, ApiError> {
         tags: req.tags.clone(),
         metadata: serde_json::Value::Object(req.metadata.clone()),
         list_unsubscribe: req.list_unsubscribe,
+        track,
         ..Default::default()
     })
 }

@@ -34,6 +34,8 @@ pub struct Draft {
     /// Each recipient gets `List-Unsubscribe` (mailto to its VERP address,
     /// and the one-click URL when the server has a public URL).
     pub list_unsubscribe: bool,
+    /// Opens and clicks asked for (`None`: the stream's or server's default).
+    pub track: crate::tracking::Track<Option<bool>>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -67,6 +69,8 @@ pub struct Outbox {
     pub waker: Option<Waker>,
     /// Seconds a message may wait in the queue before it fails.
     pub max_age: i64,
+    /// Open and click tracking (`[tracking]`); `None`: never tracked.
+    pub tracking: Option<Arc<crate::tracking::Policy>>,
 }
 
 /// A syntactically usable mailbox for an envelope: `local@domain`, no
@@ -160,12 +164,13 @@ impl Outbox {
         // nothing is attempted before both are durable. A crash between the
         // two sends the message without its record (at least once, never
         // lost); a send refused by the record leaves the spool again.
+        let track = self.tracked(&id, &draft).await?;
         let queued: Vec<Recipient> = rcpts
             .iter()
             .filter(|r| r.2 == EventKind::Queued)
             .map(|r| {
-                let route = Route::Outbound { tenant, unsubscribe: draft.list_unsubscribe };
-                Recipient::routed(r.0.clone(), route)
+                let (unsubscribe, opens, clicks) = (draft.list_unsubscribe, track.opens, track.clicks);
+                Recipient::routed(r.0.clone(), Route::Outbound { tenant, unsubscribe, opens, clicks })
             })
             .collect();
         let spooled = !queued.is_empty();
@@ -217,6 +222,25 @@ impl Outbox {
             w.now(id);
         }
         Ok(sent)
+    }
+}
+
+impl Outbox {
+    /// What the send is tracked for. With clicks tracked, the record keeps
+    /// where each of its links leads before the message exists anywhere,
+    /// so no click can come before its destination is known.
+    async fn tracked(&self, id: &QueueId, draft: &Draft) -> Result<crate::tracking::Track, SendError> {
+        let Some(policy) = &self.tracking else { return Ok(crate::tracking::Track::default()) };
+        let mut track = policy.decide(draft.stream.as_deref(), draft.track);
+        if track.clicks {
+            let links = crate::tracking::tracked_links(&draft.content);
+            if links.is_empty() {
+                track.clicks = false;
+            } else {
+                self.record.events.keep_links(&id.to_string(), &links).await.map_err(unavailable)?;
+            }
+        }
+        Ok(track)
     }
 }
 
@@ -327,7 +351,10 @@ mod tests {
         let id = QueueId::generate();
         let envelope = Envelope {
             mail_from: "app@acme.test".into(),
-            rcpts: vec![Recipient::routed("a@x.test", Route::Outbound { tenant: t.id, unsubscribe: false })],
+            rcpts: vec![Recipient::routed(
+                "a@x.test",
+                Route::Outbound { tenant: t.id, unsubscribe: false, opens: false, clicks: false },
+            )],
             smtputf8: false,
             eight_bit: false,
             helo: String::new(),

@@ -53,6 +53,8 @@ pub struct OutboundTransport {
     pub record: Arc<dyn EventLog>,
     /// `https://host` where `/v1/unsubscribe/TOKEN` is served (one-click).
     pub public_url: Option<String>,
+    /// Signs open and click tokens; with the tracking base URL.
+    pub tracking: Option<(crate::tracking::Tracker, String)>,
 }
 
 impl Transport for OutboundTransport {
@@ -61,7 +63,14 @@ impl Transport for OutboundTransport {
             // An RSA signature is about a millisecond of CPU: off the async
             // workers, so it never stalls the sessions and requests they
             // run, and on all cores but one, so acceptance keeps a core.
-            let per_recipient = matches!(job.route, vocabulary::Route::Outbound { unsubscribe: true, .. });
+            // List-Unsubscribe and tracked links differ per recipient, and
+            // so does the signature over them.
+            let per_recipient = match job.route {
+                vocabulary::Route::Outbound { unsubscribe, opens, clicks, .. } => {
+                    *unsubscribe || *opens || *clicks
+                }
+                _ => false,
+            };
             let signature =
                 if per_recipient { String::new() } else { self.sign(job, job.content.to_vec()).await };
             let sends = job.rcpts.iter().map(|rcpt| self.one(job, rcpt, &signature, per_recipient));
@@ -91,6 +100,25 @@ impl OutboundTransport {
             .ok()
             .flatten()
             .unwrap_or_default()
+    }
+
+    /// The message as recipient `idx` gets it: its HTML links and pixel
+    /// pointing at the tracker with this recipient's tokens (before DKIM
+    /// signs it), or as it is when not tracked.
+    fn tracked<'j>(&self, job: &'j Job<'_>, idx: u16) -> std::borrow::Cow<'j, [u8]> {
+        let (opens, clicks) = match job.route {
+            vocabulary::Route::Outbound { opens, clicks, .. } => (*opens, *clicks),
+            _ => (false, false),
+        };
+        let Some((tracker, base_url)) = self.tracking.as_ref().filter(|_| opens || clicks) else {
+            return std::borrow::Cow::Borrowed(job.content);
+        };
+        let opts = crate::tracking::Rewrite { base_url: base_url.clone(), clicks, opens };
+        let rewritten = crate::tracking::rewrite(job.content, &opts, |link| match link {
+            Some(link) => tracker.click_token(job.id, idx, link),
+            None => tracker.open_token(job.id, idx),
+        });
+        std::borrow::Cow::Owned(rewritten)
     }
 
     /// `List-Unsubscribe` for one recipient: a mail to its VERP address
@@ -125,8 +153,13 @@ impl OutboundTransport {
         // With List-Unsubscribe the bytes differ per recipient, and so does
         // the signature (RFC 8058 wants the headers signed).
         let (own, own_signature) = if per_recipient {
-            let mut bytes = self.unsubscribe_headers(&token, &mail_from).into_bytes();
-            bytes.extend_from_slice(job.content);
+            let mut bytes = match job.route {
+                vocabulary::Route::Outbound { unsubscribe: true, .. } => {
+                    self.unsubscribe_headers(&token, &mail_from).into_bytes()
+                }
+                _ => Vec::new(),
+            };
+            bytes.extend_from_slice(&self.tracked(job, idx as u16));
             let sig = self.sign(job, bytes.clone()).await;
             (bytes, sig)
         } else {

@@ -391,6 +391,8 @@ pub struct TrackTarget {
     pub url: Option<String>,
     /// When the recipient's server (or the smart host) took it, ms.
     pub delivered_at: Option<i64>,
+    /// How many tracked links the message has.
+    pub links: i64,
 }
 
 /// A provider's message id and the message of ours it names, by the

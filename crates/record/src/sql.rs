@@ -529,6 +529,10 @@ where
     Ok(())
 }
 
+/// A tracking target as [`tracking_target`] selects it: tenant, address,
+/// url, delivered at, links.
+pub(crate) type TargetRow = (i64, String, Option<String>, Option<i64>, i64);
+
 /// The recipient an open or a click is about, the link's destination and
 /// when the message reached the recipient, in one query.
 pub(crate) async fn tracking_target<DB: Database>(
@@ -543,7 +547,7 @@ where
     i64: Binds<DB>,
     String: Binds<DB>,
     &'static str: Binds<DB>,
-    (i64, String, Option<String>, Option<i64>): for<'r> sqlx::FromRow<'r, DB::Row>,
+    TargetRow: for<'r> sqlx::FromRow<'r, DB::Row>,
 {
     let mut sql =
         QueryBuilder::new("SELECT r.tenant_id, r.address, (SELECT url FROM tracked_links WHERE message = ");
@@ -551,14 +555,15 @@ where
     sql.push("), (SELECT MIN(at) FROM events WHERE message = ").push_bind(message.to_string());
     sql.push(" AND idx = ").push_bind(idx).push(" AND type IN (");
     sql.push_bind(EventKind::Delivered.as_str()).push(", ").push_bind(EventKind::Sent.as_str());
-    sql.push(")) FROM out_recipients r WHERE r.message = ").push_bind(message.to_string());
+    sql.push(")), (SELECT COUNT(*) FROM tracked_links WHERE message = ").push_bind(message.to_string());
+    sql.push(") FROM out_recipients r WHERE r.message = ").push_bind(message.to_string());
     sql.push(" AND r.idx = ").push_bind(idx);
-    let row: Option<(i64, String, Option<String>, Option<i64>)> =
-        sql.build_query_as().fetch_optional(pool).await?;
-    Ok(row.map(|(tenant, address, url, delivered_at)| crate::events::TrackTarget {
+    let row: Option<TargetRow> = sql.build_query_as().fetch_optional(pool).await?;
+    Ok(row.map(|(tenant, address, url, delivered_at, links)| crate::events::TrackTarget {
         tenant,
         address,
         url,
         delivered_at,
+        links,
     }))
 }

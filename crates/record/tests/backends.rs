@@ -571,3 +571,32 @@ async fn provider_events_are_recorded_together_and_found_by_source() {
         store.close().await;
     }
 }
+
+/// What an open or a click needs is one lookup: the recipient, where the
+/// link leads (kept once, before the message), how many links there are,
+/// and when the message was delivered.
+#[tokio::test]
+async fn a_tracked_link_is_found_by_message_recipient_and_number() {
+    for store in parts().await {
+        let name = store.name;
+        let o = &*store.events;
+        let a = store.directory.tenant("a").await.unwrap();
+        let urls = vec!["https://x.test/a".to_string(), "https://x.test/b".to_string()];
+        o.keep_links("m1", &urls).await.unwrap();
+        o.keep_links("m1", &["https://evil.test/".to_string()]).await.unwrap();
+        o.accept(msg("m1", a.id, &["a@x.test", "b@x.test"])).await.unwrap();
+        let t = o.tracking_target("m1", 1, Some(1)).await.unwrap().unwrap();
+        assert_eq!(
+            (t.tenant, t.address.as_str(), t.url.as_deref()),
+            (a.id, "b@x.test", Some("https://x.test/b"))
+        );
+        assert_eq!((t.links, t.delivered_at), (2, None), "{name}: the second keep changed nothing");
+        o.record(event(Some(a.id), "m1", 1, EventKind::Delivered, 4_000)).await.unwrap();
+        let t = o.tracking_target("m1", 1, None).await.unwrap().unwrap();
+        assert_eq!((t.url, t.delivered_at), (None, Some(4_000)), "{name}");
+        assert_eq!(o.tracking_target("m1", 0, Some(0)).await.unwrap().unwrap().delivered_at, None, "{name}");
+        assert!(o.tracking_target("m1", 2, Some(0)).await.unwrap().is_none(), "{name}: no third recipient");
+        assert!(o.tracking_target("m2", 0, Some(0)).await.unwrap().is_none(), "{name}");
+        store.close().await;
+    }
+}

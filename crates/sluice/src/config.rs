@@ -24,6 +24,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Store accounts, applied on `sluice serve` (same as `sluice account add`).
     pub accounts: Vec<AccountConfig>,
+    /// Open and click tracking of application mail.
+    pub tracking: TrackingConfig,
     /// `[provider_webhooks.ses]` and so on: the email providers whose
     /// webhooks `POST /v1/webhooks/{provider}` receives (none by default).
     pub provider_webhooks: std::collections::BTreeMap<String, crate::provider_hooks::ProviderWebhookConfig>,
@@ -349,6 +351,48 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[tracking]`: open and click tracking of application mail. Nothing is
+/// tracked until `base_url` names where sluice's HTTP listener is reached.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingConfig {
+    /// The URL tracked links and the pixel point at (`https://t.example.com`,
+    /// any host you point at sluice's HTTP listener, usually through a TLS
+    /// proxy); `/t/c/TOKEN` and `/t/o/TOKEN` are served under it.
+    pub base_url: Option<String>,
+    /// Track opens when neither the send nor its stream says (false).
+    pub opens: bool,
+    /// Track clicks when neither the send nor its stream says (false).
+    pub clicks: bool,
+    /// Per stream defaults: `[tracking.streams.newsletter] opens = true`.
+    pub streams: std::collections::BTreeMap<String, StreamTracking>,
+    /// Take an open's or click's client address from the last
+    /// `X-Forwarded-For` entry (set only behind a proxy of your own).
+    pub trust_forwarded_for: bool,
+}
+
+/// `[tracking.streams.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamTracking {
+    pub opens: Option<bool>,
+    pub clicks: Option<bool>,
+}
+
+impl TrackingConfig {
+    /// The policy the outbox decides by; `None` without a base URL.
+    pub fn policy(&self) -> Option<outbound::tracking::Policy> {
+        use outbound::tracking::{Policy, Track};
+        let base_url = self.base_url.as_deref()?.trim_end_matches('/').to_string();
+        let streams = self
+            .streams
+            .iter()
+            .map(|(name, s)| (name.clone(), Track { opens: s.opens, clicks: s.clicks }))
+            .collect();
+        Some(Policy { base_url, default: Track { opens: self.opens, clicks: self.clicks }, streams })
+    }
+}
+
 /// `[outbound]`: how applications' mail leaves.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -501,6 +545,11 @@ impl Config {
             bail!("outbound.smart_host_user and outbound.smart_host_password_file go together");
         }
         crate::provider_hooks::hooks(&self.provider_webhooks)?;
+        if let Some(url) = &self.tracking.base_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            bail!("tracking.base_url must be an http or https URL, not {url:?}");
+        }
         if self.http.max_batch == 0 || self.outbound.max_connections_per_host == 0 {
             bail!("http.max_batch and outbound.max_connections_per_host must be at least 1");
         }

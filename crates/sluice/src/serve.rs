@@ -95,6 +95,7 @@ pub async fn serve(
         spool: core.spool.clone(),
         waker: waker.clone(),
         max_age: cfg.queue.max_age_secs as i64,
+        tracking: cfg.tracking.policy().map(Arc::new),
     });
     let addrs = Addresses::of(&listeners)?;
     let mut tasks =
@@ -170,6 +171,8 @@ struct Core {
     /// the front line's record give way meanwhile.
     front_line: route::front_line::FrontLine,
     verp: outbound::Verp,
+    /// Signs open and click tokens, with the VERP key (domain separated).
+    tracker: outbound::tracking::Tracker,
     bounce_domain: String,
 }
 
@@ -191,11 +194,9 @@ impl Core {
         apply_accounts(store.quarantine.as_ref(), &cfg.accounts).await?;
         let accounts = tee::Accounts::load(store.quarantine.as_ref()).await;
         let bounce_domain = cfg.bounce_domain();
-        let verp = outbound::Verp::new(
-            &outbound_wiring::verp_key(&data, store.directory.as_ref()).await?,
-            &cfg.outbound.bounce_local,
-            &bounce_domain,
-        );
+        let key = outbound_wiring::verp_key(&data, store.directory.as_ref()).await?;
+        let verp = outbound::Verp::new(&key, &cfg.outbound.bounce_local, &bounce_domain);
+        let tracker = outbound::tracking::Tracker::new(&key);
         match outbound::outbox::reconcile(&spool, store.events.as_ref()).await {
             Ok(0) => {}
             Ok(n) => {
@@ -205,7 +206,18 @@ impl Core {
         }
         let inbound = InboundRecord::open(store.clone()).await.context("opening the inbound record")?;
         catch_up(&spool, &inbound).await;
-        Ok(Core { data, store, spool, spool_dir, accounts, inbound, front_line, verp, bounce_domain })
+        Ok(Core {
+            data,
+            store,
+            spool,
+            spool_dir,
+            accounts,
+            inbound,
+            front_line,
+            verp,
+            tracker,
+            bounce_domain,
+        })
     }
 }
 
@@ -274,6 +286,7 @@ async fn routes(cfg: &Config, core: &Core, clients: &Clients) -> anyhow::Result<
         verp: core.verp.clone(),
         record: core.store.events.clone(),
         public_url: cfg.http.public_url.clone(),
+        tracking: cfg.tracking.policy().map(|p| (core.tracker.clone(), p.base_url)),
     };
     let feedback = outbound::FeedbackTransport { verp: core.verp.clone(), record: core.store.events.clone() };
     let copies = tee::QuarantineTransport {
@@ -444,6 +457,12 @@ fn start_http(
             request_timeout: Duration::from_secs(cfg.http.request_timeout_secs.max(1)),
         },
     );
+    let state = match cfg.tracking.base_url {
+        Some(_) => {
+            state.with_tracking(api::Tracking::new(core.tracker.clone(), cfg.tracking.trust_forwarded_for))
+        }
+        None => state,
+    };
     // Checked when the configuration was validated: a failure here is a
     // file that changed since, and the API answers 404 for the providers.
     let state = match crate::provider_hooks::hooks(&cfg.provider_webhooks) {

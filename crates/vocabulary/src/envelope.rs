@@ -119,6 +119,12 @@ pub enum Route {
         /// Add per-recipient `List-Unsubscribe` headers (RFC 2369/8058).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         unsubscribe: bool,
+        /// A tracking pixel in each HTML part, per recipient.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        opens: bool,
+        /// The HTML parts' links point at the click tracker, per recipient.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        clicks: bool,
     },
     /// Feedback addressed to the bounce domain (bounces, complaints,
     /// auto-replies): classified and attached to the outbound record.

@@ -27,6 +27,7 @@
 //! elsewhere and call in.
 
 pub mod machine;
+pub mod policy;
 pub mod rewrite;
 pub mod token;
 
@@ -34,5 +35,6 @@ pub use machine::{
     Activity, ActivityKind, BUILTIN_AGENTS, BUILTIN_RANGES, ListError, Lists, MachineClass, Verdict,
     classify, classify_with,
 };
+pub use policy::{Policy, Track};
 pub use rewrite::{NOTRACK_ATTRIBUTE, Rewrite, rewrite, tracked_links};
 pub use token::{Tracked, Tracker};
