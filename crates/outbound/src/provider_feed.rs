@@ -32,6 +32,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::providers::{Provider, ProviderEvent};
+use crate::tracking::{Activity, ActivityKind, Verdict, classify};
 
 /// What one body came to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -169,6 +170,9 @@ fn event(
         Some(m) => (m.message, Some(m.idx)),
         None => (format!("{provider}:{}", e.message_id.as_deref().unwrap_or("-")), None),
     };
+    // An open or a click a provider saw is classed as our own are (the
+    // provider's reason, if any, stays in the detail).
+    let class = machine_class(e);
     NewEvent {
         tenant: Some(tenant),
         message,
@@ -176,7 +180,7 @@ fn event(
         address: e.recipient.clone(),
         kind: e.event,
         at: e.at.unwrap_or_else(now_ms),
-        reason: e.reason.clone(),
+        reason: class.as_ref().map(|v| v.class.as_str().to_string()).or_else(|| e.reason.clone()),
         smtp: e.smtp_response.as_deref().map(smtp),
         detail: Some(serde_json::json!({
             "provider": provider.as_str(),
@@ -188,12 +192,36 @@ fn event(
             "click_url": e.click_url,
             "user_agent": e.user_agent,
             "ip": e.ip,
+            "provider_reason": class.as_ref().and(e.reason.as_deref()),
+            "reasons": class.map(|v| v.reasons),
             "raw": e.raw,
         })),
         suppress: suppression(provider, e),
         source: Some(source),
         group: Vec::new(),
     }
+}
+
+/// The machine class of an open or a click, from what the provider saw of
+/// the reader (its address and user agent; when the message was delivered
+/// is not known here).
+fn machine_class(e: &ProviderEvent) -> Option<Verdict> {
+    let kind = match e.event {
+        EventKind::Opened => ActivityKind::Open,
+        EventKind::Clicked => ActivityKind::Click,
+        _ => return None,
+    };
+    Some(classify(&Activity {
+        kind,
+        at_ms: e.at.unwrap_or_else(now_ms),
+        delivered_at_ms: None,
+        ip: e.ip.as_deref().and_then(|ip| ip.trim().parse().ok()),
+        user_agent: e.user_agent.clone(),
+        head_request: false,
+        link: None,
+        other_clicks: Vec::new(),
+        links_in_message: 0,
+    }))
 }
 
 /// The receiving server's reply as a provider passes it on (`smtp; 550
