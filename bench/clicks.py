@@ -129,7 +129,14 @@ def sluice_run(backend, seconds, conns):
             raw = sink.message().decode("utf-8", "replace").replace("=\r\n", "")
             link = re.search(r'(http://127\.0\.0\.1:\d+/t/c/[A-Za-z0-9_-]+)', raw).group(1)
             before = clicked(data, db)
+            perf = None
+            if os.environ.get("PERF"):
+                perf = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-o", os.environ["PERF"], "-p",
+                                         str(s.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             result = wrk(link, seconds, conns)
+            if perf:
+                perf.send_signal(2)
+                perf.wait(30)
             recorded = clicked(data, db) - before
             if recorded < result[0]:
                 raise SystemExit(f"{result[0]} redirects answered but only {recorded} clicks recorded")

@@ -33,6 +33,8 @@ pub struct Tracking {
 
 /// How long a click is remembered for burst detection.
 const RECENT_MS: i64 = 60_000;
+/// Clicks remembered per recipient, at most.
+const RECENT_PER_RECIPIENT: usize = 32;
 /// Recipients remembered, at most, before the old are dropped.
 const RECENT_MAX: usize = 100_000;
 
@@ -49,6 +51,11 @@ impl Tracking {
         }
         let seen = recent.entry((t.message, t.idx)).or_default();
         seen.retain(|(when, _)| at - when < RECENT_MS);
+        // The last few are evidence enough of a burst; a reader (or a
+        // robot) clicking without end must not make each click dearer.
+        if seen.len() >= RECENT_PER_RECIPIENT {
+            seen.drain(..seen.len() + 1 - RECENT_PER_RECIPIENT);
+        }
         let before = seen.clone();
         seen.push((at, t.link.unwrap_or(0)));
         before

@@ -389,7 +389,8 @@ pub struct TrackTarget {
     pub address: String,
     /// Where the link leads; `None` for an open or an unknown link.
     pub url: Option<String>,
-    /// When the recipient's server (or the smart host) took it, ms.
+    /// When the recipient's server (or the smart host) took it, ms, while
+    /// that is its status (a later bounce or complaint hides it).
     pub delivered_at: Option<i64>,
     /// How many tracked links the message has.
     pub links: i64,

@@ -552,10 +552,12 @@ where
     let mut sql =
         QueryBuilder::new("SELECT r.tenant_id, r.address, (SELECT url FROM tracked_links WHERE message = ");
     sql.push_bind(message.to_string()).push(" AND link = ").push_bind(link.unwrap_or(-1));
-    sql.push("), (SELECT MIN(at) FROM events WHERE message = ").push_bind(message.to_string());
-    sql.push(" AND idx = ").push_bind(idx).push(" AND type IN (");
-    sql.push_bind(EventKind::Delivered.as_str()).push(", ").push_bind(EventKind::Sent.as_str());
-    sql.push(")), (SELECT COUNT(*) FROM tracked_links WHERE message = ").push_bind(message.to_string());
+    // When it was delivered: the recipient's status says, and when it was
+    // set (opens and clicks set no status). Read from the recipient's row,
+    // not the message's events, which a popular message has many of.
+    sql.push("), CASE WHEN r.status IN (").push_bind(EventKind::Delivered.as_str()).push(", ");
+    sql.push_bind(EventKind::Sent.as_str()).push(") THEN r.updated_at END");
+    sql.push(", (SELECT COUNT(*) FROM tracked_links WHERE message = ").push_bind(message.to_string());
     sql.push(") FROM out_recipients r WHERE r.message = ").push_bind(message.to_string());
     sql.push(" AND r.idx = ").push_bind(idx);
     let row: Option<TargetRow> = sql.build_query_as().fetch_optional(pool).await?;
