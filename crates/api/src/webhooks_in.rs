@@ -107,6 +107,8 @@ pub struct ProviderHooks {
     http: Option<reqwest::Client>,
     /// SNS signing certificates by URL (there are a handful).
     certs: Arc<Mutex<HashMap<String, Arc<Vec<u8>>>>>,
+    /// Each provider's tenant id, once looked up (tenants are never removed).
+    tenants: Arc<Mutex<HashMap<Provider, i64>>>,
 }
 
 /// Certificates kept, at most (an attacker cannot get past the host
@@ -136,7 +138,7 @@ impl ProviderHooks {
             }
         }
         let http = http.build().map_err(|e| format!("an HTTP client for SNS: {e}"))?;
-        Ok(ProviderHooks { hooks, http: Some(http), certs: Arc::default() })
+        Ok(ProviderHooks { hooks, http: Some(http), certs: Arc::default(), tenants: Arc::default() })
     }
 
     fn client(&self) -> Result<&reqwest::Client, ApiError> {
@@ -171,9 +173,9 @@ pub async fn receive(
             confirmed = true;
         }
     }
-    let tenant = state.record.directory.tenant(&hook.tenant).await?;
+    let tenant = tenant_of(&state, provider, hook).await?;
     let ingested =
-        outbound::provider_feed::ingest(&*state.record.events, provider, tenant.id, &payload.events).await;
+        outbound::provider_feed::ingest(&*state.record.events, provider, tenant, &payload.events).await;
     let ingested = match ingested {
         Ok(i) => i,
         Err(e) => {
@@ -195,6 +197,19 @@ pub async fn receive(
         "confirmed": confirmed,
     }))
     .into_response())
+}
+
+/// The hook's tenant's id (made on first use, then remembered).
+async fn tenant_of(state: &AppState, provider: Provider, hook: &Hook) -> Result<i64, ApiError> {
+    let known = state.providers.tenants.lock().ok().and_then(|m| m.get(&provider).copied());
+    if let Some(id) = known {
+        return Ok(id);
+    }
+    let id = state.record.directory.tenant(&hook.tenant).await?.id;
+    if let Ok(mut m) = state.providers.tenants.lock() {
+        m.insert(provider, id);
+    }
+    Ok(id)
 }
 
 fn unauthorized(provider: Provider, why: impl std::fmt::Display) -> ApiError {

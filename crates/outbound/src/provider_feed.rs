@@ -104,8 +104,13 @@ async fn matched(
     e: &ProviderEvent,
 ) -> Result<Option<Match>, RecordError> {
     let Some(rcpt) = e.recipient.as_deref() else { return Ok(None) };
-    // Our Message-ID, as the provider passed it on (brackets or not).
-    for header in [&e.header_message_id, &e.message_id].into_iter().flatten() {
+    // Our Message-ID, as the provider passed it on (brackets or not);
+    // the provider's own id too, when it is a Message-ID (Mailgun's is).
+    let mut headers = vec![e.header_message_id.as_deref()];
+    if e.message_id.as_deref().is_some_and(|id| id.contains('@')) && e.message_id != e.header_message_id {
+        headers.push(e.message_id.as_deref());
+    }
+    for header in headers.into_iter().flatten() {
         if let Some(m) = by_header(log, tenant, header, rcpt).await? {
             return Ok(Some(m));
         }
