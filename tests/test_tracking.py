@@ -66,7 +66,8 @@ def tracked(sink, sluice_factory):
 
 def html_of(content):
     msg = email.message_from_bytes(content, policy=email.policy.default)
-    return msg.get_body(("html",)).get_content(), msg.get_body(("plain",)).get_content()
+    plain = msg.get_body(("plain",))
+    return msg.get_body(("html",)).get_content(), plain.get_content() if plain else None
 
 
 def events(sl, key, mid, kind):
@@ -103,7 +104,10 @@ def test_links_and_pixel_are_rewritten_signed_and_followed(tracked):
     assert (status, location) == (302, "https://shop.example/offer?id=7&utm=mail")
     assert get(clicks[1])[:2] == (302, "https://shop.example/second")
     assert get(clicks[0], method="HEAD")[0] == 302
-    sweep = events(sl, key, mid, "clicked")
+    # Each answer waited for the click to be on disk (the journal); the
+    # record has it a moment later.
+    sweep = wait_until(lambda: (lambda e: e if len(e) == 3 else None)(events(sl, key, mid, "clicked")), 10,
+                       what="three clicks in the record")
     assert [e["reason"] for e in sweep] == ["scanner"] * 3, sweep
     assert all(e["address"] == "ann@dest.test" for e in sweep)
 
@@ -113,13 +117,15 @@ def test_links_and_pixel_are_rewritten_signed_and_followed(tracked):
     for bad in (f"{sl.http}/t/c/{flipped}", f"{sl.http}/t/c/nonsense", pixel[0].replace("/t/o/", "/t/c/")):
         status, location, _ = get(bad)
         assert (status, location) == (404, None), bad
+    time.sleep(0.5)
     assert len(events(sl, key, mid, "clicked")) == 3, "nothing recorded for a bad token"
 
     # Opens: Apple's and Google's proxies are machines; the pixel is a GIF.
     status, _, ctype = get(pixel[0], ua="Mozilla/5.0")
     assert (status, ctype) == (200, "image/gif")
     get(pixel[0], ua="Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)")
-    opens = events(sl, key, mid, "opened")
+    opens = wait_until(lambda: (lambda e: e if len(e) == 2 else None)(events(sl, key, mid, "opened")), 10,
+                       what="two opens in the record")
     assert [e["reason"] for e in opens] == ["privacy_proxy", "privacy_proxy"], opens
 
     # A person, later: human, with the address and user agent kept.
@@ -141,3 +147,23 @@ def test_tracking_asked_for_without_a_base_url_is_refused(sink, sluice_factory):
     status, err, _ = api(sl, "POST", "/v1/messages", key, body)
     assert status == 422 and err["error"]["field"] == "track_clicks", err
     assert get(f"{sl.http}/t/c/anything")[0] == 404
+
+
+def test_clicks_answered_before_a_kill_are_all_recorded_once(tracked):
+    sl, sink, key, _ = tracked
+    body = {"from": "app@acme.test", "to": ["cat@dest.test"], "subject": "offer", "html": HTML,
+            "track_clicks": True}
+    status, sent, _ = api(sl, "POST", "/v1/messages", key, body)
+    assert status == 202, sent
+    html, _ = html_of(delivered_to(sink, "cat@dest.test").content)
+    link = re.findall(r'href="?(' + re.escape(sl.http) + r'/t/c/[A-Za-z0-9_-]+)', html)[0]
+    for _ in range(40):
+        assert get(link)[0] == 302
+    # Killed at once: the record may not have them yet; the journal has.
+    sl.kill()
+    sl.start()
+    clicked = wait_until(lambda: (lambda e: e if len(e) >= 40 else None)(events(sl, key, sent["id"], "clicked")),
+                         20, what="every answered click in the record")
+    time.sleep(1)
+    assert len(events(sl, key, sent["id"], "clicked")) == 40, "each once"
+    assert {e["address"] for e in clicked} == {"cat@dest.test"}

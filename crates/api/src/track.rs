@@ -16,7 +16,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outbound::tracking::{Activity, ActivityKind, Tracked, Tracker, classify};
-use record::events::{EventKind, NewEvent, TrackTarget, now_ms};
+use record::events::{EventKind, TrackTarget, now_ms};
+use record::journal::{Entry, Journal};
 use vocabulary::QueueId;
 
 use crate::{ApiError, AppState};
@@ -29,6 +30,12 @@ pub struct Tracking {
     pub trust_forwarded_for: bool,
     /// Each recipient's recent clicks, for bursts (per node).
     recent: Mutex<HashMap<(QueueId, u16), Vec<(i64, u16)>>>,
+    /// Targets already looked up, once delivered (what a link leads to
+    /// never changes): a popular link costs no read.
+    targets: Mutex<HashMap<(QueueId, u16, Option<u16>), TrackTarget>>,
+    /// Where opens and clicks are made durable before their answer (the
+    /// record follows); without it each is a transaction of the record.
+    journal: Option<Journal>,
 }
 
 /// How long a click is remembered for burst detection.
@@ -39,8 +46,29 @@ const RECENT_PER_RECIPIENT: usize = 32;
 const RECENT_MAX: usize = 100_000;
 
 impl Tracking {
-    pub fn new(tracker: Tracker, trust_forwarded_for: bool) -> Self {
-        Tracking { tracker, trust_forwarded_for, recent: Mutex::default() }
+    pub fn new(tracker: Tracker, trust_forwarded_for: bool, journal: Option<Journal>) -> Self {
+        let (recent, targets) = (Mutex::default(), Mutex::default());
+        Tracking { tracker, trust_forwarded_for, recent, targets, journal }
+    }
+
+    /// What the token names: remembered, or read from the record.
+    async fn target(&self, state: &AppState, t: &Tracked) -> Result<Option<TrackTarget>, ApiError> {
+        let key = (t.message, t.idx, t.link);
+        if let Some(found) = self.targets.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(Some(found));
+        }
+        let message = t.message.to_string();
+        let link = t.link.map(i64::from);
+        let found = state.record.events.tracking_target(&message, t.idx.into(), link).await?;
+        if let Some(target) = found.as_ref().filter(|f| f.delivered_at.is_some())
+            && let Ok(mut m) = self.targets.lock()
+        {
+            if m.len() >= RECENT_MAX {
+                m.clear();
+            }
+            m.insert(key, target.clone());
+        }
+        Ok(found)
     }
 
     /// This recipient's clicks of the last minute, then this one noted.
@@ -112,10 +140,7 @@ async fn track(
     if t.link.is_some() != (kind == ActivityKind::Click) {
         return Err(not_found());
     }
-    let message = t.message.to_string();
-    let link = t.link.map(i64::from);
-    let target =
-        state.record.events.tracking_target(&message, t.idx.into(), link).await?.ok_or_else(not_found)?;
+    let target = tracking.target(state, &t).await?.ok_or_else(not_found)?;
     if kind == ActivityKind::Click && target.url.is_none() {
         return Err(not_found());
     }
@@ -135,15 +160,14 @@ async fn track(
         links_in_message: usize::try_from(target.links).unwrap_or(0),
     };
     let verdict = classify(&activity);
-    let event = NewEvent {
-        tenant: Some(target.tenant),
-        message,
+    let entry = Entry {
+        tenant: target.tenant,
+        message: t.message.to_string(),
         idx: Some(t.idx.into()),
         address: Some(target.address.clone()),
         kind: if kind == ActivityKind::Click { EventKind::Clicked } else { EventKind::Opened },
         at,
         reason: Some(verdict.class.as_str().to_string()),
-        smtp: None,
         detail: Some(serde_json::json!({
             "ip": ip.map(|i| i.to_string()),
             "user_agent": user_agent,
@@ -152,14 +176,16 @@ async fn track(
             "method": req.method.as_str(),
             "reasons": verdict.reasons,
         })),
-        suppress: None,
-        source: None,
-        group: Vec::new(),
+        source: format!("track:{}", uuid::Uuid::new_v4().simple()),
     };
-    // The answer waits for the record: an open or a click answered is one
-    // recorded. A record that cannot write still sends the reader on (a
+    // The answer waits until the open or click is on disk: one answered is
+    // one recorded. One that cannot be kept still sends the reader on (a
     // broken link helps nobody); it is said at WARN.
-    if let Err(e) = state.record.events.record(event).await {
+    let kept = match &tracking.journal {
+        Some(journal) => journal.append(&entry).await,
+        None => state.record.events.record(entry.into_event()).await.map(|_| ()).map_err(|e| e.to_string()),
+    };
+    if let Err(e) = kept {
         tracing::warn!(error = %e, "an open or a click could not be recorded");
     }
     Ok(target)

@@ -15,6 +15,7 @@
 pub mod directory;
 pub mod events;
 pub mod idle;
+pub mod journal;
 mod password;
 pub mod postgres;
 pub mod quarantine;

@@ -173,6 +173,8 @@ struct Core {
     verp: outbound::Verp,
     /// Signs open and click tokens, with the VERP key (domain separated).
     tracker: outbound::tracking::Tracker,
+    /// Opens and clicks, on disk before their answer; the record follows.
+    journal: record::journal::Journal,
     bounce_domain: String,
 }
 
@@ -197,6 +199,9 @@ impl Core {
         let key = outbound_wiring::verp_key(&data, store.directory.as_ref()).await?;
         let verp = outbound::Verp::new(&key, &cfg.outbound.bounce_local, &bounce_domain);
         let tracker = outbound::tracking::Tracker::new(&key);
+        let journal = record::journal::Journal::open(&data.join("journal"), store.events.clone())
+            .await
+            .context("opening the event journal")?;
         match outbound::outbox::reconcile(&spool, store.events.as_ref()).await {
             Ok(0) => {}
             Ok(n) => {
@@ -216,6 +221,7 @@ impl Core {
             front_line,
             verp,
             tracker,
+            journal,
             bounce_domain,
         })
     }
@@ -458,9 +464,11 @@ fn start_http(
         },
     );
     let state = match cfg.tracking.base_url {
-        Some(_) => {
-            state.with_tracking(api::Tracking::new(core.tracker.clone(), cfg.tracking.trust_forwarded_for))
-        }
+        Some(_) => state.with_tracking(api::Tracking::new(
+            core.tracker.clone(),
+            cfg.tracking.trust_forwarded_for,
+            Some(core.journal.clone()),
+        )),
         None => state,
     };
     // Checked when the configuration was validated: a failure here is a

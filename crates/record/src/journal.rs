@@ -1,0 +1,238 @@
+//! A durable journal in front of the event log, for events that come in
+//! floods and must each be on disk before their answer (an open, a click):
+//! appending a line to a file and one `fdatasync` for everything that
+//! arrived meanwhile costs far less than a database transaction each, and
+//! the events reach the record behind it, many to a transaction.
+//!
+//! `append` returns once the event's line is synced. A loader task reads
+//! what was synced, hands it to the record's front-line writer
+//! ([`EventLog::note`]), waits for it to be committed ([`EventLog::flush`])
+//! and then forgets those lines: a file is deleted once it is read to its
+//! end and a newer one is being written. At start, what a crash left in the
+//! journal is loaded first; each event carries a unique `source`, so one
+//! the record already has is not written twice.
+//!
+//! The same pattern as the spool and the front line's record: what the
+//! answer promised is on disk, the record catches up.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc as sync_mpsc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::events::{EventKind, EventLog, NewEvent};
+
+/// A journal file is closed and a new one started past this size.
+const FILE_MAX: u64 = 16 << 20;
+/// How often the loader looks for synced lines.
+const LOAD_EVERY: Duration = Duration::from_millis(100);
+/// Events handed to the record at once, at most.
+const LOAD_BATCH: usize = 20_000;
+
+/// One journaled event: what an open or a click records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub tenant: i64,
+    pub message: String,
+    pub idx: Option<i64>,
+    pub address: Option<String>,
+    pub kind: EventKind,
+    pub at: i64,
+    pub reason: Option<String>,
+    pub detail: Option<serde_json::Value>,
+    /// Unique: the record writes an entry once however often it is loaded.
+    pub source: String,
+}
+
+impl Entry {
+    /// The event it records.
+    pub fn into_event(self) -> NewEvent {
+        NewEvent {
+            tenant: Some(self.tenant),
+            message: self.message,
+            idx: self.idx,
+            address: self.address,
+            kind: self.kind,
+            at: self.at,
+            reason: self.reason,
+            smtp: None,
+            detail: self.detail,
+            suppress: None,
+            source: Some(self.source),
+            group: Vec::new(),
+        }
+    }
+}
+
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+/// The journal's handle (cheap to clone).
+#[derive(Clone)]
+pub struct Journal {
+    tx: sync_mpsc::Sender<(Vec<u8>, Waiter)>,
+}
+
+impl Journal {
+    /// Opens the journal in `dir` (made if missing), loads into `log` what
+    /// an earlier run left there, and starts its writer thread and loader
+    /// task.
+    pub async fn open(dir: &Path, log: Arc<dyn EventLog>) -> io::Result<Journal> {
+        std::fs::create_dir_all(dir)?;
+        let files = files(dir)?;
+        let next = files.last().map_or(1, |(n, _)| n + 1);
+        for (_, path) in &files {
+            load_whole(path, log.as_ref()).await?;
+            std::fs::remove_file(path)?;
+        }
+        let (tx, rx) = sync_mpsc::channel();
+        let dir = dir.to_path_buf();
+        let first = open_file(&dir, next)?;
+        std::thread::Builder::new().name("event-journal".into()).spawn({
+            let dir = dir.clone();
+            move || write_loop(&dir, next, first, rx)
+        })?;
+        tokio::spawn(load_loop(dir, next, log));
+        Ok(Journal { tx })
+    }
+
+    /// Appends `entry`; returns once it is on disk.
+    pub async fn append(&self, entry: &Entry) -> Result<(), String> {
+        let mut line = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        let (done, wait) = oneshot::channel();
+        self.tx.send((line, done)).map_err(|_| "the event journal stopped".to_string())?;
+        wait.await.map_err(|_| "the event journal stopped".to_string())?
+    }
+}
+
+fn name(n: u64) -> String {
+    format!("events-{n:010}.journal")
+}
+
+fn open_file(dir: &Path, n: u64) -> io::Result<File> {
+    let f = OpenOptions::new().create(true).append(true).open(dir.join(name(n)))?;
+    // The new file's name must survive a crash too.
+    File::open(dir)?.sync_all()?;
+    Ok(f)
+}
+
+/// The journal's files, oldest first.
+fn files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let n = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("events-")?.strip_suffix(".journal")?.parse().ok());
+        if let Some(n) = n {
+            out.push((n, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The writer: everything that arrived while the last sync ran is written
+/// and synced together (group commit), then each waiter answered.
+fn write_loop(dir: &Path, mut n: u64, mut file: File, rx: sync_mpsc::Receiver<(Vec<u8>, Waiter)>) {
+    let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter().take(4096));
+        let buf: Vec<u8> = batch.iter().flat_map(|(line, _)| line.iter().copied()).collect();
+        let written = file.write_all(&buf).and_then(|()| file.sync_data());
+        let answer = written.as_ref().map(|_| ()).map_err(|e| format!("the event journal: {e}"));
+        if let Err(e) = &written {
+            tracing::error!(error = %e, "event journal write failed");
+        }
+        for (_, waiter) in batch {
+            let _ = waiter.send(answer.clone());
+        }
+        size += buf.len() as u64;
+        if size >= FILE_MAX {
+            match open_file(dir, n + 1) {
+                Ok(f) => (file, n, size) = (f, n + 1, 0),
+                Err(e) => tracing::error!(error = %e, "event journal: a new file could not be made"),
+            }
+        }
+    }
+}
+
+/// The loader: moves synced lines into the record, file by file.
+async fn load_loop(dir: PathBuf, mut n: u64, log: Arc<dyn EventLog>) {
+    let mut offset = 0u64;
+    loop {
+        tokio::time::sleep(LOAD_EVERY).await;
+        let path = dir.join(name(n));
+        match load_from(&path, offset, log.as_ref()).await {
+            Ok(read) => offset += read,
+            Err(e) => {
+                tracing::warn!(error = %e, file = %path.display(), "event journal: loading failed, will retry");
+                continue;
+            }
+        }
+        // A newer file means this one is complete: once read, it goes.
+        if dir.join(name(n + 1)).exists() && load_from(&path, offset, log.as_ref()).await.is_ok_and(|r| r == 0) {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(error = %e, "event journal: a loaded file could not be removed");
+            }
+            (n, offset) = (n + 1, 0);
+        }
+    }
+}
+
+/// Loads the complete lines after `offset` into the record and waits until
+/// they are committed; how many bytes that was.
+async fn load_from(path: &Path, offset: u64, log: &dyn EventLog) -> io::Result<u64> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.take(64 << 20).read_to_end(&mut buf)?;
+    let Some(end) = buf.iter().rposition(|&b| b == b'\n').map(|i| i + 1) else { return Ok(0) };
+    let mut events = 0;
+    for line in buf[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<Entry>(line) {
+            Ok(entry) => {
+                log.note(entry.into_event());
+                events += 1;
+                if events % LOAD_BATCH == 0 {
+                    log.flush().await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "event journal: an unreadable line skipped"),
+        }
+    }
+    log.flush().await;
+    Ok(end as u64)
+}
+
+/// What a crash left in one file, loaded without writing twice what the
+/// record already has.
+async fn load_whole(path: &Path, log: &dyn EventLog) -> io::Result<()> {
+    let text = std::fs::read(path)?;
+    let entries: Vec<Entry> =
+        text.split(|&b| b == b'\n').filter_map(|l| serde_json::from_slice::<Entry>(l).ok()).collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let sources: Vec<String> = entries.iter().map(|e| e.source.clone()).collect();
+    let known: std::collections::HashSet<String> = log
+        .recorded_sources(&sources)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?
+        .into_iter()
+        .collect();
+    let fresh: Vec<Entry> = entries.into_iter().filter(|e| !known.contains(&e.source)).collect();
+    tracing::info!(events = fresh.len(), file = %path.display(), "event journal: loading what a stop left");
+    for entry in fresh {
+        log.note(entry.into_event());
+    }
+    log.flush().await;
+    Ok(())
+}

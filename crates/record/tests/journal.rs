@@ -1,0 +1,85 @@
+//! The event journal: an append is on disk when it returns, the record
+//! follows, and what a stop left is loaded at the next open, once.
+
+use std::time::Duration;
+
+use record::events::{EventKind, EventQuery, NewMessage, NewRecipient};
+use record::journal::{Entry, Journal};
+use record::{EventLog, Store};
+
+fn entry(tenant: i64, n: usize) -> Entry {
+    Entry {
+        tenant,
+        message: "m1".into(),
+        idx: Some(0),
+        address: Some("a@x.test".into()),
+        kind: EventKind::Clicked,
+        at: 2_000 + n as i64,
+        reason: Some("human".into()),
+        detail: Some(serde_json::json!({"link": n})),
+        source: format!("track:{n}"),
+    }
+}
+
+async fn clicks(store: &Store, tenant: &record::directory::Tenant) -> usize {
+    let q = EventQuery { kind: Some(EventKind::Clicked), limit: 1000, ..Default::default() };
+    store.events.events(tenant, &q).await.unwrap().0.len()
+}
+
+#[tokio::test]
+async fn appends_reach_the_record_and_a_stop_s_leftovers_are_loaded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let t = store.directory.tenant("a").await.unwrap();
+    store
+        .events
+        .accept(NewMessage {
+            id: "m1".into(),
+            tenant: t.id,
+            direction: record::events::Direction::Outbound,
+            message_id: None,
+            mail_from: "app@x.test".into(),
+            subject: None,
+            stream: None,
+            tags: Vec::new(),
+            metadata: serde_json::json!({}),
+            recipients: vec![NewRecipient {
+                address: "a@x.test".into(),
+                kind: "to".into(),
+                status: EventKind::Queued,
+                reason: None,
+            }],
+            at: 1_000,
+            detail: None,
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    let jdir = dir.path().join("journal");
+    let journal = Journal::open(&jdir, store.events.clone()).await.unwrap();
+    for n in 0..10 {
+        journal.append(&entry(t.id, n)).await.unwrap();
+    }
+    // On disk as soon as append returned.
+    let on_disk: usize = std::fs::read_dir(&jdir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap().lines().count())
+        .sum();
+    assert_eq!(on_disk, 10);
+    for _ in 0..50 {
+        if clicks(&store, &t).await == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(clicks(&store, &t).await, 10, "the record follows the journal");
+
+    // A stop that left lines behind, some loaded already and some not: a
+    // file as a killed run leaves it.
+    let lines: String = (5..15).map(|n| serde_json::to_string(&entry(t.id, n)).unwrap() + "\n").collect();
+    std::fs::write(jdir.join("events-0000000099.journal"), lines).unwrap();
+    let _again = Journal::open(&jdir, store.events.clone()).await.unwrap();
+    assert_eq!(clicks(&store, &t).await, 15, "loaded at open, each once");
+    assert!(!jdir.join("events-0000000099.journal").exists(), "and forgotten");
+    store.close().await;
+}
