@@ -27,8 +27,11 @@ use tokio::sync::oneshot;
 
 use crate::events::{EventKind, EventLog, NewEvent};
 
-/// A journal file is closed and a new one started past this size.
-const FILE_MAX: u64 = 16 << 20;
+/// A journal file's size: made zero-filled in advance, so a sync flushes
+/// data only (no block allocation, no size change: half the cost of
+/// syncing an append, as the spool's segments do); a new one is started
+/// when it is full.
+const FILE_MAX: u64 = 4 << 20;
 /// How often the loader looks for synced lines.
 const LOAD_EVERY: Duration = Duration::from_millis(100);
 /// Events handed to the record at once, at most.
@@ -114,8 +117,17 @@ fn name(n: u64) -> String {
     format!("events-{n:010}.journal")
 }
 
+/// Makes journal file `n`, zero-filled and synced, under its final name
+/// only once complete.
 fn open_file(dir: &Path, n: u64) -> io::Result<File> {
-    let f = OpenOptions::new().create(true).append(true).open(dir.join(name(n)))?;
+    let tmp = dir.join(format!("{}.tmp", name(n)));
+    let mut f = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&tmp)?;
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..FILE_MAX / zeros.len() as u64 {
+        f.write_all(&zeros)?;
+    }
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name(n)))?;
     // The new file's name must survive a crash too.
     File::open(dir)?.sync_all()?;
     Ok(f)
@@ -141,12 +153,13 @@ fn files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 /// The writer: everything that arrived while the last sync ran is written
 /// and synced together (group commit), then each waiter answered.
 fn write_loop(dir: &Path, mut n: u64, mut file: File, rx: sync_mpsc::Receiver<(Vec<u8>, Waiter)>) {
-    let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    use std::os::unix::fs::FileExt;
+    let mut size = 0u64;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter().take(4096));
         let buf: Vec<u8> = batch.iter().flat_map(|(line, _)| line.iter().copied()).collect();
-        let written = file.write_all(&buf).and_then(|()| file.sync_data());
+        let written = file.write_all_at(&buf, size).and_then(|()| file.sync_data());
         let answer = written.as_ref().map(|_| ()).map_err(|e| format!("the event journal: {e}"));
         if let Err(e) = &written {
             tracing::error!(error = %e, "event journal write failed");
@@ -178,7 +191,9 @@ async fn load_loop(dir: PathBuf, mut n: u64, log: Arc<dyn EventLog>) {
             }
         }
         // A newer file means this one is complete: once read, it goes.
-        if dir.join(name(n + 1)).exists() && load_from(&path, offset, log.as_ref()).await.is_ok_and(|r| r == 0) {
+        if dir.join(name(n + 1)).exists()
+            && load_from(&path, offset, log.as_ref()).await.is_ok_and(|r| r == 0)
+        {
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!(error = %e, "event journal: a loaded file could not be removed");
             }
@@ -194,7 +209,9 @@ async fn load_from(path: &Path, offset: u64, log: &dyn EventLog) -> io::Result<u
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     f.take(64 << 20).read_to_end(&mut buf)?;
-    let Some(end) = buf.iter().rposition(|&b| b == b'\n').map(|i| i + 1) else { return Ok(0) };
+    // Written lines end where the zeros the file was made of begin.
+    let written = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let Some(end) = buf[..written].iter().rposition(|&b| b == b'\n').map(|i| i + 1) else { return Ok(0) };
     let mut events = 0;
     for line in buf[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         match serde_json::from_slice::<Entry>(line) {
@@ -216,8 +233,11 @@ async fn load_from(path: &Path, offset: u64, log: &dyn EventLog) -> io::Result<u
 /// record already has.
 async fn load_whole(path: &Path, log: &dyn EventLog) -> io::Result<()> {
     let text = std::fs::read(path)?;
-    let entries: Vec<Entry> =
-        text.split(|&b| b == b'\n').filter_map(|l| serde_json::from_slice::<Entry>(l).ok()).collect();
+    let written = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+    let entries: Vec<Entry> = text[..written]
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Entry>(l).ok())
+        .collect();
     if entries.is_empty() {
         return Ok(());
     }
