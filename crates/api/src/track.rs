@@ -30,10 +30,10 @@ pub struct Tracking {
     /// (sluice behind a proxy of one's own), not the connection's.
     pub trust_forwarded_for: bool,
     /// Each recipient's recent clicks, for bursts (per node).
-    recent: Mutex<HashMap<(QueueId, u16), Vec<(i64, u16)>>>,
+    recent: Mutex<HashMap<Recipient, Vec<(i64, u16)>>>,
     /// Targets already looked up, once delivered (what a link leads to
     /// never changes): a popular link costs no read.
-    targets: Mutex<HashMap<(QueueId, u16, Option<u16>), TrackTarget>>,
+    targets: Mutex<HashMap<(Recipient, Option<u16>), TrackTarget>>,
     /// Where opens and clicks are made durable before their answer (the
     /// record follows); without it each is a transaction of the record.
     journal: Option<Journal>,
@@ -42,6 +42,9 @@ pub struct Tracking {
     source_prefix: String,
     seq: AtomicU64,
 }
+
+/// One recipient of one message.
+type Recipient = (QueueId, u16);
 
 /// How long a click is remembered for burst detection.
 const RECENT_MS: i64 = 60_000;
@@ -67,7 +70,7 @@ impl Tracking {
 
     /// What the token names: remembered, or read from the record.
     async fn target(&self, state: &AppState, t: &Tracked) -> Result<Option<TrackTarget>, ApiError> {
-        let key = (t.message, t.idx, t.link);
+        let key = ((t.message, t.idx), t.link);
         if let Some(found) = self.targets.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(Some(found));
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use record::events::{EventKind, EventQuery, NewMessage, NewRecipient};
 use record::journal::{Entry, Journal};
-use record::{EventLog, Store};
+use record::Store;
 
 fn entry(tenant: i64, n: usize) -> Entry {
     Entry {
