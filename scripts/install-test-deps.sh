@@ -32,6 +32,9 @@ PYTEST_VERSION="9.2.0"
 # (dkimpy) and the OpenAPI document (openapi-spec-validator).
 DKIMPY_VERSION="1.1.8"
 OPENAPI_VALIDATOR_VERSION="0.9.0"
+# Verifies webhooks out as a receiver would, with the Standard Webhooks
+# reference library.
+STANDARDWEBHOOKS_VERSION="1.0.1"
 # Fuzzes the HTTP API from its own OpenAPI document (never a 5xx).
 SCHEMATHESIS_VERSION="4.32.5"
 # Reads a sluice's record on PostgreSQL, as the tests read SQLite's file
@@ -176,6 +179,7 @@ py_need=()
 have_py "aiosmtpd==$AIOSMTPD_VERSION" || py_need+=("aiosmtpd==$AIOSMTPD_VERSION")
 have_py "pytest==$PYTEST_VERSION" || py_need+=("pytest==$PYTEST_VERSION")
 have_py "dkimpy==$DKIMPY_VERSION" || py_need+=("dkimpy==$DKIMPY_VERSION")
+have_py "standardwebhooks==$STANDARDWEBHOOKS_VERSION" || py_need+=("standardwebhooks==$STANDARDWEBHOOKS_VERSION")
 have_py "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" || py_need+=("openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION")
 have_py "schemathesis==$SCHEMATHESIS_VERSION" || py_need+=("schemathesis==$SCHEMATHESIS_VERSION")
 have_py "psycopg==$PSYCOPG_VERSION" || py_need+=("psycopg==$PSYCOPG_VERSION")

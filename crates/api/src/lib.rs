@@ -9,10 +9,12 @@ mod extract;
 mod limit;
 mod read;
 mod send;
+pub mod stats;
 mod track;
 mod unsubscribe;
 pub mod view;
 mod webhooks_in;
+pub mod webhooks_out;
 
 use std::sync::Arc;
 
@@ -57,6 +59,8 @@ pub struct AppState {
     pub providers: Arc<ProviderHooks>,
     /// Open and click tracking (`/t/o/…`, `/t/c/…`), when configured.
     pub tracking: Option<Arc<Tracking>>,
+    /// Where webhook endpoints may point (`[webhooks] allow_destinations`).
+    pub webhooks_out: Arc<webhooks_out::Guard>,
 }
 
 impl AppState {
@@ -75,6 +79,7 @@ impl AppState {
             limiter,
             providers: Arc::default(),
             tracking: None,
+            webhooks_out: Arc::default(),
         }
     }
 
@@ -87,6 +92,12 @@ impl AppState {
     /// Receives these providers' webhooks.
     pub fn with_providers(mut self, providers: ProviderHooks) -> Self {
         self.providers = Arc::new(providers);
+        self
+    }
+
+    /// Webhook endpoints may point where `guard` allows.
+    pub fn with_webhooks_out(mut self, guard: Arc<webhooks_out::Guard>) -> Self {
+        self.webhooks_out = guard;
         self
     }
 }
@@ -102,11 +113,21 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages/{id}", get(read::message))
         .route("/v1/recipients/{address}", get(read::recipient))
         .route("/v1/events", get(read::events))
+        .route("/v1/stats", get(stats::stats))
         .route("/v1/suppressions", get(read::suppressions).post(read::add_suppression))
         .route("/v1/suppressions/export", get(read::export_suppressions))
         .route("/v1/suppressions/{address}", get(read::suppression).delete(read::remove_suppression))
         .route("/v1/unsubscribe/{token}", get(unsubscribe::page).post(unsubscribe::one_click))
         .route("/v1/webhooks/{provider}", post(webhooks_in::receive))
+        .route("/v1/webhook-endpoints", get(webhooks_out::routes::list).post(webhooks_out::routes::create))
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            get(webhooks_out::routes::get).delete(webhooks_out::routes::delete),
+        )
+        .route("/v1/webhook-endpoints/{id}/rotate", post(webhooks_out::routes::rotate))
+        .route("/v1/webhook-endpoints/{id}/enable", post(webhooks_out::routes::enable))
+        .route("/v1/webhook-endpoints/{id}/deliveries", get(webhooks_out::routes::deliveries))
+        .route("/v1/webhook-endpoints/{id}/replay", post(webhooks_out::routes::replay))
         .route("/t/o/{token}", get(track::open))
         .route("/t/c/{token}", get(track::click))
         .fallback(|| async { ApiError::not_found("endpoint") })

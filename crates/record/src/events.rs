@@ -518,6 +518,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// how many went. Messages stay. On PostgreSQL a month is a
     /// partition, and goes whole.
     fn forget_months_before(&self, month: i64) -> Res<'_, u64>;
+    /// A tenant's statistics over a window (`crate::stats` says what each
+    /// number counts), grouped as the query asks.
+    fn stats<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        q: &'a crate::stats::StatsQuery,
+    ) -> Res<'a, crate::stats::Stats>;
 }
 
 /// The first instant (ms) of the month `at` (ms) falls in, UTC.

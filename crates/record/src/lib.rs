@@ -21,8 +21,12 @@ pub mod postgres;
 pub mod quarantine;
 mod sql;
 pub mod sqlite;
+pub mod stats;
+mod stats_sql;
 pub mod suppress;
 mod url;
+pub mod webhooks;
+mod webhooks_sql;
 
 use std::future::Future;
 use std::path::Path;
@@ -34,6 +38,7 @@ pub use events::EventLog;
 pub use quarantine::QuarantineStore;
 pub use suppress::Suppressions;
 pub use url::DatabaseUrl;
+pub use webhooks::WebhooksOut;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -130,6 +135,8 @@ pub struct Store {
     pub directory: Arc<dyn Directory>,
     pub suppressions: Arc<dyn Suppressions>,
     pub quarantine: Arc<dyn QuarantineStore>,
+    /// Webhooks out: endpoints, their deliveries and attempts.
+    pub webhooks: Arc<dyn WebhooksOut>,
     database: Arc<dyn Database>,
 }
 

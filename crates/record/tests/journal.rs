@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use record::Store;
 use record::events::{EventKind, EventQuery, NewMessage, NewRecipient};
 use record::journal::{Entry, Journal};
-use record::Store;
 
 fn entry(tenant: i64, n: usize) -> Entry {
     Entry {

@@ -29,6 +29,9 @@ pub struct Config {
     /// `[provider_webhooks.ses]` and so on: the email providers whose
     /// webhooks `POST /v1/webhooks/{provider}` receives (none by default).
     pub provider_webhooks: std::collections::BTreeMap<String, crate::provider_hooks::ProviderWebhookConfig>,
+    /// Webhooks out: how events are pushed to the endpoints tenants make
+    /// with `/v1/webhook-endpoints`.
+    pub webhooks: WebhooksConfig,
 }
 
 /// `[[accounts]]`: one quarantine-store account.
@@ -393,6 +396,67 @@ impl TrackingConfig {
     }
 }
 
+/// `[webhooks]`: webhooks out to the endpoints tenants make (Standard
+/// Webhooks, signed, retried, claimed through the database on every node).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Seconds to wait after the 1st, 2nd, ... failed attempt, each moved
+    /// by up to ±20 %; one attempt more than there are entries. Default 5,
+    /// 300, 1800, 7200, 18000, then 36000 seven times: about three days.
+    pub retry_schedule_secs: Vec<u64>,
+    /// An endpoint whose every attempt has failed for this long is
+    /// disabled (default 3 days); a 410 Gone disables it at once.
+    pub disable_after_secs: u64,
+    /// CIDR ranges webhooks may go to although they are loopback, private,
+    /// link-local, unique-local, CGNAT, multicast or reserved (refused by
+    /// default, checked after DNS), e.g. `["10.20.0.0/16"]`.
+    pub allow_destinations: Vec<String>,
+    /// Days the per-attempt delivery log is kept.
+    pub delivery_log_days: u32,
+    /// Attempts in flight at once on this node.
+    pub workers: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            retry_schedule_secs: api::webhooks_out::DEFAULT_SECS.to_vec(),
+            disable_after_secs: 3 * 24 * 3600,
+            allow_destinations: Vec::new(),
+            delivery_log_days: 30,
+            workers: 32,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// The dispatcher's settings, checked (the error names the key).
+    pub fn settings(&self) -> anyhow::Result<api::webhooks_out::Settings> {
+        let guard = api::webhooks_out::Guard::new(&self.allow_destinations)
+            .map_err(|e| anyhow::anyhow!("webhooks.allow_destinations: {e}"))?;
+        if self.retry_schedule_secs.is_empty() || self.retry_schedule_secs.contains(&0) {
+            bail!("webhooks.retry_schedule_secs must list at least one delay, each at least 1 second");
+        }
+        for (key, v) in [
+            ("webhooks.disable_after_secs", self.disable_after_secs),
+            ("webhooks.delivery_log_days", u64::from(self.delivery_log_days)),
+            ("webhooks.workers", self.workers as u64),
+        ] {
+            if v == 0 {
+                bail!("{key} must be at least 1");
+            }
+        }
+        Ok(api::webhooks_out::Settings {
+            schedule: api::webhooks_out::Schedule::from_secs(&self.retry_schedule_secs),
+            disable_after: std::time::Duration::from_secs(self.disable_after_secs),
+            guard: std::sync::Arc::new(guard),
+            log_days: self.delivery_log_days,
+            workers: self.workers,
+        })
+    }
+}
+
 /// `[outbound]`: how applications' mail leaves.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -545,6 +609,7 @@ impl Config {
             bail!("outbound.smart_host_user and outbound.smart_host_password_file go together");
         }
         crate::provider_hooks::hooks(&self.provider_webhooks)?;
+        self.webhooks.settings()?;
         if let Some(url) = &self.tracking.base_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {

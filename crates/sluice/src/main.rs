@@ -3,6 +3,7 @@
 
 mod classify_cmd;
 mod outbound_cmd;
+mod stats_cmd;
 mod webhook_cmd;
 
 use std::net::SocketAddr;
@@ -96,6 +97,28 @@ enum Command {
         /// Only this tenant.
         #[arg(long)]
         tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Statistics over a window, from the record: sent, delivered, deferred,
+    /// bounced (by reason), complained, unsubscribed, opens and clicks
+    /// (total, unique, human) and rates, as `GET /v1/stats` counts them.
+    Stats {
+        /// Only this tenant's [default: every tenant's, added up].
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Start of the window, RFC 3339 or ms [default: a week before --to].
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the window (not in it), RFC 3339 or ms [default: now].
+        #[arg(long)]
+        to: Option<String>,
+        /// hour, day, tag, domain, reason, provider or machine_class.
+        #[arg(long)]
+        group_by: Option<String>,
+        /// JSON lines (each group, then the window's with "total": true) instead of a table.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -584,6 +607,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(code)
         }
+        Command::Stats { tenant, from, to, group_by, json, common } => runtime()?
+            .block_on(stats_cmd::run(stats_cmd::Options { tenant, from, to, group_by, json, common })),
         Command::Classify { format, eval, explain, jobs, files } => {
             classify_cmd::run(classify_cmd::Options { format, eval, explain, jobs, files })
         }

@@ -111,6 +111,7 @@ pub async fn serve(
     let control_task = tokio::spawn(control::serve(control::bind(&core.spool_dir)?, reinjector.clone()));
     tasks.extend(start_imap(&cfg, &core, listeners.imap, &acceptor, &reinjector, &stop_rx));
     tasks.push(start_http(&cfg, &core, listeners.http, &outbox, &stop_rx));
+    tasks.push(start_webhooks(&cfg, &core, &stop_rx)?);
     let background = [
         control_task,
         tokio::spawn(core.accounts.clone().keep_fresh(
@@ -480,7 +481,26 @@ fn start_http(
             state
         }
     };
+    // The same allow-list as the dispatcher's (`start_webhooks`): an
+    // endpoint is refused at creation where its deliveries would be.
+    let state = match cfg.webhooks.settings() {
+        Ok(s) => state.with_webhooks_out(s.guard),
+        Err(_) => state,
+    };
     tokio::spawn(api::serve(listener, state, stop_rx.clone()))
+}
+
+/// Webhooks out: this node's dispatcher (scanner, workers, recorder),
+/// stopped with the listeners; the attempts in flight end and are
+/// recorded first.
+fn start_webhooks(
+    cfg: &Config,
+    core: &Core,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let settings = cfg.webhooks.settings()?;
+    api::webhooks_out::spawn(core.store.webhooks.clone(), settings, stop_rx.clone())
+        .map_err(anyhow::Error::msg)
 }
 
 /// Where the listeners ended up (port 0 picks one), for the start line.

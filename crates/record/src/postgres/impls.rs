@@ -122,6 +122,13 @@ impl EventLog for Postgres {
     fn forget_months_before(&self, month: i64) -> Res<'_, u64> {
         Box::pin(self.drop_months_before(month))
     }
+    fn stats<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        q: &'a crate::stats::StatsQuery,
+    ) -> Res<'a, crate::stats::Stats> {
+        Box::pin(crate::stats_sql::stats(&self.pool, crate::stats_sql::Dialect::POSTGRES, tenant, q))
+    }
 }
 
 impl QuarantineStore for Postgres {

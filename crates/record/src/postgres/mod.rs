@@ -37,6 +37,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_dkim_and_changes.sql"),
     include_str!("../../migrations/postgres/0006_provider_webhooks.sql"),
     include_str!("../../migrations/postgres/0007_tracking.sql"),
+    include_str!("../../migrations/postgres/0008_webhooks_out.sql"),
+    include_str!("../../migrations/postgres/0009_stats.sql"),
 ];
 
 /// The advisory lock nodes take to migrate one at a time (any constant: "sluice").
@@ -108,6 +110,10 @@ impl Postgres {
             directory: me.clone(),
             suppressions: me.clone(),
             quarantine: me.clone(),
+            webhooks: Arc::new(crate::webhooks_sql::SqlWebhooks::new(
+                me.pool.clone(),
+                crate::webhooks_sql::Dialect::POSTGRES,
+            )),
             database: me,
         }
     }

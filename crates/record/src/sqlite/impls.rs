@@ -185,6 +185,13 @@ impl EventLog for Log {
     fn forget_months_before(&self, month: i64) -> Res<'_, u64> {
         Box::pin(Log::forget_months_before(self, month))
     }
+    fn stats<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        q: &'a crate::stats::StatsQuery,
+    ) -> Res<'a, crate::stats::Stats> {
+        Box::pin(crate::stats_sql::stats(self.pool(), crate::stats_sql::Dialect::SQLITE, tenant, q))
+    }
 }
 
 impl Directory for Log {

@@ -7,6 +7,8 @@ mod impls;
 mod log;
 mod quarantine;
 mod quarantine_writer;
+#[cfg(test)]
+mod stats_plans;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -37,6 +39,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0011_dkim_and_changes.sql"),
     include_str!("../../migrations/sqlite/0012_provider_webhooks.sql"),
     include_str!("../../migrations/sqlite/0013_tracking.sql"),
+    include_str!("../../migrations/sqlite/0014_webhooks_out.sql"),
+    include_str!("../../migrations/sqlite/0015_stats.sql"),
 ];
 
 /// An open SQLite database and its parts.
@@ -72,6 +76,10 @@ impl Sqlite {
             directory: log.clone(),
             suppressions: log,
             quarantine: Arc::new(self.quarantine),
+            webhooks: Arc::new(crate::webhooks_sql::SqlWebhooks::new(
+                self.pool.clone(),
+                crate::webhooks_sql::Dialect::SQLITE,
+            )),
             database: Arc::new(self.pool),
         }
     }
