@@ -189,6 +189,9 @@ def test_every_event_arrives_signed_verified_and_as_the_api_shows_it(sink, sluic
     assert status == 200 and "secret" not in one and one["description"] == "all of it" and one["events"] == []
     status, listed, _ = api(sl, "GET", "/v1/webhook-endpoints", key)
     assert [e["id"] for e in listed["endpoints"]][0] == ep["id"] and all("secret" not in e for e in listed["endpoints"])
+    # The receiver has them all; the attempts reach the log a moment later.
+    wait_until(lambda: len(api(sl, "GET", f"/v1/webhook-endpoints/{ep['id']}/deliveries?limit=100",
+                               key)[1]["deliveries"]) >= 12, 15, what="every attempt in the log")
     status, log, _ = api(sl, "GET", f"/v1/webhook-endpoints/{ep['id']}/deliveries?limit=5", key)
     assert status == 200 and len(log["deliveries"]) == 5 and log["next_cursor"], log
     d = log["deliveries"][0]
@@ -218,7 +221,12 @@ def test_a_receiver_failing_for_a_while_gets_everything_under_the_same_ids(sink,
         assert len({r["body"] for r in tries}) == 1, f"{wid}: one body on every attempt"
         assert all(r["verified_by"] == [0] for r in tries)
         assert [r["status"] for r in tries][-1] == 200
-    status, log, _ = api(sl, "GET", f"/v1/webhook-endpoints/{ep['id']}/deliveries?limit=100", key)
+    def log_of_all():
+        log = api(sl, "GET", f"/v1/webhook-endpoints/{ep['id']}/deliveries?limit=100", key)[1]
+        done = {d["webhook_id"] for d in log["deliveries"] if d["outcome"] == "delivered"}
+        return log if done >= set(want) else None
+
+    log = wait_until(log_of_all, 15, what="every delivery in the log")
     outcomes = {d["outcome"] for d in log["deliveries"]}
     assert outcomes == {"retrying", "delivered"}, log
     retried = [d for d in log["deliveries"] if d["outcome"] == "retrying"]
@@ -453,5 +461,9 @@ def test_a_batching_endpoint_gets_several_events_in_one_signed_post(sink, sluice
             assert item["data"] == want[f"msg_{item['data']['id']}"] and item["type"] == item["data"]["type"]
         first = f"msg_{body['data'][0]['data']['id']}"
         assert r["id"] == f"{first}_batch{len(body['data'])}", r["id"]
-    log = api(sl, "GET", f"/v1/webhook-endpoints/{ep['id']}/deliveries", key)[1]["deliveries"]
-    assert sorted(d["webhook_id"] for d in log) == sorted(want), "the log names each event's own id"
+    # The receiver answered before the attempt was written to the log: wait for it.
+    def logged():
+        log = api(sl, "GET", f"/v1/webhook-endpoints/{ep['id']}/deliveries", key)[1]["deliveries"]
+        return sorted(d["webhook_id"] for d in log)
+
+    wait_until(lambda: logged() == sorted(want), 15, what="the log to name each event's own id")
