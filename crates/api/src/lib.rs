@@ -52,7 +52,7 @@ pub struct AppState {
     pub record: record::Store,
     pub outbox: Arc<outbound::Outbox>,
     /// Opens the tokens of one-click unsubscribe links.
-    pub verp: outbound::Verp,
+    pub verp: Arc<outbound::Verp>,
     pub cfg: Arc<Config>,
     pub limiter: Arc<Limiter>,
     /// The providers whose webhooks are received (`/v1/webhooks/{provider}`).
@@ -74,7 +74,7 @@ impl AppState {
         AppState {
             record,
             outbox,
-            verp,
+            verp: Arc::new(verp),
             cfg: Arc::new(cfg),
             limiter,
             providers: Arc::default(),

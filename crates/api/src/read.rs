@@ -15,7 +15,7 @@ use crate::extract::{Authed, JsonBody, Q};
 use crate::{ApiError, AppState};
 
 /// A time as RFC 3339 or milliseconds since the epoch.
-fn time(field: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
+pub(crate) fn time(field: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
     let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) else { return Ok(None) };
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(Some(ms));

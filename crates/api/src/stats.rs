@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use record::stats::{Counts, Engagement, GroupBy, Rates, Stats, StatsQuery, parse_time};
+use record::stats::{Counts, Engagement, GroupBy, Rates, Stats, StatsQuery};
 use serde::{Deserialize, Serialize};
 
 use crate::extract::{Authed, Q};
@@ -34,19 +34,8 @@ pub async fn stats(
 /// The window and grouping a request asks for: `to` now and `from` a week
 /// before `to` unless given; 422 naming the field that is wrong.
 fn query(p: &Params, now: i64) -> Result<StatsQuery, ApiError> {
-    let time = |field: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
-        match v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(v) => parse_time(v).map(Some).ok_or_else(|| {
-                ApiError::invalid(
-                    field,
-                    "expected RFC 3339 (2026-11-23T10:00:00Z) or milliseconds since the epoch",
-                )
-            }),
-        }
-    };
-    let to = time("to", &p.to)?.unwrap_or(now);
-    let from = time("from", &p.from)?.unwrap_or(to.saturating_sub(WEEK_MS));
+    let to = crate::read::time("to", p.to.as_deref())?.unwrap_or(now);
+    let from = crate::read::time("from", p.from.as_deref())?.unwrap_or(to.saturating_sub(WEEK_MS));
     if from > to {
         return Err(ApiError::invalid("from", "the window's start is after its end (to)"));
     }

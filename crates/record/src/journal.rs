@@ -18,8 +18,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc as sync_mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,9 @@ use crate::events::{EventKind, EventLog, NewEvent};
 /// syncing an append, as the spool's segments do); a new one is started
 /// when it is full.
 const FILE_MAX: u64 = 4 << 20;
+/// Writer threads, each with its own files (`w0`, `w1`, ...): syncs in
+/// flight at once.
+const WRITERS: usize = 4;
 /// How often the loader looks for synced lines.
 const LOAD_EVERY: Duration = Duration::from_millis(100);
 /// Events handed to the record at once, at most.
@@ -73,6 +76,7 @@ impl Entry {
 }
 
 type Waiter = oneshot::Sender<Result<(), String>>;
+type Receiver = sync_mpsc::Receiver<(Vec<u8>, Waiter)>;
 
 /// The journal's handle (cheap to clone).
 #[derive(Clone)]
@@ -82,24 +86,25 @@ pub struct Journal {
 
 impl Journal {
     /// Opens the journal in `dir` (made if missing), loads into `log` what
-    /// an earlier run left there, and starts its writer thread and loader
-    /// task.
+    /// an earlier run left there, and starts its writer threads and loader
+    /// tasks.
     pub async fn open(dir: &Path, log: Arc<dyn EventLog>) -> io::Result<Journal> {
         std::fs::create_dir_all(dir)?;
-        let files = files(dir)?;
-        let next = files.last().map_or(1, |(n, _)| n + 1);
-        for (_, path) in &files {
-            load_whole(path, log.as_ref()).await?;
-            std::fs::remove_file(path)?;
-        }
+        // What an earlier layout (one writer, files in `dir` itself) left.
+        load_leftovers(dir, log.as_ref()).await?;
         let (tx, rx) = sync_mpsc::channel();
-        let dir = dir.to_path_buf();
-        let first = open_file(&dir, next)?;
-        std::thread::Builder::new().name("event-journal".into()).spawn({
-            let dir = dir.clone();
-            move || write_loop(&dir, next, first, rx)
-        })?;
-        tokio::spawn(load_loop(dir, next, log));
+        let rx = Arc::new(Mutex::new(rx));
+        for w in 0..WRITERS {
+            let dir = dir.join(format!("w{w}"));
+            std::fs::create_dir_all(&dir)?;
+            let next = load_leftovers(&dir, log.as_ref()).await?;
+            let first = open_file(&dir, next)?;
+            std::thread::Builder::new().name("event-journal".into()).spawn({
+                let (dir, rx) = (dir.clone(), rx.clone());
+                move || write_loop(&dir, next, first, &rx)
+            })?;
+            tokio::spawn(load_loop(dir, next, log.clone()));
+        }
         Ok(Journal { tx })
     }
 
@@ -150,15 +155,38 @@ fn files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// The writer: everything that arrived while the last sync ran is written
-/// and synced together (group commit), then each waiter answered.
-fn write_loop(dir: &Path, mut n: u64, mut file: File, rx: sync_mpsc::Receiver<(Vec<u8>, Waiter)>) {
+/// Loads and removes the files a stop left in `dir`; the number the next
+/// file there takes.
+async fn load_leftovers(dir: &Path, log: &dyn EventLog) -> io::Result<u64> {
+    let files = files(dir)?;
+    for (_, path) in &files {
+        load_whole(path, log).await?;
+        std::fs::remove_file(path)?;
+    }
+    Ok(files.last().map_or(1, |(n, _)| n + 1))
+}
+
+/// A writer: takes everything that arrived while the last sync ran (group
+/// commit), writes and syncs it, then answers each waiter. Writers share
+/// one queue: while one waits for its sync, the next gathers what came
+/// meanwhile and syncs it in its own file, so a request waits for one
+/// sync, not for the one before it too (a disk completes overlapping
+/// flushes in about the time of one).
+fn write_loop(dir: &Path, mut n: u64, mut file: File, rx: &Mutex<Receiver>) {
     use std::os::unix::fs::FileExt;
     let mut size = 0u64;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter().take(4096));
-        let buf: Vec<u8> = batch.iter().flat_map(|(line, _)| line.iter().copied()).collect();
+    loop {
+        let batch = {
+            let Ok(rx) = rx.lock() else { return };
+            let Ok(first) = rx.recv() else { return };
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter().take(4096));
+            batch
+        };
+        let mut buf = Vec::with_capacity(batch.iter().map(|(line, _)| line.len()).sum());
+        for (line, _) in &batch {
+            buf.extend_from_slice(line);
+        }
         let written = file.write_all_at(&buf, size).and_then(|()| file.sync_data());
         let answer = written.as_ref().map(|_| ()).map_err(|e| format!("the event journal: {e}"));
         if let Err(e) = &written {

@@ -60,12 +60,10 @@ async fn appends_reach_the_record_and_a_stop_s_leftovers_are_loaded_once() {
     for n in 0..10 {
         journal.append(&entry(t.id, n)).await.unwrap();
     }
-    // On disk as soon as append returned.
-    let on_disk: usize = std::fs::read_dir(&jdir)
-        .unwrap()
-        .map(|e| {
-            std::fs::read_to_string(e.unwrap().path()).unwrap().lines().filter(|l| l.starts_with('{')).count()
-        })
+    // On disk as soon as append returned, in the writers' files.
+    let on_disk: usize = walk(&jdir)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().filter(|l| l.starts_with('{')).count())
         .sum();
     assert_eq!(on_disk, 10);
     for _ in 0..50 {
@@ -78,10 +76,25 @@ async fn appends_reach_the_record_and_a_stop_s_leftovers_are_loaded_once() {
 
     // A stop that left lines behind, some loaded already and some not: a
     // file as a killed run leaves it.
-    let lines: String = (5..15).map(|n| serde_json::to_string(&entry(t.id, n)).unwrap() + "\n").collect();
-    std::fs::write(jdir.join("events-0000000099.journal"), lines).unwrap();
+    // The old layout (one writer, files in the journal's directory) and
+    // the new (a directory per writer) are both loaded.
+    let line = |n| serde_json::to_string(&entry(t.id, n)).unwrap() + "\n";
+    let old_layout = jdir.join("events-0000000099.journal");
+    let new_layout = jdir.join("w1").join("events-0000000099.journal");
+    std::fs::write(&old_layout, (5..12).map(line).collect::<String>()).unwrap();
+    std::fs::write(&new_layout, (10..15).map(line).collect::<String>()).unwrap();
     let _again = Journal::open(&jdir, store.events.clone()).await.unwrap();
     assert_eq!(clicks(&store, &t).await, 15, "loaded at open, each once");
-    assert!(!jdir.join("events-0000000099.journal").exists(), "and forgotten");
+    assert!(!old_layout.exists() && !new_layout.exists(), "and forgotten");
     store.close().await;
+}
+
+/// The files under `dir`, its subdirectories' too.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
 }

@@ -224,21 +224,17 @@ pub struct ReplayRequest {
     until: Option<serde_json::Value>,
 }
 
-/// A time given as RFC 3339 or milliseconds since the epoch.
+/// A time given as RFC 3339 or milliseconds since the epoch (a JSON
+/// number or string).
 fn time(field: &str, v: &serde_json::Value) -> Result<i64, ApiError> {
-    let bad = || {
-        ApiError::invalid(field, "expected RFC 3339 (2026-11-23T10:00:00Z) or milliseconds since the epoch")
+    let text = match v {
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        _ => String::new(),
     };
-    match v {
-        serde_json::Value::Number(n) => n.as_i64().ok_or_else(bad),
-        serde_json::Value::String(s) => match s.trim().parse::<i64>() {
-            Ok(ms) => Ok(ms),
-            Err(_) => chrono::DateTime::parse_from_rfc3339(s.trim())
-                .map(|t| t.timestamp_millis())
-                .map_err(|_| bad()),
-        },
-        _ => Err(bad()),
-    }
+    crate::read::time(field, Some(&text))?.ok_or_else(|| {
+        ApiError::invalid(field, "expected RFC 3339 (2026-11-23T10:00:00Z) or milliseconds since the epoch")
+    })
 }
 
 pub async fn replay(
