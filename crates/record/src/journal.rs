@@ -13,14 +13,17 @@
 //! the record already has is not written twice.
 //!
 //! The same pattern as the spool and the front line's record: what the
-//! answer promised is on disk, the record catches up.
+//! answer promised is on disk, the record catches up. Like the store's
+//! copies, the loaders give way to a flood (up to [`LAG_MAX`]): a burst of
+//! clicks is answered at full speed and recorded after it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as sync_mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -37,6 +40,12 @@ const FILE_MAX: u64 = 4 << 20;
 const WRITERS: usize = 4;
 /// How often the loader looks for synced lines.
 const LOAD_EVERY: Duration = Duration::from_millis(100);
+/// Appends between two looks of a loader above which it gives way (a
+/// thousand events a second).
+const BUSY_PER_TICK: u64 = 100;
+/// How long a loader gives way at most: how far behind the journal the
+/// record may fall in a flood.
+const LAG_MAX: Duration = Duration::from_secs(10);
 /// Events handed to the record at once, at most.
 const LOAD_BATCH: usize = 20_000;
 
@@ -82,6 +91,9 @@ type Receiver = sync_mpsc::Receiver<(Vec<u8>, Waiter)>;
 #[derive(Clone)]
 pub struct Journal {
     tx: sync_mpsc::Sender<(Vec<u8>, Waiter)>,
+    /// Events appended so far: how busy the journal is, which the loaders
+    /// read to give way.
+    appended: Arc<AtomicU64>,
 }
 
 impl Journal {
@@ -94,6 +106,7 @@ impl Journal {
         load_leftovers(dir, log.as_ref()).await?;
         let (tx, rx) = sync_mpsc::channel();
         let rx = Arc::new(Mutex::new(rx));
+        let appended = Arc::new(AtomicU64::new(0));
         for w in 0..WRITERS {
             let dir = dir.join(format!("w{w}"));
             std::fs::create_dir_all(&dir)?;
@@ -103,9 +116,9 @@ impl Journal {
                 let (dir, rx) = (dir.clone(), rx.clone());
                 move || write_loop(&dir, next, first, &rx)
             })?;
-            tokio::spawn(load_loop(dir, next, log.clone()));
+            tokio::spawn(load_loop(dir, next, log.clone(), appended.clone()));
         }
-        Ok(Journal { tx })
+        Ok(Journal { tx, appended })
     }
 
     /// Appends `entry`; returns once it is on disk.
@@ -113,6 +126,7 @@ impl Journal {
         let mut line = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
         line.push(b'\n');
         let (done, wait) = oneshot::channel();
+        self.appended.fetch_add(1, Ordering::Relaxed);
         self.tx.send((line, done)).map_err(|_| "the event journal stopped".to_string())?;
         wait.await.map_err(|_| "the event journal stopped".to_string())?
     }
@@ -206,10 +220,24 @@ fn write_loop(dir: &Path, mut n: u64, mut file: File, rx: &Mutex<Receiver>) {
 }
 
 /// The loader: moves synced lines into the record, file by file.
-async fn load_loop(dir: PathBuf, mut n: u64, log: Arc<dyn EventLog>) {
+///
+/// In a flood (more than [`BUSY_PER_TICK`] appends since the last look) it
+/// gives way: the record's writes would take the cores the answers need,
+/// and what is in the journal is safe. It loads anyway once it has waited
+/// [`LAG_MAX`], so under a flood that never ends the record is that far
+/// behind, and loading takes what it needs.
+async fn load_loop(dir: PathBuf, mut n: u64, log: Arc<dyn EventLog>, appended: Arc<AtomicU64>) {
     let mut offset = 0u64;
+    let (mut seen, mut loaded) = (0u64, Instant::now());
     loop {
         tokio::time::sleep(LOAD_EVERY).await;
+        let now = appended.load(Ordering::Relaxed);
+        let busy = now - seen > BUSY_PER_TICK;
+        seen = now;
+        if busy && loaded.elapsed() < LAG_MAX {
+            continue;
+        }
+        loaded = Instant::now();
         let path = dir.join(name(n));
         match load_from(&path, offset, log.as_ref()).await {
             Ok(read) => offset += read,
