@@ -7,6 +7,7 @@ mod compose;
 mod error;
 mod extract;
 mod limit;
+pub mod policies;
 mod read;
 mod send;
 pub mod stats;
@@ -46,8 +47,21 @@ pub struct Config {
     pub request_timeout: std::time::Duration,
 }
 
+/// What every handler shares: one pointer, so a request's copy (axum's
+/// `State` clones it per request) is one count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Clone)]
+pub struct Shared {
     /// The record: keys, messages and events, suppressions.
     pub record: record::Store,
     pub outbox: Arc<outbound::Outbox>,
@@ -61,6 +75,9 @@ pub struct AppState {
     pub tracking: Option<Arc<Tracking>>,
     /// Where webhook endpoints may point (`[webhooks] allow_destinations`).
     pub webhooks_out: Arc<webhooks_out::Guard>,
+    /// Per-recipient policy below the tenant's rows: built in, and the
+    /// configuration's `[policy]` (`GET /v1/policies/{scope}?effective=true`).
+    pub policy_defaults: Arc<record::policy::Defaults>,
 }
 
 impl AppState {
@@ -71,7 +88,7 @@ impl AppState {
         cfg: Config,
     ) -> Self {
         let limiter = Arc::new(Limiter::new(cfg.rate_per_sec));
-        AppState {
+        AppState(Arc::new(Shared {
             record,
             outbox,
             verp: Arc::new(verp),
@@ -80,24 +97,36 @@ impl AppState {
             providers: Arc::default(),
             tracking: None,
             webhooks_out: Arc::default(),
-        }
+            policy_defaults: Arc::default(),
+        }))
+    }
+
+    /// The shared parts, to set one while the state is being built.
+    fn parts(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
     }
 
     /// Serves open and click tracking.
     pub fn with_tracking(mut self, tracking: Tracking) -> Self {
-        self.tracking = Some(Arc::new(tracking));
+        self.parts().tracking = Some(Arc::new(tracking));
         self
     }
 
     /// Receives these providers' webhooks.
     pub fn with_providers(mut self, providers: ProviderHooks) -> Self {
-        self.providers = Arc::new(providers);
+        self.parts().providers = Arc::new(providers);
         self
     }
 
     /// Webhook endpoints may point where `guard` allows.
     pub fn with_webhooks_out(mut self, guard: Arc<webhooks_out::Guard>) -> Self {
-        self.webhooks_out = guard;
+        self.parts().webhooks_out = guard;
+        self
+    }
+
+    /// Policy defaults from the configuration's `[policy]`.
+    pub fn with_policy_defaults(mut self, defaults: record::policy::Defaults) -> Self {
+        self.parts().policy_defaults = Arc::new(defaults);
         self
     }
 }
@@ -114,6 +143,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/recipients/{address}", get(read::recipient))
         .route("/v1/events", get(read::events))
         .route("/v1/stats", get(stats::stats))
+        .route("/v1/policies/{scope}", get(policies::get).put(policies::put).delete(policies::delete))
         .route("/v1/suppressions", get(read::suppressions).post(read::add_suppression))
         .route("/v1/suppressions/export", get(read::export_suppressions))
         .route("/v1/suppressions/{address}", get(read::suppression).delete(read::remove_suppression))

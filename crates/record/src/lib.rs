@@ -17,6 +17,8 @@ pub mod events;
 pub mod idle;
 pub mod journal;
 mod password;
+pub mod policy;
+mod policy_sql;
 pub mod postgres;
 pub mod quarantine;
 mod sql;
@@ -35,6 +37,7 @@ use std::sync::Arc;
 
 pub use directory::Directory;
 pub use events::EventLog;
+pub use policy::Policies;
 pub use quarantine::QuarantineStore;
 pub use suppress::Suppressions;
 pub use url::DatabaseUrl;
@@ -137,6 +140,8 @@ pub struct Store {
     pub quarantine: Arc<dyn QuarantineStore>,
     /// Webhooks out: endpoints, their deliveries and attempts.
     pub webhooks: Arc<dyn WebhooksOut>,
+    /// Per-recipient policy: each tenant's rows, read per message.
+    pub policies: Arc<dyn Policies>,
     database: Arc<dyn Database>,
 }
 

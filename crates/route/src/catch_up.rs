@@ -82,7 +82,7 @@ async fn outcomes(
         .enumerate()
         .filter(|(idx, r)| {
             r.status.is_terminal()
-                && !matches!(r.route, Route::Quarantine { .. })
+                && !matches!(r.route, Route::Quarantine { .. } | Route::Folder { .. })
                 && seen.get(*idx).is_none_or(|s| matches!(s.as_str(), "received" | "deferred"))
         })
         .map(|(idx, rcpt)| Attempted { idx, rcpt, was: &before, remote: "", tls: None })

@@ -42,6 +42,12 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Also records `events` (of this message) once it is kept.
+    pub fn with_events(mut self, events: Vec<NewEvent>) -> Self {
+        self.events.extend(events);
+        self
+    }
+
     /// What `describe` needs: the envelope and the header block (the
     /// record reads the Message-ID and the Subject), copied.
     /// It arrived at `at` (ms).
@@ -108,10 +114,21 @@ impl InboundRecord {
             .rcpts
             .iter()
             .find_map(|r| match &r.route {
-                Route::Quarantine { account } => tenants.get(account).copied(),
+                Route::Quarantine { account } | Route::Folder { account, .. } => {
+                    tenants.get(account).copied()
+                }
                 _ => None,
             })
             .unwrap_or(self.default_tenant)
+    }
+
+    /// The tenant whose policy applies to an inbound recipient: that of
+    /// the store account named by the address, else of the one that takes
+    /// its domain's copies, else the default tenant.
+    pub fn rcpt_tenant(&self, address: &str) -> i64 {
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        let address = address.to_ascii_lowercase();
+        tenants.get(&address).copied().unwrap_or(self.default_tenant)
     }
 
     /// `received`, for each recipient (and each store copy) of a message
@@ -186,7 +203,11 @@ fn message(
         .rcpts
         .iter()
         .map(|r| {
-            let kind = if matches!(r.route, Route::Quarantine { .. }) { "copy" } else { "rcpt" };
+            let kind = match r.route {
+                Route::Quarantine { .. } => "copy",
+                Route::Folder { .. } => "folder",
+                _ => "rcpt",
+            };
             serde_json::json!({ "address": r.address.to_ascii_lowercase(), "kind": kind })
         })
         .collect();
@@ -210,6 +231,20 @@ fn message(
 }
 
 impl InboundRecord {
+    /// `filed` for a recipient filter mode sent to a folder (`Spam`,
+    /// `Archive`): under the recipient's address.
+    pub fn filed_for(&self, id: QueueId, envelope: &Envelope, route: &Route, address: &str, uid: i64) {
+        let Route::Folder { account, folder } = route else { return };
+        let Some(idx) = envelope.rcpts.iter().position(|r| &r.route == route && r.address == address) else {
+            return;
+        };
+        self.record.events.note(NewEvent {
+            detail: Some(serde_json::json!({ "account": account, "folder": folder, "uid": uid })),
+            reason: Some(folder.to_ascii_lowercase()),
+            ..event(id.to_string(), idx, address, EventKind::Filed)
+        });
+    }
+
     /// `filed`: a copy is in `account`'s folder, with its verdict.
     pub fn filed(&self, id: QueueId, envelope: &Envelope, filed: Filed<'_>) {
         let Some(idx) = envelope

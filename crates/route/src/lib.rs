@@ -17,6 +17,7 @@
 
 pub mod catch_up;
 pub mod copies;
+pub mod filter;
 pub mod front_line;
 pub mod inbound;
 pub mod postmaster;
@@ -29,6 +30,8 @@ use std::sync::Arc;
 use ingress::{Accepted, BoxFuture, Sink};
 use queue::{Spool, Waker};
 use vocabulary::Reply;
+
+use record::events::NewEvent;
 
 use crate::inbound::InboundRecord;
 
@@ -49,6 +52,9 @@ pub struct Router {
     /// postmaster and abuse: to a person, never to the feedback route.
     pub roles: postmaster::Roles,
     pub inbound: InboundRecord,
+    /// Filter mode's domains, scanner and policies, when any domain is in
+    /// filter mode.
+    pub filter: Option<Arc<filter::FilterMode>>,
 }
 
 impl Sink for Router {
@@ -66,29 +72,90 @@ impl Sink for Router {
                 }
             }
             let expires = msg.envelope.received_at + self.max_age;
-            let mut envelope = msg.envelope;
+            let Accepted { id, mut envelope, trace, content, tls } = msg;
             self.route(&mut envelope);
-            let received = self.inbound.received(msg.id, &envelope, &msg.content, msg.tls.as_deref());
-            let id =
-                self.spool.enqueue(msg.id, envelope, msg.trace, msg.content, expires).await.map_err(|e| {
-                    if e.is_storage_full() {
-                        // ingress logs the 452 at WARN with the peer.
-                        tracing::debug!(error = %e, "spool full");
-                        return storage_full_reply();
-                    }
-                    tracing::error!(error = %e, "spool write failed");
-                    Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
-                })?;
-            self.inbound.keep(received);
-            if let Some(w) = &self.waker {
-                w.now(id);
+            let filtered = match &self.filter {
+                Some(f) if f.applies(&envelope) => {
+                    let tenant_of = |address: &str| self.inbound.rcpt_tenant(address);
+                    Some(f.apply(&mut envelope, &content, &tenant_of).await)
+                }
+                _ => None,
+            };
+            let in_filter = |r: &vocabulary::Recipient| {
+                self.filter.as_ref().is_some_and(|f| f.domains.contains(&vocabulary::domain_of(&r.address)))
+            };
+            self.accounts.tee(&mut envelope, &in_filter);
+            let msg = Accepted { id, envelope, trace, content, tls };
+            match filtered {
+                None => self.spool(msg, expires, Vec::new()).await,
+                Some(filtered) => self.spool_filtered(msg, filtered, expires).await,
             }
-            Ok(())
         })
     }
 }
 
 impl Router {
+    /// Spools a message and records it `received`, with `events` (its
+    /// recipients' filter decisions); the 250 waits for the spool.
+    async fn spool(&self, msg: Accepted, expires: i64, events: Vec<NewEvent>) -> Result<(), Reply> {
+        let Accepted { id, envelope, trace, content, tls } = msg;
+        let received = self.inbound.received(id, &envelope, &content, tls.as_deref()).with_events(events);
+        let id = self.spool.enqueue(id, envelope, trace, content, expires).await.map_err(|e| {
+            if e.is_storage_full() {
+                // ingress logs the 452 at WARN with the peer.
+                tracing::debug!(error = %e, "spool full");
+                return storage_full_reply();
+            }
+            tracing::error!(error = %e, "spool write failed");
+            Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
+        })?;
+        self.inbound.keep(received);
+        if let Some(w) = &self.waker {
+            w.now(id);
+        }
+        Ok(())
+    }
+
+    /// A message filter mode decided for: refused whole, or the message as
+    /// accepted (delivered, quarantined and archived recipients, and any
+    /// outside filter mode) and a tagged copy per subject prefix, each
+    /// spooled before the 250.
+    async fn spool_filtered(
+        &self,
+        msg: Accepted,
+        filtered: filter::Filtered,
+        expires: i64,
+    ) -> Result<(), Reply> {
+        let tagged_ids: Vec<_> = filtered.tagged.iter().map(|_| vocabulary::QueueId::generate()).collect();
+        let mut events = filter::place(filtered.events, msg.id, &tagged_ids);
+        if let Some(reply) = filtered.refuse {
+            tracing::warn!(queue_id = %msg.id, from = %msg.envelope.mail_from, reply = %reply,
+                "refused: every recipient's filter policy says so");
+            self.note(events);
+            return Err(reply);
+        }
+        for ((content, rcpts), id) in filtered.tagged.into_iter().zip(&tagged_ids) {
+            let mine = take_events(&mut events, *id);
+            let envelope = vocabulary::Envelope { rcpts, ..msg.envelope.clone() };
+            let copy =
+                Accepted { id: *id, envelope, trace: msg.trace.clone(), content, tls: msg.tls.clone() };
+            self.spool(copy, expires, mine).await?;
+        }
+        if msg.envelope.rcpts.is_empty() {
+            // Everyone was tagged or rejected: the decisions are recorded
+            // on their own.
+            self.note(events);
+            return Ok(());
+        }
+        self.spool(msg, expires, events).await
+    }
+
+    fn note(&self, events: Vec<NewEvent>) {
+        for e in events {
+            self.inbound.record().events.note(e);
+        }
+    }
+
     /// Each recipient's route: postmaster and abuse to a person, the
     /// bounce domain's mail to the feedback route, the rest to the relay,
     /// and a copy for each store account whose domain is among them. (A
@@ -104,8 +171,15 @@ impl Router {
                 r.route = vocabulary::Route::Feedback;
             }
         }
-        self.accounts.tee(envelope);
     }
+}
+
+/// The events of message `id`, taken out of `events`.
+fn take_events(events: &mut Vec<NewEvent>, id: vocabulary::QueueId) -> Vec<NewEvent> {
+    let id = id.to_string();
+    let (mine, rest) = std::mem::take(events).into_iter().partition(|e| e.message == id);
+    *events = rest;
+    mine
 }
 
 /// RFC 3463 4.3.1: the reply to every message refused for a full disk.

@@ -44,9 +44,16 @@ impl Accounts {
         }
     }
 
+    /// The store account that takes `domain`'s copies.
+    pub fn account_of(&self, domain: &str) -> Option<String> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).get(domain).cloned()
+    }
+
     /// Adds one quarantine recipient per account that takes a copy of this
-    /// inbound message (authenticated submissions are not teed).
-    pub fn tee(&self, envelope: &mut Envelope) {
+    /// inbound message (authenticated submissions are not teed; nor are
+    /// recipients filter mode decided for, whose copies go to folders of
+    /// their own).
+    pub fn tee(&self, envelope: &mut Envelope, filtered: &dyn Fn(&Recipient) -> bool) {
         if envelope.auth_user.is_some() {
             return;
         }
@@ -54,8 +61,12 @@ impl Accounts {
         if map.is_empty() {
             return;
         }
-        let accounts: BTreeSet<String> =
-            envelope.rcpts.iter().filter_map(|r| map.get(&domain_of(&r.address)).cloned()).collect();
+        let accounts: BTreeSet<String> = envelope
+            .rcpts
+            .iter()
+            .filter(|r| !matches!(r.route, Route::Folder { .. }) && !filtered(r))
+            .filter_map(|r| map.get(&domain_of(&r.address)).cloned())
+            .collect();
         for account in accounts {
             envelope.rcpts.push(Recipient::routed(account.clone(), Route::Quarantine { account }));
         }
@@ -84,6 +95,9 @@ pub struct QuarantineTransport {
 impl Transport for QuarantineTransport {
     fn deliver<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, AttemptResult> {
         Box::pin(async move {
+            if let Route::Folder { account, folder } = job.route {
+                return self.file_as_is(job, account, folder).await;
+            }
             let relay_rcpts: Vec<String> = job
                 .envelope
                 .rcpts
@@ -147,5 +161,52 @@ impl Transport for QuarantineTransport {
                 outcome: AttemptOutcome::PerRecipient(replies),
             }
         })
+    }
+}
+
+impl QuarantineTransport {
+    /// Filter mode's copies: the message as received, into `folder` of
+    /// `account` (one copy for the job's recipients, who share the folder).
+    async fn file_as_is(&self, job: &Job<'_>, account: &str, folder: &str) -> AttemptResult {
+        let reply = match filed_before(self.store.as_ref(), job, account).await {
+            Some(reply) => reply,
+            None => {
+                let meta = record::quarantine::MessageMeta {
+                    received_at: job.envelope.received_at,
+                    verdict: Some(if folder == "Spam" { "spam" } else { "archived" }.to_string()),
+                    reason: None,
+                    original_message_id: None,
+                    mail_from: Some(job.envelope.mail_from.clone()),
+                    rcpts: job.rcpts.iter().map(|r| r.to_string()).collect(),
+                    queue_id: Some(job.id.to_string()),
+                    flags: if folder == "Spam" { vec!["$Junk".to_string()] } else { Vec::new() },
+                };
+                let to = folder.to_string();
+                let filing: crate::copies::Filing = Box::new(move |_: &[u8]| (to, meta));
+                match self.copies.file(account, job.envelope.received_at, job.content.to_vec(), filing).await
+                {
+                    Ok(placed) => {
+                        for rcpt in &job.rcpts {
+                            self.inbound.filed_for(job.id, job.envelope, job.route, rcpt, placed.uid);
+                        }
+                        Reply::new(
+                            250,
+                            "2.0.0",
+                            format!("stored in {account}'s {folder} as UID {}", placed.uid),
+                        )
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue_id = %job.id, account, folder, error = %e, "a filter-mode copy could not be stored: it waits in the queue");
+                        Reply::new(451, "4.3.0", format!("store account {account} unavailable: {e}"))
+                    }
+                }
+            }
+        };
+        AttemptResult {
+            remote: "quarantine".into(),
+            tls: None,
+            downstream_dsn: false,
+            outcome: AttemptOutcome::PerRecipient(vec![reply; job.rcpts.len()]),
+        }
     }
 }

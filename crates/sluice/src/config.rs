@@ -32,6 +32,59 @@ pub struct Config {
     /// Webhooks out: how events are pushed to the endpoints tenants make
     /// with `/v1/webhook-endpoints`.
     pub webhooks: WebhooksConfig,
+    /// Per-recipient policy defaults (the `config` level, below each
+    /// tenant's `global`): the keys of `sluice policy set`.
+    pub policy: PolicyConfig,
+    /// `[domains."example.net"]`: how each inbound domain's mail is
+    /// handled (`mode = "filter"`: scanned once, then each recipient's
+    /// policy decides; a filter-mode domain is accepted from anyone).
+    pub domains: std::collections::BTreeMap<String, DomainConfig>,
+}
+
+/// `[domains."example.net"]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    pub mode: DomainMode,
+}
+
+/// How a domain's inbound mail is handled.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainMode {
+    /// Relayed unchanged (and teed when a store account takes the domain).
+    #[default]
+    Relay,
+    /// Scanned for spam; each recipient's policy decides deliver, tag,
+    /// quarantine or reject (`route::filter`).
+    Filter,
+}
+
+impl Config {
+    /// The domains in filter mode, lower case.
+    pub fn filter_domains(&self) -> std::collections::HashSet<String> {
+        self.domains
+            .iter()
+            .filter(|(_, d)| d.mode == DomainMode::Filter)
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .collect()
+    }
+}
+
+/// `[policy]`: the per-recipient policy's defaults for every tenant, keys
+/// as `sluice policy set` takes them (`record::policy` lists them and their
+/// built-in values), e.g. `spam_threshold = 6.0`, `unsure_action = "tag"`,
+/// `block_senders = ["*.bulk.example"]`, `retention_days = { Spam = 14 }`.
+/// A tenant's `global`, domain and address scopes override them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct PolicyConfig(pub std::collections::BTreeMap<String, serde_json::Value>);
+
+impl PolicyConfig {
+    /// The defaults these keys make (an unknown key or a bad value names it).
+    pub fn defaults(&self) -> anyhow::Result<record::policy::Defaults> {
+        record::policy::Defaults::from_config(&self.0).map_err(|e| anyhow::anyhow!("policy.{e}"))
+    }
 }
 
 /// `[[accounts]]`: one quarantine-store account.
@@ -610,6 +663,7 @@ impl Config {
         }
         crate::provider_hooks::hooks(&self.provider_webhooks)?;
         self.webhooks.settings()?;
+        self.policy.defaults()?;
         if let Some(url) = &self.tracking.base_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
@@ -665,5 +719,20 @@ mod tests {
         assert!(cfg.validate().unwrap_err().to_string().contains("smtp.max_recipients"));
         assert_eq!(parse_host_port("[::1]:25").unwrap(), ("::1".to_string(), 25));
         assert!(parse_host_port("nohost").is_err());
+    }
+
+    #[test]
+    fn policy_defaults_are_checked_and_name_the_key() {
+        let cfg: Config = toml::from_str(
+            "[policy]\nspam_threshold = 6.5\nblock_senders = [\"*.bulk.test\"]\nretention_days = { Spam = 14 }\n",
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        let e = record::policy::resolve(&cfg.policy.defaults().unwrap(), &[]);
+        assert_eq!((e.spam_threshold(), e.retention_days("Spam")), (6.5, 14));
+        let cfg: Config = toml::from_str("[policy]\nspam_acton = \"reject\"\n").unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().starts_with("policy.spam_acton"));
+        let cfg: Config = toml::from_str("[policy]\nunsure_threshold = 9.0\n").unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("unsure_threshold"));
     }
 }

@@ -111,6 +111,7 @@ impl From<&Entry> for EntryView {
                     route: match &r.route {
                         vocabulary::Route::Relay => "relay".into(),
                         vocabulary::Route::Quarantine { account } => format!("quarantine:{account}"),
+                        vocabulary::Route::Folder { account, folder } => format!("folder:{account}/{folder}"),
                         vocabulary::Route::Outbound { tenant, .. } => format!("outbound:{tenant}"),
                         vocabulary::Route::Feedback => "feedback".into(),
                     },

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod control;
+pub mod filter_wiring;
 pub mod logbuf;
 pub mod outbound_wiring;
 pub mod provider_hooks;

@@ -3,6 +3,8 @@
 
 mod classify_cmd;
 mod outbound_cmd;
+mod policy_cmd;
+mod spam_cmd;
 mod stats_cmd;
 mod webhook_cmd;
 
@@ -124,6 +126,12 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Per-recipient policy (global, domain, address): get, set, unset,
+    /// explain, simulate.
+    Policy {
+        #[command(subcommand)]
+        command: policy_cmd::PolicyCommand,
+    },
     /// The record's database (SQLite, or PostgreSQL shared by many nodes).
     Db {
         #[command(subcommand)]
@@ -147,6 +155,13 @@ enum Command {
         jobs: Option<usize>,
         /// Message files; `-` reads standard input.
         files: Vec<String>,
+    },
+    /// The built-in spam filter: train its Bayes model, score messages.
+    Spam {
+        #[command(subcommand)]
+        command: spam_cmd::SpamCommand,
+        #[command(flatten)]
+        common: Common,
     },
     /// Provider webhooks (Amazon SES, SendGrid, Mailgun, Postmark, SparkPost).
     Webhook {
@@ -222,6 +237,10 @@ struct ServeArgs {
     /// Domain accepted from anyone (repeatable).
     #[arg(long = "accept-domain")]
     accept_domain: Vec<String>,
+    /// Domain in filter mode: accepted from anyone, scanned once, each
+    /// recipient's policy decides (repeatable; `[domains.D] mode = "filter"`).
+    #[arg(long = "filter-domain")]
+    filter_domain: Vec<String>,
     /// Name in the greeting and trace headers.
     #[arg(long)]
     hostname: Option<String>,
@@ -439,6 +458,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 cfg.relay.host = Some(v);
             }
             cfg.server.accept_domains.extend(args.accept_domain);
+            for d in args.filter_domain {
+                cfg.domains.entry(d).or_default().mode = sluice::config::DomainMode::Filter;
+            }
             if let Some(v) = args.hostname {
                 cfg.server.hostname = v;
             }
@@ -609,9 +631,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Stats { tenant, from, to, group_by, json, common } => runtime()?
             .block_on(stats_cmd::run(stats_cmd::Options { tenant, from, to, group_by, json, common })),
+        Command::Policy { command } => runtime()?.block_on(policy_cmd::run(command)),
         Command::Classify { format, eval, explain, jobs, files } => {
             classify_cmd::run(classify_cmd::Options { format, eval, explain, jobs, files })
         }
+        Command::Spam { command, common } => spam_cmd::run(command, &load_config(&common)?.server.data),
         Command::Webhook { command: WebhookCommand::Parse { provider, files, content_type, raw } } => {
             webhook_cmd::run(webhook_cmd::Options { provider, files, content_type, raw })
         }

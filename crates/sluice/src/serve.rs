@@ -177,6 +177,8 @@ struct Core {
     /// Opens and clicks, on disk before their answer; the record follows.
     journal: record::journal::Journal,
     bounce_domain: String,
+    /// Filter mode, when a domain is in it.
+    filter: Option<Arc<route::filter::FilterMode>>,
 }
 
 impl Core {
@@ -212,6 +214,7 @@ impl Core {
         }
         let inbound = InboundRecord::open(store.clone()).await.context("opening the inbound record")?;
         catch_up(&spool, &inbound).await;
+        let filter = crate::filter_wiring::filter_mode(cfg, &data, &store, &accounts)?.map(Arc::new);
         Ok(Core {
             data,
             store,
@@ -224,6 +227,7 @@ impl Core {
             tracker,
             journal,
             bounce_domain,
+            filter,
         })
     }
 }
@@ -384,15 +388,22 @@ fn start_smtp(
         front_line: core.front_line.clone(),
         roles: route::postmaster::Roles::new(
             &cfg.server.hostname,
-            cfg.server.accept_domains.iter().cloned().chain([core.bounce_domain.clone()]),
+            cfg.server
+                .accept_domains
+                .iter()
+                .cloned()
+                .chain(cfg.filter_domains())
+                .chain([core.bounce_domain.clone()]),
             cfg.relay.host.is_some(),
             cfg.server.postmaster.as_deref(),
         ),
         inbound: core.inbound.clone(),
+        filter: core.filter.clone(),
     });
     let auth: Arc<dyn Authenticator> = Arc::new(UsersAuth(core.store.directory.clone()));
     let mut accept_domains: HashSet<String> =
         cfg.server.accept_domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+    accept_domains.extend(cfg.filter_domains());
     accept_domains.insert(core.bounce_domain.clone());
     let grace = Duration::from_secs(cfg.smtp.shutdown_grace_secs);
     [(ListenerKind::Mx, smtp), (ListenerKind::Submission, submission)]
@@ -487,6 +498,8 @@ fn start_http(
         Ok(s) => state.with_webhooks_out(s.guard),
         Err(_) => state,
     };
+    // `[policy]` was checked when the configuration was validated.
+    let state = state.with_policy_defaults(cfg.policy.defaults().unwrap_or_default());
     tokio::spawn(api::serve(listener, state, stop_rx.clone()))
 }
 

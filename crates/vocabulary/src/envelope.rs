@@ -110,6 +110,11 @@ pub enum Route {
     Relay,
     /// A classified copy into the quarantine store of this account.
     Quarantine { account: String },
+    /// Filter mode: the recipient's copy filed as received into this
+    /// account's folder (`Spam` for a quarantined recipient, `Archive`
+    /// for a recipient who keeps everything); the recipient's address is
+    /// the recipient's. The quarantine store's transport runs it.
+    Folder { account: String, folder: String },
     /// Mail sent by an application (API or authenticated submission of a
     /// tenant's user): delivered to each recipient's MX or the smart host,
     /// with a VERP return path, and recorded per recipient in the
@@ -144,7 +149,7 @@ impl Route {
     pub fn kind(&self) -> RouteKind {
         match self {
             Route::Relay => RouteKind::Relay,
-            Route::Quarantine { .. } => RouteKind::Quarantine,
+            Route::Quarantine { .. } | Route::Folder { .. } => RouteKind::Quarantine,
             Route::Outbound { .. } => RouteKind::Outbound,
             Route::Feedback => RouteKind::Feedback,
         }
@@ -210,7 +215,9 @@ impl Recipient {
             (RcptStatus::Failed { .. }, _) if outbound => EventKind::Rejected,
             (RcptStatus::Failed { .. }, _) => EventKind::Refused,
             (RcptStatus::Delivered { .. }, Route::Relay) => EventKind::Relayed,
-            (RcptStatus::Delivered { .. }, Route::Quarantine { .. }) => EventKind::Filed,
+            (RcptStatus::Delivered { .. }, Route::Quarantine { .. } | Route::Folder { .. }) => {
+                EventKind::Filed
+            }
             (RcptStatus::Delivered { .. }, Route::Outbound { .. }) => EventKind::Delivered,
             (RcptStatus::Delivered { .. }, Route::Feedback) => return None,
         })

@@ -23,6 +23,10 @@ pub enum EventKind {
     Filed,
     /// A filed copy was released back into the flow.
     Released,
+    /// Filter mode decided a recipient's fate (`reason`: `deliver`, `tag`,
+    /// `quarantine` or `reject`; `detail`: the score, the class, the
+    /// signals and the policy level that decided).
+    Filtered,
     /// A delivery status notification went back to the sender.
     DsnSent,
     /// Retried until its queue lifetime ran out.
@@ -88,13 +92,14 @@ impl Direction {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::Received,
         EventKind::Relayed,
         EventKind::Refused,
         EventKind::Held,
         EventKind::Filed,
         EventKind::Released,
+        EventKind::Filtered,
         EventKind::DsnSent,
         EventKind::Expired,
         EventKind::Deferred,
@@ -123,6 +128,7 @@ impl EventKind {
             EventKind::Held => "held",
             EventKind::Filed => "filed",
             EventKind::Released => "released",
+            EventKind::Filtered => "filtered",
             EventKind::DsnSent => "dsn_sent",
             EventKind::Expired => "expired",
             EventKind::Deferred => "deferred",
@@ -150,7 +156,9 @@ impl EventKind {
     pub fn direction(self) -> Direction {
         use EventKind::*;
         match self {
-            Received | Relayed | Refused | Held | Filed | Released | DsnSent | Expired => Direction::Inbound,
+            Received | Relayed | Refused | Held | Filed | Released | Filtered | DsnSent | Expired => {
+                Direction::Inbound
+            }
             Deferred => Direction::Both,
             _ => Direction::Outbound,
         }

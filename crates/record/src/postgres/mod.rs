@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0007_tracking.sql"),
     include_str!("../../migrations/postgres/0008_webhooks_out.sql"),
     include_str!("../../migrations/postgres/0009_stats.sql"),
+    include_str!("../../migrations/postgres/0010_policies.sql"),
 ];
 
 /// The advisory lock nodes take to migrate one at a time (any constant: "sluice").
@@ -114,6 +115,7 @@ impl Postgres {
                 me.pool.clone(),
                 crate::webhooks_sql::Dialect::POSTGRES,
             )),
+            policies: Arc::new(crate::policy_sql::SqlPolicies::new(me.pool.clone())),
             database: me,
         }
     }

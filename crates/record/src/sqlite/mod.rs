@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0013_tracking.sql"),
     include_str!("../../migrations/sqlite/0014_webhooks_out.sql"),
     include_str!("../../migrations/sqlite/0015_stats.sql"),
+    include_str!("../../migrations/sqlite/0016_policies.sql"),
 ];
 
 /// An open SQLite database and its parts.
@@ -80,6 +81,7 @@ impl Sqlite {
                 self.pool.clone(),
                 crate::webhooks_sql::Dialect::SQLITE,
             )),
+            policies: Arc::new(crate::policy_sql::SqlPolicies::new(self.pool.clone())),
             database: Arc::new(self.pool),
         }
     }

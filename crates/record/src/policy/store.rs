@@ -1,0 +1,123 @@
+//! The policy store ([`Policies`]) and what reads and writes through it.
+
+use serde_json::Value as Json;
+
+use super::{
+    Change, Defaults, Effective, FilterRecord, Key, PolicyError, PolicyRow, Scope, Simulation, Value,
+    check_change, layers_for, resolve, simulate,
+};
+use crate::{BoxFuture, RecordError};
+
+type Res<'a, T> = BoxFuture<'a, Result<T, RecordError>>;
+
+/// The policy store: each tenant's rows (`policy_sql.rs`, both backends),
+/// and the decisions filter mode recorded, for [`simulate`].
+pub trait Policies: Send + Sync + 'static {
+    /// The tenant's rows at these scopes (stored forms, [`Scope::as_str`]),
+    /// in one query: read for every message, so a change applies to the
+    /// next one on every node.
+    fn policy_rows<'a>(&'a self, tenant: i64, scopes: &'a [&'a str]) -> Res<'a, Vec<PolicyRow>>;
+    /// Sets these keys of a scope (and unsets those with no value), in one
+    /// transaction. Values are checked by the caller ([`set`]).
+    fn set_policy<'a>(
+        &'a self,
+        tenant: i64,
+        scope: &'a str,
+        values: &'a [(String, Option<Json>)],
+    ) -> Res<'a, ()>;
+    /// Unsets a key of a scope, or all its keys; how many rows went.
+    fn unset_policy<'a>(&'a self, tenant: i64, scope: &'a str, key: Option<&'a str>) -> Res<'a, u64>;
+    /// The tenant's rows at one scope, or at every scope, by scope and key.
+    fn list_policy<'a>(&'a self, tenant: i64, scope: Option<&'a str>) -> Res<'a, Vec<PolicyRow>>;
+    /// The `filtered` events of the tenant from `from` (ms) up to `to`.
+    fn filter_records(&self, tenant: i64, from: i64, to: i64) -> Res<'_, Vec<FilterRecord>>;
+}
+
+/// The effective policy of a recipient, read from the store now.
+pub async fn effective_for(
+    store: &dyn Policies,
+    tenant: i64,
+    defaults: &Defaults,
+    address: &str,
+) -> Result<Effective, PolicyError> {
+    let (d, u) = Scope::of_address(address)?;
+    let rows = store.policy_rows(tenant, &["global", d.as_str(), u.as_str()]).await?;
+    Ok(resolve(defaults, &layers_for(&rows, &u)))
+}
+
+/// The effective policy at a scope (an address's, a domain's, global's).
+pub async fn effective_at(
+    store: &dyn Policies,
+    tenant: i64,
+    defaults: &Defaults,
+    scope: &Scope,
+) -> Result<Effective, PolicyError> {
+    let d = match scope {
+        Scope::User(a) => a.rsplit_once('@').map(|(_, d)| d.to_string()),
+        Scope::Domain(d) => Some(d.clone()),
+        Scope::Global => None,
+    };
+    let mut scopes = vec!["global"];
+    scopes.extend(d.as_deref());
+    scopes.push(scope.as_str());
+    let rows = store.policy_rows(tenant, &scopes).await?;
+    Ok(resolve(defaults, &layers_for(&rows, scope)))
+}
+
+/// Applies `change` to `scope` once it is checked against every scope of
+/// the tenant ([`check_change`]).
+pub async fn apply(
+    store: &dyn Policies,
+    tenant: i64,
+    defaults: &Defaults,
+    scope: &Scope,
+    change: &Change,
+) -> Result<u64, PolicyError> {
+    let rows = store.list_policy(tenant, None).await?;
+    check_change(defaults, &rows, scope, change)?;
+    if change.unset_all {
+        return Ok(store.unset_policy(tenant, scope.as_str(), None).await?);
+    }
+    let values: Vec<(String, Option<Json>)> =
+        change.set.iter().map(|(k, v)| (k.name(), v.as_ref().map(Value::to_json))).collect();
+    store.set_policy(tenant, scope.as_str(), &values).await?;
+    Ok(values.len() as u64)
+}
+
+/// Sets one key ([`apply`]).
+pub async fn set(
+    store: &dyn Policies,
+    tenant: i64,
+    defaults: &Defaults,
+    scope: &Scope,
+    key: Key,
+    value: Value,
+) -> Result<(), PolicyError> {
+    apply(store, tenant, defaults, scope, &Change { set: vec![(key, Some(value))], unset_all: false })
+        .await?;
+    Ok(())
+}
+
+/// Replays the last `days` days of recorded decisions (up to `now`) against
+/// `key` set to `value` at `scope` ([`simulate`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn simulate_days(
+    store: &dyn Policies,
+    tenant: i64,
+    defaults: &Defaults,
+    scope: &Scope,
+    key: Key,
+    value: Value,
+    days: u32,
+    now: i64,
+) -> Result<Simulation, PolicyError> {
+    let from = now.saturating_sub(i64::from(days) * 86_400_000);
+    let (rows, records) = tokio::try_join!(
+        store.list_policy(tenant, None),
+        store.filter_records(tenant, from, now.saturating_add(1))
+    )?;
+    let change = Change { set: vec![(key, Some(value))], unset_all: false };
+    let mut sim = simulate(defaults, &rows, scope, &change, &records);
+    sim.refused = check_change(defaults, &rows, scope, &change).err().map(|e| e.to_string());
+    Ok(sim)
+}

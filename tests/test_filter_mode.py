@@ -1,0 +1,168 @@
+"""Filter mode (issue 20): mail for a filter-mode domain is scanned once and
+each recipient's own policy decides its fate. Users of one domain with
+different policies receive the same mail: one gets it quarantined in the
+`Spam` folder of their store account (browsable over IMAP) and archived,
+one tagged (`X-Spam-Status`, a subject prefix), one delivered unchanged,
+one rejected; allow and block lists win over the score; a policy change
+applies to the next message without a restart; every decision is a
+`filtered` event naming the policy level that decided.
+`SLUICE_TEST_DATABASE=postgres` runs it on PostgreSQL."""
+
+import imaplib
+import json
+import time
+
+from helpers.mail import assert_relayed_exactly, send_raw
+from helpers.net import tls_context
+from helpers.procs import wait_until
+
+DOMAIN = "isp.test"
+
+SPAMMY = (
+    b"From: \"WINNER NOTICE\" <promo@prizes.example>\r\n"
+    b"To: undisclosed-recipients:;\r\n"
+    b"Subject: YOU HAVE WON $1,000,000 CLAIM NOW!!!\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: text/html; charset=us-ascii\r\n"
+    b"\r\n"
+    b"<html><body><p>CLICK <a href=\"http://198.51.100.7/claim\">HERE</a> to claim your prize!!!"
+    b" 100% FREE, act now, limited time, no credit card needed.</p></body></html>\r\n"
+)
+
+
+def policy(sl, *args):
+    return sl.cli("policy", *args, "--data", sl.data).stdout.decode()
+
+
+def thresholds(sl, scope, unsure, spam):
+    """Sets both ends of the unsure band, in the order that keeps it valid
+    (unsure never above spam, at every step)."""
+    first = sl.cli("policy", "set", scope, "unsure_threshold", f"{unsure:.2f}", "--data", sl.data, check=False)
+    policy(sl, "set", scope, "spam_threshold", f"{spam:.2f}")
+    if first.returncode != 0:
+        policy(sl, "set", scope, "unsure_threshold", f"{unsure:.2f}")
+
+
+def score_of(sl, tmp_path, content):
+    """What the filter scores `content` (the same shipped rules and model
+    the server uses), from `sluice spam score`."""
+    f = tmp_path / "probe.eml"
+    f.write_bytes(content)
+    line = sl.cli("spam", "score", str(f), "--data", sl.data).stdout.decode().strip().splitlines()[-1]
+    return json.loads(line)["score"]
+
+
+def filtered(sl):
+    """address -> (action, detail) of every `filtered` event."""
+    rows = sl.rows("SELECT address, reason, detail FROM events WHERE type = 'filtered' ORDER BY id")
+    return [(a, r, json.loads(d)) for a, r, d in rows]
+
+
+def imap_folder(sl, user, password, folder):
+    host, port = sl.imap
+    with imaplib.IMAP4(host, port) as m:
+        m.starttls(ssl_context=tls_context())
+        m.login(user, password)
+        typ, data = m.select(f'"{folder}"')
+        assert typ == "OK", (folder, data)
+        n = int(data[0])
+        bodies = []
+        for i in range(1, n + 1):
+            typ, got = m.fetch(str(i), "(BODY.PEEK[])")
+            bodies.append(got[0][1])
+        return bodies
+
+
+def setup(sluice_factory, sink, tmp_path):
+    sl = sluice_factory(relay=sink.addr, extra_args=["--filter-domain", DOMAIN],
+                        config={"queue": {"retry_initial_secs": 1, "retry_max_secs": 2}})
+    pw = tmp_path / "ann.pw"
+    pw.write_text("ann-secret\n")
+    sl.cli("account", "add", f"ann@{DOMAIN}", "--password-file", str(pw), "--data", sl.data)
+    return sl
+
+
+def test_each_recipient_gets_what_their_policy_says(sluice_factory, sink, tmp_path):
+    sl = setup(sluice_factory, sink, tmp_path)
+    s = score_of(sl, tmp_path, SPAMMY)
+    # Thresholds on either side of this message's score, whatever it is.
+    for user, threshold, action in [("ann", s - 1, "quarantine"), ("bob", s - 1, "tag"),
+                                    ("cat", s + 10, "quarantine"), ("dan", s - 1, "reject")]:
+        thresholds(sl, f"{user}@{DOMAIN}", threshold - 0.5, threshold)
+        policy(sl, "set", f"{user}@{DOMAIN}", "spam_action", action)
+        policy(sl, "set", f"{user}@{DOMAIN}", "unsure_action", "deliver")
+    policy(sl, "set", f"ann@{DOMAIN}", "archive", "true")
+    policy(sl, "set", f"bob@{DOMAIN}", "subject_prefix", "[SPAM]")
+    explained = policy(sl, "explain", f"cat@{DOMAIN}")
+    assert f"from user cat@{DOMAIN}" in explained, explained
+
+    rcpts = [f"{u}@{DOMAIN}" for u in ("ann", "bob", "cat", "dan")]
+    send_raw(sl.smtp, SPAMMY, mail_from="promo@prizes.example", rcpts=rcpts)
+
+    # bob's copy is tagged, cat's is the original unchanged; ann and dan get none.
+    msgs = sink.wait_for(2, timeout=20)
+    by_rcpt = {tuple(m.rcpts): m.content for m in msgs}
+    assert set(by_rcpt) == {(f"bob@{DOMAIN}",), (f"cat@{DOMAIN}",)}, by_rcpt.keys()
+    tagged = by_rcpt[(f"bob@{DOMAIN}",)]
+    assert b"\r\nX-Spam-Status: Yes, score=" in tagged, tagged[:400]
+    assert b"\r\nSubject: [SPAM] YOU HAVE WON" in tagged, tagged[:400]
+    assert_relayed_exactly(by_rcpt[(f"cat@{DOMAIN}",)], SPAMMY)
+
+    # ann's copy is in her Spam folder, and in her Archive, over IMAP.
+    spam = wait_until(lambda: imap_folder(sl, f"ann@{DOMAIN}", "ann-secret", "Spam") or None, 20,
+                      what="ann's Spam folder")
+    assert spam == [SPAMMY]
+    assert imap_folder(sl, f"ann@{DOMAIN}", "ann-secret", "Archive") == [SPAMMY]
+
+    # Every decision is an event with the level that decided.
+    events = wait_until(lambda: len(filtered(sl)) >= 4 and filtered(sl), 20, what="filtered events")
+    got = {a: (r, d["level"], d["class"]) for a, r, d in events}
+    assert got == {
+        f"ann@{DOMAIN}": ("quarantine", f"user ann@{DOMAIN}", "spam"),
+        f"bob@{DOMAIN}": ("tag", f"user bob@{DOMAIN}", "spam"),
+        f"cat@{DOMAIN}": ("deliver", f"user cat@{DOMAIN}", "ham"),
+        f"dan@{DOMAIN}": ("reject", f"user dan@{DOMAIN}", "spam"),
+    }, got
+    assert all(abs(d["score"] - s) < 0.01 for _, _, d in events), (s, events)
+    sl.wait_queue_empty(20)
+
+    # A change applies to the next message, no restart: cat now tags.
+    thresholds(sl, f"cat@{DOMAIN}", s - 1.5, s - 1)
+    policy(sl, "set", f"cat@{DOMAIN}", "spam_action", "tag")
+    send_raw(sl.smtp, SPAMMY, mail_from="promo@prizes.example", rcpts=[f"cat@{DOMAIN}"])
+    again = sink.wait_for(3, timeout=20)[-1]
+    assert b"X-Spam-Status: Yes" in again.content, again.content[:300]
+
+
+def test_every_recipient_rejecting_refuses_at_end_of_data_and_lists_win(sluice_factory, sink, tmp_path):
+    sl = setup(sluice_factory, sink, tmp_path)
+    policy(sl, "set", DOMAIN, "spam_action", "reject")
+    thresholds(sl, DOMAIN, -100, -99)
+    # Everything scores as spam for this domain now: the message is refused
+    # at the end of DATA, naming why.
+    import smtplib
+    with smtplib.SMTP(*sl.smtp) as c:
+        c.ehlo("client.test")
+        try:
+            c.sendmail("promo@prizes.example", [f"eve@{DOMAIN}"], SPAMMY)
+            raise AssertionError("accepted")
+        except smtplib.SMTPDataError as e:
+            assert e.smtp_code == 550 and b"5.7.1" in e.smtp_error and b"spam" in e.smtp_error, e
+    events = wait_until(lambda: filtered(sl) or None, 20, what="the refusal's event")
+    assert [(a, r) for a, r, _ in events] == [(f"eve@{DOMAIN}", "reject")], events
+    assert "refused: every recipient's filter policy says so" in sl.log()
+
+    # An allowed sender wins over the score (for the user who allows it);
+    # a blocked one is quarantined for a user whose score says ham.
+    policy(sl, "set", f"eve@{DOMAIN}", "allow_senders", "*@prizes.example")
+    thresholds(sl, f"fay@{DOMAIN}", 99, 100)
+    policy(sl, "set", f"fay@{DOMAIN}", "spam_action", "quarantine")
+    policy(sl, "set", f"fay@{DOMAIN}", "block_senders", "prizes.example")
+    send_raw(sl.smtp, SPAMMY, mail_from="promo@prizes.example", rcpts=[f"eve@{DOMAIN}", f"fay@{DOMAIN}"])
+    m = sink.wait_for(1, timeout=20)[0]
+    assert m.rcpts == [f"eve@{DOMAIN}"], m.rcpts
+    assert_relayed_exactly(m.content, SPAMMY)
+    events = wait_until(lambda: len(filtered(sl)) >= 3 and filtered(sl), 20, what="two more events")
+    last = {a: (r, d["why"]) for a, r, d in events[1:]}
+    assert last[f"eve@{DOMAIN}"][0] == "deliver" and "allow_senders" in last[f"eve@{DOMAIN}"][1], last
+    assert last[f"fay@{DOMAIN}"][0] == "quarantine" and "block_senders" in last[f"fay@{DOMAIN}"][1], last
