@@ -40,6 +40,13 @@ const FILE_MAX: u64 = 4 << 20;
 const WRITERS: usize = 4;
 /// How often the loader looks for synced lines.
 const LOAD_EVERY: Duration = Duration::from_millis(100);
+/// A batch this large is synced at once; a smaller one waits up to
+/// [`GATHER`] for more.
+const BATCH_MIN: usize = 32;
+/// Lines in one batch, at most.
+const BATCH_MAX: usize = 4096;
+/// How long a small batch waits for company: a fraction of a sync.
+const GATHER: Duration = Duration::from_micros(200);
 /// Appends between two looks of a loader above which it gives way (a
 /// thousand events a second).
 const BUSY_PER_TICK: u64 = 100;
@@ -193,9 +200,7 @@ fn write_loop(dir: &Path, mut n: u64, mut file: File, rx: &Mutex<Receiver>) {
         let batch = {
             let Ok(rx) = rx.lock() else { return };
             let Ok(first) = rx.recv() else { return };
-            let mut batch = vec![first];
-            batch.extend(rx.try_iter().take(4096));
-            batch
+            gather(&rx, first)
         };
         let mut buf = Vec::with_capacity(batch.iter().map(|(line, _)| line.len()).sum());
         for (line, _) in &batch {
@@ -215,6 +220,27 @@ fn write_loop(dir: &Path, mut n: u64, mut file: File, rx: &Mutex<Receiver>) {
                 Ok(f) => (file, n, size) = (f, n + 1, 0),
                 Err(e) => tracing::error!(error = %e, "event journal: a new file could not be made"),
             }
+        }
+    }
+}
+
+/// A batch: what has arrived, and while it is small, what arrives within
+/// [`GATHER`] of its first line. A sync costs the machine the same for one
+/// line as for a hundred (a device flush, a trip through the kernel):
+/// under a flood, waiting a fraction of a sync's time for company turns
+/// many tiny syncs into few, and leaves the cores to the answers.
+fn gather(rx: &Receiver, first: (Vec<u8>, Waiter)) -> Vec<(Vec<u8>, Waiter)> {
+    let started = Instant::now();
+    let mut batch = vec![first];
+    loop {
+        batch.extend(rx.try_iter().take(BATCH_MAX - batch.len()));
+        let left = GATHER.saturating_sub(started.elapsed());
+        if batch.len() >= BATCH_MIN || batch.len() >= BATCH_MAX || left.is_zero() {
+            return batch;
+        }
+        match rx.recv_timeout(left) {
+            Ok(next) => batch.push(next),
+            Err(_) => return batch,
         }
     }
 }
