@@ -166,3 +166,68 @@ def test_every_recipient_rejecting_refuses_at_end_of_data_and_lists_win(sluice_f
     last = {a: (r, d["why"]) for a, r, d in events[1:]}
     assert last[f"eve@{DOMAIN}"][0] == "deliver" and "allow_senders" in last[f"eve@{DOMAIN}"][1], last
     assert last[f"fay@{DOMAIN}"][0] == "quarantine" and "block_senders" in last[f"fay@{DOMAIN}"][1], last
+
+
+def corpus(tmp_path, n=120):
+    """A small training corpus of made-up ham and spam (the minimum the
+    filter needs before Bayes has a say is 200 messages, 50 of each)."""
+    import random
+    rnd = random.Random(20)
+    ham_words = "meeting agenda project schedule review notes budget team lunch report draft minutes".split()
+    spam_words = "cheap pills winner prize casino credit offer viagra lottery bonus discount crypto".split()
+    dirs = {}
+    for kind, words in (("ham", ham_words), ("spam", spam_words)):
+        d = tmp_path / f"train-{kind}"
+        d.mkdir()
+        for i in range(n):
+            body = " ".join(rnd.choice(words) for _ in range(40))
+            (d / f"{i}.eml").write_bytes(
+                f"From: someone{i}@{kind}.example\r\nTo: you@{DOMAIN}\r\nSubject: {rnd.choice(words)} {i}\r\n"
+                f"Date: Sun, 06 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{kind}{i}@x.example>\r\n\r\n{body}\r\n".encode())
+        dirs[kind] = str(d)
+    return dirs
+
+
+def unusual(n):
+    """Mail made of words the global model never saw."""
+    return (f"From: Newsletter <news@digest.example>\r\nTo: reader@{DOMAIN}\r\nSubject: zorblat quixfen {n}\r\n"
+            f"Date: Sun, 06 Dec 2026 11:00:00 +0000\r\nMessage-ID: <digest{n}@digest.example>\r\n\r\n"
+            "zorblat quixfen marvoly tendrix plombus skatter vindrel oquamp zorblat quixfen marvoly\r\n").encode()
+
+
+def test_an_imap_move_into_spam_teaches_that_user_only(sluice_factory, sink, tmp_path):
+    sl = setup(sluice_factory, sink, tmp_path)
+    pw = tmp_path / "bob.pw"
+    pw.write_text("bob-secret\n")
+    sl.cli("account", "add", f"bob@{DOMAIN}", "--password-file", str(pw), "--data", sl.data)
+    dirs = corpus(tmp_path)
+    sl.cli("spam", "train", "--ham", dirs["ham"], "--spam", dirs["spam"], "--data", sl.data)
+    sl.log_when(lambda log: "spam model reloaded" in log, 15, what="the server reloading the model")
+    for user in ("ann", "bob"):
+        policy(sl, "set", f"{user}@{DOMAIN}", "archive", "true")
+        thresholds(sl, f"{user}@{DOMAIN}", 50, 60)  # every message is delivered
+
+    rcpts = [f"ann@{DOMAIN}", f"bob@{DOMAIN}"]
+    send_raw(sl.smtp, unusual(1), mail_from="news@digest.example", rcpts=rcpts)
+    events = wait_until(lambda: len(filtered(sl)) >= 2 and filtered(sl), 20, what="the first decisions")
+    first = {a: d["score"] for a, _, d in events}
+    assert first[f"ann@{DOMAIN}"] == first[f"bob@{DOMAIN}"], first
+
+    # ann says it is spam: she moves her archived copy into Spam.
+    wait_until(lambda: imap_folder(sl, f"ann@{DOMAIN}", "ann-secret", "Archive") or None, 20, what="ann's Archive")
+    host, port = sl.imap
+    with imaplib.IMAP4(host, port) as m:
+        m.starttls(ssl_context=tls_context())
+        m.login(f"ann@{DOMAIN}", "ann-secret")
+        m.select('"Archive"')
+        typ, data = m.copy("1", "Spam")
+        assert typ == "OK", data
+    sl.log_when(lambda log: "trained from an IMAP move" in log, 10, what="the move being learnt")
+
+    send_raw(sl.smtp, unusual(2), mail_from="news@digest.example", rcpts=rcpts)
+    events = wait_until(lambda: len(filtered(sl)) >= 4 and filtered(sl), 20, what="the second decisions")
+    second = {a: d for a, _, d in events[2:]}
+    ann, bob = second[f"ann@{DOMAIN}"], second[f"bob@{DOMAIN}"]
+    assert ann["score"] > bob["score"] + 1, (ann, bob)
+    assert any(s["name"].startswith("BAYES_9") for s in ann["signals"]), ann["signals"]
+    assert abs(bob["score"] - first[f"bob@{DOMAIN}"]) < 0.5, (bob, first)

@@ -38,6 +38,19 @@ pub trait Releaser: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<String, String>>;
 }
 
+/// Learns from a user's own filing: a message moved (or copied) into
+/// `Spam` is spam to that user; one moved out of `Spam` into another
+/// folder is not (train on errors is the learner's business).
+pub trait Learner: Send + Sync + 'static {
+    fn learn<'a>(
+        &'a self,
+        account: &'a str,
+        message: Vec<u8>,
+        hash: &'a str,
+        is_spam: bool,
+    ) -> BoxFuture<'a, ()>;
+}
+
 pub struct Config {
     pub hostname: String,
     pub store: Arc<dyn record::QuarantineStore>,
@@ -54,6 +67,8 @@ pub struct Config {
     pub login_timeout: Duration,
     pub idle_timeout: Duration,
     pub releaser: Option<Arc<dyn Releaser>>,
+    /// Spam-filter learning from moves into and out of `Spam`.
+    pub learner: Option<Arc<dyn Learner>>,
     pub lockout: Arc<Lockout>,
 }
 
@@ -69,6 +84,7 @@ impl Config {
             login_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30 * 60),
             releaser: None,
+            learner: None,
             lockout: Arc::new(Lockout::default()),
         }
     }

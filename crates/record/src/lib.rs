@@ -21,6 +21,7 @@ pub mod policy;
 mod policy_sql;
 pub mod postgres;
 pub mod quarantine;
+pub mod spam_tokens;
 mod sql;
 pub mod sqlite;
 pub mod stats;
@@ -142,6 +143,8 @@ pub struct Store {
     pub webhooks: Arc<dyn WebhooksOut>,
     /// Per-recipient policy: each tenant's rows, read per message.
     pub policies: Arc<dyn Policies>,
+    /// Each user's own spam-filter counts (IMAP moves into and out of Spam).
+    pub spam_tokens: Arc<dyn spam_tokens::SpamTokens>,
     database: Arc<dyn Database>,
 }
 

@@ -43,7 +43,7 @@ impl Scanner {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(filter);
     }
 
-    fn current(&self) -> Arc<spam::Filter> {
+    pub(crate) fn current(&self) -> Arc<spam::Filter> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -59,6 +59,8 @@ pub struct FilterMode {
     /// Each domain's store account: where a recipient without an account
     /// of its own is quarantined.
     pub accounts: crate::tee::Accounts,
+    /// Users' own counts, taught by IMAP moves into and out of Spam.
+    pub users: Option<crate::learn::UserModels>,
 }
 
 /// What filter mode made of one message.
@@ -118,8 +120,16 @@ impl FilterMode {
                 continue;
             }
             let tenant = tenant_of(&r.address);
-            let (d, required) = self.decide(tenant, &r.address, &verdict, &sender).await;
-            let event = filtered_event(tenant, &r.address, &d, &verdict, &sender);
+            // A user who taught the filter gets the global model plus
+            // their own counts; everyone else shares the one scan.
+            let own = match &self.users {
+                Some(users) => users.counts(&r.address).await,
+                None => None,
+            };
+            let mine = own.map(|c| filter.score_for_user(content, &spam::AuthResults::default(), &c));
+            let verdict = mine.as_ref().unwrap_or(&verdict);
+            let (d, required) = self.decide(tenant, &r.address, verdict, &sender).await;
+            let event = filtered_event(tenant, &r.address, &d, verdict, &sender);
             match d.action {
                 Action::Reject | Action::Tempfail => {
                     refusals.push((d.action, d.reason.clone()));
@@ -127,7 +137,7 @@ impl FilterMode {
                 }
                 Action::Tag => {
                     let prefix = d.subject_prefix.clone().unwrap_or_default();
-                    let status = status_for(&verdict, d.class, required);
+                    let status = status_for(verdict, d.class, required);
                     tagged.entry((status, prefix)).or_insert_with(Vec::new).push((r.clone(), event));
                 }
                 Action::Quarantine => {

@@ -20,6 +20,7 @@ pub mod copies;
 pub mod filter;
 pub mod front_line;
 pub mod inbound;
+pub mod learn;
 pub mod postmaster;
 pub mod relay;
 pub mod release;

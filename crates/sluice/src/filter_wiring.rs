@@ -33,6 +33,7 @@ pub fn filter_mode(
     }
     let scanner = Scanner::new(filter);
     tokio::spawn(reload(path, seen, scanner.clone()));
+    let users = route::learn::UserModels::new(store.spam_tokens.clone(), scanner.clone());
     tracing::info!(domains = ?domains, "filter mode");
     Ok(Some(FilterMode {
         domains,
@@ -41,6 +42,7 @@ pub fn filter_mode(
         defaults: Arc::new(cfg.policy.defaults()?),
         store: store.quarantine.clone(),
         accounts: accounts.clone(),
+        users: Some(users),
     }))
 }
 

@@ -447,6 +447,11 @@ fn start_imap(
             icfg.plaintext_loopback = cfg.imap.plaintext_loopback;
             icfg.max_command = cfg.imap.max_command_bytes;
             icfg.releaser = Some(reinjector.clone());
+            icfg.learner = core
+                .filter
+                .as_ref()
+                .and_then(|f| f.users.clone())
+                .map(|u| Arc::new(u) as Arc<dyn imap::Learner>);
             icfg.lockout = lockout.clone();
             icfg.login_timeout = Duration::from_secs(cfg.imap.login_timeout_secs);
             icfg.idle_timeout = Duration::from_secs(cfg.imap.idle_timeout_secs);

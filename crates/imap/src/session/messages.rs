@@ -260,6 +260,10 @@ impl Session {
         let Some(sel) = &self.selected else { return };
         let from = sel.folder.id;
         let uids: Vec<i64> = indices.iter().map(|&i| i64::from(sel.msgs[i].uid)).collect();
+        let learning = learns(&sel.folder.name, &to.name).map(|is_spam| {
+            let blobs: Vec<String> = indices.iter().map(|&i| sel.msgs[i].blob.to_string()).collect();
+            (blobs, is_spam)
+        });
         if uids.is_empty() {
             self.line(&format!("{tag} OK {verb} completed (nothing matched)"));
             return;
@@ -276,6 +280,9 @@ impl Session {
         if to.name == RELEASE {
             note = self.release(to.id, &pairs).await;
         }
+        if let Some((blobs, is_spam)) = learning {
+            self.learn(blobs, is_spam).await;
+        }
         let src: Vec<String> = pairs.iter().map(|(s, _)| s.to_string()).collect();
         let dst: Vec<String> = pairs.iter().map(|(_, d)| d.to_string()).collect();
         let copyuid = format!("COPYUID {uidvalidity} {} {}", src.join(","), dst.join(","));
@@ -288,6 +295,20 @@ impl Session {
             self.line(&format!("{tag} OK {verb} completed{note}"));
         } else {
             self.line(&format!("{tag} OK [{copyuid}] {verb} completed{note}"));
+        }
+    }
+
+    /// Teaches the spam filter what the user just said of these messages
+    /// (each stored blob is named by its content's hash).
+    async fn learn(&self, blobs: Vec<String>, is_spam: bool) {
+        let Some(learner) = &self.cfg.learner else { return };
+        for hash in blobs {
+            match self.cfg.store.read_blob(&hash).await {
+                Ok(bytes) => learner.learn(self.account(), bytes, &hash, is_spam).await,
+                Err(e) => {
+                    tracing::warn!(account = %self.account(), error = %e, "a moved message could not be read to learn from")
+                }
+            }
         }
     }
 
@@ -343,4 +364,34 @@ pub(super) fn deleted_uids(sel: &Selected, only: Option<&SequenceSet>) -> Vec<i6
         .filter(|m| only.is_none_or(|s| in_set(s, m.uid, max_uid)))
         .map(|m| i64::from(m.uid))
         .collect()
+}
+
+/// What a move or copy from folder `from` to folder `to` tells the spam
+/// filter: into `Spam` it is spam; out of `Spam` into a folder of the
+/// user's (not Trash, not Release: those say nothing of the content) it is
+/// not.
+fn learns(from: &str, to: &str) -> Option<bool> {
+    const SPAM: &str = "Spam";
+    match (from == SPAM, to == SPAM) {
+        (false, true) => Some(true),
+        (true, false) if !matches!(to, "Trash" | RELEASE) => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::learns;
+
+    #[test]
+    fn only_moves_into_or_out_of_spam_teach() {
+        assert_eq!(learns("Human", "Spam"), Some(true));
+        assert_eq!(learns("Archive", "Spam"), Some(true));
+        assert_eq!(learns("Spam", "INBOX"), Some(false));
+        assert_eq!(learns("Spam", "Archive"), Some(false));
+        assert_eq!(learns("Spam", "Trash"), None, "deleting says nothing of the content");
+        assert_eq!(learns("Spam", "Release"), None);
+        assert_eq!(learns("Spam", "Spam"), None);
+        assert_eq!(learns("Human", "Archive"), None);
+    }
 }

@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0008_webhooks_out.sql"),
     include_str!("../../migrations/postgres/0009_stats.sql"),
     include_str!("../../migrations/postgres/0010_policies.sql"),
+    include_str!("../../migrations/postgres/0011_spam_tokens.sql"),
 ];
 
 /// The advisory lock nodes take to migrate one at a time (any constant: "sluice").
@@ -116,6 +117,7 @@ impl Postgres {
                 crate::webhooks_sql::Dialect::POSTGRES,
             )),
             policies: Arc::new(crate::policy_sql::SqlPolicies::new(me.pool.clone())),
+            spam_tokens: Arc::new(crate::spam_tokens::SqlSpamTokens::new(me.pool.clone())),
             database: me,
         }
     }

@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0014_webhooks_out.sql"),
     include_str!("../../migrations/sqlite/0015_stats.sql"),
     include_str!("../../migrations/sqlite/0016_policies.sql"),
+    include_str!("../../migrations/sqlite/0017_spam_tokens.sql"),
 ];
 
 /// An open SQLite database and its parts.
@@ -82,6 +83,7 @@ impl Sqlite {
                 crate::webhooks_sql::Dialect::SQLITE,
             )),
             policies: Arc::new(crate::policy_sql::SqlPolicies::new(self.pool.clone())),
+            spam_tokens: Arc::new(crate::spam_tokens::SqlSpamTokens::new(self.pool.clone())),
             database: Arc::new(self.pool),
         }
     }
