@@ -33,8 +33,10 @@ use crate::events::{EventKind, EventLog, NewEvent};
 /// A journal file's size: made zero-filled in advance, so a sync flushes
 /// data only (no block allocation, no size change: half the cost of
 /// syncing an append, as the spool's segments do); a new one is started
-/// when it is full.
-const FILE_MAX: u64 = 4 << 20;
+/// when it is full. One MiB each: the writers together hold what one
+/// writer's file did (a node whose disk is nearly full must still fit a
+/// spool segment once its queue drains).
+const FILE_MAX: u64 = 1 << 20;
 /// Writer threads, each with its own files (`w0`, `w1`, ...): syncs in
 /// flight at once.
 const WRITERS: usize = 4;
