@@ -22,6 +22,11 @@
 #                (scripts/pg-test-server: initdb into a temporary directory
 #                as an unprivileged user); no system cluster is created or
 #                started.
+#   - rspamd, redis-server : Debian's rspamd, run privately by
+#                tests/test_rspamd.py (own configuration, ports and logs
+#                under a temporary directory, as Debian's _rspamd user) with
+#                a private redis-server for its Bayes statistics; neither
+#                system service is left running.
 #   - aiosmtpd : the downstream SMTP peer of the suite (tests/peers/sink.py).
 #   - pytest   : the runner.
 set -euo pipefail
@@ -64,6 +69,10 @@ perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need_apt+=(libnet-ssleay-perl)
 command -v mbsync >/dev/null 2>&1 || need_apt+=(isync)
 # The real-MTA labs' DNS server (NXDOMAIN and SERVFAIL by construction).
 [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
+# filter mode's optional second opinion (tests/test_rspamd.py), and the
+# redis its learning needs.
+command -v rspamd >/dev/null 2>&1 || need_apt+=(rspamd)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # Test keys and signatures for provider webhooks (SNS certificates, SendGrid's
 # ECDSA), made as the providers make them, with the openssl command.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)

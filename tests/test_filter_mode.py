@@ -74,8 +74,11 @@ def imap_folder(sl, user, password, folder):
 
 
 def setup(sluice_factory, sink, tmp_path):
+    # Sender authentication (its own test: test_authentication.py) would
+    # add a header; here the copies are compared byte for byte.
     sl = sluice_factory(relay=sink.addr, extra_args=["--filter-domain", DOMAIN],
-                        config={"queue": {"retry_initial_secs": 1, "retry_max_secs": 2}})
+                        config={"queue": {"retry_initial_secs": 1, "retry_max_secs": 2},
+                                "spam": {"authenticate": False}})
     pw = tmp_path / "ann.pw"
     pw.write_text("ann-secret\n")
     sl.cli("account", "add", f"ann@{DOMAIN}", "--password-file", str(pw), "--data", sl.data)
@@ -132,6 +135,41 @@ def test_each_recipient_gets_what_their_policy_says(sluice_factory, sink, tmp_pa
     send_raw(sl.smtp, SPAMMY, mail_from="promo@prizes.example", rcpts=[f"cat@{DOMAIN}"])
     again = sink.wait_for(3, timeout=20)[-1]
     assert b"X-Spam-Status: Yes" in again.content, again.content[:300]
+
+
+def test_the_sweeper_honours_each_users_retention_policy(sluice_factory, sink, tmp_path):
+    """ann keeps Spam 2 days (her own policy), eve 10 (her domain's): a
+    sweep as of 3 days later takes ann's copy only, one as of 11 days
+    later eve's too."""
+    sl = setup(sluice_factory, sink, tmp_path)
+    pw = tmp_path / "eve.pw"
+    pw.write_text("eve-secret\n")
+    sl.cli("account", "add", f"eve@{DOMAIN}", "--password-file", str(pw), "--data", sl.data)
+    s = score_of(sl, tmp_path, SPAMMY)
+    thresholds(sl, DOMAIN, s - 1.5, s - 1)
+    policy(sl, "set", DOMAIN, "spam_action", "quarantine")
+    policy(sl, "set", DOMAIN, "retention_days.Spam", "10")
+    policy(sl, "set", f"ann@{DOMAIN}", "retention_days.Spam", "2")
+    assert "from user ann@" in policy(sl, "explain", f"ann@{DOMAIN}")
+    send_raw(sl.smtp, SPAMMY, mail_from="promo@prizes.example", rcpts=[f"ann@{DOMAIN}", f"eve@{DOMAIN}"])
+    for user in ("ann", "eve"):
+        wait_until(lambda: imap_folder(sl, f"{user}@{DOMAIN}", f"{user}-secret", "Spam") or None, 20,
+                   what=f"{user}'s Spam folder")
+
+    def sweep(days):
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + days * 86400))
+        return sl.cli("quarantine", "sweep", "--as-of", at, "--data", sl.data).stdout.decode()
+
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3 * 86400))
+    dry = sl.cli("quarantine", "sweep", "--dry-run", "--as-of", at, "--data", sl.data).stdout.decode()
+    assert f"ann@{DOMAIN}/Spam: 1 message(s)" in dry and "would sweep 1 message(s)" in dry, dry
+    assert len(imap_folder(sl, f"ann@{DOMAIN}", "ann-secret", "Spam")) == 1, "a dry run deletes nothing"
+    assert "swept 1 message" in sweep(3)
+    assert imap_folder(sl, f"ann@{DOMAIN}", "ann-secret", "Spam") == []
+    kept = imap_folder(sl, f"eve@{DOMAIN}", "eve-secret", "Spam")
+    assert len(kept) == 1 and kept[0].endswith(SPAMMY), kept
+    assert "swept 1 message" in sweep(11)
+    assert imap_folder(sl, f"eve@{DOMAIN}", "eve-secret", "Spam") == []
 
 
 def test_every_recipient_rejecting_refuses_at_end_of_data_and_lists_win(sluice_factory, sink, tmp_path):

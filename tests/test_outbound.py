@@ -594,3 +594,15 @@ def test_list_unsubscribe_one_click(outbound):
     assert message(sl, key, sent["id"])["recipients"][1]["status"] == "delivered", "only that recipient"
     forged = token[:-1] + ("a" if token[-1] != "a" else "b")
     assert api(sl, "POST", f"/v1/unsubscribe/{forged}", raw=b"List-Unsubscribe=One-Click")[0] == 404
+
+
+def test_errors_are_json_for_a_wrong_method_and_a_malformed_cursor(outbound):
+    sl, _, keys = outbound
+    status, err, hdrs = api(sl, "DELETE", "/v1/events", keys["acme"])
+    assert status == 405 and err["error"]["code"] == "method_not_allowed", (status, err)
+    assert hdrs["Content-Type"] == "application/json" and "GET" in hdrs["Allow"], dict(hdrs)
+    status, err, _ = api(sl, "PATCH", "/v1/suppressions", keys["acme"])
+    assert status == 405 and err["error"]["code"] == "method_not_allowed", (status, err)
+    for path in ("/v1/events?cursor=abc", "/v1/recipients/a@dest.test?cursor=1x"):
+        status, err, _ = api(sl, "GET", path, keys["acme"])
+        assert status == 422 and err["error"]["code"] == "invalid_query", (path, status, err)

@@ -161,6 +161,15 @@ pub fn router(state: AppState) -> Router {
         .route("/t/o/{token}", get(track::open))
         .route("/t/c/{token}", get(track::click))
         .fallback(|| async { ApiError::not_found("endpoint") })
+        // A known path asked with another method: the JSON error too (the
+        // `Allow` header still lists the methods it takes).
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed here",
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body))
         // A client that trickles its request is cut off (408), so it cannot
         // hold a connection and its memory for ever.

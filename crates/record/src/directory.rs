@@ -53,8 +53,12 @@ pub fn key_hash(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
 
-/// How a revocation names keys: by the start of their clear prefix, or
-/// (longer than the prefix) the whole key, matched by its hash so that a
+/// An API key's length: `sk_` and 64 hex digits.
+pub const KEY_LEN: usize = 67;
+
+/// How a revocation names keys: by their start (8 characters or more; only
+/// the first [`KEY_PREFIX_LEN`] are kept in clear, so a longer start is
+/// matched by those), or the whole key, matched by its hash so that a
 /// mistyped tail revokes nothing.
 pub enum KeyRef {
     Prefix(String),
@@ -62,14 +66,15 @@ pub enum KeyRef {
 }
 
 impl KeyRef {
-    /// At least 8 characters of a key, as `api_keys` shows them, or the key.
+    /// Any start of a key of at least 8 characters (as `api_keys` shows
+    /// it, or longer), or the key.
     pub fn parse(given: &str) -> Result<KeyRef, RecordError> {
         if given.len() < 8 || !given.is_ascii() {
             return Err(RecordError::Invalid("give at least 8 characters of the key".into()));
         }
-        Ok(match given.len() <= KEY_PREFIX_LEN {
-            true => KeyRef::Prefix(given.to_string()),
-            false => KeyRef::Hash(key_hash(given)),
+        Ok(match given.len() >= KEY_LEN {
+            true => KeyRef::Hash(key_hash(given)),
+            false => KeyRef::Prefix(given[..given.len().min(KEY_PREFIX_LEN)].to_string()),
         })
     }
 }
@@ -157,6 +162,8 @@ pub trait Directory: Send + Sync + 'static {
     fn verify_user<'a>(&'a self, name: &'a str, password: &'a str) -> Res<'a, bool>;
     /// Submission users, by name.
     fn users(&self) -> Res<'_, Vec<String>>;
+    /// Removes a submission user; false when there was none.
+    fn remove_user<'a>(&'a self, name: &'a str) -> Res<'a, bool>;
     /// Makes a submission user send on behalf of `tenant`.
     fn set_user_tenant<'a>(&'a self, user: &'a str, tenant: &'a str) -> Res<'a, ()>;
     /// The tenant a submission user sends for, if any.

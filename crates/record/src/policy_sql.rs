@@ -17,6 +17,9 @@ pub(crate) struct SqlPolicies<DB: Database> {
     pool: Pool<DB>,
 }
 
+/// A `filtered` event's columns: id, at, address, reason, detail.
+type FilterRow = (i64, i64, String, Option<String>, Option<String>);
+
 impl<DB: Database> SqlPolicies<DB> {
     pub(crate) fn new(pool: Pool<DB>) -> Self {
         SqlPolicies { pool }
@@ -42,7 +45,7 @@ where
     Option<String>: Binds<DB>,
     Row: for<'r> sqlx::FromRow<'r, DB::Row>,
     (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
-    (i64, String, Option<String>, Option<String>): for<'r> sqlx::FromRow<'r, DB::Row>,
+    FilterRow: for<'r> sqlx::FromRow<'r, DB::Row>,
 {
     async fn rows_(&self, tenant: i64, scopes: &[&str]) -> Result<Vec<PolicyRow>, RecordError> {
         if scopes.is_empty() {
@@ -117,21 +120,22 @@ where
     async fn filter_records_(
         &self,
         tenant: i64,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<FilterRecord>, RecordError> {
+        (from, to): (i64, i64),
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, FilterRecord)>, RecordError> {
         let mut sql = QueryBuilder::<DB>::new(
-            "SELECT e.at, e.address, e.reason, e.detail FROM events e WHERE e.tenant_id = ",
+            "SELECT e.id, e.at, e.address, e.reason, e.detail FROM events e WHERE e.tenant_id = ",
         );
         sql.push_bind(tenant);
         sql.push(format!(" AND e.type = '{FILTERED}' AND e.address IS NOT NULL AND e.at >= "));
-        sql.push_bind(from).push(" AND e.at < ").push_bind(to).push(" ORDER BY e.at");
-        let rows: Vec<(i64, String, Option<String>, Option<String>)> =
-            sql.build_query_as().fetch_all(&self.pool).await?;
+        sql.push_bind(from).push(" AND e.at < ").push_bind(to);
+        sql.push(" AND e.id > ").push_bind(after).push(" ORDER BY e.id LIMIT ").push_bind(i64::from(limit));
+        let rows: Vec<FilterRow> = sql.build_query_as().fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|(at, address, reason, detail)| {
-                FilterRecord::from_event(at, address, reason.as_deref(), detail.as_deref())
+            .map(|(id, at, address, reason, detail)| {
+                (id, FilterRecord::from_event(at, address, reason.as_deref(), detail.as_deref()))
             })
             .collect())
     }
@@ -147,7 +151,7 @@ where
     Option<String>: Binds<DB>,
     Row: for<'r> sqlx::FromRow<'r, DB::Row>,
     (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
-    (i64, String, Option<String>, Option<String>): for<'r> sqlx::FromRow<'r, DB::Row>,
+    FilterRow: for<'r> sqlx::FromRow<'r, DB::Row>,
 {
     fn policy_rows<'a>(
         &'a self,
@@ -184,7 +188,9 @@ where
         tenant: i64,
         from: i64,
         to: i64,
-    ) -> crate::BoxFuture<'_, Result<Vec<FilterRecord>, RecordError>> {
-        Box::pin(self.filter_records_(tenant, from, to))
+        after: i64,
+        limit: u32,
+    ) -> crate::BoxFuture<'_, Result<Vec<(i64, FilterRecord)>, RecordError>> {
+        Box::pin(self.filter_records_(tenant, (from, to), after, limit))
     }
 }

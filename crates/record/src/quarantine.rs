@@ -66,6 +66,17 @@ pub struct Placed {
     pub uid: i64,
 }
 
+/// A folder that is neither one of [`FOLDERS`] nor made by the account.
+pub(crate) fn no_folder(account: &str, folder: &str) -> RecordError {
+    RecordError::Invalid(format!(
+        "no folder {folder:?} in account {account} (the store's: {})",
+        FOLDERS.join(", ")
+    ))
+}
+
+/// Days kept per folder id, overriding what the store says.
+pub type Retention = std::collections::HashMap<i64, i64>;
+
 /// What a sweep removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -124,6 +135,8 @@ pub trait QuarantineStore: Send + Sync + 'static {
     fn verify_account<'a>(&'a self, name: &'a str, password: &'a str) -> Res<'a, bool>;
     /// Every (domain, account) whose copies are kept.
     fn domain_accounts(&self) -> Res<'_, Vec<(String, String)>>;
+    /// Every account's name, in order.
+    fn accounts(&self) -> Res<'_, Vec<String>>;
     fn folders<'a>(&'a self, account: &'a str) -> Res<'a, Vec<FolderInfo>>;
     fn folder<'a>(&'a self, account: &'a str, name: &'a str) -> Res<'a, Option<FolderInfo>>;
     /// A folder's messages by ascending UID.
@@ -149,8 +162,13 @@ pub trait QuarantineStore: Send + Sync + 'static {
     fn release_info(&self, folder_id: i64, uid: i64) -> Res<'_, Option<ReleaseInfo>>;
     /// Where `account`'s copy of spool message `queue_id` was filed, if it was.
     fn filed_from<'a>(&'a self, account: &'a str, queue_id: &'a str) -> Res<'a, Option<(String, i64)>>;
-    /// Deletes what is past its retention at `as_of` (Unix seconds).
-    fn sweep(&self, as_of: i64) -> Res<'_, Swept>;
+    /// Deletes what is past its retention at `as_of` (Unix seconds):
+    /// a folder's days from `retention` (folder id → days, the
+    /// recipients' policies), else its own, else its account's.
+    fn sweep<'a>(&'a self, as_of: i64, retention: &'a Retention) -> Res<'a, Swept>;
+    /// What [`sweep`](QuarantineStore::sweep) would delete, deleting
+    /// nothing: (account, folder, messages) for each folder with any.
+    fn expired<'a>(&'a self, as_of: i64, retention: &'a Retention) -> Res<'a, Vec<(String, String, u64)>>;
 }
 
 #[cfg(test)]

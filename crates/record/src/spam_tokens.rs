@@ -1,8 +1,11 @@
-//! Each user's own spam-filter counts ([`SpamTokens`]): what a user taught
-//! the filter by moving mail into or out of `Spam` over IMAP. One SQL for
-//! SQLite and PostgreSQL (migrations sqlite `0017_spam_tokens.sql`,
-//! postgres `0011_spam_tokens.sql`). Counts are read once per user and kept
-//! in memory by the filter; training writes through here.
+//! The spam filter's counts ([`SpamTokens`]): the global model
+//! (scope [`GLOBAL`], trained from folders by `sluice spam train`) and
+//! each user's own (scope: the address; what a user taught the filter by
+//! moving mail into or out of `Spam` over IMAP). One SQL for SQLite and
+//! PostgreSQL (migrations sqlite `0017_spam_tokens.sql`,
+//! `0018_spam_global.sql`; postgres `0011`, `0012`). Counts are read once
+//! and kept in memory by the filter; every node reads the global model
+//! again when its stamp moves; training writes through here.
 
 use sqlx::{Database, Decode, Pool, QueryBuilder, Type};
 
@@ -21,8 +24,16 @@ pub struct ScopeCounts {
     pub tokens: Vec<(u64, u32, u32)>,
 }
 
-/// Where users' counts are kept.
+/// The global model's scope (never an address).
+pub const GLOBAL: &str = "global";
+
+/// Where the counts are kept.
 pub trait SpamTokens: Send + Sync + 'static {
+    /// Adds `counts` to `scope` in one transaction (after removing what
+    /// it held, with `reset`), and moves its stamp.
+    fn add_counts<'a>(&'a self, scope: &'a str, counts: &'a ScopeCounts, reset: bool) -> Res<'a, ()>;
+    /// When `scope` was last trained in bulk (Unix ms; `None`: never).
+    fn stamp<'a>(&'a self, scope: &'a str) -> Res<'a, Option<i64>>;
     /// A scope's counts (empty when it was never trained).
     fn load_counts<'a>(&'a self, scope: &'a str) -> Res<'a, ScopeCounts>;
     /// Trains message `hash` (its distinct `tokens`) into `scope` as spam
@@ -76,6 +87,49 @@ where
             spam: count(spam),
             tokens: rows.into_iter().map(|(t, h, s)| (t as u64, count(h), count(s))).collect(),
         })
+    }
+
+    async fn add_counts_(&self, scope: &str, counts: &ScopeCounts, reset: bool) -> Result<(), RecordError> {
+        let mut tx = self.pool.begin().await?;
+        if reset {
+            for table in ["spam_tokens", "spam_totals", "spam_trained"] {
+                let mut q = QueryBuilder::<DB>::new(format!("DELETE FROM {table} WHERE scope = "));
+                q.push_bind(scope.to_string());
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        for chunk in counts.tokens.chunks(ROWS) {
+            let mut q = QueryBuilder::<DB>::new("INSERT INTO spam_tokens (scope, token, ham, spam) ");
+            q.push_values(chunk, |mut b, (t, h, s)| {
+                b.push_bind(scope.to_string())
+                    .push_bind(*t as i64)
+                    .push_bind(i64::from(*h))
+                    .push_bind(i64::from(*s));
+            });
+            q.push(
+                " ON CONFLICT (scope, token) DO UPDATE SET ham = spam_tokens.ham + excluded.ham, \
+                 spam = spam_tokens.spam + excluded.spam",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        let mut q =
+            QueryBuilder::<DB>::new("INSERT INTO spam_totals (scope, ham, spam, changed_at) VALUES (");
+        q.push_bind(scope.to_string()).push(", ").push_bind(i64::from(counts.ham));
+        q.push(", ").push_bind(i64::from(counts.spam)).push(", ").push_bind(now_ms());
+        q.push(
+            ") ON CONFLICT (scope) DO UPDATE SET ham = spam_totals.ham + excluded.ham, \
+             spam = spam_totals.spam + excluded.spam, changed_at = excluded.changed_at",
+        );
+        q.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn stamp_(&self, scope: &str) -> Result<Option<i64>, RecordError> {
+        let mut q = QueryBuilder::<DB>::new("SELECT changed_at FROM spam_totals WHERE scope = ");
+        q.push_bind(scope.to_string());
+        let row: Option<(i64,)> = q.build_query_as().fetch_optional(&self.pool).await?;
+        Ok(row.map(|(at,)| at))
     }
 
     async fn trained_as_(&self, scope: &str, hash: &str) -> Result<Option<bool>, RecordError> {
@@ -148,6 +202,12 @@ where
 {
     fn load_counts<'a>(&'a self, scope: &'a str) -> Res<'a, ScopeCounts> {
         Box::pin(self.load_(scope))
+    }
+    fn add_counts<'a>(&'a self, scope: &'a str, counts: &'a ScopeCounts, reset: bool) -> Res<'a, ()> {
+        Box::pin(self.add_counts_(scope, counts, reset))
+    }
+    fn stamp<'a>(&'a self, scope: &'a str) -> Res<'a, Option<i64>> {
+        Box::pin(self.stamp_(scope))
     }
     fn train<'a>(&'a self, scope: &'a str, hash: &'a str, tokens: &'a [u64], is_spam: bool) -> Res<'a, bool> {
         Box::pin(self.train_(scope, hash, tokens, is_spam))

@@ -271,12 +271,18 @@ async fn keys_are_revoked_by_any_prefix_of_eight_or_more_or_whole() {
         assert_eq!(d.revoke_api_key("acme", &a[..8]).await.unwrap(), 1, "{name}");
         assert_eq!(d.revoke_api_key("acme", &b[..10]).await.unwrap(), 1, "{name}");
         assert!(d.authenticate(&a).await.unwrap().is_none() && d.authenticate(&b).await.unwrap().is_none());
-        // Longer: the whole key, and only that key.
+        // The whole key: only that key (a mistyped tail revokes nothing).
         let mut wrong_tail = c.clone();
-        wrong_tail.pop();
+        let last = if wrong_tail.pop() == Some('0') { '1' } else { '0' };
+        wrong_tail.push(last);
         assert_eq!(d.revoke_api_key("acme", &wrong_tail).await.unwrap(), 0, "{name}");
         assert_eq!(active().await, 1, "{name}");
         assert_eq!(d.revoke_api_key("acme", &c).await.unwrap(), 1, "{name}");
+        assert_eq!(active().await, 0, "{name}");
+        // Any longer start of a key (12 characters, 40) names it too.
+        let (e, f) = (d.create_api_key("acme").await.unwrap(), d.create_api_key("acme").await.unwrap());
+        assert_eq!(d.revoke_api_key("acme", &e[..12]).await.unwrap(), 1, "{name}");
+        assert_eq!(d.revoke_api_key("acme", &f[..40]).await.unwrap(), 1, "{name}");
         assert_eq!(active().await, 0, "{name}");
         parts.close().await;
     }
@@ -409,6 +415,12 @@ async fn the_sweep_deletes_what_is_past_retention_and_unshared_bytes() {
         q.set_retention("shop", None, 10).await.unwrap();
         q.set_retention("shop", Some("Human"), 2).await.unwrap();
         assert!(q.set_retention("shop", None, 0).await.is_err(), "{name}");
+        // An account or folder that does not exist is refused, not ignored.
+        assert!(q.set_retention("nobody", None, 7).await.is_err(), "{name}");
+        assert!(q.set_retention("nobody", Some("Spam"), 7).await.is_err(), "{name}");
+        let e = q.set_retention("shop", Some("Spma"), 7).await.unwrap_err().to_string();
+        assert!(e.contains("no folder \"Spma\""), "{name}: {e}");
+        assert!(q.folder("shop", "Spma").await.unwrap().is_none(), "{name}: not made either");
         let day = 86_400;
         let at = |d: i64| MessageMeta { received_at: d * day, ..Default::default() };
         let copies = vec![
@@ -430,12 +442,18 @@ async fn the_sweep_deletes_what_is_past_retention_and_unshared_bytes() {
         assert!(placed[0].is_ok() && placed[1].is_ok() && placed[2].is_err(), "{name}: {placed:?}");
         // Day 103: Human's two days are past, Spam's ten are not; the
         // bytes stay for Spam's copy.
-        let swept = q.sweep(103 * day).await.unwrap();
+        let would = q.expired(103 * day, &Default::default()).await.unwrap();
+        assert_eq!(would, vec![("shop".to_string(), "Human".to_string(), 1)], "{name}: a dry run");
+        let swept = q.sweep(103 * day, &Default::default()).await.unwrap();
         assert_eq!((swept.messages, swept.blobs), (1, 0), "{name}");
         let spam = q.folder("shop", "Spam").await.unwrap().expect("Spam");
         let rows = q.messages(spam.id).await.unwrap();
         assert_eq!(q.read_blob(&rows[0].blob).await.unwrap(), b"shared", "{name}");
-        let swept = q.sweep(111 * day).await.unwrap();
+        // A recipient's policy keeping Spam 30 days wins over the folder's 10.
+        let policy = std::collections::HashMap::from([(spam.id, 30)]);
+        let swept = q.sweep(111 * day, &policy).await.unwrap();
+        assert_eq!((swept.messages, swept.blobs), (0, 0), "{name}: the policy's days win");
+        let swept = q.sweep(111 * day, &Default::default()).await.unwrap();
         assert_eq!((swept.messages, swept.blobs), (1, 1), "{name}");
         assert!(q.read_blob(&rows[0].blob).await.is_err(), "{name}: the bytes are gone");
         store.close().await;
@@ -597,6 +615,32 @@ async fn a_tracked_link_is_found_by_message_recipient_and_number() {
         assert_eq!(o.tracking_target("m1", 0, Some(0)).await.unwrap().unwrap().delivered_at, None, "{name}");
         assert!(o.tracking_target("m1", 2, Some(0)).await.unwrap().is_none(), "{name}: no third recipient");
         assert!(o.tracking_target("m2", 0, Some(0)).await.unwrap().is_none(), "{name}");
+        store.close().await;
+    }
+}
+
+/// The global spam model: bulk training adds (or replaces, with reset),
+/// moves the stamp every node watches, and stays apart from users' counts.
+#[tokio::test]
+async fn the_global_spam_model_adds_resets_and_stamps() {
+    use record::spam_tokens::{GLOBAL, ScopeCounts};
+    for (name, store, _dir) in backends().await {
+        let t = &store.spam_tokens;
+        assert_eq!(t.stamp(GLOBAL).await.unwrap(), None, "{name}: never trained");
+        let first = ScopeCounts { ham: 2, spam: 1, tokens: vec![(1, 2, 0), (u64::MAX, 0, 1)] };
+        t.add_counts(GLOBAL, &first, false).await.unwrap();
+        let stamp = t.stamp(GLOBAL).await.unwrap().expect("stamped");
+        t.add_counts(GLOBAL, &ScopeCounts { ham: 1, spam: 0, tokens: vec![(1, 1, 0)] }, false).await.unwrap();
+        let mut held = t.load_counts(GLOBAL).await.unwrap();
+        held.tokens.sort();
+        assert_eq!((held.ham, held.spam), (3, 1), "{name}");
+        assert_eq!(held.tokens, vec![(1, 3, 0), (u64::MAX, 0, 1)], "{name}: a token's bits survive");
+        assert!(t.stamp(GLOBAL).await.unwrap().unwrap() >= stamp, "{name}");
+        t.train("ann@example.net", "h1", &[7], true).await.unwrap();
+        t.add_counts(GLOBAL, &ScopeCounts { ham: 0, spam: 1, tokens: vec![(9, 0, 1)] }, true).await.unwrap();
+        let held = t.load_counts(GLOBAL).await.unwrap();
+        assert_eq!((held.ham, held.spam, held.tokens), (0, 1, vec![(9, 0, 1)]), "{name}: reset");
+        assert_eq!(t.load_counts("ann@example.net").await.unwrap().spam, 1, "{name}: users' counts stay");
         store.close().await;
     }
 }

@@ -226,6 +226,20 @@ async fn simulate_replays_recorded_decisions_against_a_proposal() {
             .await
             .unwrap();
         assert_eq!((sim.total, sim.changed), (7, 4), "{name}: {sim:?}");
+        // Read in pages by id: two pages of 3 and one of 1 hold the 7, once each.
+        let (from, to) = (now - 11 * day, now + 1);
+        let mut seen = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = p.filter_records(t, from, to, after, 3).await.unwrap();
+            let Some((last, _)) = page.last() else { break };
+            assert!(page.len() <= 3 && page.iter().all(|(id, _)| *id > after), "{name}");
+            after = *last;
+            seen.extend(page.into_iter().map(|(id, _)| id));
+        }
+        let mut distinct = seen.clone();
+        distinct.dedup();
+        assert_eq!((seen.len(), distinct.len()), (7, 7), "{name}: {seen:?}");
 
         // A proposal for one user changes only theirs; a recorded decision
         // the current policy would make otherwise is counted apart.

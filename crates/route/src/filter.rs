@@ -17,6 +17,10 @@
 //!   `scan_failure = "tempfail"`): `451` for the whole message, so the
 //!   sender's retry brings it to every recipient once.
 //!
+//! With sender authentication (`authenticate.rs`), every one of these
+//! copies starts with an `Authentication-Results` header; recipients
+//! outside filter mode still get the message byte for byte.
+//!
 //! `archive = true` also files a copy in the recipient's `Archive`. Each
 //! decision is a `filtered` event of that recipient: the action as its
 //! `reason`, and the score, class, signals and deciding policy level in
@@ -61,6 +65,13 @@ pub struct FilterMode {
     pub accounts: crate::tee::Accounts,
     /// Users' own counts, taught by IMAP moves into and out of Spam.
     pub users: Option<crate::learn::UserModels>,
+    /// rspamd, asked once per message when `[spam] rspamd_url` is set
+    /// (`rspamd.rs`): its score is one more signal.
+    pub rspamd: Option<crate::rspamd::Rspamd>,
+    /// SPF, DKIM, DMARC and ARC, checked once per message when `[spam]
+    /// authenticate` is on (`authenticate.rs`): signals, and an
+    /// `Authentication-Results` header on every filter-mode copy.
+    pub auth: Option<Arc<crate::authenticate::Authenticator>>,
 }
 
 /// What filter mode made of one message.
@@ -74,6 +85,10 @@ pub struct Filtered {
     pub events: Vec<(Placed, NewEvent)>,
     /// Every recipient refuses: the reply to the end of DATA.
     pub refuse: Option<Reply>,
+    /// The content the message as accepted carries instead, when filter
+    /// mode changed it: with the `Authentication-Results` header, when
+    /// every recipient is in filter mode (otherwise they get a copy).
+    pub content: Option<Vec<u8>>,
 }
 
 /// Where a decided recipient ended up.
@@ -108,15 +123,29 @@ impl FilterMode {
         tenant_of: &(dyn Fn(&str) -> i64 + Sync),
     ) -> Filtered {
         let filter = self.scanner.current();
-        let verdict = filter.score(content, &spam::AuthResults::default());
+        let covered: Vec<String> =
+            envelope.rcpts.iter().filter(|r| self.covers(r)).map(|r| r.address.clone()).collect();
+        // The two outside checks at once: a slow DNS and a slow rspamd
+        // cost the longer of the two, not their sum.
+        let seen: &Envelope = envelope;
+        let (auth, rspamd) = tokio::join!(
+            crate::authenticate::run(self.auth.as_deref(), seen, content),
+            crate::rspamd::consult(self.rspamd.as_ref(), seen, &covered, content)
+        );
+        let results = auth.clone().unwrap_or_default();
+        let verdict = filter.score(content, &results);
+        let verdict = crate::rspamd::combine(&filter, verdict, rspamd.as_ref());
         let sender = sender_of(envelope, content);
         let (mut keep, mut tagged, mut events) = (Vec::new(), BTreeMap::new(), Vec::new());
         let mut refusals: Vec<(Action, String)> = Vec::new();
         let others = envelope.rcpts.iter().filter(|r| !self.covers(r)).count();
+        // Authenticated with others in the message: filter mode's
+        // recipients get a stamped copy, the others the original.
+        let (split, mut outside) = (auth.is_some() && others > 0, Vec::new());
         let envelope_len = envelope.rcpts.len();
         for r in std::mem::take(&mut envelope.rcpts) {
             if !self.covers(&r) {
-                keep.push((r, None));
+                (if split { &mut outside } else { &mut keep }).push((r, None));
                 continue;
             }
             let tenant = tenant_of(&r.address);
@@ -126,10 +155,14 @@ impl FilterMode {
                 Some(users) => users.counts(&r.address).await,
                 None => None,
             };
-            let mine = own.map(|c| filter.score_for_user(content, &spam::AuthResults::default(), &c));
+            let mine = own.map(|c| filter.score_for_user(content, &results, &c));
+            let mine = mine.map(|v| crate::rspamd::combine(&filter, v, rspamd.as_ref()));
             let verdict = mine.as_ref().unwrap_or(&verdict);
-            let (d, required) = self.decide(tenant, &r.address, verdict, &sender).await;
-            let event = filtered_event(tenant, &r.address, &d, verdict, &sender);
+            let failed = crate::rspamd::failure(rspamd.as_ref());
+            let (d, required) = self.decide(tenant, &r.address, verdict, &sender, failed).await;
+            let mut event = filtered_event(tenant, &r.address, &d, verdict, &sender);
+            crate::rspamd::note(&mut event, rspamd.as_ref());
+            crate::authenticate::note(&mut event, auth.as_ref());
             match d.action {
                 Action::Reject | Action::Tempfail => {
                     refusals.push((d.action, d.reason.clone()));
@@ -164,8 +197,11 @@ impl FilterMode {
             // Refused whole: nothing is kept; the refusing decisions are
             // recorded (the others' did not happen: the message comes again
             // or not at all).
-            return Filtered { tagged: Vec::new(), events, refuse };
+            return Filtered { tagged: Vec::new(), events, refuse, content: None };
         }
+        let (keep, stamped) = if split { (outside, keep) } else { (keep, Vec::new()) };
+        let body = auth.as_ref().map(|a| crate::authenticate::stamp(content, a));
+        let content = body.as_deref().unwrap_or(content);
         for (idx, (r, e)) in keep.into_iter().enumerate() {
             envelope.rcpts.push(r);
             events.extend(e.map(|e| (Placed::Original(idx), e)));
@@ -176,16 +212,31 @@ impl FilterMode {
             events.extend(evs.into_iter().enumerate().map(|(i, e)| (Placed::Tagged(n, i), e)));
             copies.push((tag(content, &header, &prefix), rcpts));
         }
-        Filtered { tagged: copies, events, refuse: None }
+        crate::authenticate::copy(&mut copies, &mut events, stamped, content);
+        Filtered { tagged: copies, events, refuse: None, content: body.filter(|_| !split) }
     }
 
     /// One recipient's decision; a policy that cannot be read decides as
     /// the scan failing would (the recipient's `scan_failure`, built in
     /// `tempfail`): never a silent default.
-    /// With the recipient's spam threshold.
-    async fn decide(&self, tenant: i64, address: &str, v: &spam::Verdict, sender: &str) -> (Decision, f64) {
+    /// With the recipient's spam threshold. When rspamd `failed`, the
+    /// message was not scanned: `scan_failure` decides, naming why.
+    async fn decide(
+        &self,
+        tenant: i64,
+        address: &str,
+        v: &spam::Verdict,
+        sender: &str,
+        failed: Option<&str>,
+    ) -> (Decision, f64) {
         match policy::effective_for(self.policies.as_ref(), tenant, &self.defaults, address).await {
-            Ok(e) => (policy::decide(&e, Some(v.score), None, sender), e.spam_threshold()),
+            Ok(e) => {
+                let mut d = policy::decide(&e, failed.is_none().then_some(v.score), None, sender);
+                if let Some(why) = failed {
+                    d.reason = format!("rspamd unavailable: {why}; {}", d.reason);
+                }
+                (d, e.spam_threshold())
+            }
             Err(err) => {
                 tracing::warn!(rcpt = %address, error = %err, "policy unavailable: the message is tempfailed for this recipient");
                 let e = policy::resolve(&self.defaults, &[]);

@@ -51,11 +51,7 @@ impl UserModels {
     }
 
     fn remember(&self, user: String, c: ScopeCounts) -> Option<Arc<spam::Counts>> {
-        let counts = (c.ham + c.spam > 0).then(|| {
-            let mut tokens = spam::bayes::TokenMap::default();
-            tokens.extend(c.tokens.into_iter().map(|(t, h, s)| (t, (h, s))));
-            Arc::new(spam::Counts { tokens, ham: c.ham, spam: c.spam })
-        });
+        let counts = (c.ham + c.spam > 0).then(|| Arc::new(counts_of(c)));
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= USERS_MAX {
             cache.clear();
@@ -103,4 +99,30 @@ impl imap::Learner for UserModels {
     ) -> imap::BoxFuture<'a, ()> {
         Box::pin(async move { UserModels::learn(self, account, &message, hash, is_spam).await })
     }
+}
+
+/// What IMAP moves into and out of `Spam` teach: users' own counts and,
+/// when `[spam] rspamd_url` is set, rspamd (`/learnspam`, `/learnham`).
+pub fn learner(
+    users: Option<UserModels>,
+    rspamd: Option<crate::rspamd::Rspamd>,
+) -> Option<Arc<dyn imap::Learner>> {
+    let users = users.map(|u| Arc::new(u) as Arc<dyn imap::Learner>);
+    match rspamd {
+        Some(rspamd) => Some(Arc::new(crate::rspamd::Teacher { rspamd, then: users })),
+        None => users,
+    }
+}
+
+/// The record's counts as the filter holds them.
+pub fn counts_of(c: ScopeCounts) -> spam::Counts {
+    let mut tokens = spam::bayes::TokenMap::default();
+    tokens.extend(c.tokens.into_iter().map(|(t, h, s)| (t, (h, s))));
+    spam::Counts { tokens, ham: c.ham, spam: c.spam }
+}
+
+/// The filter's counts as the record keeps them.
+pub fn record_of(c: &spam::Counts) -> ScopeCounts {
+    let tokens = c.tokens.iter().map(|(t, (h, s))| (*t, *h, *s)).collect();
+    ScopeCounts { ham: c.ham, spam: c.spam, tokens }
 }

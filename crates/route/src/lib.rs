@@ -15,6 +15,7 @@
 //! line, `front_line.rs`); release puts a stored copy back in the spool
 //! (`release.rs`).
 
+pub mod authenticate;
 pub mod catch_up;
 pub mod copies;
 pub mod filter;
@@ -24,6 +25,8 @@ pub mod learn;
 pub mod postmaster;
 pub mod relay;
 pub mod release;
+pub mod retention;
+pub mod rspamd;
 pub mod tee;
 
 use std::sync::Arc;
@@ -120,10 +123,12 @@ impl Router {
     /// A message filter mode decided for: refused whole, or the message as
     /// accepted (delivered, quarantined and archived recipients, and any
     /// outside filter mode) and a tagged copy per subject prefix, each
-    /// spooled before the 250.
+    /// spooled before the 250. (With sender authentication, filter mode's
+    /// recipients get the message with an `Authentication-Results` header:
+    /// as accepted when nobody else has it, else as a copy of theirs.)
     async fn spool_filtered(
         &self,
-        msg: Accepted,
+        mut msg: Accepted,
         filtered: filter::Filtered,
         expires: i64,
     ) -> Result<(), Reply> {
@@ -147,6 +152,9 @@ impl Router {
             // on their own.
             self.note(events);
             return Ok(());
+        }
+        if let Some(content) = filtered.content {
+            msg.content = content;
         }
         self.spool(msg, expires, events).await
     }

@@ -39,6 +39,9 @@ pub struct Config {
     /// handled (`mode = "filter"`: scanned once, then each recipient's
     /// policy decides; a filter-mode domain is accepted from anyone).
     pub domains: std::collections::BTreeMap<String, DomainConfig>,
+    /// `[spam]`: the filter-mode scan's outside parts (sender
+    /// authentication's DNS, rspamd).
+    pub spam: crate::spam_config::SpamConfig,
 }
 
 /// `[domains."example.net"]`.

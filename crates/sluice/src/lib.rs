@@ -10,4 +10,5 @@ pub mod logbuf;
 pub mod outbound_wiring;
 pub mod provider_hooks;
 pub mod serve;
+pub mod spam_config;
 pub mod tls;

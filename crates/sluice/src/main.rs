@@ -6,6 +6,7 @@ mod outbound_cmd;
 mod policy_cmd;
 mod spam_cmd;
 mod stats_cmd;
+mod store_cmd;
 mod webhook_cmd;
 
 use std::net::SocketAddr;
@@ -55,17 +56,17 @@ enum Command {
     /// Manage submission users.
     User {
         #[command(subcommand)]
-        command: UserCommand,
+        command: store_cmd::UserCommand,
     },
     /// Manage quarantine-store accounts (IMAP logins that own folders).
     Account {
         #[command(subcommand)]
-        command: AccountCommand,
+        command: store_cmd::AccountCommand,
     },
     /// Quarantine store maintenance.
     Quarantine {
         #[command(subcommand)]
-        command: QuarantineCommand,
+        command: store_cmd::QuarantineCommand,
     },
     /// Inspect and steer the queue of a running or stopped server.
     Queue {
@@ -259,83 +260,6 @@ struct ServeArgs {
 }
 
 #[derive(Subcommand)]
-enum UserCommand {
-    /// Add a user (or set a new password).
-    Add {
-        name: String,
-        /// File holding the password (first line); `-` for standard input.
-        #[arg(long)]
-        password_file: String,
-        /// The user submits for this tenant: the outbound path (suppression, record, VERP).
-        #[arg(long)]
-        tenant: Option<String>,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// List users.
-    List {
-        #[command(flatten)]
-        common: Common,
-    },
-}
-
-#[derive(Subcommand)]
-enum AccountCommand {
-    /// Add an account (or set a new password) and the domains whose copies it receives.
-    Add {
-        name: String,
-        /// File holding the password (first line); `-` for standard input.
-        #[arg(long)]
-        password_file: String,
-        /// Domain whose quarantined copies go to this account (repeatable).
-        #[arg(long = "domain")]
-        domains: Vec<String>,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Make an account's domains' inbound mail a tenant's: its events are
-    /// that tenant's to see (`sluice track`, `/v1/events`). Unassigned
-    /// inbound mail is the `default` tenant's.
-    Tenant {
-        name: String,
-        tenant: String,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Set how many days copies are kept, for the whole account or one folder.
-    Retention {
-        name: String,
-        days: i64,
-        /// Only this folder (e.g. `Human`); otherwise the account's default.
-        #[arg(long)]
-        folder: Option<String>,
-        #[command(flatten)]
-        common: Common,
-    },
-}
-
-#[derive(Subcommand)]
-enum QuarantineCommand {
-    /// Delete messages past their retention, and their bytes.
-    Sweep {
-        /// Sweep as if it were this time (RFC 3339) instead of now.
-        #[arg(long)]
-        as_of: Option<String>,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Re-inject a quarantined message to the recipients of the original.
-    Release {
-        account: String,
-        /// Folder, e.g. `Bounces/Hard`.
-        folder: String,
-        uid: i64,
-        #[command(flatten)]
-        common: Common,
-    },
-}
-
-#[derive(Subcommand)]
 enum QueueCommand {
     /// One line per queued message.
     List,
@@ -483,87 +407,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::User { command } => {
             init_logging("text");
-            runtime()?.block_on(async {
-                match command {
-                    UserCommand::Add { name, password_file, tenant, common } => {
-                        let cfg = load_config(&common)?;
-                        let password = read_password(&password_file)?;
-                        std::fs::create_dir_all(&cfg.server.data)?;
-                        let store = cfg.open_store().await?;
-                        store.directory.set_user(&name, &password).await?;
-                        if let Some(t) = &tenant {
-                            store.directory.set_user_tenant(&name, t).await?;
-                        }
-                        store.close().await;
-                        println!("user {name} saved");
-                    }
-                    UserCommand::List { common } => {
-                        let cfg = load_config(&common)?;
-                        let store = cfg.open_store().await?;
-                        for u in store.directory.users().await? {
-                            println!("{u}");
-                        }
-                        store.close().await;
-                    }
-                }
-                Ok(0)
-            })
+            runtime()?.block_on(store_cmd::user(command))
         }
-        Command::Account { command: AccountCommand::Add { name, password_file, domains, common } } => {
+        Command::Account { command } => {
             init_logging("text");
-            let cfg = load_config(&common)?;
-            let password = read_password(&password_file)?;
-            runtime()?.block_on(async {
-                std::fs::create_dir_all(&cfg.server.data)?;
-                let store = cfg.open_store().await?;
-                store.quarantine.add_account(&name, &password, &domains).await?;
-                store.close().await;
-                println!("account {name} saved");
-                Ok(0)
-            })
+            runtime()?.block_on(store_cmd::account(command))
         }
-        Command::Account { command: AccountCommand::Tenant { name, tenant, common } } => {
+        Command::Quarantine { command: store_cmd::QuarantineCommand::Sweep { as_of, dry_run, common } } => {
             init_logging("text");
-            let cfg = load_config(&common)?;
-            runtime()?.block_on(async {
-                let store = cfg.open_store().await?;
-                let done = store.directory.set_account_tenant(&name, &tenant).await;
-                store.close().await;
-                done?;
-                println!("account {name}: inbound mail of its domains belongs to tenant {tenant}");
-                Ok(0)
-            })
-        }
-        Command::Account { command: AccountCommand::Retention { name, days, folder, common } } => {
-            init_logging("text");
-            let cfg = load_config(&common)?;
-            runtime()?.block_on(async {
-                let store = cfg.open_store().await?;
-                store.quarantine.set_retention(&name, folder.as_deref(), days).await?;
-                store.close().await;
-                println!(
-                    "{name}{}: copies kept {days} day(s)",
-                    folder.map(|f| format!("/{f}")).unwrap_or_default()
-                );
-                Ok(0)
-            })
-        }
-        Command::Quarantine { command: QuarantineCommand::Sweep { as_of, common } } => {
-            init_logging("text");
-            let cfg = load_config(&common)?;
-            let as_of = match as_of {
-                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
-                    .with_context(|| format!("--as-of {t:?} is not RFC 3339"))?
-                    .timestamp(),
-                None => chrono::Utc::now().timestamp(),
-            };
-            runtime()?.block_on(async {
-                let store = cfg.open_store().await?;
-                let swept = store.quarantine.sweep(as_of).await?;
-                store.close().await;
-                println!("swept {} message(s), {} blob(s)", swept.messages, swept.blobs);
-                Ok(0)
-            })
+            runtime()?.block_on(store_cmd::sweep(as_of, dry_run, common))
         }
         Command::Db { command: DbCommand::Forget { before, common } } => {
             init_logging("text");
@@ -587,7 +439,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             init_logging("text");
             runtime()?.block_on(db_command(&load_config(&common)?, true))
         }
-        Command::Quarantine { command: QuarantineCommand::Release { account, folder, uid, common } } => {
+        Command::Quarantine {
+            command: store_cmd::QuarantineCommand::Release { account, folder, uid, common },
+        } => {
             init_logging("text");
             let cfg = load_config(&common)?;
             let req = control::Request::QuarantineRelease { account, folder, uid };
@@ -635,7 +489,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Classify { format, eval, explain, jobs, files } => {
             classify_cmd::run(classify_cmd::Options { format, eval, explain, jobs, files })
         }
-        Command::Spam { command, common } => spam_cmd::run(command, &load_config(&common)?.server.data),
+        Command::Spam { command, common } => {
+            init_logging("text");
+            spam_cmd::run(command, &load_config(&common)?)
+        }
         Command::Webhook { command: WebhookCommand::Parse { provider, files, content_type, raw } } => {
             webhook_cmd::run(webhook_cmd::Options { provider, files, content_type, raw })
         }

@@ -25,8 +25,9 @@ pub enum ApikeyCommand {
         #[command(flatten)]
         common: Common,
     },
-    /// Revoke a key by its first characters (as `list` shows them); a running
-    /// server refuses it within 30 seconds.
+    /// Revoke a key by any start of it of 8 characters or more (as `list`
+    /// shows it, or longer), or the whole key; a running server refuses it
+    /// within 30 seconds.
     Revoke {
         prefix: String,
         #[arg(long)]

@@ -121,7 +121,8 @@ pub async fn serve(
         )),
         tokio::spawn(core.inbound.clone().keep_fresh(Duration::from_secs(60))),
         tokio::spawn(sweep_every(
-            core.store.quarantine.clone(),
+            core.store.clone(),
+            cfg.policy.defaults()?,
             Duration::from_secs(cfg.quarantine.sweep_interval_secs),
         )),
         tokio::spawn(record_upkeep(core.store.clone(), cfg.database.event_retention_months)),
@@ -214,7 +215,7 @@ impl Core {
         }
         let inbound = InboundRecord::open(store.clone()).await.context("opening the inbound record")?;
         catch_up(&spool, &inbound).await;
-        let filter = crate::filter_wiring::filter_mode(cfg, &data, &store, &accounts)?.map(Arc::new);
+        let filter = crate::filter_wiring::filter_mode(cfg, &data, &store, &accounts).await?.map(Arc::new);
         Ok(Core {
             data,
             store,
@@ -447,11 +448,8 @@ fn start_imap(
             icfg.plaintext_loopback = cfg.imap.plaintext_loopback;
             icfg.max_command = cfg.imap.max_command_bytes;
             icfg.releaser = Some(reinjector.clone());
-            icfg.learner = core
-                .filter
-                .as_ref()
-                .and_then(|f| f.users.clone())
-                .map(|u| Arc::new(u) as Arc<dyn imap::Learner>);
+            icfg.learner =
+                core.filter.as_ref().and_then(|f| route::learn::learner(f.users.clone(), f.rspamd.clone()));
             icfg.lockout = lockout.clone();
             icfg.login_timeout = Duration::from_secs(cfg.imap.login_timeout_secs);
             icfg.idle_timeout = Duration::from_secs(cfg.imap.idle_timeout_secs);
@@ -578,11 +576,21 @@ async fn apply_accounts(
 
 /// The retention sweeper: deletes expired quarantine copies on its own
 /// schedule, in small transactions so IMAP sessions are never held up.
-async fn sweep_every(store: Arc<dyn record::QuarantineStore>, every: Duration) {
+/// The recipients' retention policies are read fresh for each sweep.
+async fn sweep_every(store: record::Store, defaults: record::policy::Defaults, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let started = std::time::Instant::now();
-        match store.sweep(chrono::Utc::now().timestamp()).await {
+        let retention = match route::retention::policy_retention(&store, &defaults).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Never sweep by the store's days alone when a policy
+                // (which may keep mail longer) could not be read.
+                tracing::error!(error = %e, "retention policies unreadable: sweep skipped");
+                continue;
+            }
+        };
+        match store.quarantine.sweep(chrono::Utc::now().timestamp(), &retention).await {
             Ok(s) if s.messages > 0 => tracing::info!(
                 messages = s.messages,
                 blobs = s.blobs,

@@ -2,9 +2,10 @@
 //! and spam, and score messages with it (one JSON line each). All IO is
 //! here; the filter (`spam` crate) is pure.
 //!
-//! The model is kept in a file for now (`spam-model.bin` in the data
-//! directory, or `--model`); the database table behind `spam::TokenStore`
-//! (global and per-user counts) is left for the integration step.
+//! The global model is kept in the record (scope `global` of
+//! `record::spam_tokens`), where every node's filter reads it again when
+//! training moves its stamp; `--model FILE` trains or scores with a file
+//! instead (for experiments and benches, never read by `serve`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ pub enum SpamCommand {
     /// Score messages: one JSON line each,
     /// {"file","score","class","is_spam","signals":[...]}.
     Score {
-        /// Model file [default: spam-model.bin in the data directory].
+        /// Model file [default: the global model in the record].
         #[arg(long)]
         model: Option<PathBuf>,
         /// Before each message's line, its most significant Bayes tokens
@@ -42,10 +43,10 @@ pub enum SpamCommand {
         /// Folder of spam messages.
         #[arg(long)]
         spam: Vec<PathBuf>,
-        /// Model file [default: spam-model.bin in the data directory].
+        /// Model file [default: the global model in the record].
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Start from an empty model instead of adding to the file's.
+        /// Start from an empty model instead of adding to the one there.
         #[arg(long)]
         reset: bool,
     },
@@ -61,39 +62,52 @@ struct Line<'a> {
     signals: &'a [spam::Signal],
 }
 
-/// Runs a `sluice spam` subcommand; `data` is the data directory.
-pub fn run(cmd: SpamCommand, data: &Path) -> anyhow::Result<i32> {
-    let default_model = || data.join("spam-model.bin");
+/// Runs a `sluice spam` subcommand.
+pub fn run(cmd: SpamCommand, cfg: &sluice::config::Config) -> anyhow::Result<i32> {
     match cmd {
         SpamCommand::Score { model, explain, settings, files } => {
-            let mut filter =
-                spam::Filter::new(spam::Model::new(load(&model.clone().unwrap_or_else(default_model))?));
+            let (counts, from) = load(cfg, model.as_deref())?;
+            let mut filter = spam::Filter::new(spam::Model::new(counts));
             for kv in &settings {
                 let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv}: want KEY=VALUE"))?;
                 filter.set(k, v).map_err(anyhow::Error::msg)?;
             }
-            score(&filter, &model.unwrap_or_else(default_model), &files, explain)
+            score(&filter, &from, &files, explain)
         }
         SpamCommand::Train { ham, spam, model, reset } => {
             anyhow::ensure!(!ham.is_empty() || !spam.is_empty(), "give --ham DIR and/or --spam DIR");
-            train(&model.unwrap_or_else(default_model), &ham, &spam, reset)
+            train(cfg, model.as_deref(), &ham, &spam, reset)
         }
     }
 }
 
-/// Reads a model file (missing: an empty model, and the filter gives no
-/// Bayes opinion until trained, as standard error says).
-fn load(path: &Path) -> anyhow::Result<spam::Counts> {
-    sluice::filter_wiring::read_model(path)
+/// The model `--model` names, else the record's global one; and what to
+/// call it. A missing file or an untrained record is an empty model (the
+/// filter gives no Bayes opinion until trained, as standard error says).
+fn load(cfg: &sluice::config::Config, model: Option<&Path>) -> anyhow::Result<(spam::Counts, String)> {
+    match model {
+        Some(path) => Ok((sluice::filter_wiring::read_model(path)?, path.display().to_string())),
+        None => {
+            let counts = runtime()?.block_on(async {
+                let store = cfg.open_store().await?;
+                let counts = store.spam_tokens.load_counts(record::spam_tokens::GLOBAL).await;
+                store.close().await;
+                anyhow::Ok(counts?)
+            })?;
+            Ok((route::learn::counts_of(counts), "the record's global model".to_string()))
+        }
+    }
 }
 
-fn score(filter: &spam::Filter, model: &Path, files: &[PathBuf], explain: bool) -> anyhow::Result<i32> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")
+}
+
+fn score(filter: &spam::Filter, model: &str, files: &[PathBuf], explain: bool) -> anyhow::Result<i32> {
     if !filter.model.is_ready(&filter.params) {
         eprintln!(
             "note: the model {} has {} ham and {} spam trained, under the minimum; Bayes gives no signal",
-            model.display(),
-            filter.model.global.ham,
-            filter.model.global.spam
+            model, filter.model.global.ham, filter.model.global.spam
         );
     }
     let auth = spam::AuthResults::default();
@@ -128,8 +142,14 @@ fn score(filter: &spam::Filter, model: &Path, files: &[PathBuf], explain: bool) 
     Ok(code)
 }
 
-fn train(model: &Path, ham: &[PathBuf], spam_dirs: &[PathBuf], reset: bool) -> anyhow::Result<i32> {
-    let mut counts = if reset { spam::Counts::default() } else { load(model)? };
+fn train(
+    cfg: &sluice::config::Config,
+    model: Option<&Path>,
+    ham: &[PathBuf],
+    spam_dirs: &[PathBuf],
+    reset: bool,
+) -> anyhow::Result<i32> {
+    let mut counts = spam::Counts::default();
     let mut learnt = [0usize; 2];
     for (dirs, is_spam) in [(ham, false), (spam_dirs, true)] {
         for dir in dirs {
@@ -140,10 +160,59 @@ fn train(model: &Path, ham: &[PathBuf], spam_dirs: &[PathBuf], reset: bool) -> a
             }
         }
     }
+    let (held, to) = match model {
+        Some(path) => {
+            if !reset {
+                merge(&mut counts, sluice::filter_wiring::read_model(path)?);
+            }
+            write_model(path, &counts)?;
+            (counts, path.display().to_string())
+        }
+        None => {
+            let held = runtime()?.block_on(async {
+                let store = cfg.open_store().await?;
+                let tokens = &store.spam_tokens;
+                let stored = tokens
+                    .add_counts(record::spam_tokens::GLOBAL, &route::learn::record_of(&counts), reset)
+                    .await;
+                let held = match stored {
+                    Ok(()) => tokens.load_counts(record::spam_tokens::GLOBAL).await,
+                    Err(e) => Err(e),
+                };
+                store.close().await;
+                anyhow::Ok(held?)
+            })?;
+            (route::learn::counts_of(held), "the record's global model".to_string())
+        }
+    };
+    println!(
+        "trained {} ham and {} spam; {to} now holds {} ham, {} spam, {} tokens",
+        learnt[0],
+        learnt[1],
+        held.ham,
+        held.spam,
+        held.tokens.len()
+    );
+    Ok(0)
+}
+
+/// Adds `other`'s counts to `into`'s.
+fn merge(into: &mut spam::Counts, other: spam::Counts) {
+    into.ham += other.ham;
+    into.spam += other.spam;
+    for (t, (h, s)) in other.tokens {
+        let e = into.tokens.entry(t).or_insert((0, 0));
+        e.0 += h;
+        e.1 += s;
+    }
+}
+
+/// Writes a model file beside and renames it, so a scorer never reads half
+/// a model.
+fn write_model(model: &Path, counts: &spam::Counts) -> anyhow::Result<()> {
     if let Some(dir) = model.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    // Written beside and renamed, so a scorer never reads half a model.
     let tmp = model.with_extension("tmp");
     {
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
@@ -151,16 +220,7 @@ fn train(model: &Path, ham: &[PathBuf], spam_dirs: &[PathBuf], reset: bool) -> a
         w.flush()?;
     }
     std::fs::rename(&tmp, model)?;
-    println!(
-        "trained {} ham and {} spam; the model {} now holds {} ham, {} spam, {} tokens",
-        learnt[0],
-        learnt[1],
-        model.display(),
-        counts.ham,
-        counts.spam,
-        counts.tokens.len()
-    );
-    Ok(0)
+    Ok(())
 }
 
 /// Every regular file under `dir`, sorted (so training is reproducible).

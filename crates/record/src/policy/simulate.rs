@@ -144,35 +144,66 @@ pub fn simulate(
     change: &Change,
     records: &[FilterRecord],
 ) -> Simulation {
-    let now = by_scope(rows.iter().filter_map(parse_row));
-    let after = changed(rows, scope, change);
-    let mut cache: HashMap<String, Option<(Effective, Effective, bool)>> = HashMap::new();
-    let mut sim = Simulation::default();
-    for r in records {
-        let entry = cache.entry(r.address.to_ascii_lowercase()).or_insert_with(|| {
-            let (d, u) = Scope::of_address(&r.address).ok()?;
-            let covered = scope.covers(d.as_str(), u.as_str());
-            Some((
-                resolve(defaults, &layers_of(&now, &u)),
-                resolve(defaults, &layers_of(&after, &u)),
-                covered,
-            ))
-        });
-        let Some((current, proposed, covered)) = entry else {
-            sim.skipped += 1;
-            continue;
-        };
-        sim.total += 1;
-        sim.in_scope += u64::from(*covered);
-        let a = decide(current, r.score, r.class, &r.sender).action;
-        if r.action != Some(a) {
-            sim.differs_from_recorded += 1;
-        }
-        let b = decide(proposed, r.score, r.class, &r.sender).action;
-        if a != b {
-            sim.changed += 1;
-            *sim.directions.entry((a, b)).or_default() += 1;
+    let mut replay = Replay::new(defaults, rows, scope, change);
+    replay.add(records.iter());
+    replay.finish()
+}
+
+/// Recipients whose two effective policies are kept at once; past it the
+/// memory starts again.
+const REPLAY_CACHE: usize = 100_000;
+
+/// A replay fed page by page ([`simulate`] in one go).
+pub(crate) struct Replay<'a> {
+    defaults: &'a Defaults,
+    scope: &'a Scope,
+    now: ByScope,
+    after: ByScope,
+    cache: HashMap<String, Option<(Effective, Effective, bool)>>,
+    sim: Simulation,
+}
+
+impl<'a> Replay<'a> {
+    pub(crate) fn new(defaults: &'a Defaults, rows: &[PolicyRow], scope: &'a Scope, change: &Change) -> Self {
+        let now = by_scope(rows.iter().filter_map(parse_row));
+        let after = changed(rows, scope, change);
+        Replay { defaults, scope, now, after, cache: HashMap::new(), sim: Simulation::default() }
+    }
+
+    pub(crate) fn add<'r>(&mut self, records: impl Iterator<Item = &'r FilterRecord>) {
+        let Replay { defaults, scope, now, after, cache, sim } = self;
+        for r in records {
+            if cache.len() >= REPLAY_CACHE {
+                cache.clear();
+            }
+            let entry = cache.entry(r.address.to_ascii_lowercase()).or_insert_with(|| {
+                let (d, u) = Scope::of_address(&r.address).ok()?;
+                let covered = scope.covers(d.as_str(), u.as_str());
+                Some((
+                    resolve(defaults, &layers_of(now, &u)),
+                    resolve(defaults, &layers_of(after, &u)),
+                    covered,
+                ))
+            });
+            let Some((current, proposed, covered)) = entry else {
+                sim.skipped += 1;
+                continue;
+            };
+            sim.total += 1;
+            sim.in_scope += u64::from(*covered);
+            let a = decide(current, r.score, r.class, &r.sender).action;
+            if r.action != Some(a) {
+                sim.differs_from_recorded += 1;
+            }
+            let b = decide(proposed, r.score, r.class, &r.sender).action;
+            if a != b {
+                sim.changed += 1;
+                *sim.directions.entry((a, b)).or_default() += 1;
+            }
         }
     }
-    sim
+
+    pub(crate) fn finish(self) -> Simulation {
+        self.sim
+    }
 }

@@ -2,9 +2,10 @@
 
 use serde_json::Value as Json;
 
+use super::simulate::Replay;
 use super::{
     Change, Defaults, Effective, FilterRecord, Key, PolicyError, PolicyRow, Scope, Simulation, Value,
-    check_change, layers_for, resolve, simulate,
+    check_change, layers_for, resolve,
 };
 use crate::{BoxFuture, RecordError};
 
@@ -29,8 +30,17 @@ pub trait Policies: Send + Sync + 'static {
     fn unset_policy<'a>(&'a self, tenant: i64, scope: &'a str, key: Option<&'a str>) -> Res<'a, u64>;
     /// The tenant's rows at one scope, or at every scope, by scope and key.
     fn list_policy<'a>(&'a self, tenant: i64, scope: Option<&'a str>) -> Res<'a, Vec<PolicyRow>>;
-    /// The `filtered` events of the tenant from `from` (ms) up to `to`.
-    fn filter_records(&self, tenant: i64, from: i64, to: i64) -> Res<'_, Vec<FilterRecord>>;
+    /// Up to `limit` `filtered` events of the tenant from `from` (ms) up
+    /// to `to`, with event ids above `after`, by id (a page; the last id
+    /// is the next page's `after`).
+    fn filter_records(
+        &self,
+        tenant: i64,
+        from: i64,
+        to: i64,
+        after: i64,
+        limit: u32,
+    ) -> Res<'_, Vec<(i64, FilterRecord)>>;
 }
 
 /// The effective policy of a recipient, read from the store now.
@@ -98,6 +108,9 @@ pub async fn set(
     Ok(())
 }
 
+/// Recorded decisions read at once by [`simulate_days`].
+const SIMULATE_PAGE: u32 = 20_000;
+
 /// Replays the last `days` days of recorded decisions (up to `now`) against
 /// `key` set to `value` at `scope` ([`simulate`]).
 #[allow(clippy::too_many_arguments)]
@@ -111,13 +124,19 @@ pub async fn simulate_days(
     days: u32,
     now: i64,
 ) -> Result<Simulation, PolicyError> {
-    let from = now.saturating_sub(i64::from(days) * 86_400_000);
-    let (rows, records) = tokio::try_join!(
-        store.list_policy(tenant, None),
-        store.filter_records(tenant, from, now.saturating_add(1))
-    )?;
+    let (from, to) = (now.saturating_sub(i64::from(days) * 86_400_000), now.saturating_add(1));
+    let rows = store.list_policy(tenant, None).await?;
     let change = Change { set: vec![(key, Some(value))], unset_all: false };
-    let mut sim = simulate(defaults, &rows, scope, &change, &records);
+    // Page by page, so a busy tenant's month is never all in memory.
+    let mut replay = Replay::new(defaults, &rows, scope, &change);
+    let mut after = 0;
+    loop {
+        let page = store.filter_records(tenant, from, to, after, SIMULATE_PAGE).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        replay.add(page.iter().map(|(_, r)| r));
+    }
+    let mut sim = replay.finish();
     sim.refused = check_change(defaults, &rows, scope, &change).err().map(|e| e.to_string());
     Ok(sim)
 }

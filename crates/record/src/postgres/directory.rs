@@ -176,6 +176,14 @@ impl Directory for Postgres {
         })
     }
 
+    fn remove_user<'a>(&'a self, name: &'a str) -> Res<'a, bool> {
+        Box::pin(async move {
+            let done =
+                sqlx::query("DELETE FROM users WHERE name = $1").bind(name).execute(&self.pool).await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
     fn set_user_tenant<'a>(&'a self, user: &'a str, tenant: &'a str) -> Res<'a, ()> {
         Box::pin(self.give_to_tenant("UPDATE users SET tenant_id = $1 WHERE name = $2", "user", user, tenant))
     }

@@ -144,6 +144,12 @@ impl QuarantineStore for Postgres {
     fn verify_account<'a>(&'a self, name: &'a str, password: &'a str) -> Res<'a, bool> {
         Box::pin(self.account_password(name, password))
     }
+    fn accounts(&self) -> Res<'_, Vec<String>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar("SELECT name FROM accounts ORDER BY name").fetch_all(&self.pool).await?)
+        })
+    }
+
     fn domain_accounts(&self) -> Res<'_, Vec<(String, String)>> {
         Box::pin(async move {
             let sql = "SELECT d.domain, a.name FROM account_domains d JOIN accounts a ON a.id = d.account_id";
@@ -201,7 +207,14 @@ impl QuarantineStore for Postgres {
     fn filed_from<'a>(&'a self, account: &'a str, queue_id: &'a str) -> Res<'a, Option<(String, i64)>> {
         Box::pin(self.filed(account, queue_id))
     }
-    fn sweep(&self, as_of: i64) -> Res<'_, Swept> {
-        Box::pin(self.sweep_expired(as_of))
+    fn sweep<'a>(&'a self, as_of: i64, retention: &'a crate::quarantine::Retention) -> Res<'a, Swept> {
+        Box::pin(self.sweep_expired(as_of, retention))
+    }
+    fn expired<'a>(
+        &'a self,
+        as_of: i64,
+        retention: &'a crate::quarantine::Retention,
+    ) -> Res<'a, Vec<(String, String, u64)>> {
+        Box::pin(self.expired(as_of, retention))
     }
 }

@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0009_stats.sql"),
     include_str!("../../migrations/postgres/0010_policies.sql"),
     include_str!("../../migrations/postgres/0011_spam_tokens.sql"),
+    include_str!("../../migrations/postgres/0012_spam_global.sql"),
 ];
 
 /// The advisory lock nodes take to migrate one at a time (any constant: "sluice").

@@ -91,6 +91,11 @@ impl Postgres {
                     .await?
             }
             Some(f) => {
+                if !crate::quarantine::FOLDERS.contains(&f)
+                    && self.account_folder(account, f).await?.is_none()
+                {
+                    return Err(crate::quarantine::no_folder(account, f));
+                }
                 let id = self.folder_id(account, f).await?;
                 sqlx::query("UPDATE folders SET retention_days = $1 WHERE id = $2")
                     .bind(days)
@@ -470,22 +475,61 @@ impl Postgres {
         Ok(Some(ReleaseInfo { mail_from: mail_from.unwrap_or_default(), rcpts, blob, queue_id }))
     }
 
-    /// Deletes what is past its folder's retention at `as_of` (Unix
-    /// seconds), and the bytes no message refers to any more, in small
-    /// transactions. Nodes sweeping at once share the work: each takes
-    /// rows the others have not locked (`SKIP LOCKED`).
-    pub(super) async fn sweep_expired(&self, as_of: i64) -> Result<Swept, RecordError> {
-        let mut swept = Swept::default();
-        let folders: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT f.id, $1 - 86400 * COALESCE(f.retention_days,
+    /// Each folder's (id, account, name, cutoff), as SQLite's `cutoffs`.
+    async fn cutoffs(
+        &self,
+        as_of: i64,
+        retention: &crate::quarantine::Retention,
+    ) -> Result<Vec<(i64, String, String, i64)>, RecordError> {
+        let folders: Vec<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT f.id, a.name, f.name, $1 - 86400 * COALESCE(f.retention_days,
                         CASE WHEN f.name = 'Archive' THEN GREATEST(a.retention_days, $2) ELSE a.retention_days END)
-               FROM folders f JOIN accounts a ON a.id = f.account_id",
+               FROM folders f JOIN accounts a ON a.id = f.account_id ORDER BY a.name, f.name",
         )
         .bind(as_of)
         .bind(ARCHIVE_RETENTION_DAYS)
         .fetch_all(&self.pool)
         .await?;
-        for (folder_id, cutoff) in folders {
+        Ok(folders
+            .into_iter()
+            .map(|(id, a, f, cutoff)| {
+                (id, a, f, retention.get(&id).map_or(cutoff, |days| as_of - 86_400 * days))
+            })
+            .collect())
+    }
+
+    /// What `sweep_expired` would delete: (account, folder, messages).
+    pub(super) async fn expired(
+        &self,
+        as_of: i64,
+        retention: &crate::quarantine::Retention,
+    ) -> Result<Vec<(String, String, u64)>, RecordError> {
+        let mut out = Vec::new();
+        for (id, account, folder, cutoff) in self.cutoffs(as_of, retention).await? {
+            let n: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE folder_id = $1 AND received_at < $2")
+                    .bind(id)
+                    .bind(cutoff)
+                    .fetch_one(&self.pool)
+                    .await?;
+            if n > 0 {
+                out.push((account, folder, n as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes what is past its folder's retention at `as_of` (Unix
+    /// seconds), and the bytes no message refers to any more, in small
+    /// transactions. Nodes sweeping at once share the work: each takes
+    /// rows the others have not locked (`SKIP LOCKED`).
+    pub(super) async fn sweep_expired(
+        &self,
+        as_of: i64,
+        retention: &crate::quarantine::Retention,
+    ) -> Result<Swept, RecordError> {
+        let mut swept = Swept::default();
+        for (folder_id, _, _, cutoff) in self.cutoffs(as_of, retention).await? {
             loop {
                 let mut tx = self.pool.begin().await?;
                 let gone: Vec<String> = sqlx::query_scalar(

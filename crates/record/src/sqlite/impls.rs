@@ -35,6 +35,11 @@ impl QuarantineStore for Quarantine {
     fn domain_accounts(&self) -> Res<'_, Vec<(String, String)>> {
         Box::pin(Quarantine::domain_accounts(self))
     }
+    fn accounts(&self) -> Res<'_, Vec<String>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar("SELECT name FROM accounts ORDER BY name").fetch_all(&self.pool).await?)
+        })
+    }
     fn folders<'a>(&'a self, account: &'a str) -> Res<'a, Vec<FolderInfo>> {
         Box::pin(Quarantine::folders(self, account))
     }
@@ -77,8 +82,15 @@ impl QuarantineStore for Quarantine {
     fn filed_from<'a>(&'a self, account: &'a str, queue_id: &'a str) -> Res<'a, Option<(String, i64)>> {
         Box::pin(Quarantine::filed_from(self, account, queue_id))
     }
-    fn sweep(&self, as_of: i64) -> Res<'_, Swept> {
-        Box::pin(Quarantine::sweep(self, as_of))
+    fn sweep<'a>(&'a self, as_of: i64, retention: &'a crate::quarantine::Retention) -> Res<'a, Swept> {
+        Box::pin(Quarantine::sweep(self, as_of, retention))
+    }
+    fn expired<'a>(
+        &'a self,
+        as_of: i64,
+        retention: &'a crate::quarantine::Retention,
+    ) -> Res<'a, Vec<(String, String, u64)>> {
+        Box::pin(Quarantine::expired(self, as_of, retention))
     }
 }
 
@@ -221,6 +233,13 @@ impl Directory for Log {
     }
     fn users(&self) -> Res<'_, Vec<String>> {
         Box::pin(Log::users(self))
+    }
+    fn remove_user<'a>(&'a self, name: &'a str) -> Res<'a, bool> {
+        Box::pin(async move {
+            let done =
+                sqlx::query("DELETE FROM users WHERE name = ?").bind(name).execute(self.pool()).await?;
+            Ok(done.rows_affected() > 0)
+        })
     }
     fn set_user_tenant<'a>(&'a self, user: &'a str, tenant: &'a str) -> Res<'a, ()> {
         Box::pin(Log::set_user_tenant(self, user, tenant))

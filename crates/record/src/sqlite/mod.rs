@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0015_stats.sql"),
     include_str!("../../migrations/sqlite/0016_policies.sql"),
     include_str!("../../migrations/sqlite/0017_spam_tokens.sql"),
+    include_str!("../../migrations/sqlite/0018_spam_global.sql"),
 ];
 
 /// An open SQLite database and its parts.

@@ -137,6 +137,13 @@ impl Quarantine {
         if days < 1 {
             return Err(RecordError::Invalid("retention_days must be at least 1".into()));
         }
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Err(RecordError::Invalid(format!("no account {account}")));
+        }
         match folder {
             None => {
                 sqlx::query("UPDATE accounts SET retention_days = ? WHERE name = ?")
@@ -146,6 +153,9 @@ impl Quarantine {
                     .await?;
             }
             Some(f) => {
+                if !crate::quarantine::FOLDERS.contains(&f) && self.folder(account, f).await?.is_none() {
+                    return Err(crate::quarantine::no_folder(account, f));
+                }
                 let id = self.folder_id(account, f).await?;
                 sqlx::query("UPDATE folders SET retention_days = ? WHERE id = ?")
                     .bind(days)
@@ -500,20 +510,60 @@ impl Quarantine {
     /// Deletes messages older than their folder's retention at `as_of`
     /// (Unix seconds), and the blobs no message refers to any more. Works in
     /// small transactions so readers are never blocked for long.
-    pub async fn sweep(&self, as_of: i64) -> Result<Swept, RecordError> {
-        let mut swept = Swept::default();
-        // Each folder's cutoff: its own retention, else the account's
-        // (Archive keeps at least ARCHIVE_RETENTION_DAYS).
-        let folders: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT f.id, ?1 - 86400 * COALESCE(f.retention_days,
+    /// Each folder's (id, account, name, cutoff): its copies received
+    /// before the cutoff are past retention. The days: the recipients'
+    /// policy's (`retention`), else the folder's own, else the account's
+    /// (Archive keeps at least ARCHIVE_RETENTION_DAYS).
+    async fn cutoffs(
+        &self,
+        as_of: i64,
+        retention: &crate::quarantine::Retention,
+    ) -> Result<Vec<(i64, String, String, i64)>, RecordError> {
+        let folders: Vec<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT f.id, a.name, f.name, ?1 - 86400 * COALESCE(f.retention_days,
                         CASE WHEN f.name = 'Archive' THEN MAX(a.retention_days, ?2) ELSE a.retention_days END)
-               FROM folders f JOIN accounts a ON a.id = f.account_id",
+               FROM folders f JOIN accounts a ON a.id = f.account_id ORDER BY a.name, f.name",
         )
         .bind(as_of)
         .bind(ARCHIVE_RETENTION_DAYS)
         .fetch_all(&self.pool)
         .await?;
-        for (folder_id, cutoff) in folders {
+        Ok(folders
+            .into_iter()
+            .map(|(id, a, f, cutoff)| {
+                (id, a, f, retention.get(&id).map_or(cutoff, |days| as_of - 86_400 * days))
+            })
+            .collect())
+    }
+
+    /// What `sweep` would delete: (account, folder, messages).
+    pub async fn expired(
+        &self,
+        as_of: i64,
+        retention: &crate::quarantine::Retention,
+    ) -> Result<Vec<(String, String, u64)>, RecordError> {
+        let mut out = Vec::new();
+        for (id, account, folder, cutoff) in self.cutoffs(as_of, retention).await? {
+            let n: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE folder_id = ? AND received_at < ?")
+                    .bind(id)
+                    .bind(cutoff)
+                    .fetch_one(&self.pool)
+                    .await?;
+            if n > 0 {
+                out.push((account, folder, n as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn sweep(
+        &self,
+        as_of: i64,
+        retention: &crate::quarantine::Retention,
+    ) -> Result<Swept, RecordError> {
+        let mut swept = Swept::default();
+        for (folder_id, _, _, cutoff) in self.cutoffs(as_of, retention).await? {
             loop {
                 let mut tx = self.pool.begin().await?;
                 let gone: Vec<String> = sqlx::query_scalar(
@@ -629,7 +679,7 @@ pub(crate) mod tests {
 
         // 30 days after day 1000: the old bounce goes, the shared blob stays
         // (the fresh copy uses it), the archived one (365 days) stays.
-        let swept = q.sweep(1_031 * day).await.unwrap();
+        let swept = q.sweep(1_031 * day, &Default::default()).await.unwrap();
         assert_eq!(swept, Swept { messages: 1, blobs: 0 });
         assert_eq!(q.uids(a.folder_id).await.unwrap(), vec![2]);
         assert_eq!(q.uids(c.folder_id).await.unwrap(), vec![1]);
@@ -637,7 +687,7 @@ pub(crate) mod tests {
         let d = q.store("acme", "Bounces/Hard", b"new", &fresh).await.unwrap();
         assert_eq!(d.uid, 3);
         // Much later everything goes, blobs included.
-        let swept = q.sweep(3_000 * day).await.unwrap();
+        let swept = q.sweep(3_000 * day, &Default::default()).await.unwrap();
         assert_eq!(swept.messages, 3);
         assert_eq!(blob_rows(&q).await, 0);
         // Per-folder retention overrides the account's.
@@ -646,7 +696,7 @@ pub(crate) mod tests {
             .store("acme", "Human", b"h", &MessageMeta { received_at: 10 * day, ..Default::default() })
             .await
             .unwrap();
-        assert_eq!(q.sweep(12 * day).await.unwrap().messages, 1);
+        assert_eq!(q.sweep(12 * day, &Default::default()).await.unwrap().messages, 1);
         assert!(q.uids(h.folder_id).await.unwrap().is_empty());
     }
 

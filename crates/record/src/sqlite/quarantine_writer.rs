@@ -378,7 +378,10 @@ mod tests {
         assert_eq!(blob_rows(&store.quarantine).await, 1);
         assert!(q.read_blob(&h).await.is_err());
         // Past retention the last message and its bytes go.
-        assert_eq!(q.sweep(100 * 86_400).await.unwrap(), Swept { messages: 1, blobs: 1 });
+        assert_eq!(
+            q.sweep(100 * 86_400, &Default::default()).await.unwrap(),
+            Swept { messages: 1, blobs: 1 }
+        );
         assert_eq!(blob_rows(&store.quarantine).await, 0);
         // The same bytes stored after they were swept are written anew.
         let b = q.store("acme", "Human", b"alone", &meta(200)).await.unwrap();
@@ -448,7 +451,10 @@ mod tests {
         assert_eq!(q.read_blob(&h).await.unwrap(), old);
         assert_eq!(q.read_blobs(vec![hn, h.clone()]).await, vec![Some(b"new".to_vec()), Some(old.clone())]);
         // Both expire: the row's bytes and the old file go.
-        assert_eq!(q.sweep(100 * 86_400).await.unwrap(), Swept { messages: 2, blobs: 2 });
+        assert_eq!(
+            q.sweep(100 * 86_400, &Default::default()).await.unwrap(),
+            Swept { messages: 2, blobs: 2 }
+        );
         assert!(!path.exists());
         assert_eq!(blob_rows(&store.quarantine).await, 0);
     }
