@@ -172,6 +172,33 @@ def test_the_sweeper_honours_each_users_retention_policy(sluice_factory, sink, t
     assert imap_folder(sl, f"eve@{DOMAIN}", "eve-secret", "Spam") == []
 
 
+def test_quarantine_without_a_store_account_is_tagged_not_stranded(sluice_factory, sink, tmp_path):
+    """fay has no store account, nor has her domain: her Spam folder does
+    not exist, so her quarantine is a tagged delivery and her archive is
+    skipped, both said in the event; gus blocks the sender and has no
+    account either: his copy is dropped (a blocked sender is never
+    delivered). Nothing waits in the queue."""
+    sl = setup(sluice_factory, sink, tmp_path)
+    s = score_of(sl, tmp_path, SPAMMY)
+    fay = f"fay@{DOMAIN}"
+    thresholds(sl, fay, s - 1.5, s - 1)
+    policy(sl, "set", fay, "spam_action", "quarantine")
+    policy(sl, "set", fay, "archive", "true")
+    gus = f"gus@{DOMAIN}"
+    policy(sl, "set", gus, "block_senders", "prizes.example")
+    send_raw(sl.smtp, SPAMMY, mail_from="promo@prizes.example", rcpts=[fay, gus])
+    got = sink.wait_for(1, timeout=20)[0]
+    assert got.rcpts == [fay] and b"X-Spam-Status: Yes" in got.content, got.content[:300]
+    events = wait_until(lambda: len(filtered(sl)) >= 2 and filtered(sl), 20, what="the filtered events")
+    by = {a: (r, d) for a, r, d in events}
+    assert by[gus][0] == "reject" and "rejected instead of quarantined" in by[gus][1]["why"], by[gus]
+    action, detail = by[fay]
+    assert action == "tag", events
+    assert "no store account: tagged instead of quarantined" in detail["why"], detail
+    assert "not archived" in detail["why"] and not detail["archive"], detail
+    sl.wait_queue_empty(20)
+
+
 def test_every_recipient_rejecting_refuses_at_end_of_data_and_lists_win(sluice_factory, sink, tmp_path):
     sl = setup(sluice_factory, sink, tmp_path)
     policy(sl, "set", DOMAIN, "spam_action", "reject")
@@ -196,6 +223,9 @@ def test_every_recipient_rejecting_refuses_at_end_of_data_and_lists_win(sluice_f
     thresholds(sl, f"fay@{DOMAIN}", 99, 100)
     policy(sl, "set", f"fay@{DOMAIN}", "spam_action", "quarantine")
     policy(sl, "set", f"fay@{DOMAIN}", "block_senders", "prizes.example")
+    pw = tmp_path / "fay.pw"
+    pw.write_text("fay-secret\n")
+    sl.cli("account", "add", f"fay@{DOMAIN}", "--password-file", str(pw), "--data", sl.data)
     send_raw(sl.smtp, SPAMMY, mail_from="promo@prizes.example", rcpts=[f"eve@{DOMAIN}", f"fay@{DOMAIN}"])
     m = sink.wait_for(1, timeout=20)[0]
     assert m.rcpts == [f"eve@{DOMAIN}"], m.rcpts

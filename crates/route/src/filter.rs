@@ -26,11 +26,11 @@
 //! `reason`, and the score, class, signals and deciding policy level in
 //! its `detail` (what `sluice policy simulate` replays).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use record::events::{EventKind, NewEvent, now_ms};
-use record::policy::{self, Action, Class, Decision, Defaults, Policies};
+use record::policy::{self, Action, Class, Decision, Defaults, Policies, PolicyRow};
 use vocabulary::{Envelope, QueueId, Recipient, Reply, Route, domain_of};
 
 /// The filter's current model: replaced when it is retrained, without a
@@ -59,9 +59,10 @@ pub struct FilterMode {
     pub scanner: Scanner,
     pub policies: Arc<dyn Policies>,
     pub defaults: Arc<Defaults>,
+    /// The store, asked about an account not (yet) known in memory.
     pub store: Arc<dyn record::QuarantineStore>,
-    /// Each domain's store account: where a recipient without an account
-    /// of its own is quarantined.
+    /// Store accounts, in memory: a recipient's own (named by the
+    /// address), else its domain's, takes its Spam and Archive copies.
     pub accounts: crate::tee::Accounts,
     /// Users' own counts, taught by IMAP moves into and out of Spam.
     pub users: Option<crate::learn::UserModels>,
@@ -136,6 +137,7 @@ impl FilterMode {
         let verdict = filter.score(content, &results);
         let verdict = crate::rspamd::combine(&filter, verdict, rspamd.as_ref());
         let sender = sender_of(envelope, content);
+        let rows = self.policy_rows(&covered, tenant_of).await;
         let (mut keep, mut tagged, mut events) = (Vec::new(), BTreeMap::new(), Vec::new());
         let mut refusals: Vec<(Action, String)> = Vec::new();
         let others = envelope.rcpts.iter().filter(|r| !self.covers(r)).count();
@@ -159,7 +161,16 @@ impl FilterMode {
             let mine = mine.map(|v| crate::rspamd::combine(&filter, v, rspamd.as_ref()));
             let verdict = mine.as_ref().unwrap_or(&verdict);
             let failed = crate::rspamd::failure(rspamd.as_ref());
-            let (d, required) = self.decide(tenant, &r.address, verdict, &sender, failed).await;
+            let rows = match rows.get(&tenant) {
+                Some(Ok(rows)) => Ok(rows.as_slice()),
+                Some(Err(e)) => Err(e.as_str()),
+                None => Err("no policy read"),
+            };
+            let (mut d, required) = self.decide(rows, &r.address, verdict, &sender, failed);
+            let account = self.account_for(&r.address).await;
+            if account.is_none() {
+                without_account(&mut d, &r.address);
+            }
             let mut event = filtered_event(tenant, &r.address, &d, verdict, &sender);
             crate::rspamd::note(&mut event, rspamd.as_ref());
             crate::authenticate::note(&mut event, auth.as_ref());
@@ -174,14 +185,16 @@ impl FilterMode {
                     tagged.entry((status, prefix)).or_insert_with(Vec::new).push((r.clone(), event));
                 }
                 Action::Quarantine => {
-                    let folder = self.folder_route(&r.address, "Spam").await;
+                    let folder = folder_route(account.clone(), "Spam");
                     keep.push((Recipient::routed(r.address.clone(), folder), Some(event)));
                 }
                 Action::Deliver => keep.push((r.clone(), Some(event))),
             }
-            if d.archive && d.action != Action::Tempfail {
-                let folder = self.folder_route(&r.address, "Archive").await;
-                keep.push((Recipient::routed(r.address.clone(), folder), None));
+            if let Some(account) = account.filter(|_| d.archive && d.action != Action::Tempfail) {
+                keep.push((
+                    Recipient::routed(r.address.clone(), folder_route(Some(account), "Archive")),
+                    None,
+                ));
             }
         }
         // Refused at the end of DATA only when no recipient of the message
@@ -216,20 +229,62 @@ impl FilterMode {
         Filtered { tagged: copies, events, refuse: None, content: body.filter(|_| !split) }
     }
 
+    /// The policy rows of each tenant of these recipients, one query per
+    /// tenant (read per message: a change applies to the next one).
+    async fn policy_rows(
+        &self,
+        addresses: &[String],
+        tenant_of: &(dyn Fn(&str) -> i64 + Sync),
+    ) -> HashMap<i64, Result<Vec<PolicyRow>, String>> {
+        let mut by_tenant: HashMap<i64, Vec<&str>> = HashMap::new();
+        for a in addresses {
+            by_tenant.entry(tenant_of(a)).or_default().push(a);
+        }
+        let mut rows = HashMap::new();
+        for (tenant, addresses) in by_tenant {
+            let got = policy::rows_for(self.policies.as_ref(), tenant, &addresses).await;
+            rows.insert(tenant, got.map_err(|e| e.to_string()));
+        }
+        rows
+    }
+
+    /// The recipient's store account, from memory; one added since the
+    /// last refresh is found in the store (the rare path: a recipient
+    /// without any account asks the store each time).
+    async fn account_for(&self, address: &str) -> Option<String> {
+        if let Some(known) = self.accounts.account_for(address) {
+            return Some(known);
+        }
+        let address = address.to_ascii_lowercase();
+        match self.store.folders(&address).await {
+            Ok(folders) if !folders.is_empty() => Some(address),
+            Ok(_) => None,
+            Err(e) => {
+                // Not known to be missing: the copy waits in the queue
+                // for the store, as any copy does.
+                tracing::warn!(rcpt = %address, error = %e, "store accounts unreadable: the copy waits in the queue");
+                Some(address)
+            }
+        }
+    }
+
     /// One recipient's decision; a policy that cannot be read decides as
     /// the scan failing would (the recipient's `scan_failure`, built in
     /// `tempfail`): never a silent default.
     /// With the recipient's spam threshold. When rspamd `failed`, the
     /// message was not scanned: `scan_failure` decides, naming why.
-    async fn decide(
+    fn decide(
         &self,
-        tenant: i64,
+        rows: Result<&[PolicyRow], &str>,
         address: &str,
         v: &spam::Verdict,
         sender: &str,
         failed: Option<&str>,
     ) -> (Decision, f64) {
-        match policy::effective_for(self.policies.as_ref(), tenant, &self.defaults, address).await {
+        let effective = rows
+            .map_err(|e| e.to_string())
+            .and_then(|rows| policy::effective_in(rows, &self.defaults, address).map_err(|e| e.to_string()));
+        match effective {
             Ok(e) => {
                 let mut d = policy::decide(&e, failed.is_none().then_some(v.score), None, sender);
                 if let Some(why) = failed {
@@ -247,23 +302,35 @@ impl FilterMode {
             }
         }
     }
+}
 
-    /// The route to `folder` of the recipient's store account: the one
-    /// named by the address, else the domain's. Without either the copy
-    /// still must go somewhere visible: the domain's name is used and the
-    /// store refuses it, so it waits in the queue, at WARN.
-    async fn folder_route(&self, address: &str, folder: &str) -> Route {
-        let address = address.to_ascii_lowercase();
-        let own = matches!(self.store.folder(&address, folder).await, Ok(Some(_)));
-        let account = if own {
-            address.clone()
-        } else {
-            self.accounts.account_of(&domain_of(&address)).unwrap_or_else(|| {
-                tracing::warn!(rcpt = %address, folder, "no store account for this recipient: its copy waits in the queue");
-                address.clone()
-            })
-        };
-        Route::Folder { account, folder: folder.to_string() }
+/// The route to `folder` of the recipient's store `account`.
+fn folder_route(account: Option<String>, folder: &str) -> Route {
+    Route::Folder { account: account.unwrap_or_default(), folder: folder.to_string() }
+}
+
+/// A recipient with no store account of its own nor of its domain has no
+/// Spam or Archive folder: a copy routed there would wait in the queue
+/// until it expired and bounced a spam's forged sender. Quarantine becomes
+/// tag (delivered, marked: a false positive still arrives), except for a
+/// blocked sender, which is never delivered (rejected instead); archive is
+/// skipped. Each is said in the decision and at WARN.
+fn without_account(d: &mut Decision, address: &str) {
+    // A quarantine without a class is a sender list's: the block list.
+    if d.action == Action::Quarantine && d.class.is_none() {
+        tracing::warn!(rcpt = %address, "no store account for this recipient: a blocked sender is rejected instead of quarantined");
+        d.action = Action::Reject;
+        d.reason = format!("{} (no store account: rejected instead of quarantined)", d.reason);
+    }
+    if d.action == Action::Quarantine {
+        tracing::warn!(rcpt = %address, "no store account for this recipient: tagged instead of quarantined");
+        d.action = Action::Tag;
+        d.reason = format!("{} (no store account: tagged instead of quarantined)", d.reason);
+    }
+    if d.archive {
+        tracing::warn!(rcpt = %address, "no store account for this recipient: not archived");
+        d.archive = false;
+        d.reason = format!("{} (no store account: not archived)", d.reason);
     }
 }
 

@@ -11,10 +11,18 @@ use std::time::Duration;
 use queue::{AttemptOutcome, AttemptResult, BoxFuture, Job, Transport};
 use vocabulary::{Envelope, Recipient, Reply, Route, domain_of};
 
-/// Which account receives the copies of which domain; refreshed from the
-/// database so `sluice account add` takes effect on a running server.
+/// Which account receives the copies of which domain, and every
+/// account's name; refreshed from the database so `sluice account add`
+/// takes effect on a running server.
 #[derive(Clone, Default)]
-pub struct Accounts(Arc<RwLock<HashMap<String, String>>>);
+pub struct Accounts(Arc<RwLock<Known>>);
+
+#[derive(Default)]
+struct Known {
+    by_domain: HashMap<String, String>,
+    /// Lowercased name → the name as stored.
+    names: HashMap<String, String>,
+}
 
 impl Accounts {
     pub async fn load(store: &dyn record::QuarantineStore) -> Self {
@@ -24,8 +32,13 @@ impl Accounts {
     }
 
     pub async fn refresh(&self, store: &dyn record::QuarantineStore) {
-        match store.domain_accounts().await {
-            Ok(rows) => *self.0.write().unwrap_or_else(|e| e.into_inner()) = rows.into_iter().collect(),
+        match tokio::try_join!(store.domain_accounts(), store.accounts()) {
+            Ok((rows, names)) => {
+                *self.0.write().unwrap_or_else(|e| e.into_inner()) = Known {
+                    by_domain: rows.into_iter().collect(),
+                    names: names.into_iter().map(|n| (n.to_ascii_lowercase(), n)).collect(),
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "cannot read quarantine accounts"),
         }
     }
@@ -46,7 +59,18 @@ impl Accounts {
 
     /// The store account that takes `domain`'s copies.
     pub fn account_of(&self, domain: &str) -> Option<String> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).get(domain).cloned()
+        self.0.read().unwrap_or_else(|e| e.into_inner()).by_domain.get(domain).cloned()
+    }
+
+    /// A recipient's own store account (named by the address), else its
+    /// domain's; none when neither exists.
+    pub fn account_for(&self, address: &str) -> Option<String> {
+        let known = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let address = address.to_ascii_lowercase();
+        if let Some(name) = known.names.get(&address) {
+            return Some(name.clone());
+        }
+        known.by_domain.get(&domain_of(&address)).cloned()
     }
 
     /// Adds one quarantine recipient per account that takes a copy of this
@@ -57,7 +81,8 @@ impl Accounts {
         if envelope.auth_user.is_some() {
             return;
         }
-        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let known = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let map = &known.by_domain;
         if map.is_empty() {
             return;
         }

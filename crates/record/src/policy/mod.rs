@@ -56,7 +56,7 @@ pub use resolve::{Defaults, Effective, Layer, PolicyRow, Setting, explain, layer
 pub use scope::{Level, Scope};
 pub use senders::{matches, sender_pattern};
 pub use simulate::{Change, FilterRecord, Simulation, check_change, simulate};
-pub use store::{Policies, apply, effective_at, effective_for, set, simulate_days};
+pub use store::{Policies, apply, effective_at, effective_for, effective_in, rows_for, set, simulate_days};
 
 use crate::RecordError;
 

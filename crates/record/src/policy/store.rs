@@ -43,6 +43,35 @@ pub trait Policies: Send + Sync + 'static {
     ) -> Res<'_, Vec<(i64, FilterRecord)>>;
 }
 
+/// The rows that decide for any of `addresses` (one tenant's), in one
+/// query: `global`, their domains and themselves. [`effective_in`] then
+/// resolves each address from them.
+pub async fn rows_for(
+    store: &dyn Policies,
+    tenant: i64,
+    addresses: &[&str],
+) -> Result<Vec<PolicyRow>, PolicyError> {
+    let mut scopes = std::collections::BTreeSet::from(["global".to_string()]);
+    for a in addresses {
+        // An address that is not one is refused by `effective_in`.
+        if let Ok((d, u)) = Scope::of_address(a) {
+            scopes.extend([d.as_str().to_string(), u.as_str().to_string()]);
+        }
+    }
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    Ok(store.policy_rows(tenant, &scopes).await?)
+}
+
+/// The effective policy of `address` from `rows` ([`rows_for`]).
+pub fn effective_in(
+    rows: &[PolicyRow],
+    defaults: &Defaults,
+    address: &str,
+) -> Result<Effective, PolicyError> {
+    let (_, u) = Scope::of_address(address)?;
+    Ok(resolve(defaults, &layers_for(rows, &u)))
+}
+
 /// The effective policy of a recipient, read from the store now.
 pub async fn effective_for(
     store: &dyn Policies,
