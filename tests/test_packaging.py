@@ -1,0 +1,44 @@
+"""Packaging (issue 21, part 5): the systemd unit is valid as systemd
+itself reads it, runs sluice with the hardening it claims, and the
+licence the crates declare is the one shipped."""
+
+import os
+import re
+import subprocess
+
+from helpers.procs import sluice_bin
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNIT = os.path.join(ROOT, "packaging", "sluice.service")
+
+
+def unit_with_binary(tmp_path):
+    """The unit, with ExecStart pointing at the binary built here (the
+    packaged path /usr/bin/sluice does not exist on a build machine)."""
+    text = open(UNIT).read().replace("/usr/bin/sluice", sluice_bin())
+    path = tmp_path / "sluice.service"
+    path.write_text(text)
+    return path
+
+
+def test_systemd_reads_the_unit_without_a_complaint(tmp_path):
+    p = subprocess.run(["systemd-analyze", "verify", str(unit_with_binary(tmp_path))],
+                       capture_output=True, text=True, timeout=60)
+    complaints = [line for line in (p.stdout + p.stderr).splitlines() if "sluice.service" in line]
+    assert p.returncode == 0 and not complaints, p.stdout + p.stderr
+
+
+def test_the_unit_is_hardened(tmp_path):
+    p = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit_with_binary(tmp_path))],
+                       capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for sluice.service: ([0-9.]+)", p.stdout)
+    assert m, p.stdout + p.stderr
+    # systemd's scale: 0 (locked down) to 10 (no protection); under 2 is "OK".
+    assert float(m.group(1)) < 2.0, p.stdout
+
+
+def test_the_licence_shipped_is_the_one_declared():
+    declared = re.search(r'^license = "([^"]+)"', open(os.path.join(ROOT, "Cargo.toml")).read(), re.M)
+    assert declared and declared.group(1) == "Apache-2.0"
+    text = open(os.path.join(ROOT, "LICENSE")).read()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
