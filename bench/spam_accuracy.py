@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Accuracy and speed of sluice's spam filter beside SpamAssassin's, in one run.
+"""Accuracy and speed of sluice's spam filter beside SpamAssassin's and rspamd's, in one run.
 
 Split rule (deterministic, by file name): a message is in the REPORT half when
 the first byte of sha256("<folder>/<file>") (e.g. "ham/easy-ham-1-01712.eml")
@@ -11,13 +11,19 @@ Modes:
   (default)  train sluice on the train half, score the report half, print FP
              (hard ham separately) and recall; then the same for SpamAssassin
              (Debian's, installed if missing; Bayes trained with sa-learn on
-             the same train half; local tests only), and write a result file
-             under bench/results/.
+             the same train half; local tests only), then rspamd (Debian's,
+             with redis-server, installed if missing; run privately with its
+             own config, ports, logs and redis; Bayes taught the same train
+             half through the controller's /learnham and /learnspam; network
+             checks off, DNS failing fast; the report half scored with
+             /checkv2, spam = action reject / add header / rewrite subject,
+             i.e. score >= the default add_header threshold 6), and write a
+             result file under bench/results/.
   --cv       cross-validation inside the train half (sluice only), for tuning.
   --speed    messages scored per second on one core (taskset -c 0), sluice
              and SpamAssassin (spamd -m 1 pinned to the same core, spamc).
 
-Usage: bench/spam_accuracy.py [--corpus DIR] [--cv] [--speed] [--no-sa]
+Usage: bench/spam_accuracy.py [--corpus DIR] [--cv] [--speed] [--no-sa] [--no-rspamd]
 """
 
 import argparse
@@ -29,7 +35,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import signal
 import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLUICE = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "target", "release", "sluice"))
@@ -163,9 +173,10 @@ def cross_validate(rows, tmp):
 # ---------------------------------------------------------------- SpamAssassin
 
 def ensure_spamassassin():
-    if shutil.which("spamassassin") and shutil.which("spamd"):
-        return
-    subprocess.run(["apt-get", "install", "-y", "spamassassin"], check=True, stdout=subprocess.DEVNULL)
+    # Debian 12 ships spamd and spamc in packages of their own.
+    missing = [tool for tool in ("spamassassin", "spamd", "spamc") if not shutil.which(tool)]
+    if missing:
+        subprocess.run(["apt-get", "install", "-y"] + missing, check=True, stdout=subprocess.DEVNULL)
 
 
 def sa_version():
@@ -245,7 +256,6 @@ class Spamd:
 
 
 def run_spamassassin(rows, tmp, jobs):
-    from concurrent.futures import ThreadPoolExecutor
     conf, _, home = sa_setup(tmp)
     train = [r for r in rows if r["half"] == "train"]
     report = [r for r in rows if r["half"] == "report"]
@@ -261,6 +271,240 @@ def run_spamassassin(rows, tmp, jobs):
     f = figures(report, lambda r: verdicts[r["path"]][1])
     f["train_seconds"] = round(train_s, 2)
     return f, conf, home
+
+
+# ---------------------------------------------------------------- rspamd
+
+# What the private rspamd has switched off, and why: everything that would
+# ask the network (or needs an SMTP session the corpus files do not carry),
+# so the figures are local and the same on every run. Written as
+# local.d/<module>.conf files; printed with the result.
+RSPAMD_OFF = {
+    "rbl": "enabled = false;",            # DNS blocklists: RBLs, URIBL/SURBL, DWL, email lists
+    "surbl": "enabled = false;",
+    "emails": "enabled = false;",
+    "fuzzy_check": "enabled = false;",    # fuzzy hashes at fuzzy1/2.rspamd.com
+    "spf": "enabled = false;",            # DNS
+    "dkim": "enabled = false;",           # DNS (keys)
+    "dmarc": "enabled = false;",          # DNS
+    "arc": "enabled = false;",            # DNS (keys)
+    "asn": "enabled = false;",            # DNS (asn.rspamd.com)
+    "whitelist": "enabled = false;",      # SPF/DKIM/DMARC-based, remote maps
+    "url_redirector": "enabled = false;", # follows redirector URLs over HTTP
+    "mx_check": "enabled = false;",       # DNS
+    "dcc": "enabled = false;",            # external service
+    "greylist": "enabled = false;",       # soft reject, not a verdict
+    "ratelimit": "enabled = false;",
+    "neural": "enabled = false;",         # learns from its own verdicts in redis
+    "reputation": "enabled = false;",
+    "rspamd_update": "enabled = false;",  # downloads rule updates
+    # phishing's local checks stay; its feeds are remote (DNS / HTTP).
+    "phishing": "phishtank_enabled = false;\nopenphish_enabled = false;",
+    # hfilter's URL checks stay; the HELO / hostname / sender-domain / MID
+    # checks need an SMTP session (none here: HFILTER_HOSTNAME_UNKNOWN, 2.5
+    # points, on every message) and DNS.
+    "hfilter": "helo_enabled = false;\nhostname_enabled = false;\nfrom_enabled = false;\n"
+               "rcpt_enabled = false;\nmid_enabled = false;",
+}
+RSPAMD_OFF_TEXT = ("network checks off: RBL/URIBL/SURBL/DWL, fuzzy, SPF, DKIM, DMARC, ARC, ASN, "
+                   "MX, DCC, phishtank/openphish, URL redirector, SPF/DKIM whitelists; hfilter "
+                   "HELO/hostname/sender-domain checks (no SMTP session); greylist, ratelimit, neural, "
+                   "reputation; remote maps (maps.rspamd.com) not fetched: DNS goes to 127.0.0.1:1 and fails fast")
+# rspamd's actions that mean spam: its default actions are reject 15,
+# add_header 6, greylist 4, so this is score >= 6 (greylist / soft reject
+# is a "try again later", not a verdict).
+RSPAMD_SPAM_ACTIONS = ("reject", "add header", "rewrite subject")
+# The controller's answers to a learn request.
+LEARN_STATUS = {200: "learned", 204: "too few tokens (< 11), not learned", 208: "already learned (duplicate)"}
+
+
+def ensure_rspamd():
+    missing = [p for p, tool in (("rspamd", "rspamd"), ("redis-server", "redis-server")) if not shutil.which(tool)]
+    if missing:
+        subprocess.run(["apt-get", "install", "-y"] + missing, check=True, stdout=subprocess.DEVNULL)
+
+
+def rspamd_version():
+    out = subprocess.run(["rspamd", "--version"], capture_output=True, text=True).stdout
+    return out.strip().splitlines()[0] if out.strip() else "rspamd ?"
+
+
+class Rspamd:
+    """Debian's rspamd in the foreground (`-f`) with a configuration of its
+    own under `tmp` (the approach of tests/test_rspamd.py): normal and
+    controller workers on free loopback ports, logs and databases there, DNS
+    that fails fast, the network checks of RSPAMD_OFF off, no autolearn, and
+    Bayes statistics in a private redis-server. Run as `_rspamd` when we are
+    root. Each process is the leader of its own process group, which stop()
+    ends (and only that)."""
+
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "rspamd")
+        self.normal, self.controller, self.redis_port = free_port(), free_port(), free_port()
+        for d in ("local/local.d", "local/override.d", "db", "run", "log"):
+            os.makedirs(os.path.join(self.dir, d))
+        os.chmod(self.dir, 0o755)
+        self.log_path = os.path.join(self.dir, "log", "rspamd.log")
+        local = os.path.join(self.dir, "local", "local.d")
+        files = dict(RSPAMD_OFF)
+        files["redis"] = f'servers = "127.0.0.1:{self.redis_port}";'
+        files["classifier-bayes"] = "autolearn = false;"
+        for name, text in files.items():
+            with open(os.path.join(local, f"{name}.conf"), "w") as f:
+                f.write(text + "\n")
+        self.config = os.path.join(self.dir, "rspamd.conf")
+        with open(self.config, "w") as f:
+            f.write(f""".include "$CONFDIR/common.conf"
+options {{
+    pidfile = "$RUNDIR/rspamd.pid";
+    .include "$CONFDIR/options.inc"
+    dns {{ nameserver = ["127.0.0.1:1"]; timeout = 0.2s; retransmits = 1; }}
+}}
+logging {{ type = "file"; filename = "{self.log_path}"; level = "notice"; }}
+worker "normal" {{ bind_socket = "127.0.0.1:{self.normal}"; .include "$CONFDIR/worker-normal.inc" }}
+worker "controller" {{ bind_socket = "127.0.0.1:{self.controller}"; .include "$CONFDIR/worker-controller.inc" }}
+""")
+        self.root = os.geteuid() == 0
+        if self.root:
+            subprocess.run(["chown", "-R", "_rspamd:_rspamd", self.dir], check=True)
+        self.redis = self.proc = None
+
+    def start(self, timeout=120):
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=open(os.path.join(self.dir, "redis.out"), "wb"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        cmd = ["rspamd", "-f", "-c", self.config]
+        if self.root:
+            cmd += ["-u", "_rspamd", "-g", "_rspamd"]
+        for var, sub in (("LOCAL_CONFDIR", "local"), ("DBDIR", "db"), ("RUNDIR", "run"), ("LOGDIR", "log")):
+            cmd.append(f"--var={var}={os.path.join(self.dir, sub)}")
+        self.proc = subprocess.Popen(cmd, stdout=open(os.path.join(self.dir, "rspamd.out"), "wb"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rspamd exited {self.proc.returncode}: {self.tail()}")
+            try:
+                self.get("/stat", self.controller)
+                socket.create_connection(("127.0.0.1", self.normal), 1).close()
+                return self
+            except OSError:
+                time.sleep(0.25)
+        raise RuntimeError(f"rspamd did not start: {self.tail()}")
+
+    def get(self, path, port):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return json.loads(r.read())
+
+    def post(self, path, port, content, headers=None, timeout=60):
+        """(status, reason, body) of a POST."""
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=content, method="POST",
+                                     headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.reason, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.reason, e.read()
+
+    def learn(self, path, label):
+        """Teach the controller one file; `Learn-Type: bulk` makes rspamd learn
+        it even when its Bayes already puts it in that class (as sa-learn does)."""
+        with open(path, "rb") as f:
+            content = f.read()
+        status, reason, _ = self.post(f"/learn{label}", self.controller, content, {"Learn-Type": "bulk"})
+        return status, reason
+
+    def check(self, path):
+        """rspamd's /checkv2 answer (a dict) for one file, from a normal worker."""
+        with open(path, "rb") as f:
+            content = f.read()
+        status, reason, body = self.post("/checkv2", self.normal, content)
+        if status != 200:
+            raise RuntimeError(f"/checkv2 {path}: {status} {reason} {body[:300]!r}")
+        return json.loads(body)
+
+    def bayes_learns(self):
+        """{"ham": n, "spam": n} messages in the Bayes statistics, read from
+        redis (the controller's /stat is refreshed only now and then)."""
+        res = subprocess.run(["redis-cli", "-p", str(self.redis_port), "HGETALL", "RS"],
+                             capture_output=True, text=True)
+        f = res.stdout.split()
+        got = dict(zip(f[0::2], f[1::2]))
+        return {k: int(got.get(f"learns_{k}", 0)) for k in ("ham", "spam")}
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def tail(self):
+        try:
+            with open(os.path.join(self.dir, "rspamd.out"), errors="replace") as f:
+                out = f.read()[-3000:]
+        except FileNotFoundError:
+            out = ""
+        return out + self.log()[-3000:]
+
+    def stop(self):
+        for p in (self.proc, self.redis):
+            if p is None:
+                continue
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            # Workers left behind by the main process: its group, by id.
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def run_rspamd(rows, tmp, jobs):
+    train = [r for r in rows if r["half"] == "train"]
+    report = [r for r in rows if r["half"] == "report"]
+    rs = Rspamd(tmp)
+    try:
+        rs.start()
+        actions = {a["action"]: a["value"] for a in rs.get("/actions", rs.controller) if "value" in a}
+        t0 = time.monotonic()
+        learned = {}
+        # As sa-learn: all the ham, then all the spam, one message at a time.
+        for label in ("ham", "spam"):
+            for r in train:
+                if r["label"] == label:
+                    status, reason = rs.learn(r["path"], label)
+                    what = LEARN_STATUS.get(status) or f"{status} {reason}"
+                    key = f"{label} {what}"
+                    learned[key] = learned.get(key, 0) + 1
+        train_s = time.monotonic() - t0
+        bayes = rs.bayes_learns()
+        with ThreadPoolExecutor(jobs) as pool:
+            answers = dict(zip([r["path"] for r in report], pool.map(rs.check, [r["path"] for r in report])))
+    except BaseException:
+        print(rs.tail(), file=sys.stderr)
+        raise
+    finally:
+        rs.stop()
+    f = figures(report, lambda r: answers[r["path"]].get("action") in RSPAMD_SPAM_ACTIONS)
+    f["train_seconds"] = round(train_s, 2)
+    f["learn_answers"] = learned
+    f["bayes_learned"] = bayes
+    f["actions"] = actions
+    f["bayes_fired"] = sum(1 for a in answers.values()
+                           if {"BAYES_SPAM", "BAYES_HAM"} & set(a.get("symbols", {})))
+    f["action_counts"] = {}
+    for a in answers.values():
+        f["action_counts"][a.get("action")] = f["action_counts"].get(a.get("action"), 0) + 1
+    f["off"] = RSPAMD_OFF_TEXT
+    return f
 
 
 def speed(rows, tmp, model, conf, home, sa_sample):
@@ -290,12 +534,21 @@ def main():
     ap.add_argument("--cv", action="store_true", help="cross-validate inside the train half only")
     ap.add_argument("--speed", action="store_true", help="also measure messages/second on one core")
     ap.add_argument("--no-sa", action="store_true", help="skip SpamAssassin")
+    ap.add_argument("--no-rspamd", action="store_true", help="skip rspamd")
     ap.add_argument("--sa-jobs", type=int, default=2)
+    ap.add_argument("--rspamd-jobs", type=int, default=2, help="concurrent /checkv2 requests")
     ap.add_argument("--sa-speed-sample", type=int, default=300)
     args = ap.parse_args()
     rows = load(os.path.abspath(args.corpus))
     tmp = tempfile.mkdtemp(prefix="spam-bench-")
     os.chmod(tmp, 0o777)
+    try:
+        run(args, rows, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args, rows, tmp):
     if args.cv:
         cross_validate(rows, tmp)
         return
@@ -311,6 +564,19 @@ def main():
         sa, conf, home = run_spamassassin(rows, tmp, args.sa_jobs)
         out.append(line("spamassassin", sa) + f"  [{sa_version()}, Bayes on the train half, -L]")
         result["spamassassin"] = sa
+    notes = []
+    if not args.no_rspamd:
+        ensure_rspamd()
+        rs = run_rspamd(rows, tmp, args.rspamd_jobs)
+        add_header = rs["actions"].get("add header", 6)
+        out.append(line("rspamd", rs) + f"  [{rspamd_version()}, Bayes on the train half, "
+                   f"spam = action {'/'.join(RSPAMD_SPAM_ACTIONS)} (score >= {add_header:g})]")
+        notes.append(f"rspamd: {rs['off']}; autolearn off; Bayes learned "
+                     f"ham {rs['bayes_learned']['ham']}, spam {rs['bayes_learned']['spam']} "
+                     f"(answers: {', '.join(f'{k}: {v}' for k, v in sorted(rs['learn_answers'].items()))}); "
+                     f"Bayes symbol on {rs['bayes_fired']} of {rs['ham'] + rs['spam']} report messages; "
+                     f"actions {', '.join(f'{k} {v}' for k, v in sorted(rs['action_counts'].items()))}")
+        result["rspamd"] = rs
     if args.speed:
         sp = speed(rows, tmp, model, conf, home, args.sa_speed_sample)
         out.append(f"speed (one core, taskset -c 0): sluice {sp['sluice_per_sec']} msgs/s "
@@ -319,8 +585,9 @@ def main():
             out.append(f"speed (one core): spamassassin spamd -m 1 + spamc {sp['sa_per_sec']} msgs/s "
                        f"({sp['sa_msgs']} in {sp['sa_seconds']} s)")
         result["speed"] = sp
+    out += notes
     print("\n".join(out))
-    for name in ("sluice", "spamassassin"):
+    for name in ("sluice", "spamassassin", "rspamd"):
         if name in result and result[name]["fp_files"]:
             print(f"{name} false positives: {', '.join(result[name]['fp_files'])}")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
@@ -329,7 +596,6 @@ def main():
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n\n" + json.dumps(result, indent=1) + "\n")
     print(f"written: {path}")
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
