@@ -21,8 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc as sync_mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -94,12 +93,84 @@ impl Entry {
 }
 
 type Waiter = oneshot::Sender<Result<(), String>>;
-type Receiver = sync_mpsc::Receiver<(Vec<u8>, Waiter)>;
+type Line = (Vec<u8>, Waiter);
+
+/// Lines waiting for a writer. An append wakes a writer only when one is
+/// idle and the queue was empty: under a flood the writers find the lines
+/// when they come back from a sync, and a batch gathering company sleeps
+/// instead of being woken by every line (a wake-up is a system call each,
+/// on both sides).
+struct Queue {
+    pending: Mutex<Pending>,
+    ready: Condvar,
+}
+
+struct Pending {
+    lines: Vec<Line>,
+    /// Writers waiting for a line.
+    idle: usize,
+    /// False once every handle is gone: the writers stop when it is empty.
+    open: bool,
+}
+
+impl Queue {
+    fn push(&self, line: Line) -> Result<(), String> {
+        let Ok(mut p) = self.pending.lock() else { return Err("the event journal stopped".into()) };
+        p.lines.push(line);
+        let wake = p.idle > 0 && p.lines.len() == 1;
+        drop(p);
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The next batch: what is waiting, and while it is small, what
+    /// arrives within [`GATHER`]; `None` once closed and drained.
+    fn batch(&self) -> Option<Vec<Line>> {
+        let mut p = self.pending.lock().ok()?;
+        loop {
+            while p.lines.is_empty() {
+                if !p.open {
+                    return None;
+                }
+                p.idle += 1;
+                p = self.ready.wait(p).ok()?;
+                p.idle -= 1;
+            }
+            if p.lines.len() < BATCH_MIN && p.open {
+                // A sync costs the machine the same for one line as for a
+                // hundred: waiting a fraction of one for company turns many
+                // tiny syncs into few.
+                drop(p);
+                std::thread::sleep(GATHER);
+                p = self.pending.lock().ok()?;
+                if p.lines.is_empty() {
+                    continue; // another writer took them meanwhile
+                }
+            }
+            let n = p.lines.len().min(BATCH_MAX);
+            return Some(p.lines.drain(..n).collect());
+        }
+    }
+}
+
+/// Closes the queue when the last handle goes.
+struct Closer(Arc<Queue>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.0.pending.lock() {
+            p.open = false;
+        }
+        self.0.ready.notify_all();
+    }
+}
 
 /// The journal's handle (cheap to clone).
 #[derive(Clone)]
 pub struct Journal {
-    tx: sync_mpsc::Sender<(Vec<u8>, Waiter)>,
+    queue: Arc<Closer>,
     /// Events appended so far: how busy the journal is, which the loaders
     /// read to give way.
     appended: Arc<AtomicU64>,
@@ -113,8 +184,8 @@ impl Journal {
         std::fs::create_dir_all(dir)?;
         // What an earlier layout (one writer, files in `dir` itself) left.
         load_leftovers(dir, log.as_ref()).await?;
-        let (tx, rx) = sync_mpsc::channel();
-        let rx = Arc::new(Mutex::new(rx));
+        let pending = Pending { lines: Vec::new(), idle: 0, open: true };
+        let queue = Arc::new(Queue { pending: Mutex::new(pending), ready: Condvar::new() });
         let appended = Arc::new(AtomicU64::new(0));
         for w in 0..WRITERS {
             let dir = dir.join(format!("w{w}"));
@@ -122,12 +193,12 @@ impl Journal {
             let next = load_leftovers(&dir, log.as_ref()).await?;
             let first = open_file(&dir, next)?;
             std::thread::Builder::new().name("event-journal".into()).spawn({
-                let (dir, rx) = (dir.clone(), rx.clone());
-                move || write_loop(&dir, next, first, &rx)
+                let (dir, queue) = (dir.clone(), queue.clone());
+                move || write_loop(&dir, next, first, &queue)
             })?;
             tokio::spawn(load_loop(dir, next, log.clone(), appended.clone()));
         }
-        Ok(Journal { tx, appended })
+        Ok(Journal { queue: Arc::new(Closer(queue)), appended })
     }
 
     /// Appends `entry`; returns once it is on disk.
@@ -136,7 +207,7 @@ impl Journal {
         line.push(b'\n');
         let (done, wait) = oneshot::channel();
         self.appended.fetch_add(1, Ordering::Relaxed);
-        self.tx.send((line, done)).map_err(|_| "the event journal stopped".to_string())?;
+        self.queue.0.push((line, done))?;
         wait.await.map_err(|_| "the event journal stopped".to_string())?
     }
 }
@@ -195,15 +266,10 @@ async fn load_leftovers(dir: &Path, log: &dyn EventLog) -> io::Result<u64> {
 /// meanwhile and syncs it in its own file, so a request waits for one
 /// sync, not for the one before it too (a disk completes overlapping
 /// flushes in about the time of one).
-fn write_loop(dir: &Path, mut n: u64, mut file: File, rx: &Mutex<Receiver>) {
+fn write_loop(dir: &Path, mut n: u64, mut file: File, queue: &Queue) {
     use std::os::unix::fs::FileExt;
     let mut size = 0u64;
-    loop {
-        let batch = {
-            let Ok(rx) = rx.lock() else { return };
-            let Ok(first) = rx.recv() else { return };
-            gather(&rx, first)
-        };
+    while let Some(batch) = queue.batch() {
         let mut buf = Vec::with_capacity(batch.iter().map(|(line, _)| line.len()).sum());
         for (line, _) in &batch {
             buf.extend_from_slice(line);
@@ -222,27 +288,6 @@ fn write_loop(dir: &Path, mut n: u64, mut file: File, rx: &Mutex<Receiver>) {
                 Ok(f) => (file, n, size) = (f, n + 1, 0),
                 Err(e) => tracing::error!(error = %e, "event journal: a new file could not be made"),
             }
-        }
-    }
-}
-
-/// A batch: what has arrived, and while it is small, what arrives within
-/// [`GATHER`] of its first line. A sync costs the machine the same for one
-/// line as for a hundred (a device flush, a trip through the kernel):
-/// under a flood, waiting a fraction of a sync's time for company turns
-/// many tiny syncs into few, and leaves the cores to the answers.
-fn gather(rx: &Receiver, first: (Vec<u8>, Waiter)) -> Vec<(Vec<u8>, Waiter)> {
-    let started = Instant::now();
-    let mut batch = vec![first];
-    loop {
-        batch.extend(rx.try_iter().take(BATCH_MAX - batch.len()));
-        let left = GATHER.saturating_sub(started.elapsed());
-        if batch.len() >= BATCH_MIN || batch.len() >= BATCH_MAX || left.is_zero() {
-            return batch;
-        }
-        match rx.recv_timeout(left) {
-            Ok(next) => batch.push(next),
-            Err(_) => return batch,
         }
     }
 }
