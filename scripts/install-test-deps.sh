@@ -29,6 +29,8 @@
 #                system service is left running.
 #   - aiosmtpd : the downstream SMTP peer of the suite (tests/peers/sink.py).
 #   - pytest   : the runner.
+#   - chromium, chromium-driver, python3-selenium : the dashboard's browser
+#                test (tests/test_dashboard.py), headless.
 set -euo pipefail
 
 AIOSMTPD_VERSION="1.4.6"
@@ -45,6 +47,8 @@ SCHEMATHESIS_VERSION="4.32.5"
 # Reads a sluice's record on PostgreSQL, as the tests read SQLite's file
 # (over the system's libpq, installed with PostgreSQL).
 PSYCOPG_VERSION="3.3.9"
+# Reads /metrics with the Prometheus text format parser (tests/test_metrics.py).
+PROMETHEUS_CLIENT_VERSION="0.26.0"
 PYTHON="${PYTHON:-python3}"
 
 say() { echo "install-test-deps: $*"; }
@@ -69,6 +73,8 @@ perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need_apt+=(libnet-ssleay-perl)
 command -v mbsync >/dev/null 2>&1 || need_apt+=(isync)
 # The real-MTA labs' DNS server (NXDOMAIN and SERVFAIL by construction).
 [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
+# The systemd unit's own checks (`systemd-analyze verify|security`).
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 # filter mode's optional second opinion (tests/test_rspamd.py), and the
 # redis its learning needs.
 command -v rspamd >/dev/null 2>&1 || need_apt+=(rspamd)
@@ -76,6 +82,11 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # Test keys and signatures for provider webhooks (SNS certificates, SendGrid's
 # ECDSA), made as the providers make them, with the openssl command.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# The web dashboard's browser test (tests/test_dashboard.py): headless
+# Chromium from Debian, its WebDriver, and Selenium to drive it.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+"$PYTHON" -c 'import selenium' >/dev/null 2>&1 || need_apt+=(python3-selenium)
 if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
     need_apt+=(python3-pip)
 fi
@@ -192,6 +203,7 @@ have_py "standardwebhooks==$STANDARDWEBHOOKS_VERSION" || py_need+=("standardwebh
 have_py "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" || py_need+=("openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION")
 have_py "schemathesis==$SCHEMATHESIS_VERSION" || py_need+=("schemathesis==$SCHEMATHESIS_VERSION")
 have_py "psycopg==$PSYCOPG_VERSION" || py_need+=("psycopg==$PSYCOPG_VERSION")
+have_py "prometheus-client==$PROMETHEUS_CLIENT_VERSION" || py_need+=("prometheus-client==$PROMETHEUS_CLIENT_VERSION")
 
 if [ "${#py_need[@]}" -gt 0 ]; then
     say "installing Python packages: ${py_need[*]}"

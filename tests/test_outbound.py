@@ -24,6 +24,14 @@ BOUNCE_DOMAIN = "bounces.sluice.test"
 VERP = re.compile(r"^bounce\+([a-z2-7]{45})@" + re.escape(BOUNCE_DOMAIN) + "$")
 FIXTURES = os.path.join(ROOT, "crates", "decide", "tests", "fixtures")
 PASSWORD = "correct horse battery staple"
+# The one time format people read (issue 21): RFC 3339, UTC, milliseconds.
+RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def rfc3339_of(ms):
+    """What `vocabulary::time::rfc3339_ms` makes of `ms`."""
+    t = time.gmtime(ms // 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{ms % 1000:03d}Z"
 
 
 def api(sl, method, path, key=None, body=None, headers=None, raw=None):
@@ -147,6 +155,10 @@ def test_send_verp_bounce_suppress_and_track(outbound):
     ev = r["events"][-1]
     assert ev["type"] == "delivered" and ev["smtp_code"] == 250 and ev["remote"] == sink.addr, ev
     delivered_at = ev["at"]
+    assert ev["at_rfc3339"] == rfc3339_of(ev["at"]), ev
+    m = message(sl, key, sent["id"])
+    assert m["created_at_rfc3339"] == rfc3339_of(m["created_at"]), m
+    assert all(r["updated_at_rfc3339"] == rfc3339_of(r["updated_at"]) for r in m["recipients"]), m
 
     # A Postfix DSN from the corpus, about alice, back to her VERP address.
     mid = message(sl, key, sent["id"])["message_id"]
@@ -166,6 +178,7 @@ def test_send_verp_bounce_suppress_and_track(outbound):
 
     status, s, _ = api(sl, "GET", "/v1/suppressions/alice@dest.test", key)
     assert status == 200 and s["source"] == "bounced" and s["reason"] == "userunknown", s
+    assert s["created_at_rfc3339"] == rfc3339_of(s["created_at"]) and s["expires_at_rfc3339"] is None, s
     before = sink.count()
     again = send(sl, key, ["Alice@Dest.test", "bob@dest.test"])
     assert again["recipients"][0]["address"] == "bob@dest.test"
@@ -191,9 +204,40 @@ def test_send_verp_bounce_suppress_and_track(outbound):
 
     out = sl.cli("track", "alice@dest.test", "--data", sl.data).stdout.decode()
     assert "SUPPRESSED" in out and "bounced" in out and "userunknown" in out, out
+    assert f"SUPPRESSED since {rfc3339_of(s['created_at'])}: userunknown" in out, out
+    assert f"  {rfc3339_of(delivered_at)}  delivered" in out, out
     out = sl.cli("track", sent["id"], "--data", sl.data).stdout.decode()
     assert "alice@dest.test (to): bounced (userunknown)" in out, out
     assert "audit@dest.test (bcc): delivered" in out, out
+
+
+def test_a_dkim_key_generated_while_running_signs_without_a_restart(outbound):
+    """Issue 21: a key `sluice dkim generate` adds to a running server signs
+    within seconds, and a message sent unsigned before it is named at WARN."""
+    sl, sink, keys = outbound
+    key = keys["acme"]
+    send(sl, key, ["before@dest.test"], **{"from": "app@late.test"})
+    got = delivered_to(sink, "before@dest.test")
+    assert not got.header("DKIM-Signature"), got.content[:600]
+    sl.log_when(lambda t: re.search(r"WARN.*unsigned.*late\.test", t), what="the unsigned WARN")
+
+    out = sl.cli("dkim", "generate", "late.test", "--selector", "s9", "--data", sl.data).stdout.decode()
+    txt = "".join(re.findall(r'"([^"]*)"', out.split(" IN TXT ", 1)[1]))
+
+    def verifies(content):
+        import dkim
+        return dkim.verify(content, dnsfunc=lambda name, timeout=5: txt.encode()
+                           if name in (b"s9._domainkey.late.test.", "s9._domainkey.late.test.") else None)
+
+    def signed():
+        n = f"after{time.monotonic_ns()}@dest.test"
+        send(sl, key, [n], **{"from": "app@late.test"})
+        m = delivered_to(sink, n)
+        return m if m.header("DKIM-Signature") else None
+
+    got = wait_until(signed, 10, interval=0.5, what="a message signed by the new key")
+    assert "d=late.test" in got.header("DKIM-Signature") and verifies(got.content), got.content[:600]
+    assert sl.running
 
 
 def test_block_bounce_does_not_suppress_and_complaint_does(outbound):
@@ -294,6 +338,8 @@ def test_tenant_isolation(outbound):
     assert status == 200 and ev["events"] == [], ev
     status, csv, _ = api(sl, "GET", "/v1/suppressions/export", a)
     assert status == 200 and "held@dest.test,asked us,manual," in csv, csv
+    row = [line.split(",") for line in csv.splitlines() if line.startswith("held@")][0]
+    assert RFC3339_MS.match(row[3]) and row[4] == "", row
     # B's suppression list is B's: sending to held@ from B goes out.
     assert send(sl, b, ["held@dest.test"])["recipients"][0]["status"] == "queued"
     assert send(sl, a, ["held@dest.test"])["recipients"][0]["status"] == "suppressed"
@@ -303,6 +349,10 @@ def test_tenant_isolation(outbound):
     sl.cli("suppress", "add", "cli@dest.test", "--tenant", "acme", "--reason", "by hand", "--data", sl.data)
     out = sl.cli("suppress", "export", "--tenant", "acme", "--data", sl.data).stdout.decode()
     assert "cli@dest.test,by hand,manual" in out, out
+    row = [line.split(",") for line in out.splitlines() if line.startswith("cli@")][0]
+    assert RFC3339_MS.match(row[3]) and row[4] == "", row
+    status, lst, _ = api(sl, "GET", "/v1/suppressions", a)
+    assert all(RFC3339_MS.match(x["created_at_rfc3339"]) for x in lst["suppressions"]), lst
     assert api(sl, "GET", "/v1/suppressions/cli@dest.test", a)[0] == 200
 
 
@@ -430,14 +480,15 @@ def test_submission_by_a_tenant_user_takes_the_same_path(outbound):
     with smtplib.SMTP(*sl.submission, timeout=15) as c:
         c.starttls(context=tls_context())
         c.login("mailer", PASSWORD)
-        assert c.sendmail("mailer@acme.test", ["nina@dest.test", "gone@dest.test"], msg) == {}
+        refused = c.sendmail("mailer@acme.test", ["nina@dest.test", "gone@dest.test"], msg)
+    # A suppressed recipient is refused at RCPT, with the entry's reason.
+    assert list(refused) == ["gone@dest.test"] and refused["gone@dest.test"][0] == 550, refused
+    assert b"5.7.1 <gone@dest.test> is suppressed: left (manual)" in refused["gone@dest.test"][1], refused
     got = delivered_to(sink, "nina@dest.test")
     assert VERP.match(got.mail_from), got.mail_from
     assert got.header("Message-ID"), "a submission server adds a Message-ID when there is none"
     wait_until(lambda: [e["type"] for e in api(sl, "GET", "/v1/events?recipient=nina@dest.test", key)[1]["events"]]
                == ["queued", "delivered"], 20, what="nina's events")
-    status, ev, _ = api(sl, "GET", "/v1/events?recipient=gone@dest.test", key)
-    assert [e["type"] for e in ev["events"]] == ["suppressed"], ev
     time.sleep(0.3)
     assert not [m for m in sink.messages() if "gone@dest.test" in m.rcpts]
 
@@ -554,6 +605,7 @@ def test_api_keys_can_be_listed_and_revoked(sink, sluice_factory):
     old, new = create_key(sl, "acme"), create_key(sl, "acme")
     listed = sl.cli("apikey", "list", "--tenant", "acme", "--data", sl.data).stdout.decode()
     assert listed.count("active") == 2 and old not in listed, "only the first characters are shown"
+    assert all(RFC3339_MS.match(line.split("  created ")[1].split()[0]) for line in listed.splitlines()), listed
     sl.cli("apikey", "revoke", old[:11], "--tenant", "acme", "--data", sl.data)
     listed = sl.cli("apikey", "list", "--tenant", "acme", "--data", sl.data).stdout.decode()
     assert listed.count("active") == 1 and "revoked" in listed, listed

@@ -2,6 +2,7 @@
 server (control socket) and a stopped one (the spool opened directly)."""
 
 import json
+import re
 import time
 
 from helpers.mail import send_raw, simple_message, token
@@ -112,6 +113,11 @@ def test_queue_commands_on_a_stopped_server(sluice_factory):
     # And the text output works too.
     p = sl.cli("queue", "list", "--data", sl.data)
     assert ids[0] in p.stdout.decode() and "HELD" in p.stdout.decode()
+    # Times as RFC 3339 UTC (the spool keeps seconds), not +00:00.
+    assert re.search(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\b", p.stdout.decode()), p.stdout
+    assert "+00:00" not in p.stdout.decode()
+    shown = sl.cli("queue", "show", ids[0], "--data", sl.data).stdout.decode()
+    assert re.search(r"^received: +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ from ", shown, re.M), shown
 
 
 def test_queue_list_on_an_empty_spool(sluice_factory):

@@ -101,6 +101,33 @@ def test_json_logs(sluice_factory):
     assert len(accepted) == 1 and accepted[0].get("queue_id") == qid, accepted
 
 
+def test_log_level_flag_config_and_sluice_log(sluice_factory):
+    """Issue 21: `--log-level` (or `[server] log_level`) sets what serve
+    logs; the flag wins over SLUICE_LOG, which wins over the config."""
+    def lines(sl, level):
+        return [l for l in sl.log().splitlines() if f" {level} " in l]
+
+    info = sluice_factory()
+    assert any("DKIM keys loaded" in l for l in lines(info, "INFO")), info.tail()
+    assert not lines(info, "DEBUG")
+
+    quiet = sluice_factory(extra_args=["--log-level", "warn"], env={"SLUICE_LOG": "debug"})
+    qid = send_raw(quiet.smtp, simple_message(token()))
+    assert quiet.stop() == 0
+    assert not lines(quiet, "INFO") and not lines(quiet, "DEBUG"), quiet.tail()
+    assert "DKIM keys loaded" not in quiet.log() and qid not in quiet.log()
+
+    loud = sluice_factory(extra_args=["--log-level", "debug"])
+    assert lines(loud, "DEBUG") and lines(loud, "INFO"), loud.tail()
+
+    directive = sluice_factory(config={"server": {"log_level": "warn,sluice=info"}})
+    assert [l for l in lines(directive, "INFO") if "sluice" in l] and not lines(directive, "DEBUG")
+
+    bad = sluice_factory(start=False, extra_args=["--log-level", "loud"])
+    p = bad.cli(*bad.command()[1:], check=False, timeout=20)
+    assert p.returncode == 2 and b"not a log level" in p.stderr, p.stderr
+
+
 def test_second_server_on_the_same_data_dir_is_refused(sluice_factory):
     sl = sluice_factory()
     import subprocess

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from helpers.procs import to_toml, wait_until
-from test_outbound import BOUNCE_DOMAIN, api, create_key, delivered_to, feed, fixture, message, wait_status
+from test_outbound import BOUNCE_DOMAIN, RFC3339_MS, api, create_key, delivered_to, feed, fixture, message, wait_status
 from test_tracking import get, html_of
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
@@ -160,10 +160,16 @@ def test_sluice_stats_prints_the_api_s_numbers(tracked):
     assert [x["key"] for x in lines if not x["total"]] == ["dest.test", "other.test"], lines
     total = [x for x in lines if x["total"]]
     assert len(total) == 1 and total[0]["tenant"] == "acme", lines
-    assert without_rates({k: v for k, v in total[0].items() if k not in ("tenant", "from", "to", "group_by", "total")}) \
+    head = ("tenant", "from", "to", "from_rfc3339", "to_rfc3339", "group_by", "total")
+    assert total[0]["from_rfc3339"] == "1970-01-01T00:00:00.000Z", total[0]
+    assert RFC3339_MS.match(total[0]["to_rfc3339"]) and RFC3339_MS.match(api_total["to_rfc3339"]), total[0]
+    assert without_rates({k: v for k, v in total[0].items() if k not in head}) \
         == without_rates(api_total["total"])
 
     out = sl.cli("stats", "--tenant", "acme", "--data", sl.data).stdout.decode()
+    # One time format: RFC 3339 UTC, to the millisecond the window has.
+    assert re.search(r"^acme from \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z to \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$",
+                     out, re.M), out
     assert re.search(r"^total\s+3\s+3\s+0\s+1\s+0\s+0\s+2/1/1/1\s+1/1/0/0\s+100\.00\s+33\.33", out, re.M), out
     assert "bounced by reason: userunknown 1" in out, out
     # Every tenant's, added up.

@@ -184,3 +184,45 @@ def test_certificate_is_the_one_sluice_reports(sub):
         pem = fh.read()
     assert ssl.DER_cert_to_PEM_cert(der).split("-----")[2].split() == \
         pem.split("-----BEGIN CERTIFICATE-----")[1].split("-----")[0].split()
+
+
+def test_suppressed_recipient_is_refused_at_rcpt_and_the_others_are_sent(sink, sluice_factory):
+    """Issue 21: a tenant user's RCPT to an address on the tenant's
+    suppression list is answered 550 5.7.1 with the entry's reason; the
+    other recipients of the transaction are accepted and delivered."""
+    sl = sluice_factory(start=False, config={
+        "queue": {"retry_initial_secs": 1, "retry_max_secs": 2},
+        "outbound": {"bounce_domain": "bounces.sluice.test"},
+        "outbound.mx_override": {"*": sink.addr},
+    })
+    sl.add_user("mailer", PASSWORD)
+    sl.cli("user", "add", "mailer", "--password-file", f"{sl.workdir}/pw-mailer", "--tenant", "acme",
+           "--data", sl.data)
+    sl.cli("suppress", "add", "gone@dest.test", "--tenant", "acme", "--reason", "left the company",
+           "--data", sl.data)
+    sl.start()
+    tok = token()
+    msg = (f"From: Mailer <mailer@acme.test>\r\nTo: nina@dest.test\r\nSubject: {tok}\r\n"
+           f"\r\nSubmitted.\r\n").encode()
+    with smtplib.SMTP(*sl.submission, timeout=15) as c:
+        c.starttls(context=tls_context())
+        c.login("mailer", PASSWORD)
+        c.mail("mailer@acme.test")
+        code, text = c.rcpt("Gone@dest.test")
+        assert code == 550 and text.startswith(b"5.7.1"), (code, text)
+        assert b"is suppressed" in text and b"left the company" in text, text
+        assert c.rcpt("nina@dest.test")[0] == 250
+        code, text = c.data(msg)
+        assert code == 250, (code, text)
+    got = sink.wait_for(1, timeout=20, match=lambda m: tok.encode() in m.content)[0]
+    assert got.rcpts == ["nina@dest.test"], got.rcpts
+    time.sleep(0.3)
+    assert not [m for m in sink.messages() if "gone@dest.test" in m.rcpts]
+
+    # The MX listener is not asked: mail to the same address from outside
+    # (to an accepted domain) is not refused for a tenant's list.
+    sl.cli("suppress", "add", "rcpt@sluice.test", "--tenant", "acme", "--data", sl.data)
+    with smtplib.SMTP(*sl.smtp, timeout=15) as c:
+        c.ehlo("mx-client.test")
+        c.mail("sender@src.test")
+        assert c.rcpt("rcpt@sluice.test")[0] == 250

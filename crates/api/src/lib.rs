@@ -4,8 +4,10 @@
 //! `{"error": {"code", "message", "field"}}`.
 
 mod compose;
+pub mod dashboard;
 mod error;
 mod extract;
+pub mod health;
 mod limit;
 pub mod policies;
 mod read;
@@ -78,6 +80,13 @@ pub struct Shared {
     /// Per-recipient policy below the tenant's rows: built in, and the
     /// configuration's `[policy]` (`GET /v1/policies/{scope}?effective=true`).
     pub policy_defaults: Arc<record::policy::Defaults>,
+    /// Metrics and readiness (`/metrics`, `/readyz`), when the server
+    /// around the API answers for them.
+    pub health: Option<Arc<dyn health::Health>>,
+    /// Who may read `/metrics` (`[http] metrics_token_file`).
+    pub metrics_access: health::MetricsAccess,
+    /// The dashboard's login throttle (failed logins per name and address).
+    pub dashboard: Arc<dashboard::Throttle>,
 }
 
 impl AppState {
@@ -98,6 +107,9 @@ impl AppState {
             tracking: None,
             webhooks_out: Arc::default(),
             policy_defaults: Arc::default(),
+            health: None,
+            metrics_access: health::MetricsAccess::default(),
+            dashboard: Arc::default(),
         }))
     }
 
@@ -127,6 +139,15 @@ impl AppState {
     /// Policy defaults from the configuration's `[policy]`.
     pub fn with_policy_defaults(mut self, defaults: record::policy::Defaults) -> Self {
         self.parts().policy_defaults = Arc::new(defaults);
+        self
+    }
+
+    /// Serves `/metrics` and `/readyz` from `health`; `/metrics` only to
+    /// `access`.
+    pub fn with_health(mut self, health: Arc<dyn health::Health>, access: health::MetricsAccess) -> Self {
+        let parts = self.parts();
+        parts.health = Some(health);
+        parts.metrics_access = access;
         self
     }
 }
@@ -160,6 +181,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhook-endpoints/{id}/replay", post(webhooks_out::routes::replay))
         .route("/t/o/{token}", get(track::open))
         .route("/t/c/{token}", get(track::click))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        // The web dashboard (`/`, `/login`, `/messages/{id}`): dashboard/.
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::not_found("endpoint") })
         // A known path asked with another method: the JSON error too (the
         // `Allow` header still lists the methods it takes).

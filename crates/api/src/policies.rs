@@ -42,7 +42,9 @@ pub struct DeleteParams {
 fn view(scope: &Scope, rows: &[PolicyRow]) -> JsonValue {
     let values: Map<String, JsonValue> = rows.iter().map(|r| (r.key.clone(), r.value.clone())).collect();
     let updated: Map<String, JsonValue> = rows.iter().map(|r| (r.key.clone(), json!(r.updated_at))).collect();
-    json!({"scope": scope.as_str(), "values": values, "updated_at": updated})
+    let updated_rfc3339: Map<String, JsonValue> =
+        rows.iter().map(|r| (r.key.clone(), json!(vocabulary::time::rfc3339_ms(r.updated_at)))).collect();
+    json!({"scope": scope.as_str(), "values": values, "updated_at": updated, "updated_at_rfc3339": updated_rfc3339})
 }
 
 pub async fn get(

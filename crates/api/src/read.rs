@@ -71,6 +71,12 @@ pub struct EventsQuery {
     recipient: Option<String>,
     tag: Option<String>,
     message: Option<String>,
+    /// Only events with this reason (`userunknown`, ...).
+    reason: Option<String>,
+    /// Only events of messages whose subject or sender contains this.
+    q: Option<String>,
+    /// `inbound` or `outbound`: only that flow's event types.
+    direction: Option<String>,
     /// A provider (`ses`, `sendgrid`, ...): what its webhooks brought in.
     source: Option<String>,
     cursor: Option<i64>,
@@ -103,11 +109,24 @@ pub async fn events(
         recipient: q.recipient,
         tag: q.tag,
         message: q.message,
+        reason: q.reason.filter(|r| !r.is_empty()),
+        text: q.q.filter(|t| !t.trim().is_empty()),
+        direction: direction(q.direction.as_deref())?,
         cursor: q.cursor,
         limit: q.limit.unwrap_or(100),
     };
     let (events, next) = state.record.events.events(&t, &query).await?;
     Ok(Json(json!({"events": crate::view::event_list(events), "next_cursor": next})).into_response())
+}
+
+/// A `direction` parameter: `inbound`, `outbound`, or none.
+pub(crate) fn direction(v: Option<&str>) -> Result<Option<vocabulary::Direction>, ApiError> {
+    match v.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some("inbound") => Ok(Some(vocabulary::Direction::Inbound)),
+        Some("outbound") => Ok(Some(vocabulary::Direction::Outbound)),
+        Some(_) => Err(ApiError::invalid("direction", "inbound or outbound")),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +147,7 @@ pub async fn suppressions(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let list = state.record.suppressions.suppressions(&t, q.cursor.as_deref(), limit).await?;
     let next = (list.len() as u32 == limit).then(|| list.last().map(|s| s.address.clone())).flatten();
+    let list: Vec<_> = list.into_iter().map(crate::view::SuppressionView::from).collect();
     Ok(Json(json!({"suppressions": list, "next_cursor": next})).into_response())
 }
 
@@ -145,9 +165,7 @@ async fn export(state: &AppState, t: &record::directory::Tenant) -> Result<Respo
     loop {
         let page = state.record.suppressions.suppressions(t, cursor.as_deref(), 10_000).await?;
         for s in &page {
-            let at = |ms: i64| {
-                chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339()).unwrap_or_default()
-            };
+            let at = vocabulary::time::rfc3339_ms;
             out.push_str(&format!(
                 "{},{},{},{},{}\r\n",
                 csv(&s.address),
@@ -181,7 +199,7 @@ pub async fn suppression(
         .suppression(&t, &address, record::events::now_ms())
         .await?
         .ok_or_else(|| ApiError::not_found("suppression"))?;
-    Ok(Json(s).into_response())
+    Ok(Json(crate::view::SuppressionView::from(s)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,7 +224,7 @@ pub async fn add_suppression(
     }
     let expires = time("expires_at", s.expires_at.as_deref())?;
     let added = state.record.suppressions.suppress(&t, &s.address, &reason, expires).await?;
-    Ok((StatusCode::CREATED, Json(added)).into_response())
+    Ok((StatusCode::CREATED, Json(crate::view::SuppressionView::from(added))).into_response())
 }
 
 pub async fn remove_suppression(

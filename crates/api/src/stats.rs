@@ -55,6 +55,9 @@ pub struct StatsView {
     /// The window, in milliseconds since the epoch: `from` in it, `to` not.
     pub from: i64,
     pub to: i64,
+    /// `from` and `to` as RFC 3339 UTC (`vocabulary::time`).
+    pub from_rfc3339: String,
+    pub to_rfc3339: String,
     pub group_by: Option<GroupBy>,
     pub total: CountsView,
     /// Only groups with events: time buckets in time order, keys in order
@@ -111,6 +114,8 @@ impl From<Stats> for StatsView {
         StatsView {
             from: s.from,
             to: s.to,
+            from_rfc3339: vocabulary::time::rfc3339_ms(s.from),
+            to_rfc3339: vocabulary::time::rfc3339_ms(s.to),
             group_by: s.group_by,
             total: s.total.into(),
             groups: s

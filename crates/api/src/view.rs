@@ -1,11 +1,14 @@
 //! What the API (and `sluice track --json`) shows of the record: types of
 //! their own, built from the record's rows, so that a storage change does
 //! not change the wire, and every event is named by the one schema
-//! (`EventKind`, docs/events.md).
+//! (`EventKind`, docs/events.md). Every time is milliseconds since the
+//! epoch (the contract's numbers) with an `_rfc3339` sibling, the same
+//! instant as RFC 3339 UTC (`vocabulary::time`) for people.
 
 use record::events::{Direction, EventKind, EventRow, MessageView, RecipientHistory, RecipientView};
 use record::suppress::Suppression;
 use serde::Serialize;
+use vocabulary::time::rfc3339_ms;
 
 /// One event (`openapi.json`'s `Event`).
 #[derive(Debug, Clone, Serialize)]
@@ -19,6 +22,8 @@ pub struct Event {
     pub kind: EventKind,
     /// Milliseconds since the Unix epoch.
     pub at: i64,
+    /// `at` as RFC 3339 UTC, to the millisecond.
+    pub at_rfc3339: String,
     pub reason: Option<String>,
     pub smtp_code: Option<i64>,
     pub smtp_status: Option<String>,
@@ -38,6 +43,7 @@ impl From<EventRow> for Event {
             address: r.address,
             kind: r.kind,
             at: r.at,
+            at_rfc3339: rfc3339_ms(r.at),
             reason: r.reason,
             smtp_code: r.smtp_code,
             smtp_status: r.smtp_status,
@@ -66,6 +72,7 @@ pub struct Message {
     pub tags: serde_json::Value,
     pub metadata: serde_json::Value,
     pub created_at: i64,
+    pub created_at_rfc3339: String,
     pub recipients: Vec<Recipient>,
 }
 
@@ -76,6 +83,7 @@ pub struct Recipient {
     pub status: String,
     pub reason: Option<String>,
     pub updated_at: i64,
+    pub updated_at_rfc3339: String,
     pub events: Vec<Event>,
 }
 
@@ -91,6 +99,7 @@ impl From<MessageView> for Message {
             tags: m.tags,
             metadata: m.metadata,
             created_at: m.created_at,
+            created_at_rfc3339: rfc3339_ms(m.created_at),
             recipients: m.recipients.into_iter().map(Recipient::from).collect(),
         }
     }
@@ -104,6 +113,7 @@ impl From<RecipientView> for Recipient {
             status: r.status,
             reason: r.reason,
             updated_at: r.updated_at,
+            updated_at_rfc3339: rfc3339_ms(r.updated_at),
             events: events(r.events),
         }
     }
@@ -113,7 +123,7 @@ impl From<RecipientView> for Recipient {
 #[derive(Debug, Clone, Serialize)]
 pub struct History {
     pub address: String,
-    pub suppression: Option<Suppression>,
+    pub suppression: Option<SuppressionView>,
     pub events: Vec<Event>,
     /// Pass as `cursor` for older events.
     pub next_cursor: Option<i64>,
@@ -123,9 +133,29 @@ impl From<RecipientHistory> for History {
     fn from(h: RecipientHistory) -> Self {
         History {
             address: h.address,
-            suppression: h.suppression,
+            suppression: h.suppression.map(SuppressionView::from),
             events: events(h.events),
             next_cursor: h.next_cursor,
+        }
+    }
+}
+
+/// A suppression list entry (`openapi.json`'s `Suppression`): the
+/// record's entry and its times as RFC 3339.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuppressionView {
+    #[serde(flatten)]
+    pub entry: Suppression,
+    pub created_at_rfc3339: String,
+    pub expires_at_rfc3339: Option<String>,
+}
+
+impl From<Suppression> for SuppressionView {
+    fn from(entry: Suppression) -> Self {
+        SuppressionView {
+            created_at_rfc3339: rfc3339_ms(entry.created_at),
+            expires_at_rfc3339: entry.expires_at.map(rfc3339_ms),
+            entry,
         }
     }
 }
@@ -160,6 +190,7 @@ mod tests {
         let v = serde_json::to_value(Event::from(row)).unwrap();
         assert_eq!(v["type"], "bounced");
         assert_eq!(v["reason"], "userunknown");
+        assert_eq!((v["at"].as_i64(), v["at_rfc3339"].as_str()), (Some(1), Some("1970-01-01T00:00:00.001Z")));
         assert!(v.get("detail").is_none() && v.get("kind").is_none());
     }
 }

@@ -35,6 +35,14 @@ pub struct Accepted {
 /// durable; its error is the reply the client gets.
 pub trait Sink: Send + Sync + 'static {
     fn accept(&self, msg: Accepted) -> BoxFuture<'_, Result<(), Reply>>;
+
+    /// At RCPT TO from an authenticated submission `user`: the refusal of
+    /// `rcpt` (a tenant's suppressed address, or a lookup that failed), or
+    /// `None` to accept it. Never asked on the MX listener.
+    fn check_rcpt<'a>(&'a self, user: &'a str, rcpt: &'a str) -> BoxFuture<'a, Option<Reply>> {
+        let _ = (user, rcpt);
+        Box::pin(async { None })
+    }
 }
 
 /// Checks submission credentials: whether they match, or the reply to give
@@ -50,6 +58,25 @@ pub enum ListenerKind {
     Mx,
     /// Submission: requires AUTH (over TLS) and then relays anywhere.
     Submission,
+}
+
+impl ListenerKind {
+    /// Its name in logs and metrics: `mx`, `submission`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Mx => "mx",
+            ListenerKind::Submission => "submission",
+        }
+    }
+}
+
+/// A refusal (a reply of 400 or more) counted for Prometheus by listener
+/// and code (`docs/metrics.md`).
+pub(crate) fn count_refusal(kind: ListenerKind, code: u16) {
+    if code >= 400 {
+        metrics::counter!("sluice_smtp_refusals_total", "listener" => kind.as_str(), "code" => code.to_string())
+            .increment(1);
+    }
 }
 
 /// The protocol limits; each is answered with its own reply code.

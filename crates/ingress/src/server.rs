@@ -81,6 +81,7 @@ pub async fn serve(l: Listener, mut shutdown: watch::Receiver<bool>, grace: Dura
         };
         if let Some(text) = refusal {
             tracing::info!(peer = %peer, "connection refused: limit reached");
+            crate::count_refusal(l.cfg.kind, 421);
             sessions.spawn(async move {
                 let _ = tcp.write_all(text.as_bytes()).await;
                 let _ = tcp.shutdown().await;

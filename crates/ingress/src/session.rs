@@ -92,6 +92,7 @@ impl Session {
     /// Runs the session to its end. Errors are the client's or the network's;
     /// they end the session and are logged by the caller at debug level.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        metrics::counter!("sluice_smtp_sessions_total", "listener" => self.cfg.kind.as_str()).increment(1);
         let greeting = format!("220 {} ESMTP sluice", self.cfg.hostname);
         self.conn.reply_raw(&greeting);
         loop {
@@ -104,7 +105,7 @@ impl Session {
                     let read = tokio::select! {
                         r = self.conn.read_more(timeout) => r,
                         _ = shutdown.changed() => {
-                            self.conn.reply(&reply(421, "4.3.2", "Service shutting down, closing channel"));
+                            self.say(&reply(421, "4.3.2", "Service shutting down, closing channel"));
                             break;
                         }
                     };
@@ -112,7 +113,7 @@ impl Session {
                         Ok(_) => continue,
                         Err(ReadError::Timeout) => {
                             let text = format!("{} Error: timeout exceeded", self.cfg.hostname);
-                            self.conn.reply(&reply(421, "4.4.2", &text));
+                            self.say(&reply(421, "4.4.2", &text));
                             break;
                         }
                         Err(e) => {
@@ -173,15 +174,21 @@ impl Session {
         }
     }
 
+    /// Sends a reply; a refusal is counted (`docs/metrics.md`).
+    fn say(&mut self, r: &Reply) {
+        crate::count_refusal(self.cfg.kind, r.code);
+        self.conn.reply(r);
+    }
+
     /// Answers a bad command; too many of them end the session.
     fn bad(&mut self, r: Reply) -> Next {
         self.bad_commands += 1;
         if self.bad_commands > self.cfg.limits.max_bad_commands {
-            self.conn.reply(&reply(421, "4.7.0", "Too many errors, closing connection"));
+            self.say(&reply(421, "4.7.0", "Too many errors, closing connection"));
             tracing::info!(peer = %self.peer, "closing session after too many errors");
             return Next::Close;
         }
-        self.conn.reply(&r);
+        self.say(&r);
         Next::Continue
     }
 
@@ -214,28 +221,28 @@ impl Session {
             Request::StartTls => self.starttls(),
             Request::Auth { mechanism, initial_response } => self.auth(mechanism, initial_response).await,
             Request::Mail { from } => self.mail(from),
-            Request::Rcpt { to } => self.rcpt(to),
+            Request::Rcpt { to } => self.rcpt(to).await,
             Request::Data => self.data(),
             Request::Bdat { chunk_size, is_last } => self.bdat(chunk_size, is_last),
             Request::Rset => {
                 self.tx = None;
-                self.conn.reply(&reply(250, "2.0.0", "Ok"));
+                self.say(&reply(250, "2.0.0", "Ok"));
                 Next::Continue
             }
             Request::Noop { .. } => {
-                self.conn.reply(&reply(250, "2.0.0", "Ok"));
+                self.say(&reply(250, "2.0.0", "Ok"));
                 Next::Continue
             }
             Request::Quit => {
-                self.conn.reply(&reply(221, "2.0.0", "Bye"));
+                self.say(&reply(221, "2.0.0", "Bye"));
                 Next::Quit
             }
             Request::Vrfy { .. } => {
-                self.conn.reply(&reply(252, "2.5.0", "Cannot VRFY user, but will accept message"));
+                self.say(&reply(252, "2.5.0", "Cannot VRFY user, but will accept message"));
                 Next::Continue
             }
             Request::Help { .. } => {
-                self.conn.reply(&reply(214, "2.0.0", "See RFC 5321"));
+                self.say(&reply(214, "2.0.0", "See RFC 5321"));
                 Next::Continue
             }
             Request::Expn { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
@@ -305,7 +312,7 @@ impl Session {
         if self.cfg.tls.is_none() {
             return self.bad(reply(502, "5.5.1", "STARTTLS not available"));
         }
-        self.conn.reply(&reply(220, "2.0.0", "Ready to start TLS"));
+        self.say(&reply(220, "2.0.0", "Ready to start TLS"));
         Next::StartTls
     }
 
@@ -395,14 +402,14 @@ impl Session {
             Ok(v) => v,
             Err(unavailable) => {
                 tracing::warn!(peer = %self.peer, user = %user, reply = %unavailable, "authentication unavailable");
-                self.conn.reply(&unavailable);
+                self.say(&unavailable);
                 return Next::Continue;
             }
         };
         if verified {
             tracing::info!(peer = %self.peer, user = %user, "authenticated");
             self.auth_user = Some(user);
-            self.conn.reply(&reply(235, "2.7.0", "Authentication successful"));
+            self.say(&reply(235, "2.7.0", "Authentication successful"));
             return Next::Continue;
         }
         self.auth_failures += 1;
@@ -411,7 +418,7 @@ impl Session {
         tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(self.auth_failures.min(6))))
             .await;
         if self.auth_failures >= 3 {
-            self.conn.reply(&reply(421, "4.7.0", "Too many authentication failures"));
+            self.say(&reply(421, "4.7.0", "Too many authentication failures"));
             return Next::Close;
         }
         self.bad(reply(535, "5.7.8", "Authentication credentials invalid"))
@@ -458,11 +465,11 @@ impl Session {
             bdat_seen: false,
             bdat_oversize: false,
         });
-        self.conn.reply(&reply(250, "2.1.0", "Ok"));
+        self.say(&reply(250, "2.1.0", "Ok"));
         Next::Continue
     }
 
-    fn rcpt(&mut self, to: smtp_proto::RcptTo<String>) -> Next {
+    async fn rcpt(&mut self, to: smtp_proto::RcptTo<String>) -> Next {
         let authenticated = self.auth_user.is_some();
         let max = self.cfg.limits.max_recipients;
         let Some(tx) = self.tx.as_mut() else {
@@ -476,18 +483,25 @@ impl Session {
             return self.bad(reply(501, "5.1.3", "Bad recipient address syntax"));
         }
         if tx.rcpts.len() >= max {
-            self.conn.reply(&reply(452, "4.5.3", "Too many recipients"));
+            self.say(&reply(452, "4.5.3", "Too many recipients"));
             return Next::Continue;
         }
         if !authenticated && !postmaster && !self.cfg.accepts_rcpt(&to.address) {
             tracing::info!(peer = %self.peer, rcpt = %to.address, "relay denied");
             return self.bad(reply(550, "5.7.1", "Relaying denied"));
         }
+        if let Some(user) = self.auth_user.as_deref().filter(|_| self.cfg.kind == ListenerKind::Submission)
+            && let Some(refusal) = self.cfg.sink.check_rcpt(user, &to.address).await
+        {
+            tracing::info!(peer = %self.peer, user, rcpt = %to.address, reply = %refusal, "recipient refused");
+            self.say(&refusal);
+            return Next::Continue;
+        }
         let mut r = Recipient::new(to.address);
         r.orcpt = to.orcpt;
         r.notify = notify_of(to.flags);
         tx.rcpts.push(r);
-        self.conn.reply(&reply(250, "2.1.5", "Ok"));
+        self.say(&reply(250, "2.1.5", "Ok"));
         Next::Continue
     }
 
@@ -497,7 +511,7 @@ impl Session {
             Some(tx) if tx.rcpts.is_empty() => self.bad(reply(554, "5.5.1", "No valid recipients")),
             Some(tx) if tx.bdat_seen => self.bad(reply(503, "5.5.1", "DATA not allowed after BDAT")),
             Some(_) => {
-                self.conn.reply(&reply(354, "", "End data with <CR><LF>.<CR><LF>"));
+                self.say(&reply(354, "", "End data with <CR><LF>.<CR><LF>"));
                 Next::Data
             }
         }
@@ -522,7 +536,7 @@ impl Session {
                 Err(ReadError::Timeout) => {
                     self.tx = None;
                     let text = format!("{} Error: timeout exceeded", self.cfg.hostname);
-                    self.conn.reply(&reply(421, "4.4.2", &text));
+                    self.say(&reply(421, "4.4.2", &text));
                     self.conn.close().await;
                     return false;
                 }
@@ -534,7 +548,7 @@ impl Session {
         }
         let Some(tx) = self.tx.take() else { return true };
         if reader.exceeded() {
-            self.conn.reply(&reply(552, "5.3.4", "Message size exceeds fixed maximum message size"));
+            self.say(&reply(552, "5.3.4", "Message size exceeds fixed maximum message size"));
             return true;
         }
         self.commit(tx, content).await;
@@ -570,7 +584,7 @@ impl Session {
                 Ok(_) => {}
                 Err(ReadError::Timeout) => {
                     self.tx = None;
-                    self.conn.reply(&reply(421, "4.4.2", "Error: timeout exceeded"));
+                    self.say(&reply(421, "4.4.2", "Error: timeout exceeded"));
                     self.conn.close().await;
                     return false;
                 }
@@ -594,7 +608,7 @@ impl Session {
             Some(_) => reply(250, "2.0.0", &format!("{size} bytes received")),
         };
         if r.is_positive() {
-            self.conn.reply(&r);
+            self.say(&r);
         } else {
             let _ = self.bad(r);
         }
@@ -609,7 +623,7 @@ impl Session {
                 bare_cr = line_faults.bare_cr, "message refused: bare LF or CR line ends");
             let text =
                 "Message refused: bare LF or CR line ends; every line must end in CRLF (RFC 5321 2.3.8)";
-            self.conn.reply(&reply(550, "5.6.0", text));
+            self.say(&reply(550, "5.6.0", text));
             return;
         }
         let id = QueueId::generate();
@@ -647,11 +661,11 @@ impl Session {
                     long_lines = line_faults.long_lines,
                     "message accepted"
                 );
-                self.conn.reply(&reply(250, "2.0.0", &format!("Ok: queued as {id}")));
+                self.say(&reply(250, "2.0.0", &format!("Ok: queued as {id}")));
             }
             Err(r) => {
                 tracing::warn!(peer = %self.peer, reply = %r, "message not accepted");
-                self.conn.reply(&r);
+                self.say(&r);
             }
         }
     }

@@ -167,3 +167,37 @@ async fn connection_limits_and_timeouts() {
     stop.send(true).unwrap();
     assert!(replies(&mut third, 1).await.contains("421 4.3.2"));
 }
+
+/// A sink that would refuse every recipient at RCPT, if asked.
+struct RefusingSink;
+
+impl Sink for RefusingSink {
+    fn accept(&self, _: Accepted) -> BoxFuture<'_, Result<(), Reply>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn check_rcpt<'a>(&'a self, _: &'a str, rcpt: &'a str) -> BoxFuture<'a, Option<Reply>> {
+        Box::pin(async move { Some(Reply::new(550, "5.7.1", format!("<{rcpt}> is suppressed: test"))) })
+    }
+}
+
+#[tokio::test]
+async fn the_mx_listener_never_asks_the_sink_about_a_recipient() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cfg = Arc::new(SessionConfig {
+        hostname: "mx.test".into(),
+        kind: ListenerKind::Mx,
+        accept_domains: HashSet::from(["example.test".to_string()]),
+        limits: Limits::default(),
+        tls: None,
+        sink: Arc::new(RefusingSink),
+        auth: Arc::new(NoUsers),
+    });
+    let (_stop, rx) = watch::channel(false);
+    tokio::spawn(ingress::serve(ingress::Listener { listener, cfg }, rx, Duration::from_secs(1)));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    replies(&mut s, 1).await;
+    s.write_all(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@example.test>\r\n").await.unwrap();
+    let r = replies(&mut s, 3).await;
+    assert!(r.lines().last().is_some_and(|l| l.starts_with("250 2.1.5")), "{r}");
+}

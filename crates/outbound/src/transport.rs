@@ -72,7 +72,7 @@ impl Transport for OutboundTransport {
                 _ => false,
             };
             let signature =
-                if per_recipient { String::new() } else { self.sign(job, job.content.to_vec()).await };
+                if per_recipient { String::new() } else { self.sign(job, job.content.to_vec(), true).await };
             let sends = job.rcpts.iter().map(|rcpt| self.one(job, rcpt, &signature, per_recipient));
             let results = futures::future::join_all(sends).await;
             let remote = results.iter().map(|(_, r, _)| r.as_str()).find(|r| !r.is_empty()).unwrap_or("");
@@ -90,16 +90,24 @@ impl Transport for OutboundTransport {
 }
 
 impl OutboundTransport {
-    /// The DKIM-Signature header for `content`, or "" without a key.
-    async fn sign(&self, job: &Job<'_>, content: Vec<u8>) -> String {
-        let Some(signer) = self.signer.as_ref().filter(|s| s.has_keys()) else { return String::new() };
-        let _slot = SIGNING.acquire().await;
-        let (signer, domain) = (signer.clone(), domain_of(&job.envelope.mail_from));
-        tokio::task::spawn_blocking(move || signer.sign(&domain, &content))
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+    /// The DKIM-Signature header for `content`, or "" without a key (said
+    /// at WARN with the domain when `warn`: once per message and attempt).
+    async fn sign(&self, job: &Job<'_>, content: Vec<u8>, warn: bool) -> String {
+        let domain = domain_of(&job.envelope.mail_from);
+        let signature = match self.signer.as_ref().filter(|s| s.has_keys()) {
+            None => None,
+            Some(signer) => {
+                let _slot = SIGNING.acquire().await;
+                let (signer, domain) = (signer.clone(), domain.clone());
+                tokio::task::spawn_blocking(move || signer.sign(&domain, &content)).await.ok().flatten()
+            }
+        };
+        if signature.is_none() && warn {
+            let from = deliver::dkim::from_domain(job.content).unwrap_or(domain);
+            tracing::warn!(queue_id = %job.id, domain = %from,
+                "sent unsigned: no DKIM key for the From domain (sluice dkim generate)");
+        }
+        signature.unwrap_or_default()
     }
 
     /// The message as recipient `idx` gets it: its HTML links and pixel
@@ -160,7 +168,8 @@ impl OutboundTransport {
                 _ => Vec::new(),
             };
             bytes.extend_from_slice(&self.tracked(job, idx as u16));
-            let sig = self.sign(job, bytes.clone()).await;
+            let first = job.rcpts.first().is_some_and(|r| *r == rcpt);
+            let sig = self.sign(job, bytes.clone(), first).await;
             (bytes, sig)
         } else {
             (Vec::new(), String::new())

@@ -471,7 +471,9 @@ impl AttemptCtx {
                     expires_at: entry.expires_at,
                     recovered: entry.recovered,
                 };
+                let started = std::time::Instant::now();
                 let result = spec.transport.deliver(&job).await;
+                attempt_took(route, started.elapsed());
                 if spec.concurrency == Concurrency::Downstream {
                     release();
                 }
@@ -692,4 +694,11 @@ impl AttemptCtx {
             }
         }
     }
+}
+
+/// How long a route's attempt took, for Prometheus (`docs/metrics.md`):
+/// labelled by the kind of route, never by a destination.
+fn attempt_took(route: &Route, took: Duration) {
+    metrics::histogram!("sluice_attempt_duration_seconds", "route" => route.kind().as_str())
+        .record(took.as_secs_f64());
 }

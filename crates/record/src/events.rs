@@ -269,6 +269,15 @@ pub struct EventQuery {
     pub recipient: Option<String>,
     pub tag: Option<String>,
     pub message: Option<String>,
+    /// Only events with this reason (`userunknown`, `mailboxfull`, ...).
+    pub reason: Option<String>,
+    /// Only events of messages whose subject or sender contains this
+    /// (any case): the dashboard's search box, `GET /v1/events?q=`.
+    /// Messages are looked for from `TEXT_LOOKBACK_MS` before `since`.
+    pub text: Option<String>,
+    /// Only events of this flow's types (`EventKind::direction`; a type
+    /// of both flows, `deferred`, is in either).
+    pub direction: Option<Direction>,
     /// Only events whose source starts with this (`provider:ses:`: what a
     /// provider's webhooks brought in).
     pub source_prefix: Option<String>,
@@ -276,6 +285,10 @@ pub struct EventQuery {
     pub cursor: Option<i64>,
     pub limit: u32,
 }
+
+/// How long before an [`EventQuery`]'s `since` its `text` looks for
+/// messages: a bounce or a complaint comes days after its message.
+pub const TEXT_LOOKBACK_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// A message's row as stored, without its recipients.
 #[derive(Debug, Clone)]

@@ -16,6 +16,8 @@ pub mod directory;
 pub mod events;
 pub mod idle;
 pub mod journal;
+pub mod metrics;
+pub mod operators;
 mod password;
 pub mod policy;
 mod policy_sql;
@@ -145,6 +147,8 @@ pub struct Store {
     pub policies: Arc<dyn Policies>,
     /// Each user's own spam-filter counts (IMAP moves into and out of Spam).
     pub spam_tokens: Arc<dyn spam_tokens::SpamTokens>,
+    /// Dashboard operators, their tenants and their sessions.
+    pub operators: Arc<dyn operators::Operators>,
     database: Arc<dyn Database>,
 }
 

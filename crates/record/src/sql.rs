@@ -142,6 +142,35 @@ where
     sql
 }
 
+/// Events of the tenant's messages whose subject or sender contains
+/// `text`, in any case (LIKE with `%` and `_` taken literally), among the
+/// messages made from `TEXT_LOOKBACK_MS` before the window (the index on
+/// tenant and time bounds the scan).
+fn text_filter<DB: Database>(sql: &mut QueryBuilder<DB>, tenant: &Tenant, q: &EventQuery, text: &str)
+where
+    i64: Binds<DB>,
+    String: Binds<DB>,
+{
+    let escaped: String = text
+        .to_lowercase()
+        .chars()
+        .flat_map(|c| match c {
+            '%' | '_' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    let pattern = format!("%{escaped}%");
+    sql.push(" AND e.message IN (SELECT m.id FROM out_messages m WHERE m.tenant_id = ").push_bind(tenant.id);
+    if let Some(s) = q.since {
+        sql.push(" AND m.created_at >= ").push_bind(s - crate::events::TEXT_LOOKBACK_MS);
+    }
+    if let Some(u) = q.until {
+        sql.push(" AND m.created_at < ").push_bind(u);
+    }
+    sql.push(" AND (LOWER(m.subject) LIKE ").push_bind(pattern.clone());
+    sql.push(" ESCAPE '\\' OR LOWER(m.mail_from) LIKE ").push_bind(pattern).push(" ESCAPE '\\'))");
+}
+
 /// The conditions of `GET /v1/events` on `events e`: its tenant's, after
 /// the cursor, and each filter given.
 fn event_filters<DB: Database>(sql: &mut QueryBuilder<DB>, tenant: &Tenant, q: &EventQuery)
@@ -162,6 +191,20 @@ where
     }
     if let Some(m) = &q.message {
         sql.push(" AND e.message = ").push_bind(m.clone());
+    }
+    if let Some(r) = &q.reason {
+        sql.push(" AND e.reason = ").push_bind(r.clone());
+    }
+    if let Some(d) = q.direction.filter(|d| *d != Direction::Both) {
+        sql.push(" AND e.type IN (");
+        let mut list = sql.separated(", ");
+        for k in EventKind::ALL.iter().filter(|k| k.direction() == d || k.direction() == Direction::Both) {
+            list.push_bind(k.as_str());
+        }
+        sql.push(")");
+    }
+    if let Some(t) = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        text_filter(sql, tenant, q, t);
     }
     if let Some(p) = q.source_prefix.as_deref().filter(|p| !p.is_empty()) {
         // A prefix as a range, which the index on `source` answers: the

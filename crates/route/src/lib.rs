@@ -96,6 +96,35 @@ impl Sink for Router {
             }
         })
     }
+
+    /// A tenant user's recipient on its tenant's suppression list is
+    /// refused at RCPT, with the entry's reason; a user without a tenant
+    /// relays, and is not asked about.
+    fn check_rcpt<'a>(&'a self, user: &'a str, rcpt: &'a str) -> BoxFuture<'a, Option<Reply>> {
+        Box::pin(async move {
+            let unavailable = |e: record::RecordError| {
+                tracing::error!(error = %e, user, rcpt, "suppression lookup at RCPT failed");
+                Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
+            };
+            let directory = &self.outbox.record.directory;
+            let tenant = match directory.user_tenant(user).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return None,
+                Err(e) => return Some(unavailable(e)),
+            };
+            let now = record::events::now_ms();
+            let address = [rcpt.to_string()];
+            let entry = match self.outbox.record.suppressions.suppressed(tenant.id, &address, now).await {
+                Ok(found) => found.into_iter().next()?,
+                Err(e) => return Some(unavailable(e)),
+            };
+            let why: String = format!("{} ({})", entry.reason, entry.source)
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            Some(Reply::new(550, "5.7.1", format!("<{rcpt}> is suppressed: {why}")))
+        })
+    }
 }
 
 impl Router {

@@ -118,6 +118,9 @@ pub struct ServerConfig {
     pub accept_domains: Vec<String>,
     /// `text` (human-readable key=value) or `json` (one JSON object per line).
     pub log_format: String,
+    /// `error`, `warn`, `info`, `debug`, `trace` or a tracing EnvFilter
+    /// directive (`info,sluice=debug`); `--log-level` and SLUICE_LOG win.
+    pub log_level: Option<String>,
     /// Where mail to `postmaster` and `abuse` goes when no relay is set: a
     /// store account (its copies land in that account's folders). Without
     /// either, such mail waits in the queue, visible, until one is set.
@@ -131,6 +134,7 @@ impl Default for ServerConfig {
             hostname: default_hostname(),
             accept_domains: Vec::new(),
             log_format: "text".into(),
+            log_level: None,
             postmaster: None,
         }
     }
@@ -395,6 +399,10 @@ pub struct HttpConfig {
     /// `https://mail.example.com`, behind a TLS proxy): with it, messages
     /// sent with `list_unsubscribe` carry an RFC 8058 one-click link.
     pub public_url: Option<String>,
+    /// A file whose first line is the bearer token `/metrics` requires
+    /// (`Authorization: Bearer TOKEN`); without it `/metrics` is open to
+    /// whoever reaches the listener (docs/metrics.md).
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -406,6 +414,7 @@ impl Default for HttpConfig {
             rate_per_sec: 10_000,
             request_timeout_secs: 60,
             public_url: None,
+            metrics_token_file: None,
         }
     }
 }
@@ -623,6 +632,9 @@ impl Config {
         if !matches!(self.server.log_format.as_str(), "text" | "json") {
             bail!("server.log_format must be \"text\" or \"json\"");
         }
+        if let Some(level) = &self.server.log_level {
+            log_filter(level).context("server.log_level")?;
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             bail!("tls.cert and tls.key must be given together");
         }
@@ -690,6 +702,20 @@ pub fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
+/// A log level (`error`, `warn`, `info`, `debug`, `trace`) or a tracing
+/// EnvFilter directive (`info,sluice=debug`) as a filter. A lone word that
+/// is no level is refused: EnvFilter would read it as a target and log
+/// nothing else.
+pub fn log_filter(level: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let word = !level.contains(['=', ',', '[', ':']);
+    if level.trim().is_empty() || (word && !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())) {
+        bail!("{level:?} is not a log level (error, warn, info, debug, trace) nor a filter directive");
+    }
+    tracing_subscriber::EnvFilter::try_new(level.trim())
+        .map_err(|e| anyhow::anyhow!("{level:?} is not a log filter directive: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -714,6 +740,18 @@ mod tests {
         let err = toml::from_str::<Config>("[outbound]\nsmart_host_tls = \"sometimes\"\n").unwrap_err();
         let err = err.to_string();
         assert!(err.contains("smart_host_tls") && err.contains("starttls"), "{err}");
+    }
+
+    #[test]
+    fn log_level_is_a_level_or_a_directive() {
+        for ok in ["warn", "DEBUG", "info,sluice=debug", "sqlx=warn"] {
+            log_filter(ok).unwrap();
+        }
+        for bad in ["", "loud", "info,=x[", "warnn"] {
+            assert!(log_filter(bad).is_err(), "{bad:?}");
+        }
+        let cfg: Config = toml::from_str("[server]\nlog_level = \"loud\"\n").unwrap();
+        assert!(format!("{:#}", cfg.validate().unwrap_err()).contains("server.log_level"));
     }
 
     #[test]

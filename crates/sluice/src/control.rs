@@ -408,7 +408,7 @@ fn fmt_age(secs: i64) -> String {
 }
 
 fn fmt_time(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0).map(|d| d.to_rfc3339()).unwrap_or_else(|| t.to_string())
+    vocabulary::time::rfc3339_secs(t)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod filter_wiring;
 pub mod logbuf;
+pub mod metrics_wiring;
 pub mod outbound_wiring;
 pub mod provider_hooks;
 pub mod serve;

@@ -2,6 +2,7 @@
 //! config, sets up logging, and hands over to the module for each subcommand.
 
 mod classify_cmd;
+mod operator_cmd;
 mod outbound_cmd;
 mod policy_cmd;
 mod spam_cmd;
@@ -53,6 +54,11 @@ struct Common {
 enum Command {
     /// Run the server: SMTP listeners, durable queue, relay.
     Serve(Box<ServeArgs>),
+    /// Web dashboard operators (docs/dashboard.md).
+    Operator {
+        #[command(subcommand)]
+        command: operator_cmd::OperatorCommand,
+    },
     /// Manage submission users.
     User {
         #[command(subcommand)]
@@ -248,6 +254,11 @@ struct ServeArgs {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// Log level: error, warn, info, debug, trace, or an EnvFilter directive
+    /// (`info,sluice=debug`). Wins over SLUICE_LOG and `[server] log_level`;
+    /// RUST_LOG is not read [default: info].
+    #[arg(long)]
+    log_level: Option<String>,
     /// HTTP API listener address [default: 127.0.0.1:8025].
     #[arg(long)]
     http: Option<SocketAddr>,
@@ -316,7 +327,7 @@ async fn db_command(cfg: &Config, round_trip: bool) -> anyhow::Result<i32> {
 /// Logs to stderr, for the commands that run and exit.
 fn init_logging(format: &str) {
     use std::io::IsTerminal;
-    init_logging_to(format, std::io::stderr, std::io::stderr().is_terminal());
+    init_logging_to(format, std::io::stderr, std::io::stderr().is_terminal(), env_filter());
 }
 
 /// Logs to stderr for `serve` through `logbuf`: a log line costs the
@@ -324,20 +335,37 @@ fn init_logging(format: &str) {
 /// are two or three per message), and a thread of its own writes what has
 /// gathered every few milliseconds. Nothing is dropped; the guard writes
 /// out what is left when `serve` returns.
-fn init_server_logging(format: &str) -> anyhow::Result<logbuf::Guard> {
+fn init_server_logging(format: &str, filter: EnvFilter) -> anyhow::Result<logbuf::Guard> {
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
     let (writer, guard) = logbuf::start(std::io::stderr()).context("starting the log writer")?;
-    init_logging_to(format, writer, ansi);
+    init_logging_to(format, writer, ansi, filter);
     Ok(guard)
 }
 
-fn init_logging_to<W>(format: &str, writer: W, ansi: bool)
+use tracing_subscriber::EnvFilter;
+
+/// What `serve` logs: `--log-level` when given, else SLUICE_LOG when set,
+/// else `[server] log_level`, else `info` (RUST_LOG is not read).
+fn log_filter(level: Option<&str>, from_flag: bool) -> anyhow::Result<EnvFilter> {
+    let parse = |l: &str| sluice::config::log_filter(l).context("--log-level / [server] log_level");
+    match level {
+        Some(l) if from_flag => parse(l),
+        _ if std::env::var_os("SLUICE_LOG").is_some() => Ok(env_filter()),
+        Some(l) => parse(l),
+        None => Ok(EnvFilter::new("info")),
+    }
+}
+
+/// SLUICE_LOG, else `info`.
+fn env_filter() -> EnvFilter {
+    EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+fn init_logging_to<W>(format: &str, writer: W, ansi: bool, filter: EnvFilter)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     if format == "json" {
         builder.json().flatten_event(true).init();
@@ -391,6 +419,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if let Some(v) = args.log_format {
                 cfg.server.log_format = v;
             }
+            let level_flag = args.log_level.is_some();
+            if let Some(v) = args.log_level {
+                cfg.server.log_level = Some(v);
+            }
             if let Some(v) = args.http {
                 cfg.http.listen = v;
             }
@@ -401,7 +433,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 cfg.outbound.smart_host = Some(v);
             }
             cfg.validate()?;
-            let _log = init_server_logging(&cfg.server.log_format)?;
+            let filter = log_filter(cfg.server.log_level.as_deref(), level_flag)?;
+            let _log = init_server_logging(&cfg.server.log_format, filter)?;
             runtime()?.block_on(serve::run(cfg))?;
             Ok(0)
         }
@@ -486,6 +519,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Stats { tenant, from, to, group_by, json, common } => runtime()?
             .block_on(stats_cmd::run(stats_cmd::Options { tenant, from, to, group_by, json, common })),
         Command::Policy { command } => runtime()?.block_on(policy_cmd::run(command)),
+        Command::Operator { command } => runtime()?.block_on(operator_cmd::run(command)),
         Command::Classify { format, eval, explain, jobs, files } => {
             classify_cmd::run(classify_cmd::Options { format, eval, explain, jobs, files })
         }

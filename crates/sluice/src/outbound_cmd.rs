@@ -171,9 +171,7 @@ pub async fn suppress(cmd: SuppressCommand) -> anyhow::Result<i32> {
 }
 
 fn time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_default()
+    vocabulary::time::rfc3339_ms(ms)
 }
 
 fn event_line(e: &EventRow) -> String {

@@ -76,6 +76,8 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Before anything is counted (the record's catch-up counts its events).
+    crate::metrics_wiring::install();
     let core = Core::open(&cfg).await?;
     let (acceptor, cert) =
         tls::acceptor(&core.data, cfg.tls.cert.as_deref(), cfg.tls.key.as_deref(), &cfg.server.hostname)?;
@@ -110,6 +112,7 @@ pub async fn serve(
     });
     let control_task = tokio::spawn(control::serve(control::bind(&core.spool_dir)?, reinjector.clone()));
     tasks.extend(start_imap(&cfg, &core, listeners.imap, &acceptor, &reinjector, &stop_rx));
+    core.listening.track(&tasks);
     tasks.push(start_http(&cfg, &core, listeners.http, &outbox, &stop_rx));
     tasks.push(start_webhooks(&cfg, &core, &stop_rx)?);
     let background = [
@@ -180,6 +183,8 @@ struct Core {
     bounce_domain: String,
     /// Filter mode, when a domain is in it.
     filter: Option<Arc<route::filter::FilterMode>>,
+    /// The listener tasks `/readyz` watches.
+    listening: crate::metrics_wiring::Listening,
 }
 
 impl Core {
@@ -229,6 +234,7 @@ impl Core {
             journal,
             bounce_domain,
             filter,
+            listening: Default::default(),
         })
     }
 }
@@ -503,6 +509,17 @@ fn start_http(
     };
     // `[policy]` was checked when the configuration was validated.
     let state = state.with_policy_defaults(cfg.policy.defaults().unwrap_or_default());
+    // `/metrics` and `/readyz` (docs/metrics.md).
+    let node = crate::metrics_wiring::install().map(|handle| crate::metrics_wiring::Node {
+        handle,
+        spool: core.spool.clone(),
+        spool_dir: core.spool_dir.clone(),
+        store: core.store.clone(),
+        listening: core.listening.clone(),
+        probing: Default::default(),
+    });
+    let state =
+        crate::metrics_wiring::attach(state, node, cfg.http.metrics_token_file.as_deref(), stop_rx.clone());
     tokio::spawn(api::serve(listener, state, stop_rx.clone()))
 }
 

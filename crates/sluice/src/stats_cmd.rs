@@ -87,7 +87,8 @@ fn print_json(tenant: Option<&str>, stats: Stats) -> anyhow::Result<()> {
     let v = StatsView::from(stats);
     let line = |total: bool, body: serde_json::Value| -> anyhow::Result<()> {
         let mut head = serde_json::json!({
-            "tenant": tenant, "from": v.from, "to": v.to, "group_by": v.group_by, "total": total,
+            "tenant": tenant, "from": v.from, "to": v.to, "from_rfc3339": v.from_rfc3339,
+            "to_rfc3339": v.to_rfc3339, "group_by": v.group_by, "total": total,
         });
         if let (Some(head), serde_json::Value::Object(body)) = (head.as_object_mut(), body) {
             head.extend(body);
@@ -103,11 +104,7 @@ fn print_json(tenant: Option<&str>, stats: Stats) -> anyhow::Result<()> {
 
 fn print_table(tenant: Option<&str>, stats: &Stats) {
     let v = StatsView::from(stats.clone());
-    let at = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .unwrap_or_else(|| ms.to_string())
-    };
+    let at = vocabulary::time::rfc3339_ms;
     let by = v.group_by.map(|g| format!(", by {}", g.as_str())).unwrap_or_default();
     println!("{} from {} to {}{by}", tenant.unwrap_or("every tenant"), at(v.from), at(v.to));
     let mut rows = vec![header()];

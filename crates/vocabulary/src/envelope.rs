@@ -145,6 +145,18 @@ pub enum RouteKind {
     Feedback,
 }
 
+impl RouteKind {
+    /// Its name in metrics (`relay`, `quarantine`, `outbound`, `feedback`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Relay => "relay",
+            RouteKind::Quarantine => "quarantine",
+            RouteKind::Outbound => "outbound",
+            RouteKind::Feedback => "feedback",
+        }
+    }
+}
+
 impl Route {
     pub fn kind(&self) -> RouteKind {
         match self {

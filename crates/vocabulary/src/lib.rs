@@ -7,6 +7,7 @@ mod envelope;
 pub mod event;
 pub mod lines;
 mod reply;
+pub mod time;
 pub mod verdict;
 
 pub use envelope::{Envelope, QueueId, RcptStatus, Recipient, Route, RouteKind, domain_of, is_role_local};

@@ -347,6 +347,7 @@ fn jobs(
 
 /// One delivery's attempt in the log (debug; info when it failed for good).
 fn log_attempt(endpoint: &Endpoint, c: &Claimed, sent_as: &str, made: usize, r: &send::Response, next: Next) {
+    metrics::counter!("sluice_webhook_deliveries_total", "result" => next.outcome()).increment(1);
     let (id, wid) = (&endpoint.id, &c.webhook_id);
     match next {
         Next::Delivered => {

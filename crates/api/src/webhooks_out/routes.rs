@@ -33,8 +33,10 @@ struct View {
     status: &'static str,
     disabled_reason: Option<String>,
     disabled_at: Option<i64>,
+    disabled_at_rfc3339: Option<String>,
     batch: Option<Batch>,
     created_at: i64,
+    created_at_rfc3339: String,
     /// Only when it is made and when it is rotated.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
@@ -51,8 +53,10 @@ impl View {
             status: e.status.as_str(),
             disabled_reason: e.disabled_reason,
             disabled_at: e.disabled_at,
+            disabled_at_rfc3339: e.disabled_at.map(vocabulary::time::rfc3339_ms),
             batch: e.batch,
             created_at: e.created_at,
+            created_at_rfc3339: vocabulary::time::rfc3339_ms(e.created_at),
         }
     }
 }

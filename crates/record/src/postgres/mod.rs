@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0010_policies.sql"),
     include_str!("../../migrations/postgres/0011_spam_tokens.sql"),
     include_str!("../../migrations/postgres/0012_spam_global.sql"),
+    include_str!("../../migrations/postgres/0013_operators.sql"),
 ];
 
 /// The advisory lock nodes take to migrate one at a time (any constant: "sluice").
@@ -119,6 +120,7 @@ impl Postgres {
             )),
             policies: Arc::new(crate::policy_sql::SqlPolicies::new(me.pool.clone())),
             spam_tokens: Arc::new(crate::spam_tokens::SqlSpamTokens::new(me.pool.clone())),
+            operators: Arc::new(crate::operators::SqlOperators::new(me.pool.clone())),
             database: me,
         }
     }

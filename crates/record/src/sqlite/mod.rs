@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0016_policies.sql"),
     include_str!("../../migrations/sqlite/0017_spam_tokens.sql"),
     include_str!("../../migrations/sqlite/0018_spam_global.sql"),
+    include_str!("../../migrations/sqlite/0019_operators.sql"),
 ];
 
 /// An open SQLite database and its parts.
@@ -85,6 +86,7 @@ impl Sqlite {
             )),
             policies: Arc::new(crate::policy_sql::SqlPolicies::new(self.pool.clone())),
             spam_tokens: Arc::new(crate::spam_tokens::SqlSpamTokens::new(self.pool.clone())),
+            operators: Arc::new(crate::operators::SqlOperators::new(self.pool.clone())),
             database: Arc::new(self.pool),
         }
     }

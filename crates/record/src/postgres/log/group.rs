@@ -48,6 +48,7 @@ async fn commit(pool: &PgPool, batch: Vec<Write>) {
             }
         }
     }
+    crate::metrics::batch("api", messages.len() + events.len());
     match write::committed(pool, &messages, &events).await {
         Ok(w) => {
             for (answer, r) in accepted.into_iter().zip(w.messages) {

@@ -233,6 +233,7 @@ impl Backlog {
     async fn write(&mut self, pool: &PgPool) {
         match write::committed(pool, &self.messages, &self.events).await {
             Ok(w) => {
+                crate::metrics::batch("front", self.messages.len() + self.events.len());
                 for (e, r) in self.events.iter().zip(w.events) {
                     if let Err(why) = r {
                         tracing::debug!(message = %e.message, error = %why, "front-line event not recorded");

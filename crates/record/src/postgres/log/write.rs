@@ -34,7 +34,21 @@ pub(super) async fn committed(
     let mut tx = pool.begin().await?;
     let written = write(&mut tx, messages, events).await?;
     tx.commit().await?;
+    count(messages, events, &written);
     Ok(written)
+}
+
+/// Counts the events a committed batch wrote: each accepted message's
+/// first events, and each event that found its message.
+fn count(messages: &[NewMessage], events: &[NewEvent], written: &Written) {
+    let firsts: Vec<NewEvent> = messages
+        .iter()
+        .zip(&written.messages)
+        .filter(|(_, r)| r.is_ok())
+        .flat_map(|(m, _)| m.first_events())
+        .collect();
+    let asked = events.iter().zip(&written.events).filter(|(_, r)| r.is_ok()).map(|(e, _)| e);
+    crate::metrics::committed(firsts.iter().chain(asked));
 }
 
 async fn write(

@@ -93,6 +93,7 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Vec<Op>>) {
                 Err(_) => break,
             }
         }
+        crate::metrics::batch("api", batch.len());
         commit(&pool, batch).await;
     }
 }
@@ -269,6 +270,7 @@ async fn run_front(
             }
             backlog.fetch_sub(batch.len(), Ordering::Relaxed);
             let ops = std::mem::replace(&mut batch, Vec::with_capacity(FRONT_BATCH));
+            crate::metrics::batch("front", ops.len());
             commit(&pool, ops.into_iter().map(Op::described).collect()).await;
             // A full batch leaves more behind: on at once. Otherwise the
             // next tick's events make the next transaction.
@@ -374,6 +376,7 @@ async fn write(
     update_status(&mut tx, &with_status).await?;
     add_suppressions(&mut tx, &asked).await?;
     tx.commit().await?;
+    crate::metrics::committed(rows.iter().map(|r| r.event));
     Ok(())
 }
 

@@ -1,0 +1,23 @@
+-- Dashboard operators (issue 21): a name, an argon2id PHC hash, and either
+-- every tenant (`all_tenants` = 1) or the tenants granted in
+-- `operator_tenants`. Sessions are kept by the SHA-256 of their random
+-- token (hex), never the token itself, with the CSRF secret of the forms
+-- they are shown and when they end.
+CREATE TABLE operators (
+    name TEXT PRIMARY KEY NOT NULL,
+    password_hash TEXT NOT NULL,
+    all_tenants INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE operator_tenants (
+    operator TEXT NOT NULL REFERENCES operators(name) ON DELETE CASCADE,
+    tenant_id INTEGER NOT NULL,
+    PRIMARY KEY (operator, tenant_id)
+);
+CREATE TABLE operator_sessions (
+    token_hash TEXT PRIMARY KEY NOT NULL,
+    operator TEXT NOT NULL REFERENCES operators(name) ON DELETE CASCADE,
+    csrf TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX operator_sessions_expiry ON operator_sessions (expires_at);
