@@ -42,3 +42,14 @@ def test_the_licence_shipped_is_the_one_declared():
     assert declared and declared.group(1) == "Apache-2.0"
     text = open(os.path.join(ROOT, "LICENSE")).read()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
+
+
+def test_version_names_the_commit():
+    out = subprocess.run([sluice_bin(), "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    m = re.fullmatch(r"sluice (\d+\.\d+\.\d+) \(([0-9a-f]{12}|unknown)\)", out)
+    assert m, out
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        # Built from this checkout: the commit it was built from is HEAD
+        # (the suite builds before it runs).
+        assert m.group(2) == head.stdout.strip(), (out, head.stdout)

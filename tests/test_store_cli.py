@@ -64,6 +64,12 @@ def test_accounts_and_users_are_listed_refused_when_unknown_and_removed(tmp_path
     assert b"shop/Spam: copies kept 7" in run("account", "retention", "shop", "7", "--folder", "Spam",
                                               "--data", data).stdout
 
+    out = run("account", "remove", "ann@isp.example", "--data", data).stdout
+    assert b"account ann@isp.example removed with 0 message(s)" in out, out
+    assert "ann@isp.example" not in run("account", "list", "--data", data).stdout.decode()
+    p = run("account", "remove", "ann@isp.example", "--data", data, check=False)
+    assert p.returncode == 1 and b"no account ann@isp.example" in p.stderr, p.stderr
+
     run("user", "add", "app", "--password-file", str(pw), "--data", data)
     assert b"app" in run("user", "list", "--data", data).stdout.split()
     assert b"user app removed" in run("user", "remove", "app", "--data", data).stdout

@@ -137,6 +137,9 @@ pub trait QuarantineStore: Send + Sync + 'static {
     fn domain_accounts(&self) -> Res<'_, Vec<(String, String)>>;
     /// Every account's name, in order.
     fn accounts(&self) -> Res<'_, Vec<String>>;
+    /// Removes an account with its copies, folders and domains; what went
+    /// (`None`: there was no such account).
+    fn remove_account<'a>(&'a self, name: &'a str) -> Res<'a, Option<Swept>>;
     fn folders<'a>(&'a self, account: &'a str) -> Res<'a, Vec<FolderInfo>>;
     fn folder<'a>(&'a self, account: &'a str, name: &'a str) -> Res<'a, Option<FolderInfo>>;
     /// A folder's messages by ascending UID.

@@ -644,3 +644,33 @@ async fn the_global_spam_model_adds_resets_and_stamps() {
         store.close().await;
     }
 }
+
+/// Removing an account takes its copies, folders and domains, and the
+/// bytes only it referred to; bytes another account shares stay.
+#[tokio::test]
+async fn an_account_is_removed_with_what_it_holds() {
+    for (name, store, _dir) in backends().await {
+        let q = &store.quarantine;
+        q.add_account("gone", "pw", &["gone.test".to_string()]).await.unwrap();
+        q.add_account("kept", "pw", &[]).await.unwrap();
+        let meta = MessageMeta { received_at: 100, ..MessageMeta::default() };
+        for (account, bytes) in [("gone", &b"only gone's"[..]), ("gone", b"shared"), ("kept", b"shared")] {
+            q.store(account, "Spam", bytes, &meta).await.unwrap();
+        }
+        let swept = q.remove_account("gone").await.unwrap().expect("it existed");
+        assert_eq!((swept.messages, swept.blobs), (2, 1), "{name}: the shared bytes stay");
+        assert_eq!(q.accounts().await.unwrap(), vec!["kept".to_string()], "{name}");
+        assert!(q.domain_accounts().await.unwrap().is_empty(), "{name}: its domains went too");
+        assert!(q.folder("gone", "Spam").await.unwrap().is_none(), "{name}");
+        let kept = q.folder("kept", "Spam").await.unwrap().expect("kept's Spam");
+        let rows = q.messages(kept.id).await.unwrap();
+        assert_eq!(q.read_blob(&rows[0].blob).await.unwrap(), b"shared", "{name}");
+        assert_eq!(q.remove_account("gone").await.unwrap(), None, "{name}: already gone");
+        // The name can be used again, from nothing.
+        q.add_account("gone", "pw", &[]).await.unwrap();
+        q.store("gone", "Spam", b"new", &meta).await.unwrap();
+        let spam = q.folder("gone", "Spam").await.unwrap().expect("a new Spam");
+        assert_eq!(q.messages(spam.id).await.unwrap().len(), 1, "{name}");
+        store.close().await;
+    }
+}

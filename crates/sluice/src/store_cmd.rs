@@ -55,6 +55,13 @@ pub enum AccountCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Remove an account with everything it holds: its copies, folders
+    /// and domains (a running server stops teeing to it within a minute).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Make an account's domains' inbound mail a tenant's: its events are
     /// that tenant's to see (`sluice track`, `/v1/events`). Unassigned
     /// inbound mail is the `default` tenant's.
@@ -157,6 +164,16 @@ pub async fn account(cmd: AccountCommand) -> anyhow::Result<i32> {
             for line in listed? {
                 println!("{line}");
             }
+        }
+        AccountCommand::Remove { name, common } => {
+            let (_, store) = open(&common).await?;
+            let gone = store.quarantine.remove_account(&name).await;
+            store.close().await;
+            let Some(swept) = gone? else {
+                eprintln!("no account {name}");
+                return Ok(1);
+            };
+            println!("account {name} removed with {} message(s), {} blob(s)", swept.messages, swept.blobs);
         }
         AccountCommand::Tenant { name, tenant, common } => {
             let (_, store) = open(&common).await?;

@@ -144,6 +144,10 @@ impl QuarantineStore for Postgres {
     fn verify_account<'a>(&'a self, name: &'a str, password: &'a str) -> Res<'a, bool> {
         Box::pin(self.account_password(name, password))
     }
+    fn remove_account<'a>(&'a self, name: &'a str) -> Res<'a, Option<Swept>> {
+        Box::pin(self.remove_account(name))
+    }
+
     fn accounts(&self) -> Res<'_, Vec<String>> {
         Box::pin(async move {
             Ok(sqlx::query_scalar("SELECT name FROM accounts ORDER BY name").fetch_all(&self.pool).await?)

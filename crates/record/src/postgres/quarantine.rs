@@ -523,6 +523,56 @@ impl Postgres {
     /// seconds), and the bytes no message refers to any more, in small
     /// transactions. Nodes sweeping at once share the work: each takes
     /// rows the others have not locked (`SKIP LOCKED`).
+    /// Deletes a folder's copies received before `cutoff`, and the bytes
+    /// no message refers to any more, 2,000 at a time; rows another node
+    /// is sweeping are left to it (`SKIP LOCKED`).
+    async fn expire_folder(&self, folder_id: i64, cutoff: i64, swept: &mut Swept) -> Result<(), RecordError> {
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let gone: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE folder_id = $1 AND received_at < $2
+                                                    LIMIT 2000 FOR UPDATE SKIP LOCKED)
+                 RETURNING blob",
+            )
+            .bind(folder_id)
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await?;
+            if gone.is_empty() {
+                return Ok(());
+            }
+            sqlx::query("UPDATE folders SET modseq = modseq + 1 WHERE id = $1")
+                .bind(folder_id)
+                .execute(&mut *tx)
+                .await?;
+            swept.messages += gone.len() as u64;
+            swept.blobs += drop_unused_blobs(&mut tx, &gone).await?;
+            announce(&mut tx).await?;
+            tx.commit().await?;
+        }
+    }
+
+    /// Removes an account: its copies (and bytes no one else refers to),
+    /// its folders and its domains. `None` when there is no such account.
+    pub(super) async fn remove_account(&self, name: &str) -> Result<Option<Swept>, RecordError> {
+        let folders: Vec<i64> = sqlx::query_scalar(
+            "SELECT f.id FROM folders f JOIN accounts a ON a.id = f.account_id WHERE a.name = $1",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut swept = Swept::default();
+        for folder_id in folders {
+            self.expire_folder(folder_id, i64::MAX, &mut swept).await?;
+        }
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM accounts WHERE name = $1").bind(name).execute(&mut *tx).await?;
+        announce(&mut tx).await?;
+        tx.commit().await?;
+        self.folder_ids.write().unwrap_or_else(|e| e.into_inner()).retain(|(a, _), _| a != name);
+        Ok((done.rows_affected() > 0).then_some(swept))
+    }
+
     pub(super) async fn sweep_expired(
         &self,
         as_of: i64,
@@ -530,29 +580,7 @@ impl Postgres {
     ) -> Result<Swept, RecordError> {
         let mut swept = Swept::default();
         for (folder_id, _, _, cutoff) in self.cutoffs(as_of, retention).await? {
-            loop {
-                let mut tx = self.pool.begin().await?;
-                let gone: Vec<String> = sqlx::query_scalar(
-                    "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE folder_id = $1 AND received_at < $2
-                                                        LIMIT 2000 FOR UPDATE SKIP LOCKED)
-                     RETURNING blob",
-                )
-                .bind(folder_id)
-                .bind(cutoff)
-                .fetch_all(&mut *tx)
-                .await?;
-                if gone.is_empty() {
-                    break;
-                }
-                sqlx::query("UPDATE folders SET modseq = modseq + 1 WHERE id = $1")
-                    .bind(folder_id)
-                    .execute(&mut *tx)
-                    .await?;
-                swept.messages += gone.len() as u64;
-                swept.blobs += drop_unused_blobs(&mut tx, &gone).await?;
-                announce(&mut tx).await?;
-                tx.commit().await?;
-            }
+            self.expire_folder(folder_id, cutoff, &mut swept).await?;
         }
         Ok(swept)
     }

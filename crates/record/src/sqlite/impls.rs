@@ -35,6 +35,9 @@ impl QuarantineStore for Quarantine {
     fn domain_accounts(&self) -> Res<'_, Vec<(String, String)>> {
         Box::pin(Quarantine::domain_accounts(self))
     }
+    fn remove_account<'a>(&'a self, name: &'a str) -> Res<'a, Option<Swept>> {
+        Box::pin(Quarantine::remove_account(self, name))
+    }
     fn accounts(&self) -> Res<'_, Vec<String>> {
         Box::pin(async move {
             Ok(sqlx::query_scalar("SELECT name FROM accounts ORDER BY name").fetch_all(&self.pool).await?)

@@ -557,6 +557,57 @@ impl Quarantine {
         Ok(out)
     }
 
+    /// Deletes a folder's copies received before `cutoff`, and the bytes
+    /// no message refers to any more, 2,000 at a time.
+    async fn expire_folder(&self, folder_id: i64, cutoff: i64, swept: &mut Swept) -> Result<(), RecordError> {
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let gone: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM messages WHERE id IN
+                    (SELECT id FROM messages WHERE folder_id = ? AND received_at < ? LIMIT 2000)
+                 RETURNING blob",
+            )
+            .bind(folder_id)
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await?;
+            if gone.is_empty() {
+                return Ok(());
+            }
+            sqlx::query("UPDATE folders SET modseq = modseq + 1 WHERE id = ?")
+                .bind(folder_id)
+                .execute(&mut *tx)
+                .await?;
+            swept.messages += gone.len() as u64;
+            let unused = drop_unused_blobs(&mut tx, gone).await?;
+            tx.commit().await?;
+            self.changed();
+            // A blob counts once, whether its bytes were a row, a file of
+            // an earlier version, or (stored again since) both.
+            swept.blobs += unused.len() as u64;
+            self.remove_legacy_files(unused).await;
+        }
+    }
+
+    /// Removes an account: its copies (and bytes no one else refers to),
+    /// its folders and its domains. `None` when there is no such account.
+    pub async fn remove_account(&self, name: &str) -> Result<Option<Swept>, RecordError> {
+        let folders: Vec<i64> = sqlx::query_scalar(
+            "SELECT f.id FROM folders f JOIN accounts a ON a.id = f.account_id WHERE a.name = ?",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut swept = Swept::default();
+        for folder_id in folders {
+            self.expire_folder(folder_id, i64::MAX, &mut swept).await?;
+        }
+        let done = sqlx::query("DELETE FROM accounts WHERE name = ?").bind(name).execute(&self.pool).await?;
+        self.folder_ids.write().unwrap_or_else(|e| e.into_inner()).retain(|(a, _), _| a != name);
+        self.changed();
+        Ok((done.rows_affected() > 0).then_some(swept))
+    }
+
     pub async fn sweep(
         &self,
         as_of: i64,
@@ -564,33 +615,7 @@ impl Quarantine {
     ) -> Result<Swept, RecordError> {
         let mut swept = Swept::default();
         for (folder_id, _, _, cutoff) in self.cutoffs(as_of, retention).await? {
-            loop {
-                let mut tx = self.pool.begin().await?;
-                let gone: Vec<String> = sqlx::query_scalar(
-                    "DELETE FROM messages WHERE id IN
-                        (SELECT id FROM messages WHERE folder_id = ? AND received_at < ? LIMIT 2000)
-                     RETURNING blob",
-                )
-                .bind(folder_id)
-                .bind(cutoff)
-                .fetch_all(&mut *tx)
-                .await?;
-                if gone.is_empty() {
-                    break;
-                }
-                sqlx::query("UPDATE folders SET modseq = modseq + 1 WHERE id = ?")
-                    .bind(folder_id)
-                    .execute(&mut *tx)
-                    .await?;
-                swept.messages += gone.len() as u64;
-                let unused = drop_unused_blobs(&mut tx, gone).await?;
-                tx.commit().await?;
-                self.changed();
-                // A blob counts once, whether its bytes were a row, a file of
-                // an earlier version, or (stored again since) both.
-                swept.blobs += unused.len() as u64;
-                self.remove_legacy_files(unused).await;
-            }
+            self.expire_folder(folder_id, cutoff, &mut swept).await?;
         }
         if swept.messages > 0 {
             // The WAL still holds the pages that carried the swept bytes
