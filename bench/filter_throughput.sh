@@ -49,7 +49,19 @@ TEE="echo bench > \$SUT_DIR/pw && $BIN account add bench --password-file \$SUT_D
 # with a trained model: the policy delivers whatever the score, so both
 # peers relay every message and the harness can count them at the sink;
 # the scan, the policy read and the filtered event are all still done.
-FILTER="cp $MODEL \$SUT_DIR/spam-model.bin && printf '[policy]\\nspam_action = \"deliver\"\\nunsure_action = \"deliver\"\\n' > \$SUT_DIR/filter.toml && $SERVE --config \$SUT_DIR/filter.toml --filter-domain example.test"
+# Sender authentication is on (as by default): SPF, DKIM and DMARC of
+# smtp-source's sender@src.bench.test, asked of a local dnsmasq that
+# publishes an SPF and a DMARC record for 5 minutes (dnsmasq gives its own
+# records a TTL of 0 unless told), then answered from sluice's cache.
+DNS_PORT=${DNS_PORT:-5399}
+command -v dnsmasq >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y dnsmasq-base >/dev/null
+dnsmasq --keep-in-foreground --no-resolv --no-hosts --port="$DNS_PORT" --listen-address=127.0.0.1 \
+  --bind-interfaces --pid-file= --user=root --local-ttl=300 \
+  --txt-record=src.bench.test,"v=spf1 ip4:127.0.0.1 -all" \
+  --txt-record=_dmarc.src.bench.test,"v=DMARC1; p=none" &
+DNS_PID=$!
+trap 'kill $DNS_PID 2>/dev/null || true' EXIT
+FILTER="cp $MODEL \$SUT_DIR/spam-model.bin && printf '[policy]\\nspam_action = \"deliver\"\\nunsure_action = \"deliver\"\\n[spam]\\ndns = [\"127.0.0.1:$DNS_PORT\"]\\n' > \$SUT_DIR/filter.toml && $SERVE --config \$SUT_DIR/filter.toml --filter-domain example.test"
 
 for r in $(seq 1 "$REPEATS"); do
   if [ $((r % 2)) -eq 1 ]; then order="tee filter"; else order="filter tee"; fi
