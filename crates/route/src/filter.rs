@@ -167,8 +167,11 @@ impl FilterMode {
                 None => Err("no policy read"),
             };
             let (mut d, required) = self.decide(rows, &r.address, verdict, &sender, failed);
-            let account = self.account_for(&r.address).await;
-            if account.is_none() {
+            // Only a copy to a folder needs the account: a delivered,
+            // tagged or rejected recipient costs no look-up.
+            let wants_folder = d.action == Action::Quarantine || d.archive;
+            let account = if wants_folder { self.account_for(&r.address).await } else { None };
+            if wants_folder && account.is_none() {
                 without_account(&mut d, &r.address);
             }
             let mut event = filtered_event(tenant, &r.address, &d, verdict, &sender);
