@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod bayes;
+pub mod patterns;
 pub mod rules;
 pub mod tokens;
 

@@ -13,6 +13,7 @@ use mail_parser::{Address, HeaderName, Message, MimeHeaders, PartType};
 use serde::Deserialize;
 
 use crate::Signal;
+use crate::patterns::{self, Pattern, Target, Texts};
 
 /// The rules shipped with sluice.
 pub const DEFAULT_RULES: &str = include_str!("../data/rules.toml");
@@ -32,6 +33,19 @@ pub struct RuleDef {
     pub n: Option<f64>,
     #[serde(default)]
     pub list: Vec<String>,
+    /// A pattern rule's regular expression (`header`, `body`, `rawbody`,
+    /// `uri`; see `patterns.rs`) and the one that must not match.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    #[serde(default)]
+    pub unless: Option<String>,
+    /// A `meta` rule's parts, by name.
+    #[serde(default)]
+    pub all: Vec<String>,
+    #[serde(default)]
+    pub any: Vec<String>,
+    #[serde(default)]
+    pub none: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +72,13 @@ enum Check {
     EmptyMessage,
     Base64Text,
     MimeWithoutVersion,
+    Pattern(Pattern),
+    /// A `meta` rule, its parts as indexes of the rules before it.
+    Meta {
+        all: Vec<usize>,
+        any: Vec<usize>,
+        none: Vec<usize>,
+    },
 }
 
 /// A loaded rule: its definition and its check.
@@ -78,7 +99,14 @@ impl Rules {
     /// error at load time, never a silently dead rule.
     pub fn parse(text: &str) -> Result<Rules, String> {
         let file: RuleFile = toml::from_str(text).map_err(|e| e.to_string())?;
-        let rules = file.rule.into_iter().map(compile).collect::<Result<Vec<_>, _>>()?;
+        let mut rules: Vec<Rule> = Vec::with_capacity(file.rule.len());
+        for def in file.rule {
+            if def.name.starts_with("__") && def.score != 0.0 {
+                return Err(format!("rule {}: a part of a meta rule scores nothing", def.name));
+            }
+            let rule = compile(def, &rules)?;
+            rules.push(rule);
+        }
         Ok(Rules { rules })
     }
 
@@ -90,16 +118,31 @@ impl Rules {
     /// The rules that fire on `msg`, as signals.
     pub fn evaluate(&self, msg: &Message<'_>) -> Vec<Signal> {
         let facts = Facts::of(msg);
-        self.rules
-            .iter()
-            .filter_map(|r| {
-                fires(&r.check, msg, &facts).map(|detail| Signal::new(&r.def.name, r.def.score, detail))
-            })
-            .collect()
+        let needs_texts = self.rules.iter().any(|r| matches!(r.check, Check::Pattern(Pattern::Text { .. })));
+        let texts = needs_texts.then(|| Texts::of(msg));
+        let mut fired = Vec::with_capacity(self.rules.len());
+        let mut signals = Vec::new();
+        for r in &self.rules {
+            let hit = match &r.check {
+                Check::Meta { all, any, none } => {
+                    let on = |i: &usize| fired.get(*i).copied().unwrap_or(false);
+                    let holds =
+                        all.iter().all(on) && (any.is_empty() || any.iter().any(on)) && !none.iter().any(on);
+                    holds.then(String::new)
+                }
+                Check::Pattern(p) => pattern_fires(p, msg, texts.as_ref()),
+                check => fires(check, msg, &facts),
+            };
+            fired.push(hit.is_some());
+            if let Some(detail) = hit.filter(|_| !r.def.name.starts_with("__")) {
+                signals.push(Signal::new(&r.def.name, r.def.score, detail));
+            }
+        }
+        signals
     }
 }
 
-fn compile(def: RuleDef) -> Result<Rule, String> {
+fn compile(def: RuleDef, before: &[Rule]) -> Result<Rule, String> {
     let n = || def.n.ok_or_else(|| format!("rule {}: check {} needs n", def.name, def.check));
     let check = match def.check.as_str() {
         "missing_header" => {
@@ -119,9 +162,70 @@ fn compile(def: RuleDef) -> Result<Rule, String> {
         "empty_message" => Check::EmptyMessage,
         "base64_text" => Check::Base64Text,
         "mime_without_version" => Check::MimeWithoutVersion,
+        "header" | "exists" | "body" | "rawbody" | "uri" => Check::Pattern(pattern(&def)?),
+        "meta" => meta(&def, before)?,
         other => return Err(format!("rule {}: unknown check {other:?}", def.name)),
     };
     Ok(Rule { def, check })
+}
+
+/// A pattern rule from its definition: `header` takes the header's name
+/// in `arg`, `exists` only that.
+fn pattern(def: &RuleDef) -> Result<Pattern, String> {
+    let name = &def.name;
+    let header = || def.arg.clone().ok_or_else(|| format!("rule {name}: needs arg (a header name)"));
+    if def.check == "exists" {
+        return Ok(Pattern::Exists(header()?));
+    }
+    let source = def.pattern.as_deref().ok_or_else(|| format!("rule {name}: needs pattern"))?;
+    let pattern = patterns::regex(name, source)?;
+    let unless = def.unless.as_deref().map(|u| patterns::regex(name, u)).transpose()?;
+    Ok(match def.check.as_str() {
+        "header" => Pattern::Header { name: header()?, pattern, unless },
+        "body" => Pattern::Text { target: Target::Body, pattern, unless },
+        "rawbody" => Pattern::Text { target: Target::RawBody, pattern, unless },
+        _ => Pattern::Text { target: Target::Uri, pattern, unless },
+    })
+}
+
+/// A meta rule, its parts looked up among the rules above it (so a meta
+/// rule can never depend on itself or on one not yet evaluated).
+fn meta(def: &RuleDef, before: &[Rule]) -> Result<Check, String> {
+    let index = |names: &[String]| -> Result<Vec<usize>, String> {
+        names
+            .iter()
+            .map(|n| {
+                before
+                    .iter()
+                    .position(|r| &r.def.name == n)
+                    .ok_or_else(|| format!("rule {}: {n} is not defined above it", def.name))
+            })
+            .collect()
+    };
+    if def.all.is_empty() && def.any.is_empty() {
+        return Err(format!("rule {}: a meta rule needs all or any", def.name));
+    }
+    Ok(Check::Meta { all: index(&def.all)?, any: index(&def.any)?, none: index(&def.none)? })
+}
+
+fn pattern_fires(p: &Pattern, msg: &Message<'_>, texts: Option<&Texts>) -> Option<String> {
+    match p {
+        Pattern::Exists(name) => {
+            msg.headers_raw().any(|(n, _)| n.eq_ignore_ascii_case(name)).then(String::new)
+        }
+        Pattern::Header { name, pattern, unless } => msg
+            .headers_raw()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| unfold(v))
+            .find(|v| pattern.is_match(v) && !unless.as_ref().is_some_and(|u| u.is_match(v)))
+            .map(|v| v.chars().take(60).collect()),
+        Pattern::Text { target, pattern, unless } => texts?.matches(*target, pattern, unless.as_ref()),
+    }
+}
+
+/// A raw header value as SpamAssassin matches it: unfolded, trimmed.
+fn unfold(v: &str) -> String {
+    v.split(['\r', '\n']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// What several checks need, gathered in one pass over the parts.
@@ -229,6 +333,7 @@ fn fires(check: &Check, msg: &Message<'_>, f: &Facts) -> Option<String> {
             let has = msg.headers().iter().any(|h| h.name == HeaderName::MimeVersion);
             (f.multipart_or_encoded && !has).then(String::new)
         }
+        Check::Pattern(_) | Check::Meta { .. } => None,
     }
 }
 
