@@ -29,6 +29,8 @@
 #                system service is left running.
 #   - aiosmtpd : the downstream SMTP peer of the suite (tests/peers/sink.py).
 #   - pytest   : the runner.
+#   - man-db   : `man -l` renders the generated man pages in
+#                tests/test_packaging.py.
 #   - chromium, chromium-driver, python3-selenium : the dashboard's browser
 #                test (tests/test_dashboard.py), headless.
 set -euo pipefail
@@ -75,6 +77,9 @@ command -v mbsync >/dev/null 2>&1 || need_apt+=(isync)
 [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 # The systemd unit's own checks (`systemd-analyze verify|security`).
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# The man pages `sluice man` writes, rendered as a reader sees them
+# (`man -l`, tests/test_packaging.py); man-db brings groff's nroff.
+command -v man >/dev/null 2>&1 || need_apt+=(man-db)
 # filter mode's optional second opinion (tests/test_rspamd.py), and the
 # redis its learning needs.
 command -v rspamd >/dev/null 2>&1 || need_apt+=(rspamd)

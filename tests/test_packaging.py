@@ -53,3 +53,40 @@ def test_version_names_the_commit():
         # Built from this checkout: the commit it was built from is HEAD
         # (the suite builds before it runs).
         assert m.group(2) == head.stdout.strip(), (out, head.stdout)
+
+
+def test_the_bash_completion_is_valid_bash_and_knows_the_commands(tmp_path):
+    p = subprocess.run([sluice_bin(), "completions", "bash", "--dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    script = tmp_path / "sluice.bash"
+    check = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr
+    # Sourced, it completes `sluice tr` to `track`.
+    probe = (f"source {script}; COMP_WORDS=(sluice tr); COMP_CWORD=1; COMP_LINE='sluice tr'; "
+             "COMP_POINT=${#COMP_LINE}; _sluice sluice tr sluice; printf '%s\\n' \"${COMPREPLY[@]}\"")
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30)
+    assert "track" in done.stdout.split(), done.stdout + done.stderr
+
+
+def rendered(page, env):
+    """`man -l PAGE` as a reader sees it (overstrike bold and underline undone)."""
+    out = subprocess.run(["man", "-l", str(page)], capture_output=True, text=True, timeout=60, env=env)
+    return out.returncode, re.sub(".\x08", "", out.stdout), out.stderr
+
+
+def test_man_renders_every_page(tmp_path):
+    p = subprocess.run([sluice_bin(), "man", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    pages = sorted(tmp_path.glob("sluice*.1"))
+    assert len(pages) > 40 and (tmp_path / "sluice-serve.1").exists(), pages
+    env = dict(os.environ, MANWIDTH="100")
+    for page in pages:
+        code, text, err = rendered(page, env)
+        assert code == 0 and "NAME" in text and "SYNOPSIS" in text, (page, err, text)
+        assert "warning" not in err.lower(), (page, err)
+    serve = rendered(tmp_path / "sluice-serve.1", env)[1]
+    assert "Run the server" in serve and "--accept-domain" in serve, serve[:2000]
+    # `sluice man serve` prints the same page.
+    one = subprocess.run([sluice_bin(), "man", "serve"], capture_output=True, text=True, timeout=30)
+    assert one.returncode == 0 and one.stdout == (tmp_path / "sluice-serve.1").read_text()

@@ -9,6 +9,7 @@ mod error;
 mod extract;
 pub mod health;
 mod limit;
+pub mod ops;
 pub mod policies;
 mod read;
 mod send;
@@ -83,6 +84,9 @@ pub struct Shared {
     /// Metrics and readiness (`/metrics`, `/readyz`), when the server
     /// around the API answers for them.
     pub health: Option<Arc<dyn health::Health>>,
+    /// The queue and quarantine release, when the server around the API
+    /// runs a spool (`/v1/queue…`, the dashboard's Queue page).
+    pub ops: Option<Arc<dyn ops::Operations>>,
     /// Who may read `/metrics` (`[http] metrics_token_file`).
     pub metrics_access: health::MetricsAccess,
     /// The dashboard's login throttle (failed logins per name and address).
@@ -108,6 +112,7 @@ impl AppState {
             webhooks_out: Arc::default(),
             policy_defaults: Arc::default(),
             health: None,
+            ops: None,
             metrics_access: health::MetricsAccess::default(),
             dashboard: Arc::default(),
         }))
@@ -139,6 +144,12 @@ impl AppState {
     /// Policy defaults from the configuration's `[policy]`.
     pub fn with_policy_defaults(mut self, defaults: record::policy::Defaults) -> Self {
         self.parts().policy_defaults = Arc::new(defaults);
+        self
+    }
+
+    /// Serves the queue and quarantine release (`ops`) from the server's spool.
+    pub fn with_operations(mut self, ops: Arc<dyn ops::Operations>) -> Self {
+        self.parts().ops = Some(ops);
         self
     }
 
@@ -181,6 +192,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhook-endpoints/{id}/replay", post(webhooks_out::routes::replay))
         .route("/t/o/{token}", get(track::open))
         .route("/t/c/{token}", get(track::click))
+        // The queue and the quarantine store (ops/).
+        .route("/v1/queue", get(ops::routes::summary))
+        .route("/v1/queue/messages", get(ops::routes::list))
+        .route("/v1/queue/flush", post(ops::routes::flush))
+        .route("/v1/queue/{id}", get(ops::routes::show).delete(ops::routes::delete))
+        .route("/v1/queue/{id}/hold", post(ops::routes::hold))
+        .route("/v1/queue/{id}/release", post(ops::routes::release))
+        .route("/v1/quarantine", get(ops::routes::accounts))
+        .route("/v1/quarantine/{account}/{folder}", get(ops::routes::copies))
+        .route(
+            "/v1/quarantine/{account}/{folder}/{uid}",
+            get(ops::routes::copy).delete(ops::routes::delete_copy),
+        )
+        .route("/v1/quarantine/{account}/{folder}/{uid}/release", post(ops::routes::release_copy))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -54,15 +54,68 @@ pub async fn get(
     Q(p): Q<GetParams>,
 ) -> Result<Response, ApiError> {
     let scope = Scope::parse(&scope)?;
-    let p_store = &*state.record.policies;
-    let rows = p_store.list_policy(t.id, Some(scope.as_str())).await?;
+    let rows = rows_at(&state, t.id, &scope).await?;
     let mut body = view(&scope, &rows);
     if p.effective.unwrap_or(false) {
-        let e = policy::effective_at(p_store, t.id, &state.policy_defaults, &scope).await?;
+        let e = effective(&state, t.id, &scope).await?;
         body["effective"] = e.to_json();
         body["explain"] = json!(policy::explain(&e));
     }
     Ok(Json(body).into_response())
+}
+
+/// The tenant's keys set at `scope` (the API's GET and the dashboard's).
+pub(crate) async fn rows_at(
+    state: &AppState,
+    tenant: i64,
+    scope: &Scope,
+) -> Result<Vec<PolicyRow>, ApiError> {
+    Ok(state.record.policies.list_policy(tenant, Some(scope.as_str())).await?)
+}
+
+/// Every key's effective value at `scope` and the level that set it
+/// (`?effective=true`, `sluice policy explain`, the dashboard).
+pub(crate) async fn effective(
+    state: &AppState,
+    tenant: i64,
+    scope: &Scope,
+) -> Result<policy::Effective, ApiError> {
+    Ok(policy::effective_at(&*state.record.policies, tenant, &state.policy_defaults, scope).await?)
+}
+
+/// Applies a change at `scope`, checked against the tenant's every scope
+/// (the API's PUT and the dashboard's form); the scope's keys after it.
+pub(crate) async fn change(
+    state: &AppState,
+    tenant: i64,
+    scope: &Scope,
+    change: &Change,
+) -> Result<Vec<PolicyRow>, ApiError> {
+    policy::apply(&*state.record.policies, tenant, &state.policy_defaults, scope, change).await?;
+    rows_at(state, tenant, scope).await
+}
+
+/// Unsets one key at `scope` (a 404 when it is not set there), or every key.
+pub(crate) async fn unset(
+    state: &AppState,
+    tenant: i64,
+    scope: &Scope,
+    key: Option<&str>,
+) -> Result<(), ApiError> {
+    let p_store = &*state.record.policies;
+    let change = match key.map(str::trim).filter(|k| !k.is_empty()) {
+        None => Change { set: Vec::new(), unset_all: true },
+        Some(k) => {
+            let k = Key::parse(k)?;
+            let set = p_store.list_policy(tenant, Some(scope.as_str())).await?;
+            if !set.iter().any(|r| r.key == k.name()) {
+                return Err(ApiError::not_found("policy key at this scope"));
+            }
+            Change { set: vec![(k, None)], unset_all: false }
+        }
+    };
+    policy::apply(p_store, tenant, &state.policy_defaults, scope, &change).await?;
+    Ok(())
 }
 
 pub async fn put(
@@ -91,9 +144,7 @@ pub async fn put(
         };
         change.set.push((k, v));
     }
-    let p_store = &*state.record.policies;
-    policy::apply(p_store, t.id, &state.policy_defaults, &scope, &change).await?;
-    let rows = p_store.list_policy(t.id, Some(scope.as_str())).await?;
+    let rows = self::change(&state, t.id, &scope, &change).await?;
     Ok(Json(view(&scope, &rows)).into_response())
 }
 
@@ -104,18 +155,6 @@ pub async fn delete(
     Q(p): Q<DeleteParams>,
 ) -> Result<Response, ApiError> {
     let scope = Scope::parse(&scope)?;
-    let p_store = &*state.record.policies;
-    let change = match p.key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
-        None => Change { set: Vec::new(), unset_all: true },
-        Some(k) => {
-            let k = Key::parse(k)?;
-            let set = p_store.list_policy(t.id, Some(scope.as_str())).await?;
-            if !set.iter().any(|r| r.key == k.name()) {
-                return Err(ApiError::not_found("policy key at this scope"));
-            }
-            Change { set: vec![(k, None)], unset_all: false }
-        }
-    };
-    policy::apply(p_store, t.id, &state.policy_defaults, &scope, &change).await?;
+    unset(&state, t.id, &scope, p.key.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

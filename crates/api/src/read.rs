@@ -158,8 +158,14 @@ pub async fn export_suppressions(
     export(&state, &t).await
 }
 
-/// Every entry in force, as CSV (RFC 4180 quoting).
 async fn export(state: &AppState, t: &record::directory::Tenant) -> Result<Response, ApiError> {
+    let out = export_csv(state, t).await?;
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+}
+
+/// Every entry in force, as CSV (RFC 4180 quoting): the API's export and
+/// the dashboard's.
+pub(crate) async fn export_csv(state: &AppState, t: &record::directory::Tenant) -> Result<String, ApiError> {
     let mut out = String::from("address,reason,source,created_at,expires_at\r\n");
     let mut cursor: Option<String> = None;
     loop {
@@ -180,7 +186,7 @@ async fn export(state: &AppState, t: &record::directory::Tenant) -> Result<Respo
             _ => break,
         }
     }
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+    Ok(out)
 }
 
 /// One CSV field, quoted when it must be (RFC 4180).
@@ -215,16 +221,28 @@ pub async fn add_suppression(
     Authed(t): Authed,
     JsonBody(s): JsonBody<NewSuppression>,
 ) -> Result<Response, ApiError> {
-    if !outbound::outbox::valid_address(s.address.trim()) {
+    let added = suppress(&state, &t, &s.address, s.reason, s.expires_at.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(crate::view::SuppressionView::from(added))).into_response())
+}
+
+/// Adds an entry by hand once its fields are checked (the API's POST and
+/// the dashboard's form); `reason` is `manual` unless given.
+pub(crate) async fn suppress(
+    state: &AppState,
+    t: &record::directory::Tenant,
+    address: &str,
+    reason: Option<String>,
+    expires_at: Option<&str>,
+) -> Result<record::suppress::Suppression, ApiError> {
+    if !outbound::outbox::valid_address(address.trim()) {
         return Err(ApiError::invalid("address", "not a valid email address"));
     }
-    let reason = s.reason.unwrap_or_else(|| "manual".into());
+    let reason = reason.unwrap_or_else(|| "manual".into());
     if reason.len() > 500 || reason.chars().any(char::is_control) {
         return Err(ApiError::invalid("reason", "at most 500 printable characters"));
     }
-    let expires = time("expires_at", s.expires_at.as_deref())?;
-    let added = state.record.suppressions.suppress(&t, &s.address, &reason, expires).await?;
-    Ok((StatusCode::CREATED, Json(crate::view::SuppressionView::from(added))).into_response())
+    let expires = time("expires_at", expires_at)?;
+    Ok(state.record.suppressions.suppress(t, address, &reason, expires).await?)
 }
 
 pub async fn remove_suppression(

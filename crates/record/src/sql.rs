@@ -143,14 +143,34 @@ where
 }
 
 /// Events of the tenant's messages whose subject or sender contains
-/// `text`, in any case (LIKE with `%` and `_` taken literally), among the
-/// messages made from `TEXT_LOOKBACK_MS` before the window (the index on
-/// tenant and time bounds the scan).
+/// `text`, in any case, among the messages made from `TEXT_LOOKBACK_MS`
+/// before the window (the index on tenant and time bounds the scan). Each
+/// backend answers "contains" from a trigram index when the text has three
+/// characters or more (SQLite's FTS5 table `out_messages_text`; on
+/// PostgreSQL, pg_trgm's indexes on the same `LOWER(...) LIKE`, sqlite
+/// `0020_search.sql`, postgres `0014_search.sql`); shorter text is a LIKE
+/// (`%` and `_` taken literally) over the window's messages.
 fn text_filter<DB: Database>(sql: &mut QueryBuilder<DB>, tenant: &Tenant, q: &EventQuery, text: &str)
 where
     i64: Binds<DB>,
     String: Binds<DB>,
 {
+    sql.push(" AND e.message IN (SELECT m.id FROM out_messages m WHERE m.tenant_id = ").push_bind(tenant.id);
+    if let Some(s) = q.since {
+        sql.push(" AND m.created_at >= ").push_bind(s - crate::events::TEXT_LOOKBACK_MS);
+    }
+    if let Some(u) = q.until {
+        sql.push(" AND m.created_at < ").push_bind(u);
+    }
+    if DB::NAME == "SQLite" && text.chars().count() >= 3 {
+        // An FTS5 phrase: the text in double quotes (a quote inside
+        // doubled), which the trigram tokenizer matches as a substring.
+        let phrase = format!("\"{}\"", text.replace('"', "\"\""));
+        sql.push(" AND m.rowid IN (SELECT rowid FROM out_messages_text WHERE out_messages_text MATCH ")
+            .push_bind(phrase)
+            .push("))");
+        return;
+    }
     let escaped: String = text
         .to_lowercase()
         .chars()
@@ -160,13 +180,6 @@ where
         })
         .collect();
     let pattern = format!("%{escaped}%");
-    sql.push(" AND e.message IN (SELECT m.id FROM out_messages m WHERE m.tenant_id = ").push_bind(tenant.id);
-    if let Some(s) = q.since {
-        sql.push(" AND m.created_at >= ").push_bind(s - crate::events::TEXT_LOOKBACK_MS);
-    }
-    if let Some(u) = q.until {
-        sql.push(" AND m.created_at < ").push_bind(u);
-    }
     sql.push(" AND (LOWER(m.subject) LIKE ").push_bind(pattern.clone());
     sql.push(" ESCAPE '\\' OR LOWER(m.mail_from) LIKE ").push_bind(pattern).push(" ESCAPE '\\'))");
 }

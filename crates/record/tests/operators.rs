@@ -107,6 +107,14 @@ async fn events_are_filtered_by_reason_and_by_subject_or_sender_words() {
             ("0%x", None, 0),
             ("APP@acme", None, 5),
             ("nothing", None, 0),
+            // Shorter than a trigram: the LIKE; a quote or an FTS5 operator
+            // is only text.
+            ("in", None, 5),
+            ("Zz", None, 0),
+            ("ur \"In", None, 0),
+            ("OFF", None, 5),
+            ("NEAR(", None, 0),
+            ("e.test", None, 5),
             // A complaint 9 days on: found from a window 4 days after the
             // message, not from one 8 days after (the message is looked
             // for from 7 days before the window).

@@ -124,46 +124,16 @@ impl From<&Entry> for EntryView {
     }
 }
 
-/// What one route has pending: how many messages and recipients wait for
-/// it, and since when. For the quarantine routes this is how far the
-/// copies are behind (they give way to the front line, see
+/// What one route has pending (the API's type, so `sluice queue summary`
+/// and `GET /v1/queue` say the same). For the quarantine routes this is how
+/// far the copies are behind (they give way to the front line, see
 /// `route::front_line::FrontLine`, and wait in the spool meanwhile).
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-pub struct RouteBacklog {
-    /// `relay`, `quarantine:ACCOUNT`, ...
-    pub route: String,
-    pub messages: usize,
-    pub recipients: usize,
-    /// Of those messages, how many are held.
-    pub held: usize,
-    /// When the oldest of them was received (Unix seconds).
-    pub oldest_received_at: i64,
-}
+pub use api::ops::queue::RouteBacklog;
 
-/// The backlog per route, in route order, of the recipients not yet
-/// delivered, failed or expired.
+/// The backlog per route, counted as the API counts it.
 pub fn backlog(entries: &[EntryView]) -> Vec<RouteBacklog> {
-    let mut routes: std::collections::BTreeMap<&str, RouteBacklog> = std::collections::BTreeMap::new();
-    for e in entries {
-        let mut counted: Vec<&str> = Vec::new();
-        for r in e.recipients.iter().filter(|r| !is_terminal(&r.status)) {
-            let b = routes.entry(&r.route).or_insert_with(|| RouteBacklog {
-                route: r.route.clone(),
-                messages: 0,
-                recipients: 0,
-                held: 0,
-                oldest_received_at: e.received_at,
-            });
-            b.recipients += 1;
-            if !counted.contains(&r.route.as_str()) {
-                counted.push(&r.route);
-                b.messages += 1;
-                b.held += usize::from(e.held);
-                b.oldest_received_at = b.oldest_received_at.min(e.received_at);
-            }
-        }
-    }
-    routes.into_values().collect()
+    let entries: Vec<_> = entries.iter().map(crate::ops_wiring::entry).collect();
+    api::ops::queue::backlog(&entries)
 }
 
 pub fn socket_path(spool_dir: &Path) -> PathBuf {

@@ -6,8 +6,10 @@
 pub mod config;
 pub mod control;
 pub mod filter_wiring;
+pub mod first_run;
 pub mod logbuf;
 pub mod metrics_wiring;
+pub mod ops_wiring;
 pub mod outbound_wiring;
 pub mod provider_hooks;
 pub mod serve;

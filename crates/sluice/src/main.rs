@@ -2,6 +2,9 @@
 //! config, sets up logging, and hands over to the module for each subcommand.
 
 mod classify_cmd;
+mod cli;
+mod config_cmd;
+mod manual_cmd;
 mod operator_cmd;
 mod outbound_cmd;
 mod policy_cmd;
@@ -10,12 +13,10 @@ mod stats_cmd;
 mod store_cmd;
 mod webhook_cmd;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::FromArgMatches;
 
+use cli::{Cli, Command, Common, DbCommand, QueueCommand, WebhookCommand};
 use sluice::config::Config;
 use sluice::{control, logbuf, serve};
 
@@ -25,279 +26,12 @@ use sluice::{control, logbuf, serve};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[derive(Parser)]
-#[command(
-    name = "sluice",
-    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SLUICE_COMMIT"), ")"),
-    about = "Email message processing: accept, spool, classify, relay, record"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+/// `sluice --version`: the package's version and the commit it is built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SLUICE_COMMIT"), ")");
 
-#[derive(Args, Clone)]
-struct Common {
-    /// TOML configuration file (unknown keys are errors).
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    /// Data directory: spool, database, generated certificate [default: ./sluice-data].
-    #[arg(long, global = true)]
-    data: Option<PathBuf>,
-    /// The record's database: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB
-    /// [default: sluice.db in the data directory].
-    #[arg(long, global = true, env = "SLUICE_DATABASE", hide_env_values = true)]
-    database: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the server: SMTP listeners, durable queue, relay.
-    Serve(Box<ServeArgs>),
-    /// Web dashboard operators (docs/dashboard.md).
-    Operator {
-        #[command(subcommand)]
-        command: operator_cmd::OperatorCommand,
-    },
-    /// Manage submission users.
-    User {
-        #[command(subcommand)]
-        command: store_cmd::UserCommand,
-    },
-    /// Manage quarantine-store accounts (IMAP logins that own folders).
-    Account {
-        #[command(subcommand)]
-        command: store_cmd::AccountCommand,
-    },
-    /// Quarantine store maintenance.
-    Quarantine {
-        #[command(subcommand)]
-        command: store_cmd::QuarantineCommand,
-    },
-    /// Inspect and steer the queue of a running or stopped server.
-    Queue {
-        #[command(flatten)]
-        common: Common,
-        /// Print JSON instead of text.
-        #[arg(long, global = true)]
-        json: bool,
-        #[command(subcommand)]
-        command: QueueCommand,
-    },
-    /// API keys for the HTTP API.
-    Apikey {
-        #[command(subcommand)]
-        command: outbound_cmd::ApikeyCommand,
-    },
-    /// DKIM signing keys.
-    Dkim {
-        #[command(subcommand)]
-        command: outbound_cmd::DkimCommand,
-    },
-    /// A tenant's suppression list.
-    Suppress {
-        #[command(subcommand)]
-        command: outbound_cmd::SuppressCommand,
-    },
-    /// Where did a message go? Each recipient's status and timeline, or one address's history.
-    Track {
-        /// Message id, Message-ID header, or recipient address.
-        target: String,
-        /// Only this tenant.
-        #[arg(long)]
-        tenant: Option<String>,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Statistics over a window, from the record: sent, delivered, deferred,
-    /// bounced (by reason), complained, unsubscribed, opens and clicks
-    /// (total, unique, human) and rates, as `GET /v1/stats` counts them.
-    Stats {
-        /// Only this tenant's [default: every tenant's, added up].
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Start of the window, RFC 3339 or ms [default: a week before --to].
-        #[arg(long)]
-        from: Option<String>,
-        /// End of the window (not in it), RFC 3339 or ms [default: now].
-        #[arg(long)]
-        to: Option<String>,
-        /// hour, day, tag, domain, reason, provider or machine_class.
-        #[arg(long)]
-        group_by: Option<String>,
-        /// JSON lines (each group, then the window's with "total": true) instead of a table.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Per-recipient policy (global, domain, address): get, set, unset,
-    /// explain, simulate.
-    Policy {
-        #[command(subcommand)]
-        command: policy_cmd::PolicyCommand,
-    },
-    /// The record's database (SQLite, or PostgreSQL shared by many nodes).
-    Db {
-        #[command(subcommand)]
-        command: DbCommand,
-    },
-    /// Classify messages (bounce, delay, auto-reply, complaint, ...); one JSON line each.
-    Classify {
-        /// Output format (only jsonl).
-        #[arg(long)]
-        format: Option<String>,
-        /// Evaluate against a corpus folder with labels.jsonl instead.
-        #[arg(long)]
-        eval: Option<PathBuf>,
-        /// Before each message's line, say how it was decided: the format
-        /// parser, each recipient's status source, the rule and its source,
-        /// every adjustment (lines starting with `#`).
-        #[arg(long)]
-        explain: bool,
-        /// Threads for many files (default: every core).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Message files; `-` reads standard input.
-        files: Vec<String>,
-    },
-    /// The built-in spam filter: train its Bayes model, score messages.
-    Spam {
-        #[command(subcommand)]
-        command: spam_cmd::SpamCommand,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Provider webhooks (Amazon SES, SendGrid, Mailgun, Postmark, SparkPost).
-    Webhook {
-        #[command(subcommand)]
-        command: WebhookCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum WebhookCommand {
-    /// Print the normalized events of saved webhook bodies, one JSON line
-    /// each, through the endpoint's parser; nothing is recorded.
-    Parse {
-        /// ses, sendgrid, mailgun, postmark or sparkpost.
-        provider: String,
-        /// Saved request bodies.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// The body's Content-Type [default: from the file name: .json is
-        /// JSON, .form a form (multipart when it starts with a boundary)].
-        #[arg(long)]
-        content_type: Option<String>,
-        /// Print the provider's event object too (`raw`).
-        #[arg(long)]
-        raw: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum DbCommand {
-    /// Bring the schema up to date (every node does so when it starts).
-    Migrate {
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Connect, bring the schema up to date, and make a round trip; fails
-    /// (exit status 2) when the database cannot be reached.
-    Check {
-        #[command(flatten)]
-        common: Common,
-    },
-    /// The record's retention: forget the events of every month before
-    /// this one (messages stay; on PostgreSQL each month goes as a
-    /// partition).
-    Forget {
-        /// The first month kept, YYYY-MM.
-        #[arg(long)]
-        before: String,
-        #[command(flatten)]
-        common: Common,
-    },
-}
-
-#[derive(Args)]
-struct ServeArgs {
-    #[command(flatten)]
-    common: Common,
-    /// MX listener address [default: 127.0.0.1:2525].
-    #[arg(long)]
-    smtp: Option<SocketAddr>,
-    /// Submission listener address [default: 127.0.0.1:2587].
-    #[arg(long)]
-    submission: Option<SocketAddr>,
-    /// IMAP listener address (STARTTLS) [default: 127.0.0.1:1143].
-    #[arg(long)]
-    imap: Option<SocketAddr>,
-    /// Implicit-TLS IMAP listener address (off unless given).
-    #[arg(long)]
-    imaps: Option<SocketAddr>,
-    /// Downstream HOST:PORT that receives the original of every accepted message.
-    #[arg(long)]
-    relay: Option<String>,
-    /// Domain accepted from anyone (repeatable).
-    #[arg(long = "accept-domain")]
-    accept_domain: Vec<String>,
-    /// Domain in filter mode: accepted from anyone, scanned once, each
-    /// recipient's policy decides (repeatable; `[domains.D] mode = "filter"`).
-    #[arg(long = "filter-domain")]
-    filter_domain: Vec<String>,
-    /// Name in the greeting and trace headers.
-    #[arg(long)]
-    hostname: Option<String>,
-    /// Log format: text or json.
-    #[arg(long)]
-    log_format: Option<String>,
-    /// Log level: error, warn, info, debug, trace, or an EnvFilter directive
-    /// (`info,sluice=debug`). Wins over SLUICE_LOG and `[server] log_level`;
-    /// RUST_LOG is not read [default: info].
-    #[arg(long)]
-    log_level: Option<String>,
-    /// HTTP API listener address [default: 127.0.0.1:8025].
-    #[arg(long)]
-    http: Option<SocketAddr>,
-    /// Domain of VERP return paths; the MX listener accepts it [default: the hostname].
-    #[arg(long)]
-    bounce_domain: Option<String>,
-    /// HOST:PORT of a smart host for outbound mail (otherwise each domain's MX).
-    #[arg(long)]
-    smart_host: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum QueueCommand {
-    /// One line per queued message.
-    List,
-    /// What is pending per route (the relay, each account's quarantine
-    /// copies): messages, recipients, and how long the oldest has waited.
-    Summary,
-    /// Everything about one message.
-    Show { id: String },
-    /// Attempt everything waiting, now.
-    Flush,
-    /// Stop attempting a message until released.
-    Hold { id: String },
-    /// Release a held message.
-    Release { id: String },
-    /// Remove a message without delivering it (no DSN).
-    Delete { id: String },
-}
-
+/// The file with `--data` and `--database` over it (as `serve` loads it).
 fn load_config(common: &Common) -> anyhow::Result<Config> {
-    let mut cfg = Config::load(common.config.as_deref())?;
-    if let Some(d) = &common.data {
-        cfg.server.data = d.clone();
-    }
-    if let Some(url) = &common.database {
-        cfg.database.url = Some(url.clone());
-    }
-    Ok(cfg)
+    Ok(config_cmd::load(common)?.0)
 }
 
 /// `sluice db migrate` and `sluice db check`.
@@ -322,6 +56,21 @@ async fn db_command(cfg: &Config, round_trip: bool) -> anyhow::Result<i32> {
         false => println!("database {url}: schema version {version}, up to date"),
     }
     Ok(0)
+}
+
+/// `sluice db forget --before YYYY-MM`.
+fn db_forget(before: &str, common: &Common) -> anyhow::Result<i32> {
+    let cfg = load_config(common)?;
+    let month = chrono::NaiveDate::parse_from_str(&format!("{before}-01"), "%Y-%m-%d")
+        .with_context(|| format!("--before {before:?} is not a month (YYYY-MM)"))?;
+    let month = month.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_millis();
+    runtime()?.block_on(async {
+        let store = cfg.open_store().await?;
+        let gone = store.events.forget_months_before(month).await;
+        store.close().await;
+        println!("forgot {} event(s) from before {before}", gone?);
+        Ok(0)
+    })
 }
 
 /// Logs to stderr, for the commands that run and exit.
@@ -375,7 +124,8 @@ where
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = cli::command(VERSION).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -393,50 +143,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(args) => {
-            let mut cfg = load_config(&args.common)?;
-            if let Some(v) = args.smtp {
-                cfg.smtp.listen = v;
-            }
-            if let Some(v) = args.submission {
-                cfg.smtp.submission = v;
-            }
-            if let Some(v) = args.imap {
-                cfg.imap.listen = v;
-            }
-            if let Some(v) = args.imaps {
-                cfg.imap.imaps = Some(v);
-            }
-            if let Some(v) = args.relay {
-                cfg.relay.host = Some(v);
-            }
-            cfg.server.accept_domains.extend(args.accept_domain);
-            for d in args.filter_domain {
-                cfg.domains.entry(d).or_default().mode = sluice::config::DomainMode::Filter;
-            }
-            if let Some(v) = args.hostname {
-                cfg.server.hostname = v;
-            }
-            if let Some(v) = args.log_format {
-                cfg.server.log_format = v;
-            }
+            let first_run = args.common.config.is_none();
             let level_flag = args.log_level.is_some();
-            if let Some(v) = args.log_level {
-                cfg.server.log_level = Some(v);
-            }
-            if let Some(v) = args.http {
-                cfg.http.listen = v;
-            }
-            if let Some(v) = args.bounce_domain {
-                cfg.outbound.bounce_domain = Some(v);
-            }
-            if let Some(v) = args.smart_host {
-                cfg.outbound.smart_host = Some(v);
-            }
+            let (mut cfg, mut origins) = config_cmd::load(&args.common)?;
+            config_cmd::apply_serve_flags(&mut cfg, *args, &mut origins);
             cfg.validate()?;
             let filter = log_filter(cfg.server.log_level.as_deref(), level_flag)?;
             let _log = init_server_logging(&cfg.server.log_format, filter)?;
-            runtime()?.block_on(serve::run(cfg))?;
+            runtime()?.block_on(serve::run(cfg, first_run))?;
             Ok(0)
+        }
+        Command::Init { path, force } => config_cmd::init(&path, force),
+        Command::Config { command: cli::ConfigCommand::Check { common } } => config_cmd::check(&common),
+        Command::Config { command: cli::ConfigCommand::Print { serve, json } } => {
+            config_cmd::print(*serve, json)
         }
         Command::User { command } => {
             init_logging("text");
@@ -446,23 +166,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             init_logging("text");
             runtime()?.block_on(store_cmd::account(command))
         }
-        Command::Quarantine { command: store_cmd::QuarantineCommand::Sweep { as_of, dry_run, common } } => {
+        Command::Quarantine { command: cli::QuarantineCommand::Sweep { as_of, dry_run, common } } => {
             init_logging("text");
             runtime()?.block_on(store_cmd::sweep(as_of, dry_run, common))
         }
         Command::Db { command: DbCommand::Forget { before, common } } => {
             init_logging("text");
-            let cfg = load_config(&common)?;
-            let month = chrono::NaiveDate::parse_from_str(&format!("{before}-01"), "%Y-%m-%d")
-                .with_context(|| format!("--before {before:?} is not a month (YYYY-MM)"))?;
-            let month = month.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_millis();
-            runtime()?.block_on(async {
-                let store = cfg.open_store().await?;
-                let gone = store.events.forget_months_before(month).await;
-                store.close().await;
-                println!("forgot {} event(s) from before {before}", gone?);
-                Ok(0)
-            })
+            db_forget(&before, &common)
         }
         Command::Db { command: DbCommand::Migrate { common } } => {
             init_logging("text");
@@ -472,9 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             init_logging("text");
             runtime()?.block_on(db_command(&load_config(&common)?, true))
         }
-        Command::Quarantine {
-            command: store_cmd::QuarantineCommand::Release { account, folder, uid, common },
-        } => {
+        Command::Quarantine { command: cli::QuarantineCommand::Release { account, folder, uid, common } } => {
             init_logging("text");
             let cfg = load_config(&common)?;
             let req = control::Request::QuarantineRelease { account, folder, uid };
@@ -530,6 +238,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Webhook { command: WebhookCommand::Parse { provider, files, content_type, raw } } => {
             webhook_cmd::run(webhook_cmd::Options { provider, files, content_type, raw })
         }
+        Command::Completions { shell, dir } => manual_cmd::completions(shell, dir.as_deref()),
+        Command::Man { command, dir } => manual_cmd::man(&command, dir.as_deref()),
     }
 }
 

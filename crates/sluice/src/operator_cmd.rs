@@ -5,31 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Subcommand;
 use record::Store;
 
+use crate::cli::OperatorCommand;
 use crate::{Common, load_config};
-
-#[derive(Subcommand)]
-pub enum OperatorCommand {
-    /// Add an operator, or replace its password and tenants (its sessions end).
-    Add {
-        name: String,
-        /// A file whose first line is the password.
-        #[arg(long)]
-        password_file: PathBuf,
-        /// A tenant it sees (repeat for more) [default: every tenant].
-        #[arg(long = "tenant")]
-        tenants: Vec<String>,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Every operator and the tenants it sees.
-    List {
-        #[command(flatten)]
-        common: Common,
-    },
-}
 
 async fn open(common: &Common) -> anyhow::Result<Store> {
     let cfg = load_config(common)?;

@@ -2,79 +2,12 @@
 //! and `sluice track`, which answers "did that email reach X, and if not,
 //! why?" from the record (safe beside a running server: SQLite in WAL mode).
 
-use clap::Subcommand;
 use record::Store;
 use record::directory::Tenant;
 use record::events::EventRow;
 
+use crate::cli::{ApikeyCommand, DkimCommand, SuppressCommand};
 use crate::{Common, load_config};
-
-#[derive(Subcommand)]
-pub enum ApikeyCommand {
-    /// Create an API key for a tenant (created if new); the key is printed once.
-    Create {
-        #[arg(long)]
-        tenant: String,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// A tenant's keys (their first characters only).
-    List {
-        #[arg(long)]
-        tenant: String,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Revoke a key by any start of it of 8 characters or more (as `list`
-    /// shows it, or longer), or the whole key; a running server refuses it
-    /// within 30 seconds.
-    Revoke {
-        prefix: String,
-        #[arg(long)]
-        tenant: String,
-        #[command(flatten)]
-        common: Common,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum SuppressCommand {
-    /// The tenant's suppressed addresses.
-    List {
-        #[arg(long)]
-        tenant: String,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Suppress an address by hand.
-    Add {
-        address: String,
-        #[arg(long)]
-        tenant: String,
-        #[arg(long, default_value = "manual")]
-        reason: String,
-        /// Until when (RFC 3339); forever without it.
-        #[arg(long)]
-        expires: Option<String>,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Lift a suppression.
-    Remove {
-        address: String,
-        #[arg(long)]
-        tenant: String,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Every entry as CSV.
-    Export {
-        #[arg(long)]
-        tenant: String,
-        #[command(flatten)]
-        common: Common,
-    },
-}
 
 async fn open(common: &Common) -> anyhow::Result<Store> {
     let cfg = load_config(common)?;
@@ -288,41 +221,6 @@ async fn track_in(store: &Store, target: &str, tenant: Option<&str>, json: bool)
         return Ok(1);
     }
     Ok(0)
-}
-
-#[derive(Subcommand)]
-pub enum DkimCommand {
-    /// Make a signing key for DOMAIN, kept in the database (every node signs
-    /// with it, a running server within a second), and print its DNS record.
-    Generate {
-        domain: String,
-        #[arg(long, default_value = "sluice")]
-        selector: String,
-        /// rsa (RSA-2048, verified everywhere) or ed25519.
-        #[arg(long, default_value = "rsa")]
-        algorithm: String,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// The signing keys: domain, selector, when made.
-    List {
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Stop signing with a domain's key by SELECTOR (remove its DNS record after).
-    Remove {
-        domain: String,
-        selector: String,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Store the keys of DIR (`DOMAIN/SELECTOR.pem`, as earlier versions kept
-    /// them) in the database; `serve` does this for outbound.dkim_dir at start.
-    Import {
-        dir: std::path::PathBuf,
-        #[command(flatten)]
-        common: Common,
-    },
 }
 
 pub async fn dkim(cmd: DkimCommand) -> anyhow::Result<i32> {

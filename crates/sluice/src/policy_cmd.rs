@@ -5,77 +5,11 @@
 //! level, below the tenant's `global`.
 
 use anyhow::Context;
-use clap::Subcommand;
 use record::Store;
 use record::policy::{self, Change, Defaults, Key, PolicyError, Scope};
 
+use crate::cli::PolicyCommand;
 use crate::{Common, load_config};
-
-#[derive(Subcommand)]
-pub enum PolicyCommand {
-    /// The keys set at a scope (global, example.net or ann@example.net), or one key's value.
-    Get {
-        scope: String,
-        key: Option<String>,
-        #[arg(long, default_value = "default")]
-        tenant: String,
-        /// JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Set a key at a scope: spam_action, spam_threshold, unsure_action,
-    /// unsure_threshold, subject_prefix, archive, retention_days.FOLDER,
-    /// allow_senders, block_senders (comma-separated), scan_failure.
-    Set {
-        scope: String,
-        key: String,
-        /// (A negative threshold is a value, not an option.)
-        #[arg(allow_negative_numbers = true)]
-        value: String,
-        #[arg(long, default_value = "default")]
-        tenant: String,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Unset a key at a scope (the level below applies again).
-    Unset {
-        scope: String,
-        key: String,
-        #[arg(long, default_value = "default")]
-        tenant: String,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Every effective value for an address (or a domain, or global) and the level that set it.
-    Explain {
-        address: String,
-        #[arg(long, default_value = "default")]
-        tenant: String,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// What-if: replay the recorded filter decisions of the last N days
-    /// against KEY set to VALUE at SCOPE, and count the changes of fate.
-    Simulate {
-        scope: String,
-        key: String,
-        #[arg(allow_negative_numbers = true)]
-        value: String,
-        /// Days of recorded decisions to replay.
-        #[arg(long, default_value_t = 7)]
-        days: u32,
-        #[arg(long, default_value = "default")]
-        tenant: String,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        common: Common,
-    },
-}
 
 /// A policy error as the CLI says it (the API's field is the message's head).
 fn say(e: PolicyError) -> anyhow::Error {

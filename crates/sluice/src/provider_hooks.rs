@@ -26,7 +26,7 @@ use outbound::providers::Provider;
 use serde::Deserialize;
 
 /// One provider's webhooks.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProviderWebhookConfig {
     /// The tenant whose record the events go into (made if new).
@@ -39,6 +39,7 @@ pub struct ProviderWebhookConfig {
     /// A header the provider sends with a secret value (Postmark's custom
     /// headers), and the file holding that value.
     pub header: Option<String>,
+    /// A file whose first line is the value of `header`.
     pub header_value_file: Option<PathBuf>,
     /// SendGrid's signed Event Webhook verification key (base64, as its
     /// settings page shows it; not a secret).

@@ -62,10 +62,11 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// `sluice serve`: binds the configured addresses and serves until SIGTERM
-/// or Ctrl-C.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// or Ctrl-C. `first_run` (no config file given) adds the listeners and the
+/// next commands to try to the start line (`first_run.rs`).
+pub async fn run(cfg: Config, first_run: bool) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&cfg).await?;
-    serve(cfg, listeners, wait_for_signal()).await
+    serve_saying(cfg, listeners, wait_for_signal(), first_run).await
 }
 
 /// The whole server on `listeners` until `shutdown` resolves, then stopped
@@ -75,6 +76,15 @@ pub async fn serve(
     cfg: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    serve_saying(cfg, listeners, shutdown, false).await
+}
+
+async fn serve_saying(
+    cfg: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    first_run: bool,
 ) -> anyhow::Result<()> {
     // Before anything is counted (the record's catch-up counts its events).
     crate::metrics_wiring::install();
@@ -113,7 +123,7 @@ pub async fn serve(
     let control_task = tokio::spawn(control::serve(control::bind(&core.spool_dir)?, reinjector.clone()));
     tasks.extend(start_imap(&cfg, &core, listeners.imap, &acceptor, &reinjector, &stop_rx));
     core.listening.track(&tasks);
-    tasks.push(start_http(&cfg, &core, listeners.http, &outbox, &stop_rx));
+    tasks.push(start_http(&cfg, &core, listeners.http, &outbox, &reinjector, &stop_rx));
     tasks.push(start_webhooks(&cfg, &core, &stop_rx)?);
     let background = [
         control_task,
@@ -136,6 +146,15 @@ pub async fn serve(
         )),
     ];
     addrs.announce(&cfg, &core, &cert);
+    if first_run {
+        let on = crate::first_run::Listening {
+            smtp: addrs.smtp,
+            submission: addrs.submission,
+            imap: addrs.imap.clone(),
+            http: addrs.http,
+        };
+        print!("{}", crate::first_run::hints(&on, &core.data));
+    }
 
     shutdown.await;
     tracing::info!("shutting down: finishing sessions and deliveries in flight");
@@ -470,6 +489,7 @@ fn start_http(
     core: &Core,
     listener: TcpListener,
     outbox: &Arc<outbound::Outbox>,
+    reinjector: &Arc<release::Reinjector>,
     stop_rx: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let state = api::AppState::new(
@@ -507,6 +527,8 @@ fn start_http(
         Ok(s) => state.with_webhooks_out(s.guard),
         Err(_) => state,
     };
+    // The queue and quarantine release, as the control socket does them.
+    let state = state.with_operations(Arc::new(crate::ops_wiring::Ops(reinjector.clone())));
     // `[policy]` was checked when the configuration was validated.
     let state = state.with_policy_defaults(cfg.policy.defaults().unwrap_or_default());
     // `/metrics` and `/readyz` (docs/metrics.md).

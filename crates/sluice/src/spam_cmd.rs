@@ -11,46 +11,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::Subcommand;
 
-#[derive(Subcommand)]
-pub enum SpamCommand {
-    /// Score messages: one JSON line each,
-    /// {"file","score","class","is_spam","signals":[...]}.
-    Score {
-        /// Model file [default: the global model in the record].
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Before each message's line, its most significant Bayes tokens
-        /// (lines starting with `#`: token, f(w), ham and spam counts).
-        #[arg(long)]
-        explain: bool,
-        /// Override a tunable, KEY=VALUE (s, x, min_strength, max_tokens,
-        /// min_ham, min_spam, min_total, user_weight, bayes_spam, bayes_ham,
-        /// required, unsure); repeatable.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        settings: Vec<String>,
-        /// Message files.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-    /// Train the Bayes model on folders of ham and spam (every file in
-    /// them, recursively); adds to the model unless --reset.
-    Train {
-        /// Folder of ham messages.
-        #[arg(long)]
-        ham: Vec<PathBuf>,
-        /// Folder of spam messages.
-        #[arg(long)]
-        spam: Vec<PathBuf>,
-        /// Model file [default: the global model in the record].
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Start from an empty model instead of adding to the one there.
-        #[arg(long)]
-        reset: bool,
-    },
-}
+use crate::cli::SpamCommand;
 
 /// One line of `sluice spam score`, its keys in this order.
 #[derive(serde::Serialize)]

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 /// `[spam]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpamConfig {
     /// Check SPF, DKIM, DMARC and ARC of filter-mode mail and add an

@@ -7,8 +7,17 @@
 //! show the API's own view types, so the two cannot disagree.
 
 pub mod auth;
+mod flash;
+mod forms;
+mod overview;
 mod pages;
+mod policies;
+mod quarantine;
+mod queue;
+mod suppressions;
+mod svg;
 pub mod throttle;
+mod webhooks;
 
 use askama::Template;
 use axum::Router;
@@ -50,6 +59,31 @@ pub fn routes() -> Router<AppState> {
         .route("/messages/{id}", get(pages::message))
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/logout", post(auth::logout))
+        // Queue and Quarantine (queue.rs, quarantine.rs, flash.rs).
+        .route("/queue", get(queue::page))
+        .route("/queue/flush", post(queue::flush))
+        .route("/queue/{id}/hold", post(queue::hold))
+        .route("/queue/{id}/release", post(queue::release))
+        .route("/queue/{id}/delete", post(queue::delete))
+        .route("/quarantine", get(quarantine::accounts))
+        .route("/quarantine/{account}/{folder}", get(quarantine::folder))
+        .route("/quarantine/{account}/{folder}/{uid}/release", post(quarantine::release))
+        .route("/quarantine/{account}/{folder}/{uid}/delete", post(quarantine::delete))
+        // Overview, Suppressions, Webhooks, Policies (forms.rs, svg.rs).
+        .route("/overview", get(overview::overview))
+        .route("/suppressions", get(suppressions::list))
+        .route("/suppressions/add", post(suppressions::add))
+        .route("/suppressions/remove", post(suppressions::remove))
+        .route("/suppressions/export", get(suppressions::export))
+        .route("/webhooks", get(webhooks::list))
+        .route("/webhooks/create", post(webhooks::create))
+        .route("/webhooks/{id}", get(webhooks::log))
+        .route("/webhooks/{id}/delete", post(webhooks::delete))
+        .route("/webhooks/{id}/enable", post(webhooks::enable))
+        .route("/webhooks/{id}/replay", post(webhooks::replay))
+        .route("/policies", get(policies::show))
+        .route("/policies/set", post(policies::set))
+        .route("/policies/unset", post(policies::unset))
 }
 
 /// What every page's answer carries: no caching, no framing, no script,

@@ -220,7 +220,7 @@ fn next_link(f: &SearchForm, cursor: i64) -> String {
 }
 
 /// Percent-encodes a query value (everything but RFC 3986's unreserved).
-fn encode(v: &str) -> String {
+pub(crate) fn encode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
@@ -236,6 +236,8 @@ struct MessagePage<'a> {
     csrf: &'a str,
     tenant: &'a str,
     m: Message,
+    /// Its copies, headers and the note of an action (quarantine.rs).
+    x: super::quarantine::Extra,
 }
 
 /// `GET /messages/{id}`: the message in whichever of the operator's
@@ -244,9 +246,12 @@ pub async fn message(State(state): State<AppState>, headers: HeaderMap, Path(id)
     let who = who(&state, &headers).await?;
     for t in &who.tenants {
         if let Some(m) = state.record.events.message(t, id.trim(), None).await.map_err(unavailable)? {
-            let page =
-                MessagePage { operator: who.name(), csrf: who.csrf(), tenant: &t.name, m: Message::from(m) };
-            return html(&page);
+            let m = Message::from(m);
+            let mut x = super::quarantine::extra(&state, &super::queue::scope(&who), &m).await;
+            x.note = super::flash::take(&headers);
+            let had_note = x.note.is_some();
+            let page = MessagePage { operator: who.name(), csrf: who.csrf(), tenant: &t.name, m, x };
+            return super::queue::with_note(html(&page), had_note);
         }
     }
     Err(failure(StatusCode::NOT_FOUND))

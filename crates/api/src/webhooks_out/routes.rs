@@ -21,29 +21,29 @@ const MAX_ENDPOINTS: usize = 100;
 /// How long the secret before a rotation keeps signing beside the new one.
 const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
 
-/// An endpoint as the API shows it.
+/// An endpoint as the API shows it (and the dashboard).
 #[derive(Debug, Serialize)]
-struct View {
-    id: String,
-    url: String,
-    description: Option<String>,
+pub(crate) struct View {
+    pub(crate) id: String,
+    pub(crate) url: String,
+    pub(crate) description: Option<String>,
     /// The event types it receives; empty for all.
-    events: Vec<&'static str>,
+    pub(crate) events: Vec<&'static str>,
     /// `enabled` or `disabled`.
-    status: &'static str,
-    disabled_reason: Option<String>,
-    disabled_at: Option<i64>,
-    disabled_at_rfc3339: Option<String>,
-    batch: Option<Batch>,
-    created_at: i64,
-    created_at_rfc3339: String,
+    pub(crate) status: &'static str,
+    pub(crate) disabled_reason: Option<String>,
+    pub(crate) disabled_at: Option<i64>,
+    pub(crate) disabled_at_rfc3339: Option<String>,
+    pub(crate) batch: Option<Batch>,
+    pub(crate) created_at: i64,
+    pub(crate) created_at_rfc3339: String,
     /// Only when it is made and when it is rotated.
     #[serde(skip_serializing_if = "Option::is_none")]
-    secret: Option<String>,
+    pub(crate) secret: Option<String>,
 }
 
 impl View {
-    fn of(e: Endpoint, show_secret: bool) -> View {
+    pub(crate) fn of(e: Endpoint, show_secret: bool) -> View {
         View {
             secret: show_secret.then(|| e.secret.clone()),
             id: e.id,
@@ -61,19 +61,19 @@ impl View {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Create {
-    url: String,
+    pub(crate) url: String,
     #[serde(default)]
-    events: Vec<String>,
-    description: Option<String>,
-    batch: Option<BatchIn>,
+    pub(crate) events: Vec<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) batch: Option<BatchIn>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BatchIn {
+pub(crate) struct BatchIn {
     max_events: u32,
     max_wait_ms: u32,
 }
@@ -98,6 +98,17 @@ pub async fn create(
     Authed(t): Authed,
     JsonBody(req): JsonBody<Create>,
 ) -> Result<Response, ApiError> {
+    let made = create_endpoint(&state, &t, req).await?;
+    Ok((StatusCode::CREATED, Json(View::of(made, true))).into_response())
+}
+
+/// Checks and stores a new endpoint (the API's POST and the dashboard's
+/// form); the caller shows its secret, once.
+pub(crate) async fn create_endpoint(
+    state: &AppState,
+    t: &record::directory::Tenant,
+    req: Create,
+) -> Result<Endpoint, ApiError> {
     let url = req.url.trim();
     if url.len() > 2000 {
         return Err(ApiError::invalid("url", "at most 2000 characters"));
@@ -145,7 +156,7 @@ pub async fn create(
     let made = store.create(endpoint).await?;
     let url = super::guard::for_log(&made.url);
     tracing::info!(tenant = %t.name, endpoint = %made.id, %url, "webhook endpoint created");
-    Ok((StatusCode::CREATED, Json(View::of(made, true))).into_response())
+    Ok(made)
 }
 
 pub async fn list(State(state): State<AppState>, Authed(t): Authed) -> Result<Response, ApiError> {
@@ -154,7 +165,7 @@ pub async fn list(State(state): State<AppState>, Authed(t): Authed) -> Result<Re
     Ok(Json(json!({ "endpoints": views })).into_response())
 }
 
-async fn find(state: &AppState, tenant: i64, id: &str) -> Result<Endpoint, ApiError> {
+pub(crate) async fn find(state: &AppState, tenant: i64, id: &str) -> Result<Endpoint, ApiError> {
     state.record.webhooks.get(tenant, id).await?.ok_or_else(|| ApiError::not_found("webhook endpoint"))
 }
 
@@ -247,27 +258,53 @@ pub async fn replay(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<ReplayRequest>,
 ) -> Result<Response, ApiError> {
-    let what = match (req.event_id, &req.since) {
+    let since = req.since.as_ref().map(|v| time("since", v)).transpose()?;
+    let until = match since {
+        Some(_) => req.until.as_ref().map(|u| time("until", u)).transpose()?,
+        None => None,
+    };
+    let what = replay_what(req.event_id, since, until)?;
+    let queued = replay_on(&state, &t, &id, what).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))).into_response())
+}
+
+/// What a replay asks for: one event, or those from `since` until
+/// `until` (now when not given); not both (the API's and the dashboard's).
+pub(crate) fn replay_what(
+    event_id: Option<i64>,
+    since: Option<i64>,
+    until: Option<i64>,
+) -> Result<Replay, ApiError> {
+    match (event_id, since) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::invalid("event_id", "give event_id or since (and until), not both"));
+            Err(ApiError::invalid("event_id", "give event_id or since (and until), not both"))
         }
-        (Some(id), None) => Replay::Event(id),
+        (Some(id), None) => Ok(Replay::Event(id)),
         (None, Some(since)) => {
-            let since = time("since", since)?;
-            let until =
-                req.until.as_ref().map(|u| time("until", u)).transpose()?.unwrap_or_else(|| now_ms() + 1);
+            let until = until.unwrap_or_else(|| now_ms() + 1);
             if until <= since {
                 return Err(ApiError::invalid("until", "must be after since"));
             }
-            Replay::Range { since, until }
+            Ok(Replay::Range { since, until })
         }
-        (None, None) => return Err(ApiError::invalid("event_id", "give event_id, or since (and until)")),
-    };
-    let endpoint = find(&state, t.id, &id).await?;
+        (None, None) => Err(ApiError::invalid("event_id", "give event_id, or since (and until)")),
+    }
+}
+
+/// Queues events again for one of the tenant's endpoints (the API's
+/// replay and the dashboard's): how many; a 404 for an event it does not
+/// receive.
+pub(crate) async fn replay_on(
+    state: &AppState,
+    t: &record::directory::Tenant,
+    id: &str,
+    what: Replay,
+) -> Result<usize, ApiError> {
+    let endpoint = find(state, t.id, id).await?;
     let queued = state.record.webhooks.replay(&endpoint, what, now_ms(), &super::render).await?;
     if queued == 0 && matches!(what, Replay::Event(_)) {
         return Err(ApiError::not_found("event of a type this endpoint receives"));
     }
     tracing::info!(tenant = %t.name, endpoint = %id, queued, "webhook events replayed");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))).into_response())
+    Ok(queued)
 }

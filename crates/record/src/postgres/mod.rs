@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0011_spam_tokens.sql"),
     include_str!("../../migrations/postgres/0012_spam_global.sql"),
     include_str!("../../migrations/postgres/0013_operators.sql"),
+    include_str!("../../migrations/postgres/0014_search.sql"),
 ];
 
 /// The advisory lock nodes take to migrate one at a time (any constant: "sluice").

@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0017_spam_tokens.sql"),
     include_str!("../../migrations/sqlite/0018_spam_global.sql"),
     include_str!("../../migrations/sqlite/0019_operators.sql"),
+    include_str!("../../migrations/sqlite/0020_search.sql"),
 ];
 
 /// An open SQLite database and its parts.
