@@ -374,7 +374,9 @@ impl Quarantine {
         uids: &[i64],
         to: i64,
     ) -> Result<(i64, Vec<(i64, i64)>), RecordError> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: it reads before it writes, and a deferred transaction
+        // would fail at once if another writer committed in between.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let uidvalidity: i64 = sqlx::query_scalar("SELECT uidvalidity FROM folders WHERE id = ?")
             .bind(to)
             .fetch_one(&mut *tx)

@@ -330,7 +330,13 @@ async fn write(
     batch: &[Op],
     results: &mut Vec<Result<i64, RecordError>>,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = conn.begin().await?;
+    // IMMEDIATE: the write lock is taken (waiting out another writer, up to
+    // the busy timeout) before the first read. A deferred transaction that
+    // reads first (a batch of events only starts with the messages' tenants)
+    // and then writes fails at once with SQLITE_BUSY when another
+    // connection (the front line's writer, the store's) committed between
+    // its read and its first write: the whole batch would be lost.
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     results.extend(batch.iter().map(|_| Ok(0)));
     // Idempotency keys first: a send whose key was taken writes nothing.
     claim_keys(&mut tx, batch, results).await?;
