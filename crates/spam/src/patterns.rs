@@ -149,8 +149,9 @@ fn visible_text(html: &str) -> String {
     out
 }
 
+/// The tokenizer's case-insensitive search, over text.
 fn find_ci(hay: &str, needle: &str) -> Option<usize> {
-    hay.as_bytes().windows(needle.len()).position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    crate::tokens::find_ci(hay.as_bytes(), needle.as_bytes())
 }
 
 /// `href=` and `src=` values: where the message's links and images point.

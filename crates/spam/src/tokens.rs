@@ -249,7 +249,7 @@ fn find_url(word: &[u8]) -> Option<&[u8]> {
 }
 
 /// Case-insensitive substring search (ASCII).
-fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if hay.len() < needle.len() {
         return None;
     }

@@ -79,9 +79,21 @@ pub async fn accounts(state: &AppState, scope: &Scope) -> Result<Vec<AccountView
 pub async fn copies(
     state: &AppState,
     scope: &Scope,
+    at: (&str, &str),
+    cursor: Option<i64>,
+    limit: usize,
+) -> Result<(Vec<CopyView>, Option<i64>), OpsError> {
+    page_of(state, scope, at, cursor, limit, false).await
+}
+
+/// The page, each copy with its whole header when `with_headers`.
+async fn page_of(
+    state: &AppState,
+    scope: &Scope,
     (account, folder): (&str, &str),
     cursor: Option<i64>,
     limit: usize,
+    with_headers: bool,
 ) -> Result<(Vec<CopyView>, Option<i64>), OpsError> {
     account_in_scope(state, scope, account).await?;
     let q = &state.record.quarantine;
@@ -109,7 +121,7 @@ pub async fn copies(
                 from: get("From"),
                 subject: get("Subject"),
                 message_id: get("Message-ID"),
-                headers: None,
+                headers: with_headers.then_some(h),
             }
         })
         .collect();
@@ -125,16 +137,8 @@ pub async fn copy(
     folder: &str,
     uid: i64,
 ) -> Result<CopyView, OpsError> {
-    let (page, _) = copies(state, scope, (account, folder), Some(uid - 1), 1).await?;
-    let mut c = page.into_iter().find(|c| c.uid == uid).ok_or(OpsError::NotFound("message"))?;
-    let q = &state.record.quarantine;
-    let f = q.folder(account, folder).await?.ok_or(OpsError::NotFound("folder"))?;
-    let rows = q.messages(f.id).await?;
-    if let Some(r) = rows.iter().find(|r| r.uid == uid) {
-        let bytes = q.read_blob(&r.blob).await?;
-        c.headers = Some(headers::parse(&bytes));
-    }
-    Ok(c)
+    let (page, _) = page_of(state, scope, (account, folder), Some(uid - 1), 1, true).await?;
+    page.into_iter().find(|c| c.uid == uid).ok_or(OpsError::NotFound("message"))
 }
 
 /// Re-injects a copy in `scope` to its original recipients (a new queued
