@@ -4,7 +4,7 @@
 dashboard's pages, with the server's answer timed from the client on
 loopback (an upper bound of server time).
 
-    bench/search.py [--events 1000000] [--repeats 50] [--backends sqlite,postgres]
+    bench/search.py [--events 1000000] [--repeats 50] [--backends sqlite,postgres] [--keep DIR]
 
 The record is filled as bench/stats.py fills it (a month of an application's
 mail straight through the database: messages, tags, events of both
@@ -191,10 +191,11 @@ def main():
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--backends", default="sqlite,postgres")
+    ap.add_argument("--keep", help="fill the record here and keep it (no temporary directory)")
     args = ap.parse_args()
     if not os.access(harness.BIN, os.X_OK):
         raise SystemExit(f"no sluice at {harness.BIN}: cargo build --release -p sluice (or SLUICE_BIN=...)")
-    work = tempfile.mkdtemp(prefix="sluice-search-")
+    work = args.keep or tempfile.mkdtemp(prefix="sluice-search-")
     lines = [f"bench/search.py --events {args.events} --repeats {args.repeats}, "
              f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, load {os.getloadavg()[0]:.2f}; "
              "targets: API p99 < 200 ms, page < 100 ms"]
@@ -209,7 +210,8 @@ def main():
                 lines.append(f"{q['query']:30} {q['rows']:6.1f} {q['p50_ms']:8.1f} {q['p99_ms']:8.1f} {q['max_ms']:8.1f}  "
                              f"< {target} {ok}")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(lines)
     print(text)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)

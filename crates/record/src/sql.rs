@@ -156,21 +156,43 @@ where
     String: Binds<DB>,
 {
     sql.push(" AND e.message IN (SELECT m.id FROM out_messages m WHERE m.tenant_id = ").push_bind(tenant.id);
+    text_window(sql, q);
+    if DB::NAME == "SQLite" && text.chars().count() >= 3 {
+        // An FTS5 phrase, which the trigram tokenizer matches as a substring.
+        sql.push(" AND m.rowid IN (SELECT rowid FROM out_messages_text WHERE out_messages_text MATCH ")
+            .push_bind(fts_phrase(text))
+            .push("))");
+        return;
+    }
+    text_like(sql, text);
+    sql.push(")");
+}
+
+/// The messages a text search looks among: made from `TEXT_LOOKBACK_MS`
+/// before the window's start to its end (`out_messages m`).
+fn text_window<DB: Database>(sql: &mut QueryBuilder<DB>, q: &EventQuery)
+where
+    i64: Binds<DB>,
+{
     if let Some(s) = q.since {
         sql.push(" AND m.created_at >= ").push_bind(s - crate::events::TEXT_LOOKBACK_MS);
     }
     if let Some(u) = q.until {
         sql.push(" AND m.created_at < ").push_bind(u);
     }
-    if DB::NAME == "SQLite" && text.chars().count() >= 3 {
-        // An FTS5 phrase: the text in double quotes (a quote inside
-        // doubled), which the trigram tokenizer matches as a substring.
-        let phrase = format!("\"{}\"", text.replace('"', "\"\""));
-        sql.push(" AND m.rowid IN (SELECT rowid FROM out_messages_text WHERE out_messages_text MATCH ")
-            .push_bind(phrase)
-            .push("))");
-        return;
-    }
+}
+
+/// `text` as an FTS5 phrase: in double quotes, a quote inside doubled.
+pub(crate) fn fts_phrase(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+/// `AND (subject or sender contains text, in any case)` on `out_messages
+/// m`, as a LIKE with `%`, `_` and a backslash in the text taken literally.
+fn text_like<DB: Database>(sql: &mut QueryBuilder<DB>, text: &str)
+where
+    String: Binds<DB>,
+{
     let escaped: String = text
         .to_lowercase()
         .chars()
@@ -181,7 +203,38 @@ where
         .collect();
     let pattern = format!("%{escaped}%");
     sql.push(" AND (LOWER(m.subject) LIKE ").push_bind(pattern.clone());
-    sql.push(" ESCAPE '\\' OR LOWER(m.mail_from) LIKE ").push_bind(pattern).push(" ESCAPE '\\'))");
+    sql.push(" ESCAPE '\\' OR LOWER(m.mail_from) LIKE ").push_bind(pattern).push(" ESCAPE '\\')");
+}
+
+/// A page of `GET /v1/events` with text, read by walking the events with
+/// ids in `from..to` in order and checking each one's message (for a text
+/// so common that most events of a window match: the page fills within a
+/// few hundred events, where reading every matching message would take
+/// the whole window). `from` is past the query's cursor. One more row
+/// than `limit`.
+pub(crate) fn event_walk<DB: Database>(
+    tenant: &Tenant,
+    q: &EventQuery,
+    text: &str,
+    (from, to): (i64, i64),
+    limit: i64,
+) -> QueryBuilder<DB>
+where
+    i64: Binds<DB>,
+    String: Binds<DB>,
+    &'static str: Binds<DB>,
+{
+    let mut sql = QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events e WHERE "));
+    // `from` as the cursor: SQLite starts a walk at the first lower bound
+    // it is given, so a second one (the query's cursor) could start it at 0.
+    event_filters(&mut sql, tenant, &EventQuery { text: None, cursor: Some(from - 1), ..q.clone() });
+    sql.push(" AND e.id < ").push_bind(to);
+    sql.push(" AND EXISTS (SELECT 1 FROM out_messages m WHERE m.id = e.message AND m.tenant_id = ");
+    sql.push_bind(tenant.id);
+    text_window(&mut sql, q);
+    text_like(&mut sql, text);
+    sql.push(") ORDER BY e.id LIMIT ").push_bind(limit + 1);
+    sql
 }
 
 /// The conditions of `GET /v1/events` on `events e`: its tenant's, after

@@ -9,18 +9,8 @@ use std::sync::Arc;
 use record::events::{
     Addressee, Direction, EventKind, EventQuery, NewEvent, NewMessage, NewRecipient, Suppress,
 };
-use record::postgres::Postgres;
 use record::quarantine::{MessageMeta, NewCopy};
 use record::{Directory, EventLog, RecordError, Store, Suppressions};
-
-/// A fresh, empty store of each backend, with what keeps it alive.
-async fn backends() -> Vec<(&'static str, Store, tempfile::TempDir)> {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let sqlite = Store::open(dir.path()).await.expect("a SQLite store");
-    let pg = Postgres::connect(&pg::fresh_database().await, 4).await.expect("a PostgreSQL store");
-    let nothing = tempfile::tempdir().expect("a temporary directory");
-    vec![("sqlite", sqlite, dir), ("postgres", pg.into_store(), nothing)]
-}
 
 /// A backend's parts, by name.
 struct Parts {
@@ -39,7 +29,7 @@ impl Parts {
 }
 
 async fn parts() -> Vec<Parts> {
-    backends()
+    pg::backends()
         .await
         .into_iter()
         .map(|(name, store, _dir)| Parts {
@@ -317,7 +307,7 @@ async fn users_and_their_tenants() {
 
 #[tokio::test]
 async fn a_store_account_belongs_to_a_tenant() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let (d, q) = (&store.directory, &store.quarantine);
         q.add_account("shop", "pw", &["Shop.Test".into()]).await.unwrap();
         assert!(q.verify_account("shop", "pw").await.unwrap(), "{name}");
@@ -377,7 +367,7 @@ async fn a_received_message_lists_its_recipients_and_reads_their_states_from_eve
 
 #[tokio::test]
 async fn the_quarantine_files_reads_flags_and_expunges_copies() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let q = &store.quarantine;
         q.add_account("shop", "pw", &[]).await.unwrap();
         let meta =
@@ -409,7 +399,7 @@ async fn the_quarantine_files_reads_flags_and_expunges_copies() {
 /// bytes only once no copy shares them.
 #[tokio::test]
 async fn the_sweep_deletes_what_is_past_retention_and_unshared_bytes() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let q = &store.quarantine;
         q.add_account("shop", "pw", &[]).await.unwrap();
         q.set_retention("shop", None, 10).await.unwrap();
@@ -464,7 +454,7 @@ async fn the_sweep_deletes_what_is_past_retention_and_unshared_bytes() {
 /// later ones, and the messages, stay.
 #[tokio::test]
 async fn the_events_of_months_before_a_cutoff_are_forgotten() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let o = &store.events;
         let t = store.directory.tenant("acme").await.unwrap();
         o.accept(msg("m1", t.id, &["a@x.test", "b@x.test"])).await.unwrap(); // queued at 1 s after 1970
@@ -492,7 +482,7 @@ async fn moves(changes: &mut tokio::sync::watch::Receiver<u64>, within: std::tim
 async fn dkim_keys_are_kept_once_per_selector_and_every_change_is_heard() {
     use record::directory::DkimKey;
     let second = std::time::Duration::from_millis(2500);
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let d = &store.directory;
         let mut changes = d.changes();
         // A first read settles what the watch starts from.
@@ -624,7 +614,7 @@ async fn a_tracked_link_is_found_by_message_recipient_and_number() {
 #[tokio::test]
 async fn the_global_spam_model_adds_resets_and_stamps() {
     use record::spam_tokens::{GLOBAL, ScopeCounts};
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let t = &store.spam_tokens;
         assert_eq!(t.stamp(GLOBAL).await.unwrap(), None, "{name}: never trained");
         let first = ScopeCounts { ham: 2, spam: 1, tokens: vec![(1, 2, 0), (u64::MAX, 0, 1)] };
@@ -649,7 +639,7 @@ async fn the_global_spam_model_adds_resets_and_stamps() {
 /// bytes only it referred to; bytes another account shares stay.
 #[tokio::test]
 async fn an_account_is_removed_with_what_it_holds() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let q = &store.quarantine;
         q.add_account("gone", "pw", &["gone.test".to_string()]).await.unwrap();
         q.add_account("kept", "pw", &[]).await.unwrap();

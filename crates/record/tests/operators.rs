@@ -4,21 +4,11 @@
 
 mod pg;
 
-use record::Store;
 use record::events::{Direction, EventKind, EventQuery, NewEvent, NewMessage, NewRecipient, now_ms};
-use record::postgres::Postgres;
-
-async fn backends() -> Vec<(&'static str, Store, tempfile::TempDir)> {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let sqlite = Store::open(dir.path()).await.expect("a SQLite store");
-    let pg = Postgres::connect(&pg::fresh_database().await, 4).await.expect("a PostgreSQL store");
-    let nothing = tempfile::tempdir().expect("a temporary directory");
-    vec![("sqlite", sqlite, dir), ("postgres", pg.into_store(), nothing)]
-}
 
 #[tokio::test]
 async fn operators_log_in_see_their_tenants_and_keep_sessions_by_hash() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let ops = &store.operators;
         let acme = store.directory.tenant("acme").await.expect("a tenant");
         ops.set_operator("ann", "pw-ann", Some(&[acme.id])).await.expect("added");
@@ -50,7 +40,7 @@ async fn operators_log_in_see_their_tenants_and_keep_sessions_by_hash() {
 
 #[tokio::test]
 async fn events_are_filtered_by_reason_and_by_subject_or_sender_words() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let t = store.directory.tenant("acme").await.expect("a tenant");
         let at = now_ms();
         let rcpt = |a: &str| NewRecipient {

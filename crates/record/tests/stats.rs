@@ -4,19 +4,9 @@
 
 mod pg;
 
+use record::EventLog;
 use record::events::{Addressee, Direction, EventKind, NewEvent, NewMessage, NewRecipient};
-use record::postgres::Postgres;
 use record::stats::{Counts, Engagement, Group, GroupBy, Stats, StatsQuery};
-use record::{EventLog, Store};
-
-/// A fresh, empty store of each backend, with what keeps it alive.
-async fn backends() -> Vec<(&'static str, Store, tempfile::TempDir)> {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let sqlite = Store::open(dir.path()).await.expect("a SQLite store");
-    let pg = Postgres::connect(&pg::fresh_database().await, 4).await.expect("a PostgreSQL store");
-    let nothing = tempfile::tempdir().expect("a temporary directory");
-    vec![("sqlite", sqlite, dir), ("postgres", pg.into_store(), nothing)]
-}
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
@@ -184,7 +174,7 @@ async fn ask(o: &dyn EventLog, t: &record::directory::Tenant, g: Option<GroupBy>
 
 #[tokio::test]
 async fn every_number_of_every_grouping() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let o = &*store.events;
         let a = store.directory.tenant("a").await.unwrap();
         let b = store.directory.tenant("b").await.unwrap();

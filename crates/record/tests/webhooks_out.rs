@@ -16,15 +16,6 @@ use record::webhooks::{
 };
 use record::{Store, WebhooksOut};
 
-/// A fresh, empty store of each backend, with what keeps it alive.
-async fn backends() -> Vec<(&'static str, Store, tempfile::TempDir)> {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let sqlite = Store::open(dir.path()).await.expect("a SQLite store");
-    let pg = Postgres::connect(&pg::fresh_database().await, 4).await.expect("a PostgreSQL store");
-    let nothing = tempfile::tempdir().expect("a temporary directory");
-    vec![("sqlite", sqlite, dir), ("postgres", pg.into_store(), nothing)]
-}
-
 /// What the API would send: the webhook id from the event's id (and the
 /// member's index), and a body naming the event.
 fn render() -> Box<Render> {
@@ -138,7 +129,7 @@ fn outcome(c: &record::webhooks::Claimed, at: i64, status: i64, next: Next) -> O
 
 #[tokio::test]
 async fn endpoints_belong_to_their_tenant_rotate_and_go() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let w = &*store.webhooks;
         let a = store.directory.tenant("a").await.unwrap();
         let b = store.directory.tenant("b").await.unwrap();
@@ -167,7 +158,7 @@ async fn endpoints_belong_to_their_tenant_rotate_and_go() {
 
 #[tokio::test]
 async fn the_log_is_tailed_once_per_event_after_the_endpoint_began() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let (w, o) = (&*store.webhooks, &*store.events);
         let a = store.directory.tenant("a").await.unwrap();
         let b = store.directory.tenant("b").await.unwrap();
@@ -203,7 +194,7 @@ async fn the_log_is_tailed_once_per_event_after_the_endpoint_began() {
 
 #[tokio::test]
 async fn claims_are_held_until_they_expire_and_a_stale_holder_changes_nothing() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let (w, o) = (&*store.webhooks, &*store.events);
         let a = store.directory.tenant("a").await.unwrap();
         w.create(endpoint("ep", a.id, &[], 10)).await.unwrap();
@@ -240,7 +231,7 @@ async fn claims_are_held_until_they_expire_and_a_stale_holder_changes_nothing() 
 
 #[tokio::test]
 async fn retries_failures_gone_endpoints_and_enabling_again() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let (w, o) = (&*store.webhooks, &*store.events);
         let a = store.directory.tenant("a").await.unwrap();
         w.create(endpoint("ep", a.id, &[], 10)).await.unwrap();
@@ -289,7 +280,7 @@ async fn retries_failures_gone_endpoints_and_enabling_again() {
 
 #[tokio::test]
 async fn replay_queues_again_under_the_first_id_and_prune_forgets() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let (w, o) = (&*store.webhooks, &*store.events);
         let a = store.directory.tenant("a").await.unwrap();
         let b = store.directory.tenant("b").await.unwrap();
@@ -326,7 +317,7 @@ async fn replay_queues_again_under_the_first_id_and_prune_forgets() {
 
 #[tokio::test]
 async fn a_batching_endpoint_s_deliveries_wait_for_their_window_together() {
-    for (name, store, _dir) in backends().await {
+    for (name, store, _dir) in pg::backends().await {
         let (w, o) = (&*store.webhooks, &*store.events);
         let a = store.directory.tenant("a").await.unwrap();
         let mut e = endpoint("ep", a.id, &[], 10);

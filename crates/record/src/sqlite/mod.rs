@@ -7,6 +7,7 @@ mod impls;
 mod log;
 mod quarantine;
 mod quarantine_writer;
+mod search;
 #[cfg(test)]
 mod stats_plans;
 
@@ -46,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0018_spam_global.sql"),
     include_str!("../../migrations/sqlite/0019_operators.sql"),
     include_str!("../../migrations/sqlite/0020_search.sql"),
+    include_str!("../../migrations/sqlite/0021_event_hours.sql"),
 ];
 
 /// An open SQLite database and its parts.

@@ -40,3 +40,15 @@ pub async fn fresh_database() -> String {
     let (server, _) = base.rsplit_once('/').expect("a URL with a database");
     format!("{server}/{name}")
 }
+
+/// A fresh, empty store of each backend, named, with what keeps it alive
+/// (SQLite's directory; an empty one for PostgreSQL).
+#[allow(dead_code)] // not every test file asks both backends
+pub async fn backends() -> Vec<(&'static str, record::Store, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let sqlite = record::Store::open(dir.path()).await.expect("a SQLite store");
+    let pg =
+        record::postgres::Postgres::connect(&fresh_database().await, 4).await.expect("a PostgreSQL store");
+    let nothing = tempfile::tempdir().expect("a temporary directory");
+    vec![("sqlite", sqlite, dir), ("postgres", pg.into_store(), nothing)]
+}

@@ -40,7 +40,7 @@ impl Log {
         tenant: &Tenant,
         q: &EventQuery,
     ) -> Result<(Vec<EventRow>, Option<i64>), RecordError> {
-        sql::events(&self.pool, tenant, q).await
+        crate::sqlite::search::events(&self.pool, tenant, q).await
     }
 
     /// Whether a message is in the record.
