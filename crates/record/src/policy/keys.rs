@@ -152,6 +152,34 @@ impl Key {
         }
     }
 
+    /// Every key a level can set, each folder's retention as its own.
+    pub fn all() -> Vec<Key> {
+        let folders = FOLDERS.iter().map(|f| Key::RetentionDays(f.to_string()));
+        PLAIN_KEYS.iter().cloned().chain(folders).collect()
+    }
+
+    /// One line of help (`sluice init`'s template, `docs/config.md`).
+    pub fn help(&self) -> String {
+        match self {
+            Key::SpamAction => "What a message scored as spam gets.".into(),
+            Key::SpamThreshold => "Points from which a message is spam.".into(),
+            Key::UnsureAction => "What a message between the two thresholds gets.".into(),
+            Key::UnsureThreshold => {
+                "Points from which a message is unsure (not above spam_threshold).".into()
+            }
+            Key::SubjectPrefix => "Put before the subject of tagged mail (none when empty).".into(),
+            Key::Archive => "Also keep a copy of every message in the recipient's Archive folder.".into(),
+            Key::RetentionDays(f) => format!("Days the recipient's copies in {f} are kept."),
+            Key::AllowSenders => {
+                "Senders always delivered, before the score (address, domain, `*` pattern).".into()
+            }
+            Key::BlockSenders => {
+                "Senders never delivered, before the score (address, domain, `*` pattern).".into()
+            }
+            Key::ScanFailure => "What a message that could not be scanned gets.".into(),
+        }
+    }
+
     /// The built-in value.
     pub fn builtin(&self) -> Value {
         match self {
@@ -247,8 +275,8 @@ impl Key {
         }
     }
 
-    /// What the key takes, for error messages.
-    fn expected(&self) -> String {
+    /// What the key takes (error messages, the config template).
+    pub fn expected(&self) -> String {
         match self {
             Key::SpamAction | Key::UnsureAction => "one of deliver, tag, quarantine, reject".into(),
             Key::SpamThreshold | Key::UnsureThreshold => "a number of points (e.g. 5.0)".into(),

@@ -123,12 +123,29 @@ fn walk(
         return None;
     }
     if at.is_empty() {
-        // A top-level table of free keys (`[policy]`).
-        out.push(Section { path, kind: Kind::Free, help, keys: Vec::new() });
+        // A top-level table of free keys: `[policy]`, whose keys and
+        // built-in values `record::policy` knows (a map in the types).
+        let keys = if name == "policy" { policy_keys() } else { Vec::new() };
+        out.push(Section { path, kind: Kind::Free, help, keys });
         return None;
     }
     let default = default.filter(|d| !d.is_null()).cloned();
     Some(Key { name: name.to_string(), ty: type_name(prop), help, default, required: false })
+}
+
+/// The policy's keys, as `sluice policy set` takes them.
+fn policy_keys() -> Vec<Key> {
+    record::policy::Key::all()
+        .into_iter()
+        .map(|k| Key {
+            // `retention_days."Bounces/Hard"`: a dotted key, quoted as TOML needs.
+            name: super::template::quoted_path(&k.name().split('.').map(String::from).collect::<Vec<_>>()),
+            ty: k.expected(),
+            help: k.help(),
+            default: Some(k.builtin().to_json()),
+            required: false,
+        })
+        .collect()
 }
 
 /// The properties of an object schema, in name order.

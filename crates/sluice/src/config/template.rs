@@ -126,6 +126,29 @@ mod tests {
     }
 
     #[test]
+    fn the_policy_examples_uncommented_are_the_built_in_values() {
+        let text = render();
+        let at = text.find("\n[policy]\n").expect("a [policy] section");
+        let body = &text[at..];
+        let body = &body[..body[1..].find("\n\n").map_or(body.len(), |e| e + 1)];
+        let open: String = body
+            .lines()
+            .map(|l| l.strip_prefix("# ").filter(|l| l.contains(" = ")).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(open.contains("\nretention_days.\"Bounces/Hard\" = 30\n"), "{open}");
+        let cfg: Config = toml::from_str(&open).unwrap_or_else(|e| panic!("{e}\n{open}"));
+        let set = record::policy::resolve(&cfg.policy.defaults().expect("valid keys"), &[]).to_json();
+        let set = set.as_object().expect("an object");
+        assert_eq!(set.len(), record::policy::Key::all().len());
+        for (name, v) in set {
+            let builtin = record::policy::Key::parse(name).expect("a key").builtin().to_json();
+            assert_eq!((name, &v["value"], &v["from"]), (name, &builtin, &Json::from("config")));
+        }
+        assert_eq!(cfg.policy.0.len(), 10, "every key, retention_days one table: {:?}", cfg.policy.0.keys());
+    }
+
+    #[test]
     fn every_key_has_its_line_in_its_section() {
         let text = render();
         for s in describe::sections() {
