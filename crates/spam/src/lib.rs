@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod bayes;
+mod freemail;
 pub mod patterns;
 pub mod rules;
 pub mod tokens;
@@ -130,7 +131,7 @@ impl Filter {
             Some(msg) => {
                 let toks = tokens::tokenize(&msg);
                 signals.extend(self.bayes_signal(&toks, view));
-                signals.extend(self.rules.evaluate(&msg));
+                signals.extend(self.rules.evaluate(&msg, auth));
             }
             None => signals.push(Signal::new("UNPARSEABLE", 1.0, String::new())),
         }

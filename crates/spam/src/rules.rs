@@ -13,6 +13,7 @@ use mail_parser::{Address, HeaderName, Message, MimeHeaders, PartType};
 use serde::Deserialize;
 
 use crate::Signal;
+use crate::auth::{AuthResults, Dkim, Spf};
 use crate::patterns::{self, Pattern, Target, Texts};
 
 /// The rules shipped with sluice.
@@ -72,6 +73,11 @@ enum Check {
     EmptyMessage,
     Base64Text,
     MimeWithoutVersion,
+    OutlookMsgidTime,
+    FreemailFrom,
+    /// SPF or DKIM passed: the sender is who it says (SpamAssassin's
+    /// `__NOT_SPOOFED`, from the caller's authentication results).
+    Authenticated,
     Pattern(Pattern),
     /// A `meta` rule, its parts as indexes of the rules before it.
     Meta {
@@ -115,8 +121,9 @@ impl Rules {
         Rules::parse(DEFAULT_RULES).unwrap_or(Rules { rules: Vec::new() })
     }
 
-    /// The rules that fire on `msg`, as signals.
-    pub fn evaluate(&self, msg: &Message<'_>) -> Vec<Signal> {
+    /// The rules that fire on `msg`, as signals, given what sender
+    /// authentication found.
+    pub fn evaluate(&self, msg: &Message<'_>, auth: &AuthResults) -> Vec<Signal> {
         let facts = Facts::of(msg);
         let needs_texts = self.rules.iter().any(|r| matches!(r.check, Check::Pattern(Pattern::Text { .. })));
         let texts = needs_texts.then(|| Texts::of(msg));
@@ -131,6 +138,7 @@ impl Rules {
                     holds.then(String::new)
                 }
                 Check::Pattern(p) => pattern_fires(p, msg, texts.as_ref()),
+                Check::Authenticated => (auth.spf == Spf::Pass || auth.dkim == Dkim::Pass).then(String::new),
                 check => fires(check, msg, &facts),
             };
             fired.push(hit.is_some());
@@ -151,6 +159,9 @@ fn compile(def: RuleDef, before: &[Rule]) -> Result<Rule, String> {
         "invalid_date" => Check::InvalidDate,
         "date_in_future" => Check::DateInFuture(n()?),
         "date_in_past" => Check::DateInPast(n()?),
+        "outlook_msgid_time" => Check::OutlookMsgidTime,
+        "freemail_from" => Check::FreemailFrom,
+        "authenticated" => Check::Authenticated,
         "html_only" => Check::HtmlOnly,
         "image_only" => Check::ImageOnly(n()? as usize),
         "subject_all_caps" => Check::SubjectAllCaps,
@@ -333,8 +344,47 @@ fn fires(check: &Check, msg: &Message<'_>, f: &Facts) -> Option<String> {
             let has = msg.headers().iter().any(|h| h.name == HeaderName::MimeVersion);
             (f.multipart_or_encoded && !has).then(String::new)
         }
-        Check::Pattern(_) | Check::Meta { .. } => None,
+        Check::OutlookMsgidTime => outlook_msgid_time(msg),
+        Check::FreemailFrom => {
+            let addr = msg.from()?.first()?.address()?;
+            crate::freemail::is_freemail(addr).then(|| addr.to_string())
+        }
+        Check::Authenticated | Check::Pattern(_) | Check::Meta { .. } => None,
     }
+}
+
+/// An Outlook Express Message-ID (`<xxxxTTTTTTTT$xxxxxxxx$xxxxxxxx@host>`)
+/// whose time token `T` is far from both the Date: header and the first
+/// relay's stamp: it was not made when the message was written, as
+/// Outlook Express makes it, but copied or invented (SpamAssassin's
+/// `check_outlook_message_id`, with its constants: the token counts
+/// 2^32/10^7/... units, linear in Unix time).
+fn outlook_msgid_time(msg: &Message<'_>) -> Option<String> {
+    let (_, id) = msg.headers_raw().find(|(n, _)| n.eq_ignore_ascii_case("message-id"))?;
+    let id = id.trim();
+    let b = id.as_bytes();
+    let hex = |r: std::ops::Range<usize>| {
+        b.get(r).is_some_and(|s| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
+    };
+    let shaped = b.first() == Some(&b'<')
+        && hex(1..13)
+        && b.get(13) == Some(&b'$')
+        && hex(14..22)
+        && b.get(22) == Some(&b'$')
+        && hex(23..31)
+        && b.get(31) == Some(&b'@');
+    if !shaped {
+        return None;
+    }
+    let token = i64::from_str_radix(id.get(5..13)?, 16).ok()?;
+    let off = |unix: i64| (token - (unix as f64 * 0.0023283064365387 + 27111902.8329849) as i64).abs();
+    let stamp =
+        |d: Option<&mail_parser::DateTime>| d.filter(|d| d.is_valid()).map_or(0, |d| d.to_timestamp());
+    if off(stamp(msg.date())) < 250 {
+        return None;
+    }
+    let first_relay = msg.received_all().last().and_then(|r| r.date.as_ref());
+    (off(stamp(first_relay)) >= 250).then(|| id.chars().take(40).collect())
 }
 
 fn hours_detail(seconds: f64) -> String {
