@@ -127,6 +127,7 @@ impl Rules {
         let facts = Facts::of(msg);
         let needs_texts = self.rules.iter().any(|r| matches!(r.check, Check::Pattern(Pattern::Text { .. })));
         let texts = needs_texts.then(|| Texts::of(msg));
+        let headers = HeaderIndex::of(msg);
         let mut fired = Vec::with_capacity(self.rules.len());
         let mut signals = Vec::new();
         for r in &self.rules {
@@ -137,7 +138,7 @@ impl Rules {
                         all.iter().all(on) && (any.is_empty() || any.iter().any(on)) && !none.iter().any(on);
                     holds.then(String::new)
                 }
-                Check::Pattern(p) => pattern_fires(p, msg, texts.as_ref()),
+                Check::Pattern(p) => pattern_fires(p, &headers, texts.as_ref()),
                 Check::Authenticated => (auth.spf == Spf::Pass || auth.dkim == Dkim::Pass).then(String::new),
                 check => fires(check, msg, &facts),
             };
@@ -184,7 +185,13 @@ fn compile(def: RuleDef, before: &[Rule]) -> Result<Rule, String> {
 /// in `arg`, `exists` only that.
 fn pattern(def: &RuleDef) -> Result<Pattern, String> {
     let name = &def.name;
-    let header = || def.arg.clone().ok_or_else(|| format!("rule {name}: needs arg (a header name)"));
+    // Lowercase: matched against the message's header index (`HeaderIndex`).
+    let header = || {
+        def.arg
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .ok_or_else(|| format!("rule {name}: needs arg (a header name)"))
+    };
     if def.check == "exists" {
         return Ok(Pattern::Exists(header()?));
     }
@@ -219,15 +226,33 @@ fn meta(def: &RuleDef, before: &[Rule]) -> Result<Check, String> {
     Ok(Check::Meta { all: index(&def.all)?, any: index(&def.any)?, none: index(&def.none)? })
 }
 
-fn pattern_fires(p: &Pattern, msg: &Message<'_>, texts: Option<&Texts>) -> Option<String> {
-    match p {
-        Pattern::Exists(name) => {
-            msg.headers_raw().any(|(n, _)| n.eq_ignore_ascii_case(name)).then(String::new)
+/// A message's raw header values by lowercase name, read once for all the
+/// header rules (each read of a raw header checks its bytes are UTF-8).
+struct HeaderIndex<'a>(std::collections::HashMap<String, Vec<&'a str>>);
+
+impl<'a> HeaderIndex<'a> {
+    fn of(msg: &'a Message<'_>) -> HeaderIndex<'a> {
+        let mut map: std::collections::HashMap<String, Vec<&'a str>> =
+            std::collections::HashMap::with_capacity(32);
+        for (n, v) in msg.headers_raw() {
+            map.entry(n.to_ascii_lowercase()).or_default().push(v);
         }
-        Pattern::Header { name, pattern, unless } => msg
-            .headers_raw()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| unfold(v))
+        HeaderIndex(map)
+    }
+
+    /// The values of the header `name` (lowercase), in order.
+    fn values(&self, name: &str) -> &[&'a str] {
+        self.0.get(name).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn pattern_fires(p: &Pattern, headers: &HeaderIndex<'_>, texts: Option<&Texts>) -> Option<String> {
+    match p {
+        Pattern::Exists(name) => (!headers.values(name).is_empty()).then(String::new),
+        Pattern::Header { name, pattern, unless } => headers
+            .values(name)
+            .iter()
+            .map(|v| unfold(v))
             .find(|v| pattern.is_match(v) && !unless.as_ref().is_some_and(|u| u.is_match(v)))
             .map(|v| v.chars().take(60).collect()),
         Pattern::Text { target, pattern, unless } => texts?.matches(*target, pattern, unless.as_ref()),
