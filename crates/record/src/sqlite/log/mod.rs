@@ -152,4 +152,43 @@ mod tests {
             sqlx::query_scalar("SELECT prefix FROM api_keys").fetch_all(&store.pool).await.unwrap();
         assert_eq!(prefixes, vec![key[..11].to_string()], "and the prefix it is listed by");
     }
+
+    /// Another process holding the database's write lock past the busy
+    /// timeout (5 s) fails a front-line batch; nobody waits for those
+    /// events, so the writer writes the batch again once the lock is gone.
+    #[tokio::test]
+    async fn front_line_events_survive_a_lock_held_past_the_busy_timeout() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open_for_test(dir.path()).await;
+        let tenant = store.log.tenant("acme").await.unwrap().id;
+        let url = format!("sqlite://{}", dir.path().join("sluice.db").display());
+        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+        let event = crate::events::NewEvent {
+            tenant: Some(tenant),
+            message: "m1".into(),
+            idx: None,
+            address: None,
+            kind: crate::events::EventKind::Received,
+            at: crate::events::now_ms(),
+            reason: None,
+            smtp: None,
+            detail: None,
+            suppress: None,
+            source: None,
+            group: Vec::new(),
+        };
+        store.log.note(event);
+        // Past the busy timeout, and the first retry's wait.
+        tokio::time::sleep(std::time::Duration::from_millis(6_500)).await;
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        drop(other);
+        store.log.flush().await;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE message = 'm1'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "the event is recorded once the lock is gone");
+    }
 }

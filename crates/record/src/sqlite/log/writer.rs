@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
@@ -100,6 +101,45 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Vec<Op>>) {
 
 /// Writes one batch in one transaction and answers each write.
 async fn commit(pool: &SqlitePool, batch: Vec<Op>) {
+    let written = attempt(pool, &batch).await;
+    answer(batch, written);
+}
+
+/// Waits before each new attempt at a front-line batch that failed for a
+/// reason that passes (the database locked past its busy timeout by
+/// another process, no connection to be had): events nobody waits for
+/// are retried for about a minute before they are given up at ERROR.
+const FRONT_RETRIES: [Duration; 4] =
+    [Duration::from_millis(200), Duration::from_secs(2), Duration::from_secs(10), Duration::from_secs(45)];
+
+/// [`commit`] for the front line: what failed for a passing reason is
+/// written again, whole, after each of [`FRONT_RETRIES`].
+async fn commit_retrying(pool: &SqlitePool, batch: Vec<Op>) {
+    let mut written = attempt(pool, &batch).await;
+    for (n, wait) in FRONT_RETRIES.iter().enumerate() {
+        match &written {
+            Err(Failure::Passing(why)) => {
+                tracing::warn!(error = %why, writes = batch.len(), attempt = n + 1, retry_in = ?wait,
+                    "front-line record batch failed: writing it again");
+                tokio::time::sleep(*wait).await;
+                written = attempt(pool, &batch).await;
+            }
+            _ => break,
+        }
+    }
+    answer(batch, written);
+}
+
+/// Why a batch was not written.
+enum Failure {
+    /// May succeed if written again.
+    Passing(String),
+    Db(sqlx::Error),
+}
+
+/// One attempt at a batch in one transaction: each write's result, or why
+/// none was written.
+async fn attempt(pool: &SqlitePool, batch: &[Op]) -> Result<Vec<Result<i64, RecordError>>, Failure> {
     // Only a batch someone waits for (an API's 202) is fsynced on commit;
     // the front line's record commits like the rest of the database (WAL,
     // synchronous NORMAL).
@@ -107,11 +147,10 @@ async fn commit(pool: &SqlitePool, batch: Vec<Op>) {
     // A connection per batch, not kept: closing the store waits for every
     // connection to come back.
     let Some(mut conn) = connect(pool, durable).await else {
-        fail_all(batch, "the database is not available");
-        return;
+        return Err(Failure::Passing("the database is not available".into()));
     };
     let mut results = Vec::with_capacity(batch.len());
-    let written = write(&mut conn, &batch, &mut results).await;
+    let written = write(&mut conn, batch, &mut results).await;
     if written.is_err() {
         // SQLite may leave a failed transaction open (a full disk): a
         // connection reused in that state would only nest savepoints in it,
@@ -123,30 +162,53 @@ async fn commit(pool: &SqlitePool, batch: Vec<Op>) {
         conn.close_on_drop();
     }
     match written {
-        Ok(()) => {
+        Ok(()) => Ok(results),
+        Err(e) if locked(&e) => Err(Failure::Passing(e.to_string())),
+        Err(e) => Err(Failure::Db(e)),
+    }
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED (and their extended codes): another
+/// connection held the database past the busy timeout.
+fn locked(e: &sqlx::Error) -> bool {
+    let code = match e {
+        sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i32>().ok()),
+        _ => None,
+    };
+    code.is_some_and(|c| matches!(c & 0xff, 5 | 6)) || matches!(e, sqlx::Error::PoolTimedOut)
+}
+
+/// Answers each write of a batch with its result, or all with the failure.
+fn answer(batch: Vec<Op>, written: Result<Vec<Result<i64, RecordError>>, Failure>) {
+    let e = match written {
+        Ok(results) => {
             for (op, r) in batch.into_iter().zip(results) {
                 op.answer(r);
             }
+            return;
         }
-        Err(e) => {
-            let why = e.to_string();
-            if RecordError::Db(e).is_storage_full() {
-                // Once per power of two: a full disk fails every batch.
-                static FULL: AtomicU64 = AtomicU64::new(0);
-                let n = FULL.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(
-                        failed_batches = n,
-                        "the disk is full: the record's writes fail (API sends are \
-                        answered 507; front-line events are not recorded)"
-                    );
-                }
-            } else {
-                tracing::error!(error = %why, writes = batch.len(), "record batch failed");
-            }
-            fail_all(batch, &why);
+        Err(Failure::Passing(why)) => {
+            tracing::error!(error = %why, writes = batch.len(), "record batch failed");
+            return fail_all(batch, &why);
         }
+        Err(Failure::Db(e)) => e,
+    };
+    let why = e.to_string();
+    if RecordError::Db(e).is_storage_full() {
+        // Once per power of two: a full disk fails every batch.
+        static FULL: AtomicU64 = AtomicU64::new(0);
+        let n = FULL.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                failed_batches = n,
+                "the disk is full: the record's writes fail (API sends are \
+                answered 507; front-line events are not recorded)"
+            );
+        }
+    } else {
+        tracing::error!(error = %why, writes = batch.len(), "record batch failed");
     }
+    fail_all(batch, &why);
 }
 
 /// The front line's writer: a thread of its own in the idle scheduling
@@ -271,7 +333,7 @@ async fn run_front(
             backlog.fetch_sub(batch.len(), Ordering::Relaxed);
             let ops = std::mem::replace(&mut batch, Vec::with_capacity(FRONT_BATCH));
             crate::metrics::batch("front", ops.len());
-            commit(&pool, ops.into_iter().map(Op::described).collect()).await;
+            commit_retrying(&pool, ops.into_iter().map(Op::described).collect()).await;
             // A full batch leaves more behind: on at once. Otherwise the
             // next tick's events make the next transaction.
             if !full {
