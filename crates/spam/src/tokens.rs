@@ -248,12 +248,13 @@ fn find_url(word: &[u8]) -> Option<&[u8]> {
     None
 }
 
-/// Case-insensitive substring search (ASCII).
+/// Case-insensitive substring search (ASCII): the needle's first byte in
+/// either case found with memchr, then the rest compared there.
 pub(crate) fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if hay.len() < needle.len() {
-        return None;
-    }
-    (0..=hay.len() - needle.len()).find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
+    let Some((&first, rest)) = needle.split_first() else { return Some(0) };
+    let starts = hay.get(..=hay.len().checked_sub(needle.len())?)?;
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), starts)
+        .find(|&i| hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest))
 }
 
 /// Parses `raw` and returns its tokens (an unparseable message has none
@@ -544,6 +545,26 @@ mod tests {
         let t = s.finish();
         assert!(t.contains(&hash("cjk:", "会議".as_bytes())));
         assert!(!t.contains(&hash("skip:", "会3".as_bytes())));
+    }
+
+    #[test]
+    fn find_ci_finds_what_a_window_compare_finds() {
+        let naive = |hay: &[u8], needle: &[u8]| {
+            (hay.len() >= needle.len())
+                .then(|| {
+                    (0..=hay.len() - needle.len())
+                        .find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
+                })
+                .flatten()
+        };
+        let hays: [&[u8]; 6] =
+            [b"", b"h", b"xxHTTP://a", b"Www.WWW.", b"ahttps:/https://", b"\xffH\xffhTtP://"];
+        let needles: [&[u8]; 5] = [b"", b"http://", b"www.", b"https://", b"h"];
+        for hay in hays {
+            for needle in needles {
+                assert_eq!(find_ci(hay, needle), naive(hay, needle), "{hay:?} {needle:?}");
+            }
+        }
     }
 
     #[test]
