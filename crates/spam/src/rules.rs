@@ -140,7 +140,7 @@ impl Rules {
                 }
                 Check::Pattern(p) => pattern_fires(p, &headers, texts.as_ref()),
                 Check::Authenticated => (auth.spf == Spf::Pass || auth.dkim == Dkim::Pass).then(String::new),
-                check => fires(check, msg, &facts),
+                check => fires(check, msg, &headers, &facts),
             };
             fired.push(hit.is_some());
             if let Some(detail) = hit.filter(|_| !r.def.name.starts_with("__")) {
@@ -329,7 +329,7 @@ fn count_ci(hay: &[u8], needle: &[u8]) -> usize {
 }
 
 /// `Some(detail)` when the check fires.
-fn fires(check: &Check, msg: &Message<'_>, f: &Facts) -> Option<String> {
+fn fires(check: &Check, msg: &Message<'_>, headers: &HeaderIndex<'_>, f: &Facts) -> Option<String> {
     match check {
         Check::MissingHeader(name) => {
             let present = msg.headers().iter().any(|h| h.name().eq_ignore_ascii_case(name));
@@ -354,7 +354,7 @@ fn fires(check: &Check, msg: &Message<'_>, f: &Facts) -> Option<String> {
         }
         Check::FromNameAddrMismatch => from_mismatch(msg),
         Check::RcvdIllegalIp => received_ips(msg).find(illegal).map(|ip| ip.to_string()),
-        Check::RcvdNumericHelo => numeric_helo(msg),
+        Check::RcvdNumericHelo => numeric_helo(headers),
         Check::AttachmentExt(exts) => msg.parts.iter().filter_map(|p| p.attachment_name()).find_map(|name| {
             let ext = name.rsplit_once('.')?.1.trim().to_ascii_lowercase();
             exts.contains(&ext).then(|| name.to_string())
@@ -369,7 +369,7 @@ fn fires(check: &Check, msg: &Message<'_>, f: &Facts) -> Option<String> {
             let has = msg.headers().iter().any(|h| h.name == HeaderName::MimeVersion);
             (f.multipart_or_encoded && !has).then(String::new)
         }
-        Check::OutlookMsgidTime => outlook_msgid_time(msg),
+        Check::OutlookMsgidTime => outlook_msgid_time(msg, headers),
         Check::FreemailFrom => {
             let addr = msg.from()?.first()?.address()?;
             crate::freemail::is_freemail(addr).then(|| addr.to_string())
@@ -384,8 +384,8 @@ fn fires(check: &Check, msg: &Message<'_>, f: &Facts) -> Option<String> {
 /// Outlook Express makes it, but copied or invented (SpamAssassin's
 /// `check_outlook_message_id`, with its constants: the token counts
 /// 2^32/10^7/... units, linear in Unix time).
-fn outlook_msgid_time(msg: &Message<'_>) -> Option<String> {
-    let (_, id) = msg.headers_raw().find(|(n, _)| n.eq_ignore_ascii_case("message-id"))?;
+fn outlook_msgid_time(msg: &Message<'_>, headers: &HeaderIndex<'_>) -> Option<String> {
+    let id = headers.values("message-id").first()?;
     let id = id.trim();
     let b = id.as_bytes();
     let hex = |r: std::ops::Range<usize>| {
@@ -461,8 +461,8 @@ fn illegal(ip: &IpAddr) -> bool {
 /// A HELO/EHLO argument that is a bare dotted quad (RFC 5321 wants a name
 /// or a bracketed address literal). Read from the raw header: a parsed
 /// host no longer shows whether the literal had its brackets.
-fn numeric_helo(msg: &Message<'_>) -> Option<String> {
-    msg.headers_raw().filter(|(n, _)| n.eq_ignore_ascii_case("received")).find_map(|(_, v)| {
+fn numeric_helo(headers: &HeaderIndex<'_>) -> Option<String> {
+    headers.values("received").iter().find_map(|v| {
         let mut words = v.split_whitespace();
         words.find(|w| w.eq_ignore_ascii_case("from"))?;
         let helo = words.next()?;

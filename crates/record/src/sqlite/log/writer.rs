@@ -180,21 +180,20 @@ fn locked(e: &sqlx::Error) -> bool {
 
 /// Answers each write of a batch with its result, or all with the failure.
 fn answer(batch: Vec<Op>, written: Result<Vec<Result<i64, RecordError>>, Failure>) {
-    let e = match written {
+    let failure = match written {
         Ok(results) => {
             for (op, r) in batch.into_iter().zip(results) {
                 op.answer(r);
             }
             return;
         }
-        Err(Failure::Passing(why)) => {
-            tracing::error!(error = %why, writes = batch.len(), "record batch failed");
-            return fail_all(batch, &why);
-        }
-        Err(Failure::Db(e)) => e,
+        Err(f) => f,
     };
-    let why = e.to_string();
-    if RecordError::Db(e).is_storage_full() {
+    let (why, full) = match failure {
+        Failure::Passing(why) => (why, false),
+        Failure::Db(e) => (e.to_string(), RecordError::Db(e).is_storage_full()),
+    };
+    if full {
         // Once per power of two: a full disk fails every batch.
         static FULL: AtomicU64 = AtomicU64::new(0);
         let n = FULL.fetch_add(1, Ordering::Relaxed) + 1;
