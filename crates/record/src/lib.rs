@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod operators;
 mod password;
 pub mod policy;
+mod policy_cache;
 mod policy_sql;
 pub mod postgres;
 pub mod quarantine;

@@ -2,7 +2,8 @@
 //! SQL that SQLite and PostgreSQL read alike, written once and run by both:
 //! the table `policies` (migrations sqlite `0016_policies.sql`, postgres
 //! `0010_policies.sql`), and the `filtered` events filter mode records,
-//! read back for `policy simulate`.
+//! read back for `policy simulate`. On SQLite the rows are kept in memory
+//! between writes (`policy_cache.rs`).
 
 use serde_json::Value as Json;
 use sqlx::{Database, Decode, Pool, QueryBuilder, Type};
@@ -10,19 +11,35 @@ use sqlx::{Database, Decode, Pool, QueryBuilder, Type};
 use crate::RecordError;
 use crate::events::now_ms;
 use crate::policy::{FILTERED, FilterRecord, Policies, PolicyRow};
+use crate::policy_cache::{RowCache, Signal};
 use crate::sql::Binds;
 
 /// The policy store on one pool.
 pub(crate) struct SqlPolicies<DB: Database> {
     pool: Pool<DB>,
+    /// Rows kept between writes, when the database has a change signal
+    /// (`policy_cache.rs`; SQLite's file).
+    cache: Option<RowCache>,
 }
 
 /// A `filtered` event's columns: id, at, address, reason, detail.
 type FilterRow = (i64, i64, String, Option<String>, Option<String>);
 
 impl<DB: Database> SqlPolicies<DB> {
+    /// Reading the rows for every message (PostgreSQL: a change on any
+    /// node applies to the next message on every node).
     pub(crate) fn new(pool: Pool<DB>) -> Self {
-        SqlPolicies { pool }
+        SqlPolicies { pool, cache: None }
+    }
+
+    /// Keeping the rows while `signal` says they have not changed.
+    pub(crate) fn cached(pool: Pool<DB>, signal: Signal) -> Self {
+        SqlPolicies { pool, cache: Some(RowCache::new(signal)) }
+    }
+
+    /// After a write commits: readers on every process read again.
+    fn changed(&self) -> Result<(), RecordError> {
+        self.cache.as_ref().map_or(Ok(()), RowCache::changed)
     }
 }
 
@@ -51,6 +68,14 @@ where
         if scopes.is_empty() {
             return Ok(Vec::new());
         }
+        // The token is taken before the read: a write that commits after
+        // it leaves a different one.
+        let token = self.cache.as_ref().and_then(RowCache::token);
+        if let (Some(cache), Some(t)) = (&self.cache, &token)
+            && let Some(rows) = cache.get(t, tenant, scopes)
+        {
+            return Ok(rows);
+        }
         let mut sql = QueryBuilder::<DB>::new(COLUMNS);
         sql.push_bind(tenant).push(" AND scope IN (");
         let mut list = sql.separated(", ");
@@ -59,7 +84,11 @@ where
         }
         sql.push(") ORDER BY scope, key");
         let rows: Vec<Row> = sql.build_query_as().fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(row).collect())
+        let rows: Vec<PolicyRow> = rows.into_iter().map(row).collect();
+        if let (Some(cache), Some(t)) = (&self.cache, token) {
+            cache.keep(t, tenant, scopes, &rows);
+        }
+        Ok(rows)
     }
 
     async fn list_(&self, tenant: i64, scope: Option<&str>) -> Result<Vec<PolicyRow>, RecordError> {
@@ -103,7 +132,7 @@ where
             sql.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        self.changed()
     }
 
     async fn unset_(&self, tenant: i64, scope: &str, key: Option<&str>) -> Result<u64, RecordError> {
@@ -114,6 +143,7 @@ where
         }
         sql.push(" RETURNING key");
         let gone: Vec<(String,)> = sql.build_query_as().fetch_all(&self.pool).await?;
+        self.changed()?;
         Ok(gone.len() as u64)
     }
 

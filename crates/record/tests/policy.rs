@@ -400,3 +400,39 @@ async fn a_change_on_one_node_is_read_by_another_at_once() {
         b.close().await;
     }
 }
+
+/// SQLite keeps the rows between writes (`policy_cache.rs`): a row changed
+/// behind the store's back is not read again until a write says so, and a
+/// write by another process (`sluice policy set` beside a server) is read
+/// at once; with its signal file gone, every read goes to the database.
+#[tokio::test]
+async fn sqlite_keeps_policy_rows_until_a_write_from_any_process() {
+    async fn action(s: &Store, t: i64) -> Action {
+        policy::effective_for(&*s.policies, t, &Defaults::builtin(), "ann@example.net")
+            .await
+            .unwrap()
+            .spam_action()
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (server, cli) = (Store::open(dir.path()).await.unwrap(), Store::open(dir.path()).await.unwrap());
+    let t = server.directory.tenant("default").await.unwrap().id;
+    set(&*cli.policies, t, "example.net", "spam_action", "tag").await;
+    assert_eq!(action(&server, t).await, Action::Tag, "a write before the first read");
+    let raw = Raw::Sqlite(dir.path().join("sluice.db"));
+    raw.exec("UPDATE policies SET value = '\"reject\"' WHERE key = 'spam_action'").await;
+    assert_eq!(action(&server, t).await, Action::Tag, "kept: nothing said the rows changed");
+    set(&*cli.policies, t, "ann@example.net", "archive", "true").await;
+    assert_eq!(action(&server, t).await, Action::Reject, "another process's write is read at once");
+    let unset = Change { set: vec![(key("spam_action"), None)], unset_all: false };
+    policy::apply(&*cli.policies, t, &Defaults::builtin(), &scope("example.net"), &unset).await.unwrap();
+    assert_eq!(action(&server, t).await, Action::Quarantine, "an unset is read at once");
+    std::fs::remove_file(dir.path().join("sluice.db-policy")).expect("the signal file");
+    raw.exec(&format!(
+        "INSERT INTO policies (tenant_id, scope, key, value, updated_at) \
+         VALUES ({t}, 'global', 'spam_action', '\"deliver\"', 0)"
+    ))
+    .await;
+    assert_eq!(action(&server, t).await, Action::Deliver, "no signal: read every time");
+    server.close().await;
+    cli.close().await;
+}

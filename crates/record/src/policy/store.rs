@@ -15,8 +15,9 @@ type Res<'a, T> = BoxFuture<'a, Result<T, RecordError>>;
 /// and the decisions filter mode recorded, for [`simulate`].
 pub trait Policies: Send + Sync + 'static {
     /// The tenant's rows at these scopes (stored forms, [`Scope::as_str`]),
-    /// in one query: read for every message, so a change applies to the
-    /// next one on every node.
+    /// in one query: read for every message (on SQLite, kept until a write
+    /// from any process says they changed: `policy_cache.rs`), so a change
+    /// applies to the next one on every node.
     fn policy_rows<'a>(&'a self, tenant: i64, scopes: &'a [&'a str]) -> Res<'a, Vec<PolicyRow>>;
     /// Sets these keys of a scope (and unsets those with no value), in one
     /// transaction. Values are checked by the caller ([`set`]).

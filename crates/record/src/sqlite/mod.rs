@@ -55,6 +55,8 @@ pub struct Sqlite {
     pub(crate) pool: SqlitePool,
     pub log: Log,
     pub quarantine: Quarantine,
+    /// The database file (its policy change signal lives beside it).
+    file: std::path::PathBuf,
 }
 
 impl Sqlite {
@@ -72,7 +74,7 @@ impl Sqlite {
         let changes = Arc::new(tokio::sync::watch::Sender::new(0));
         let quarantine = Quarantine::new(pool.clone(), opts.clone(), data_dir, changes);
         let log = Log::new(pool.clone(), opts, busy);
-        Ok(Sqlite { pool, log, quarantine })
+        Ok(Sqlite { pool, log, quarantine, file: file.to_path_buf() })
     }
 
     /// The storage traits' handles on this database.
@@ -87,7 +89,10 @@ impl Sqlite {
                 self.pool.clone(),
                 crate::webhooks_sql::Dialect::SQLITE,
             )),
-            policies: Arc::new(crate::policy_sql::SqlPolicies::new(self.pool.clone())),
+            policies: Arc::new(crate::policy_sql::SqlPolicies::cached(
+                self.pool.clone(),
+                crate::policy_cache::Signal::beside(&self.file),
+            )),
             spam_tokens: Arc::new(crate::spam_tokens::SqlSpamTokens::new(self.pool.clone())),
             operators: Arc::new(crate::operators::SqlOperators::new(self.pool.clone())),
             database: Arc::new(self.pool),
