@@ -76,21 +76,24 @@ async fn appends_reach_the_record_and_a_stop_s_leftovers_are_loaded_once() {
 
     // A stop that left lines behind, some loaded already and some not: a
     // file as a killed run leaves it.
-    // The old layout (one writer, files in the journal's directory) and
-    // the new (a directory per writer) are both loaded.
+    // Both earlier layouts are loaded: one writer's files in the
+    // journal's directory, and a directory per writer (`w0` to `w3`; one
+    // writer, in `w0`, since).
     let line = |n| serde_json::to_string(&entry(t.id, n)).unwrap() + "\n";
     let old_layout = jdir.join("events-0000000099.journal");
     let new_layout = jdir.join("w1").join("events-0000000099.journal");
+    std::fs::create_dir_all(jdir.join("w1")).unwrap();
     std::fs::write(&old_layout, (5..12).map(line).collect::<String>()).unwrap();
     std::fs::write(&new_layout, (10..15).map(line).collect::<String>()).unwrap();
     let _again = Journal::open(&jdir, store.events.clone()).await.unwrap();
     assert_eq!(clicks(&store, &t).await, 15, "loaded at open, each once");
     assert!(!old_layout.exists() && !new_layout.exists(), "and forgotten");
+    assert!(!jdir.join("w1").exists(), "an earlier writer's directory goes once loaded");
     store.close().await;
 }
 
 /// A flood from many tasks at once: every append returns, each line is on
-/// disk once, and none is lost between the writers sharing the queue.
+/// disk once, and none is lost between the tasks sharing the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_appends_is_each_on_disk_once() {
     let dir = tempfile::tempdir().unwrap();
