@@ -88,7 +88,9 @@ impl Signal {
 #[derive(Default)]
 struct Kept {
     token: Vec<u8>,
-    rows: HashMap<(i64, String), Vec<PolicyRow>>,
+    rows: HashMap<i64, HashMap<String, Vec<PolicyRow>>>,
+    /// Scopes kept, all tenants together.
+    scopes: usize,
 }
 
 /// The policy rows of a database with a [`Signal`].
@@ -113,9 +115,10 @@ impl RowCache {
         if kept.token != token {
             return None;
         }
+        let mine = kept.rows.get(&tenant)?;
         let mut rows = Vec::new();
         for s in scopes {
-            rows.extend_from_slice(kept.rows.get(&(tenant, s.to_string()))?);
+            rows.extend_from_slice(mine.get(*s)?);
         }
         // In the order the database answers in.
         rows.sort_by(|a, b| (&a.scope, &a.key).cmp(&(&b.scope, &b.key)));
@@ -125,13 +128,16 @@ impl RowCache {
     /// Keeps `rows`, read for `scopes` after `token` was taken.
     pub(crate) fn keep(&self, token: Vec<u8>, tenant: i64, scopes: &[&str], rows: &[PolicyRow]) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.token != token || kept.rows.len() + scopes.len() > KEPT_MAX {
-            *kept = Kept { token, rows: HashMap::new() };
+        if kept.token != token || kept.scopes + scopes.len() > KEPT_MAX {
+            *kept = Kept { token, ..Kept::default() };
         }
+        let mine = kept.rows.entry(tenant).or_default();
+        let before = mine.len();
         for s in scopes {
-            let mine = rows.iter().filter(|r| r.scope == *s).cloned().collect();
-            kept.rows.insert((tenant, s.to_string()), mine);
+            mine.insert(s.to_string(), rows.iter().filter(|r| r.scope == *s).cloned().collect());
         }
+        let added = mine.len() - before;
+        kept.scopes += added;
     }
 
     /// After a write has committed.
